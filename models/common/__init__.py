@@ -1,0 +1,1 @@
+"""Shared, ComfyUI-free building blocks: loading, configs, errors, image helpers, tiny models."""
