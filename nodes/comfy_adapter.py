@@ -1,0 +1,133 @@
+"""The only place that knows ComfyUI internals: model folders, progress, interrupt, devices.
+
+Every import of a `comfy` module is guarded, so the pack degrades to plain torch behaviour where an
+internal moved (HOST.md lists what changed between 0.3.75 and 0.33).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..models.common.errors import WeightsNotFoundError
+
+DIFFUSERS_PREFIX = "diffusers/"
+CHECKPOINTS_PREFIX = "checkpoints/"
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def _folder_paths():
+    import folder_paths  # ComfyUI's module; present whenever the pack runs inside ComfyUI
+
+    return folder_paths
+
+
+def _folders(kind: str) -> list[str]:
+    try:
+        return list(_folder_paths().get_folder_paths(kind))
+    except Exception:
+        return []
+
+
+def _diffusers_folders() -> list[str]:
+    """Relative names of diffusers pipeline folders (those holding unet/config.json) in models/diffusers."""
+    found = []
+    for root in _folders("diffusers"):
+        base = Path(root)
+        if not base.is_dir():
+            continue
+        for config in sorted(base.glob("**/unet/config.json")):
+            found.append(config.parent.parent.relative_to(base).as_posix())
+    return sorted(set(found))
+
+
+def _checkpoint_files() -> list[str]:
+    try:
+        names = _folder_paths().get_filename_list("checkpoints")
+    except Exception:
+        return []
+    return sorted(n for n in names if n.lower().endswith(WEIGHT_SUFFIXES))
+
+
+def sd_model_choices(placeholder: str) -> list[str]:
+    """Combo entries for an SD-family loader: `diffusers/<folder>` and `checkpoints/<file>`."""
+    choices = [DIFFUSERS_PREFIX + n for n in _diffusers_folders()]
+    choices += [CHECKPOINTS_PREFIX + n for n in _checkpoint_files()]
+    return choices or [placeholder]
+
+
+def resolve_sd_model(choice: str, published: str) -> Path:
+    """Map a combo entry to a path inside ComfyUI's model folders, never outside them."""
+    if choice.startswith(DIFFUSERS_PREFIX):
+        kind, name = "diffusers", choice[len(DIFFUSERS_PREFIX):]
+    elif choice.startswith(CHECKPOINTS_PREFIX):
+        kind, name = "checkpoints", choice[len(CHECKPOINTS_PREFIX):]
+    else:
+        kind, name = "", choice
+    kinds = [kind] if kind else ["diffusers", "checkpoints"]
+    searched = [f for k in kinds for f in _folders(k)]
+    for root in searched:
+        base = Path(root).resolve()
+        candidate = (base / name).resolve()
+        if base not in candidate.parents:  # '..' or an absolute path: refuse to leave the folder
+            continue
+        if candidate.is_file() or (candidate / "unet" / "config.json").is_file():
+            return candidate
+    raise WeightsNotFoundError(name or choice, searched, published)
+
+
+def progress_callback(total: int):
+    """A `progress(step, total)` function that drives ComfyUI's progress bar and honours Cancel."""
+    try:
+        import comfy.model_management as mm
+        import comfy.utils
+
+        bar = comfy.utils.ProgressBar(total)
+    except Exception:
+        return lambda step, n: None
+
+    def report(step: int, n: int) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        bar.update_absolute(step, n)
+
+    mm.throw_exception_if_processing_interrupted()
+    return report
+
+
+def torch_device() -> torch.device:
+    try:
+        import comfy.model_management as mm
+
+        return mm.get_torch_device()
+    except Exception:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prepare_modules(modules: list[torch.nn.Module], device: torch.device) -> None:
+    """Let ComfyUI free VRAM for our modules, then move them. Weights and dtypes are not changed."""
+    if device.type != "cpu":
+        try:
+            import comfy.model_management as mm
+
+            need = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+            mm.free_memory(int(need * 1.5), device)
+        except Exception:
+            pass
+    for m in modules:
+        m.to(device)
+
+
+def offload_modules(modules: list[torch.nn.Module]) -> None:
+    """Return modules to the CPU after a run unless the user keeps models on the GPU."""
+    if os.environ.get("PAPERNODES_KEEP_ON_DEVICE") == "1":
+        return
+    for m in modules:
+        m.to("cpu")
+    try:
+        import comfy.model_management as mm
+
+        mm.soft_empty_cache()
+    except Exception:
+        pass
