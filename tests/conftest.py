@@ -1,0 +1,120 @@
+"""pytest configuration shared by all tests of the pack.
+
+- Forces the Hugging Face stack offline: tests must never reach a hub (CI has no network, and a silent
+  download would hide a missing local file).
+- Registers the checkout as the importable package `papernodes` WITHOUT running its root __init__.py
+  (that one imports the ComfyUI node modules, which need `comfy` on sys.path). Tests then import
+  `papernodes.models...` / `papernodes.nodes...` and relative imports inside the pack work.
+- Provides the session fixture `comfy_host`: a real ComfyUI 0.3.75 server with this checkout installed
+  (scripts/comfy_host.py), started once per session because startup costs ~10 s and ~1 GB RAM.
+- Markers: `slow`, `host` (needs the real server), `gpu` (skipped without CUDA).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import logging
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ[_key] = _value
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TESTS_DIR = Path(__file__).resolve().parent
+PACKAGE_NAME = "papernodes"
+
+for _path in (REPO_ROOT / "scripts", TESTS_DIR):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import comfy_host as _comfy_host  # noqa: E402  (needs scripts/ on sys.path, set just above)
+
+log = logging.getLogger(__name__)
+
+
+def _register_package() -> None:
+    """Make `import papernodes.x.y` resolve inside the checkout without executing the root __init__.py."""
+    if PACKAGE_NAME in sys.modules:
+        return
+    spec = importlib.machinery.ModuleSpec(PACKAGE_NAME, None, is_package=True)
+    spec.submodule_search_locations = [str(REPO_ROOT)]
+    module = types.ModuleType(PACKAGE_NAME)
+    module.__spec__ = spec
+    module.__path__ = [str(REPO_ROOT)]
+    module.__package__ = PACKAGE_NAME
+    sys.modules[PACKAGE_NAME] = module
+
+
+_register_package()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Also in pyproject.toml; repeated so the markers exist when pytest runs with another config file.
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "host: needs the real ComfyUI server (session fixture comfy_host)")
+    config.addinivalue_line("markers", "gpu: needs CUDA; skipped when torch.cuda.is_available() is False")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests on CPU-only machines; torch is imported only if such tests were collected."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (torch.cuda.is_available() is False)")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
+def _place_test_models(base_dir: Path) -> None:
+    """Call tests/helpers_models.py:place_test_models(base_dir) when it exists; otherwise place nothing."""
+    if not (TESTS_DIR / "helpers_models.py").is_file():
+        log.warning("tests/helpers_models.py missing: the host starts without test models")
+        return
+    place = getattr(importlib.import_module("helpers_models"), "place_test_models", None)
+    if place is None:
+        log.warning("helpers_models.place_test_models missing: the host starts without test models")
+        return
+    place(base_dir)
+
+
+@pytest.fixture(scope="session")
+def comfy_host(tmp_path_factory: pytest.TempPathFactory):
+    """A running ComfyUI server with this checkout in custom_nodes/ and the tiny test models in models/."""
+    try:
+        comfyui_dir = _comfy_host.find_comfyui()
+    except _comfy_host.ComfyError as err:
+        pytest.skip(f"no ComfyUI to host the pack: {err}")
+    base_dir = tmp_path_factory.mktemp("comfy_base")
+    host = _comfy_host.ComfyHost(comfyui_dir, base_dir, REPO_ROOT)
+    host.prepare_base_dir()  # models/ must exist before the hook writes into it
+    _place_test_models(base_dir)
+    host.start(timeout=180)
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Attach the server log tail to failing tests that used the host: the cause is usually only there."""
+    outcome = yield
+    report = outcome.get_result()
+    host = getattr(item, "funcargs", {}).get("comfy_host")
+    if report.failed and host is not None:
+        report.sections.append(("ComfyUI log tail", host.log_tail(80)))
