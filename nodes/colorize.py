@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..models.colorize.instructions import DEFAULT_INSTRUCTION
 from ..models.colorize.metrics import format_report, image_metrics
 from ..models.colorize.pipeline import ColorizePipeline, ColorizeSettings
+from ..models.common.image import check_image_batch, to_grayscale
 from ..models.common.loading import load_components
 from ..models.common.schedulers import SCHEDULERS
 from .bridge import components_from_comfy
@@ -139,15 +140,34 @@ class ColorizationMetrics:
                 "result": (report, m["mean_psnr"], m["mean_ssim"], m["mean_mse"], m["mean_mae"])}
 
 
+class ToGrayscale:
+    """BT.601 grayscale (what the colorizer was trained on), for making test inputs from color images."""
+
+    DESCRIPTION = "Convert images to grayscale (ITU-R BT.601 luma, 3 channels), e.g. to test colorization."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    FUNCTION = "convert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE", {"tooltip": "Color images."})}}
+
+    def convert(self, image):
+        return (to_grayscale(check_image_batch(image, "image")),)
+
+
 NODE_CLASS_MAPPINGS = {
     "PaperNodes_LoadColorizer": LoadColorizer,
     "PaperNodes_ColorizerFromCheckpoint": ColorizerFromCheckpoint,
     "PaperNodes_Colorize": Colorize,
     "PaperNodes_ColorizationMetrics": ColorizationMetrics,
+    "PaperNodes_ToGrayscale": ToGrayscale,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_LoadColorizer": "Colorize: Load Model",
     "PaperNodes_ColorizerFromCheckpoint": "Colorize: Model from Checkpoint (MODEL/CLIP/VAE)",
     "PaperNodes_Colorize": "Colorize: Colorize Image",
     "PaperNodes_ColorizationMetrics": "Colorize: Image Metrics (PSNR/SSIM)",
+    "PaperNodes_ToGrayscale": "Colorize: To Grayscale",
 }

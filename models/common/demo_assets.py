@@ -1,0 +1,50 @@
+"""Demo models and images for the main job, written into a ComfyUI base directory.
+
+Until the proving-ground models ship, the demo models are the tiny seeded models of `tiny.py`, so the
+example workflows run end to end in seconds on a CPU (their colors are not meaningful yet).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .saving import save_diffusers_folder, save_single_file
+from .tiny import build_tiny_components
+
+DEMO_COLORIZER = "papernodes-demo-colorizer"
+DEMO_COLOR_IMAGE = "papernodes_demo_color.png"
+
+
+def demo_scene(size: int = 96, seed: int = 0) -> np.ndarray:
+    """A deterministic colorful scene (striped background, a disc and a square), uint8 [H,W,3]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    img = np.empty((size, size, 3), np.float32)
+    stripes = (np.sin(xx * math.tau * 4) > 0).astype(np.float32)[..., None]
+    img[:] = stripes * np.array([0.2, 0.35, 0.8]) + (1 - stripes) * np.array([0.85, 0.9, 1.0])
+    cx, cy, r = rng.uniform(0.3, 0.45), rng.uniform(0.3, 0.7), 0.2
+    img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = (0.9, 0.15, 0.1)
+    img[(np.abs(xx - 0.72) < 0.14) & (np.abs(yy - 0.5) < 0.14)] = (0.1, 0.7, 0.2)
+    return (img * 255).round().astype(np.uint8)
+
+
+def write_demo_assets(base_dir: str | Path) -> dict[str, Path]:
+    """Write the demo colorizer (diffusers folder + single file) and input image under `base_dir`."""
+    from PIL import Image
+
+    base = Path(base_dir)
+    comps = build_tiny_components(seed=0, in_channels=8)
+    folder = base / "models" / "diffusers" / DEMO_COLORIZER
+    if not (folder / "unet" / "config.json").is_file():
+        save_diffusers_folder(comps, folder)
+    single = base / "models" / "checkpoints" / f"{DEMO_COLORIZER}.safetensors"
+    if not single.is_file():
+        save_single_file(comps, single, dtype=torch.float16)
+    image = base / "input" / DEMO_COLOR_IMAGE
+    image.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(demo_scene()).save(image)
+    return {"diffusers": folder, "single_file": single, "image": image}

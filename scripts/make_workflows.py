@@ -1,0 +1,134 @@
+"""Write each example workflow twice from one graph description: UI format (drag into ComfyUI) and API format.
+
+Keeping both files generated from one source means they cannot drift; tests/test_workflows.py checks
+both against the live server's /object_info. Run: `python scripts/make_workflows.py` (no ComfyUI needed).
+
+Widget order per node class is declared here (it is the order of the non-link inputs in INPUT_TYPES);
+an INT input named `seed` gets the UI's extra "control_after_generate" widget value.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = REPO_ROOT / "example_workflows"
+
+# class_type -> ordered widget names; link inputs are given per node.
+WIDGETS: dict[str, list[str]] = {
+    "LoadImage": ["image", "upload"],
+    "SaveImage": ["filename_prefix"],
+    "PreviewImage": [],
+    "PaperNodes_LoadColorizer": ["model_name"],
+    "PaperNodes_ToGrayscale": [],
+    "PaperNodes_Colorize": ["instruction", "steps", "text_guidance", "image_guidance", "scheduler", "seed",
+                            "keep_luminance", "resize_mode"],
+    "PaperNodes_ColorizationMetrics": [],
+}
+OUTPUTS: dict[str, list[tuple[str, str]]] = {
+    "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
+    "SaveImage": [],
+    "PreviewImage": [],
+    "PaperNodes_LoadColorizer": [("colorizer", "COLORIZE_MODEL")],
+    "PaperNodes_ToGrayscale": [("image", "IMAGE")],
+    "PaperNodes_Colorize": [("image", "IMAGE")],
+    "PaperNodes_ColorizationMetrics": [("report", "STRING"), ("psnr", "FLOAT"), ("ssim", "FLOAT"),
+                                       ("mse", "FLOAT"), ("mae", "FLOAT")],
+}
+LINK_TYPES: dict[str, dict[str, str]] = {
+    "SaveImage": {"images": "IMAGE"},
+    "PreviewImage": {"images": "IMAGE"},
+    "PaperNodes_ToGrayscale": {"image": "IMAGE"},
+    "PaperNodes_Colorize": {"colorizer": "COLORIZE_MODEL", "image": "IMAGE"},
+    "PaperNodes_ColorizationMetrics": {"image": "IMAGE", "reference": "IMAGE"},
+}
+
+
+@dataclass
+class Node:
+    id: int
+    class_type: str
+    widgets: dict = field(default_factory=dict)
+    links: dict = field(default_factory=dict)  # input name -> (node id, output slot)
+    title: str = ""
+    pos: tuple[int, int] = (0, 0)
+
+
+def api_format(nodes: list[Node]) -> dict:
+    prompt = {}
+    for n in nodes:
+        inputs = {k: v for k, v in n.widgets.items() if k != "upload"}
+        inputs.update({k: [str(src), slot] for k, (src, slot) in n.links.items()})
+        prompt[str(n.id)] = {"class_type": n.class_type, "inputs": inputs,
+                             "_meta": {"title": n.title or n.class_type}}
+    return prompt
+
+
+def ui_format(nodes: list[Node]) -> dict:
+    links, ui_nodes = [], []
+    by_id = {n.id: n for n in nodes}
+    out_links: dict[tuple[int, int], list[int]] = {}
+    link_id = 0
+    for n in nodes:
+        for name, (src, slot) in n.links.items():
+            link_id += 1
+            links.append([link_id, src, slot, n.id, list(n.links).index(name), LINK_TYPES[n.class_type][name]])
+            out_links.setdefault((src, slot), []).append(link_id)
+    link_of = {(l[3], l[4]): l[0] for l in links}
+    for order, n in enumerate(nodes):
+        values = []
+        for w in WIDGETS[n.class_type]:
+            values.append(n.widgets.get(w, "image" if w == "upload" else None))
+            if w == "seed":
+                values.append("fixed")
+        ui_nodes.append({
+            "id": n.id, "type": n.class_type, "pos": list(n.pos), "size": [320, 120 + 24 * len(values)],
+            "flags": {}, "order": order, "mode": 0,
+            "inputs": [{"name": name, "type": LINK_TYPES[n.class_type][name], "link": link_of[(n.id, i)]}
+                       for i, name in enumerate(n.links)],
+            "outputs": [{"name": name, "type": typ, "links": out_links.get((n.id, slot), []), "slot_index": slot}
+                        for slot, (name, typ) in enumerate(OUTPUTS[n.class_type])],
+            "properties": {"Node name for S&R": n.class_type},
+            "widgets_values": values,
+            **({"title": n.title} if n.title else {}),
+        })
+    assert all(src in by_id for _, src, *_ in links)
+    return {"last_node_id": max(by_id), "last_link_id": link_id, "nodes": ui_nodes, "links": links,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 1, "offset": [0, 0]}}, "version": 0.4}
+
+
+def colorize_graph() -> list[Node]:
+    """Color demo image -> grayscale -> colorize -> save, and score the result against the original."""
+    return [
+        Node(1, "LoadImage", {"image": "papernodes_demo_color.png", "upload": "image"}, pos=(0, 0),
+             title="Color reference"),
+        Node(2, "PaperNodes_ToGrayscale", links={"image": (1, 0)}, pos=(340, 0)),
+        Node(3, "PaperNodes_LoadColorizer", {"model_name": "diffusers/papernodes-demo-colorizer"}, pos=(340, 160)),
+        Node(4, "PaperNodes_Colorize", {
+            "instruction": "Colorize this black and white photo with natural, realistic colors",
+            "steps": 20, "text_guidance": 7.5, "image_guidance": 1.5, "scheduler": "euler_ancestral",
+            "seed": 42, "keep_luminance": True, "resize_mode": "pad"},
+            links={"colorizer": (3, 0), "image": (2, 0)}, pos=(700, 0)),
+        Node(5, "SaveImage", {"filename_prefix": "PaperNodes/colorized"}, links={"images": (4, 0)}, pos=(1060, 0)),
+        Node(6, "SaveImage", {"filename_prefix": "PaperNodes/grayscale"}, links={"images": (2, 0)},
+             pos=(700, 420)),
+        Node(7, "PaperNodes_ColorizationMetrics", links={"image": (4, 0), "reference": (1, 0)}, pos=(1060, 380)),
+    ]
+
+
+WORKFLOWS = {"colorize": colorize_graph}
+
+
+def main() -> None:
+    OUT_DIR.mkdir(exist_ok=True)
+    for name, build in WORKFLOWS.items():
+        nodes = build()
+        (OUT_DIR / f"{name}.json").write_text(json.dumps(ui_format(nodes), indent=2) + "\n")
+        (OUT_DIR / f"{name}_api.json").write_text(json.dumps(api_format(nodes), indent=2) + "\n")
+        print(f"wrote example_workflows/{name}.json and {name}_api.json")
+
+
+if __name__ == "__main__":
+    main()
