@@ -41,7 +41,8 @@ def components_from_comfy(model, clip, vae) -> SDComponents:
         raise InputError("clip", "an SD1.x CLIP (CLIP-L text encoder)", type(cond).__name__)
     patcher = clip.load_model() if hasattr(clip, "load_model") else clip.patcher
     for k, v in _patched_state_dict(patcher, clip_l.transformer).items():
-        sd[ldm_layout.CLIP_PREFIX + k] = v
+        if k.startswith("text_model."):  # ComfyUI also keeps text_projection, which SD1.x never uses
+            sd[ldm_layout.CLIP_PREFIX + k] = v
 
     first_stage = getattr(vae, "first_stage_model", None)
     if first_stage is None:
