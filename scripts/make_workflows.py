@@ -76,7 +76,7 @@ def ui_format(nodes: list[Node]) -> dict:
             link_id += 1
             links.append([link_id, src, slot, n.id, list(n.links).index(name), LINK_TYPES[n.class_type][name]])
             out_links.setdefault((src, slot), []).append(link_id)
-    link_of = {(l[3], l[4]): l[0] for l in links}
+    link_of = {(link[3], link[4]): link[0] for link in links}
     for order, n in enumerate(nodes):
         values = []
         for w in WIDGETS[n.class_type]:
