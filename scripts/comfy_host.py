@@ -160,7 +160,10 @@ class ComfyHost:
         if self.port is None:
             self.port = free_port()
         t0 = time.monotonic()
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop())
+        # A fresh log per start: import_failures() parses it, so an old run's failures must not linger.
+        if self.log_path.exists():
+            self.log_path.replace(self.log_path.with_suffix(".prev.log"))
+        self._log_file = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(
             self.command(),
             cwd=str(self.base_dir),
@@ -278,6 +281,13 @@ class ComfyHost:
         if status != 200:
             raise ComfyError(f"/object_info answered {status}: {body!r:.500}")
         return body
+
+    def pack_node_names(self) -> list[str]:
+        """Node types the server loaded from our pack (object_info's python_module is custom_nodes.<dir>)."""
+        module = f"custom_nodes.{PACK_NAME}"
+        return sorted(
+            name for name, info in self.object_info().items() if info.get("python_module") == module
+        )
 
     def post_prompt(self, prompt: dict, client_id: str | None = None) -> tuple[int, Any]:
         """Queue an API-format prompt: (200, {"prompt_id", ...}) or (400, {"error", "node_errors"})."""
@@ -429,6 +439,8 @@ def copy_outputs(files: list[Path], out_dir: Path, prefix: str) -> list[Path]:
         if not src.is_file():
             raise ComfyError(f"history names {src} but the file does not exist")
         dst = out_dir / f"{prefix}_{src.name}"
+        if dst in copied:  # same name from two subfolders: keep both
+            dst = out_dir / f"{prefix}_{src.parent.name}_{src.name}"
         shutil.copy2(src, dst)
         copied.append(dst)
     return copied
@@ -478,7 +490,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"ComfyUI serving at {host.url} (base {host.base_dir}, log {host.log_path}); Ctrl-C stops", flush=True
     )
     try:
+        # Stop cleanly on SIGTERM, and on SIGINT even when started in the background (which ignores it).
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         while host.is_running():
             time.sleep(1)
         print(

@@ -38,7 +38,7 @@ for _path in (REPO_ROOT / "scripts", TESTS_DIR):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-import comfy_host as _comfy_host  # noqa: E402  (needs scripts/ on sys.path, set just above)
+_comfy_host = importlib.import_module("comfy_host")  # scripts/comfy_host.py, on sys.path just above
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ import sys
 import kornia.color as kc
 import pytest
 import torch
-
 from papernodes.models.colorize.metrics import image_metrics
 from papernodes.models.colorize.pipeline import ColorizePipeline, ColorizeSettings
 from papernodes.models.common import tiny

@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from papernodes.models.common import ldm_layout, saving
 from papernodes.models.common.loading import SDComponents, load_tokenizer, shipped_scheduler_config
+from PIL import Image
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 CKPT = "papernodes-bridge-ip2p.safetensors"

@@ -40,6 +40,7 @@ def test_pack_imports(comfy_host):
     log = comfy_host.log_text()
     assert harness.PACK_NAME in log, "ComfyUI never tried to load the pack (is the symlink in custom_nodes/?)"
     assert not comfy_host.pack_import_failed(), "the pack failed to import in ComfyUI (traceback in log tail)"
+    assert comfy_host.pack_node_names(), "the pack imported but registered no nodes"
 
 
 @host

@@ -6,7 +6,6 @@ import pickle
 
 import pytest
 import torch
-
 from papernodes.models.common import ldm_layout, loading, tiny
 from papernodes.models.common.errors import WeightsFormatError
 
