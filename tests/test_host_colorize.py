@@ -118,3 +118,22 @@ def test_metrics_with_mismatched_batches_fail_with_a_clear_message(comfy_host):
     ok["2"]["inputs"]["batch_size"] = 1
     entry = comfy_host.run(ok)
     assert "PSNR" in entry["outputs"]["3"]["text"][0]
+
+
+def test_cancel_stops_colorize_mid_run_and_server_recovers(comfy_host):
+    """POST /interrupt during a long run ends it within a step; the next prompt runs normally."""
+    import time
+
+    prompt = _api("colorize")
+    prompt["4"]["inputs"].update(steps=1000, seed=777)
+    status, body = comfy_host.post_prompt(prompt)
+    assert status == 200
+    time.sleep(3.0)  # the loader is cached: sampling is under way by now
+    t0 = time.monotonic()
+    assert comfy_host.request("POST", "/interrupt")[0] == 200
+    entry = comfy_host.wait(body["prompt_id"], timeout=120)
+    assert time.monotonic() - t0 < 30
+    messages = [m[0] for m in entry["status"]["messages"]]
+    assert "execution_interrupted" in messages, messages
+    assert "5" not in entry.get("outputs", {})  # nothing saved from the cancelled run
+    _run_colorize(comfy_host, {("4", "seed"): 778})
