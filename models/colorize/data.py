@@ -120,7 +120,7 @@ class ColorFolderDataset(_SeededDataset):
         if self.random_flip and rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         color = pil_to_tensor(img)
-        return dict(gray=to_grayscale(color), color=color, instruction=sample_instruction(rng))
+        return {"gray": to_grayscale(color), "color": color, "instruction": sample_instruction(rng)}
 
 
 class TripletDataset(_SeededDataset):
@@ -147,14 +147,14 @@ class TripletDataset(_SeededDataset):
                 gray, color = self.folder / row["gray"], self.folder / row["color"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise DatasetError(
-                    f"{meta} line {lineno}: expected a JSON object with \"gray\" and \"color\" paths ({exc})"
+                    f'{meta} line {lineno}: expected a JSON object with "gray" and "color" paths ({exc})'
                 ) from exc
             for p in (gray, color):
                 if not p.is_file():
                     raise DatasetError(f"{meta} line {lineno}: image {p} not found")
             instruction = row.get("instruction")
             if instruction is not None and not isinstance(instruction, str):
-                raise DatasetError(f"{meta} line {lineno}: \"instruction\" must be a string")
+                raise DatasetError(f'{meta} line {lineno}: "instruction" must be a string')
             self.rows.append((gray, color, instruction or None))
         if not self.rows:
             raise DatasetError(f"Triplet folder {self.folder}: metadata.jsonl lists no triplets")
@@ -168,10 +168,17 @@ class TripletDataset(_SeededDataset):
         color_img, gray_img = _open_rgb(color_path), _open_rgb(gray_path)
         if gray_img.size != color_img.size:
             gray_img = gray_img.resize(color_img.size, Image.BICUBIC)
-        color_img, gray_img = resize_center_crop(color_img, self.size), resize_center_crop(gray_img, self.size)
+        color_img, gray_img = (
+            resize_center_crop(color_img, self.size),
+            resize_center_crop(gray_img, self.size),
+        )
         if self.random_flip and rng.random() < 0.5:
             color_img = color_img.transpose(Image.FLIP_LEFT_RIGHT)
             gray_img = gray_img.transpose(Image.FLIP_LEFT_RIGHT)
         if instruction is None:
             instruction = sample_instruction(rng)
-        return dict(gray=pil_to_tensor(gray_img), color=pil_to_tensor(color_img), instruction=instruction)
+        return {
+            "gray": pil_to_tensor(gray_img),
+            "color": pil_to_tensor(color_img),
+            "instruction": instruction,
+        }
