@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...kernels.processor import HookState, attention_hooks
 from ..common.errors import InputError
 from ..common.image import check_image_batch, fit_to_multiple, restore_size, to_grayscale, transfer_luminance
 from ..common.loading import SDComponents
@@ -89,15 +90,20 @@ class ColorizePipeline:
         latents = latents * scheduler.init_noise_sigma
 
         total = len(scheduler.timesteps)
-        for i, t in enumerate(scheduler.timesteps):
-            model_in = scheduler.scale_model_input(torch.cat([latents] * 3), t)
-            model_in = torch.cat([model_in, image_batch], dim=1)
-            e_full, e_image, e_none = unet(model_in, t, encoder_hidden_states=text_batch).sample.chunk(3)
-            eps = (e_none + settings.image_guidance * (e_image - e_none)
-                   + settings.text_guidance * (e_full - e_image))
-            latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
-            if progress is not None:
-                progress(i + 1, total)
+        state = HookState(num_steps=total, latent_hw=tuple(latents.shape[-2:]))
+        # Attention runs through the pack's kernels (triton on GPU); the U-Net's own processors are
+        # restored on exit, also on Cancel.
+        with attention_hooks(unet, [], state):
+            for i, t in enumerate(scheduler.timesteps):
+                state.step = i
+                model_in = scheduler.scale_model_input(torch.cat([latents] * 3), t)
+                model_in = torch.cat([model_in, image_batch], dim=1)
+                e_full, e_image, e_none = unet(model_in, t, encoder_hidden_states=text_batch).sample.chunk(3)
+                eps = (e_none + settings.image_guidance * (e_image - e_none)
+                       + settings.text_guidance * (e_full - e_image))
+                latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
+                if progress is not None:
+                    progress(i + 1, total)
 
         decoded = vae.decode(latents / vae.config.scaling_factor).sample
         colored = restore_size(((decoded.float() + 1) / 2).clamp(0, 1).cpu(), fit)
