@@ -177,22 +177,32 @@ def _key_mask(attention_mask: torch.Tensor | None, batch: int, keys: int) -> tor
     return (m.reshape(batch, -1)[:, -keys:] > -1.0)
 
 
+def _attention_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Processor name (diffusers' `attn_processors` naming) -> the Attention module that owns it.
+    Works on whole models and on a single Attention layer alike."""
+    return {(f"{name}.processor" if name else "processor"): module
+            for name, module in model.named_modules()
+            if hasattr(module, "set_processor") and hasattr(module, "processor")}
+
+
 @contextmanager
 def attention_hooks(model: torch.nn.Module, hooks: Sequence[AttentionHook], state: HookState | None = None,
                     layers=None) -> Iterator[HookState]:
     """Install `PaperAttnProcessor` on `model`'s attention layers (all, or those `layers(name)` accepts)
-    and restore the original processors on exit, whatever happens inside the block."""
+    and restore the original processor objects on exit, whatever happens inside the block."""
     state = state or HookState()
-    original = dict(model.attn_processors)
-    patched = {name: (PaperAttnProcessor(name, hooks, state) if layers is None or layers(name) else proc)
-               for name, proc in original.items()}
-    model.set_attn_processor(patched)
+    modules = _attention_modules(model)
+    original = {name: module.processor for name, module in modules.items()}
     try:
+        for name, module in modules.items():
+            if layers is None or layers(name):
+                module.set_processor(PaperAttnProcessor(name, hooks, state))
         yield state
     finally:
-        model.set_attn_processor(original)
+        for name, module in modules.items():
+            module.set_processor(original[name])
 
 
 def installed_processors(model: torch.nn.Module) -> dict:
     """Name -> processor object, to check that a model was restored exactly."""
-    return dict(model.attn_processors)
+    return {name: module.processor for name, module in _attention_modules(model).items()}

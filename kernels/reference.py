@@ -15,8 +15,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# Query rows per chunk when probabilities are materialised; ~ chunk*Lk*H*4 bytes per batch item.
-DEFAULT_PROB_CHUNK = 1024
+# When probabilities are materialised, one [B, H, chunk, Lk] float32 block is held at a time, sized to
+# this budget: far below the naive all-at-once map for self- and cross-attention alike.
+PROB_BLOCK_BYTES = 2 * 2**20
+
+
+def prob_chunk_rows(b: int, h: int, lq: int, lk: int, budget: int = PROB_BLOCK_BYTES) -> int:
+    """Query rows per chunk so one per-head probability block stays within `budget` bytes."""
+    return max(16, min(lq, budget // max(1, b * h * lk * 4)))
 
 
 @dataclass
@@ -88,7 +94,7 @@ def _probs_chunk(q, k, key_mask, scale) -> torch.Tensor:
     return torch.softmax(s, dim=-1)
 
 
-def attention_with_probs(q, k, v, key_mask=None, scale=None, chunk_size: int = DEFAULT_PROB_CHUNK):
+def attention_with_probs(q, k, v, key_mask=None, scale=None, chunk_size: int | None = None):
     """(out, head-averaged probabilities [B, Lq, Lk] in float32), chunked over queries.
 
     The probabilities are the attention maps Prompt-to-Prompt-style methods capture; only one chunk of
@@ -101,6 +107,7 @@ def attention_with_probs(q, k, v, key_mask=None, scale=None, chunk_size: int = D
     b, h, lq, _ = q.shape
     out = torch.empty(b, h, lq, v.shape[-1], dtype=dt, device=q.device)
     probs = torch.empty(b, lq, k.shape[2], dtype=torch.float32, device=q.device)
+    chunk_size = chunk_size or prob_chunk_rows(b, h, lq, k.shape[2])
     for start in range(0, lq, chunk_size):
         sl = slice(start, start + chunk_size)
         p = _probs_chunk(qc[:, :, sl], kc, key_mask, scale)
@@ -110,7 +117,7 @@ def attention_with_probs(q, k, v, key_mask=None, scale=None, chunk_size: int = D
 
 
 def attention_with_supplied_probs(q, k, v, probs: torch.Tensor, token_weights: torch.Tensor, key_mask=None,
-                                  scale=None, chunk_size: int = DEFAULT_PROB_CHUNK) -> torch.Tensor:
+                                  scale=None, chunk_size: int | None = None) -> torch.Tensor:
     """out = P' v with P' = w * probs + (1 - w) * softmax(q k^T), w per key token in [0, 1].
 
     `probs` [B or 1, H or 1, Lq, Lk] are supplied maps (e.g. the source prompt's); `token_weights`
@@ -128,6 +135,7 @@ def attention_with_supplied_probs(q, k, v, probs: torch.Tensor, token_weights: t
     w = w.view(1, 1, 1, lk) if w.ndim == 1 else w.view(w.shape[0], 1, 1, lk)
     qc, kc, vc = q.to(dt), k.to(dt), v.to(dt)
     out = torch.empty(b, h, lq, v.shape[-1], dtype=dt, device=q.device)
+    chunk_size = chunk_size or prob_chunk_rows(b, h, lq, lk)
     for start in range(0, lq, chunk_size):
         sl = slice(start, start + chunk_size)
         own = _probs_chunk(qc[:, :, sl], kc, key_mask, scale)
