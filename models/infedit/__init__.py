@@ -1,0 +1,1 @@
+"""InfEdit: inversion-free image editing with natural language (DDCM + Unified Attention Control)."""
