@@ -131,3 +131,23 @@ def offload_modules(modules: list[torch.nn.Module]) -> None:
         mm.soft_empty_cache()
     except Exception:
         pass
+
+
+def file_choices(kind: str, none_label: str | None = None) -> list[str]:
+    """Weight files ComfyUI lists for a model folder kind (e.g. "loras"), optionally led by a 'none' entry."""
+    try:
+        names = sorted(n for n in _folder_paths().get_filename_list(kind) if n.lower().endswith(WEIGHT_SUFFIXES))
+    except Exception:
+        names = []
+    return ([none_label] if none_label else []) + names
+
+
+def resolve_file(kind: str, name: str, published: str) -> Path:
+    """A file inside one of ComfyUI's `kind` folders; never a path outside them."""
+    searched = _folders(kind)
+    for root in searched:
+        base = Path(root).resolve()
+        candidate = (base / name).resolve()
+        if base in candidate.parents and candidate.is_file():
+            return candidate
+    raise WeightsNotFoundError(name, searched, published)

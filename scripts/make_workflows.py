@@ -26,6 +26,11 @@ WIDGETS: dict[str, list[str]] = {
     "PaperNodes_Colorize": ["instruction", "steps", "text_guidance", "image_guidance", "scheduler", "seed",
                             "keep_luminance", "resize_mode"],
     "PaperNodes_ColorizationMetrics": [],
+    "MaskToImage": [],
+    "PaperNodes_InfEditLoadLCM": ["model_name", "lcm_lora", "lora_strength"],
+    "PaperNodes_InfEditEditImage": ["source_prompt", "target_prompt", "source_blend_words", "target_blend_words",
+                                    "steps", "source_guidance", "target_guidance", "cross_replace", "self_replace",
+                                    "thresh_e", "thresh_m", "eta", "seed", "resize_mode"],
 }
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
@@ -36,6 +41,9 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "PaperNodes_Colorize": [("image", "IMAGE")],
     "PaperNodes_ColorizationMetrics": [("report", "STRING"), ("psnr", "FLOAT"), ("ssim", "FLOAT"),
                                        ("mse", "FLOAT"), ("mae", "FLOAT")],
+    "MaskToImage": [("IMAGE", "IMAGE")],
+    "PaperNodes_InfEditLoadLCM": [("infedit_pipe", "INFEDIT_PIPE")],
+    "PaperNodes_InfEditEditImage": [("edited", "IMAGE"), ("blend_mask", "MASK"), ("source_reconstruction", "IMAGE")],
 }
 LINK_TYPES: dict[str, dict[str, str]] = {
     "SaveImage": {"images": "IMAGE"},
@@ -43,6 +51,8 @@ LINK_TYPES: dict[str, dict[str, str]] = {
     "PaperNodes_ToGrayscale": {"image": "IMAGE"},
     "PaperNodes_Colorize": {"colorizer": "COLORIZE_MODEL", "image": "IMAGE"},
     "PaperNodes_ColorizationMetrics": {"image": "IMAGE", "reference": "IMAGE"},
+    "MaskToImage": {"mask": "MASK"},
+    "PaperNodes_InfEditEditImage": {"infedit_pipe": "INFEDIT_PIPE", "image": "IMAGE"},
 }
 
 
@@ -118,7 +128,31 @@ def colorize_graph() -> list[Node]:
     ]
 
 
-WORKFLOWS = {"colorize": colorize_graph}
+def infedit_graph() -> list[Node]:
+    """Demo image -> InfEdit (recolor the disc, keep the rest) -> edited, mask and reconstruction saved."""
+    return [
+        Node(1, "LoadImage", {"image": "papernodes_demo_color.png", "upload": "image"}, pos=(0, 0),
+             title="Image to edit"),
+        Node(2, "PaperNodes_InfEditLoadLCM", {"model_name": "diffusers/papernodes-demo-lcm", "lcm_lora": "none",
+                                             "lora_strength": 1.0}, pos=(0, 360)),
+        Node(3, "PaperNodes_InfEditEditImage", {
+            "source_prompt": "a red circle and a green square on blue stripes",
+            "target_prompt": "a yellow circle and a green square on blue stripes",
+            "source_blend_words": "", "target_blend_words": "yellow circle",
+            "steps": 15, "source_guidance": 1.0, "target_guidance": 2.0, "cross_replace": 0.7,
+            "self_replace": 0.3, "thresh_e": 0.6, "thresh_m": 0.6, "eta": 1.0, "seed": 0, "resize_mode": "pad"},
+            links={"infedit_pipe": (2, 0), "image": (1, 0)}, pos=(360, 0)),
+        Node(4, "SaveImage", {"filename_prefix": "PaperNodes/infedit_edited"}, links={"images": (3, 0)},
+             pos=(760, 0)),
+        Node(5, "MaskToImage", links={"mask": (3, 1)}, pos=(760, 360)),
+        Node(6, "SaveImage", {"filename_prefix": "PaperNodes/infedit_mask"}, links={"images": (5, 0)},
+             pos=(1000, 360)),
+        Node(7, "SaveImage", {"filename_prefix": "PaperNodes/infedit_reconstruction"}, links={"images": (3, 2)},
+             pos=(760, 620)),
+    ]
+
+
+WORKFLOWS = {"colorize": colorize_graph, "infedit": infedit_graph}
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from .saving import save_diffusers_folder, save_single_file
 from .tiny import build_tiny_components
 
 DEMO_COLORIZER = "papernodes-demo-colorizer"
+DEMO_LCM = "papernodes-demo-lcm"
+DEMO_LORA = "papernodes-demo-lcm-lora.safetensors"
 DEMO_COLOR_IMAGE = "papernodes_demo_color.png"
 
 
@@ -44,7 +46,32 @@ def write_demo_assets(base_dir: str | Path) -> dict[str, Path]:
     single = base / "models" / "checkpoints" / f"{DEMO_COLORIZER}.safetensors"
     if not single.is_file():
         save_single_file(comps, single, dtype=torch.float16)
+    lcm = build_tiny_components(seed=1, in_channels=4)
+    lcm.scheduler_config = {**lcm.scheduler_config, "_class_name": "LCMScheduler", "original_inference_steps": 50}
+    lcm_folder = base / "models" / "diffusers" / DEMO_LCM
+    if not (lcm_folder / "unet" / "config.json").is_file():
+        save_diffusers_folder(lcm, lcm_folder)
+    lora = base / "models" / "loras" / DEMO_LORA
+    if not lora.is_file():
+        write_demo_lora(lcm.unet, lora)
     image = base / "input" / DEMO_COLOR_IMAGE
     image.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(demo_scene()).save(image)
-    return {"diffusers": folder, "single_file": single, "image": image}
+    return {"diffusers": folder, "single_file": single, "image": image, "lcm": lcm_folder, "lora": lora}
+
+
+def write_demo_lora(unet: torch.nn.Module, path: Path, rank: int = 4, seed: int = 0) -> Path:
+    """A small kohya-format LoRA on every attention projection of `unet` (the LCM-LoRA file layout)."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in ("to_q", "to_k", "to_v"):
+            key = "lora_unet_" + name.replace(".", "_")
+            sd[f"{key}.lora_down.weight"] = torch.randn(rank, module.in_features, generator=g) * 0.1
+            sd[f"{key}.lora_up.weight"] = torch.randn(module.out_features, rank, generator=g) * 0.1
+            sd[f"{key}.alpha"] = torch.tensor(float(rank))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path))
+    return path
