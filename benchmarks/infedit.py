@@ -103,13 +103,29 @@ def ddim_inversion_p2p(comps, image, source, target, steps=50, guidance=7.5):
     from diffusers import DDIMScheduler
 
     vae, unet = comps.vae, comps.unet
-    sched = DDIMScheduler.from_config({**{k: v for k, v in comps.scheduler_config.items() if k in (
-        "num_train_timesteps", "beta_start", "beta_end", "beta_schedule")}, "clip_sample": False,
-        "set_alpha_to_one": False, "steps_offset": 1})
+    sched = DDIMScheduler.from_config(
+        {
+            **{
+                k: v
+                for k, v in comps.scheduler_config.items()
+                if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")
+            },
+            "clip_sample": False,
+            "set_alpha_to_one": False,
+            "steps_offset": 1,
+        }
+    )
     sched.set_timesteps(steps)
     ac = sched.alphas_cumprod
-    enc = lambda ps: comps.text_encoder(comps.tokenizer(ps, padding="max_length", max_length=77, truncation=True,  # noqa: E731
-                                                        return_tensors="pt").input_ids)[0]
+    enc = lambda ps: comps.text_encoder(
+        comps.tokenizer(
+            ps,
+            padding="max_length",
+            max_length=77,
+            truncation=True,  # noqa: E731
+            return_tensors="pt",
+        ).input_ids
+    )[0]
     z0 = vae.encode(image.permute(0, 3, 1, 2) * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
     src_c, tgt_c, unc = enc([source]), enc([target]), enc([""])
     x = z0
@@ -117,7 +133,7 @@ def ddim_inversion_p2p(comps, image, source, target, steps=50, guidance=7.5):
     for i, t in enumerate(ts):  # inversion: z0 -> x_T
         prev_a = ac[ts[i - 1]] if i > 0 else sched.final_alpha_cumprod
         eps = unet(x, t, encoder_hidden_states=src_c).sample
-        x0 = (x - (1 - prev_a) ** 0.5 * eps) / prev_a ** 0.5
+        x0 = (x - (1 - prev_a) ** 0.5 * eps) / prev_a**0.5
         x = ac[t] ** 0.5 * x0 + (1 - ac[t]) ** 0.5 * eps
     al = token_alignment(comps.tokenizer(source).input_ids, comps.tokenizer(target).input_ids)
     text = torch.cat([unc, unc, src_c, tgt_c])
@@ -155,8 +171,10 @@ def run(args) -> dict:
     source, target = "a red circle and a green square", "a yellow circle and a green square"
     rows = {}
     pipe = InfEditPipeline(comps)
-    for name, preset in (("InfEdit interactive (15 steps)", PRESETS["interactive"]),
-                         ("InfEdit benchmark preset (12 steps)", PRESETS["benchmark"])):
+    for name, preset in (
+        ("InfEdit interactive (15 steps)", PRESETS["interactive"]),
+        ("InfEdit benchmark preset (12 steps)", PRESETS["benchmark"]),
+    ):
         rows[name] = _measure(lambda p=preset: pipe(image, source, [target], p), counter, args.repeat)
         same = dict(preset.__dict__, target_guidance=preset.source_guidance)
         r = pipe(image, source, [source], type(preset)(**same))
@@ -178,15 +196,20 @@ def main(argv=None) -> int:
     rows = run(args)
     base = rows["DDIM inversion 50 + P2P 50"]
     print(f"model={args.model or 'tiny seeded'} size={args.size} threads={torch.get_num_threads()}")
-    print(f"{'method':<38} {'calls':>6} {'rows':>6} {'seconds':>8} {'peak MiB':>9} {'recon RMSE':>11} "
-          f"{'calls x':>8} {'time x':>7}")
+    print(
+        f"{'method':<38} {'calls':>6} {'rows':>6} {'seconds':>8} {'peak MiB':>9} {'recon RMSE':>11} "
+        f"{'calls x':>8} {'time x':>7}"
+    )
     for name, r in rows.items():
-        print(f"{name:<38} {r['unet_calls']:>6} {r['unet_rows']:>6} {r['seconds']:>8.2f} {r['peak_mib']:>9.1f} "
-              f"{r['recon_latent_rmse']:>11.2e} {base['unet_calls'] / r['unet_calls']:>8.2f} "
-              f"{base['seconds'] / r['seconds']:>7.2f}")
+        print(
+            f"{name:<38} {r['unet_calls']:>6} {r['unet_rows']:>6} {r['seconds']:>8.2f} {r['peak_mib']:>9.1f} "
+            f"{r['recon_latent_rmse']:>11.2e} {base['unet_calls'] / r['unet_calls']:>8.2f} "
+            f"{base['seconds'] / r['seconds']:>7.2f}"
+        )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"model": args.model or "tiny", "size": args.size, "rows": rows},
-                                          indent=2) + "\n")
+    Path(args.json).write_text(
+        json.dumps({"model": args.model or "tiny", "size": args.size, "rows": rows}, indent=2) + "\n"
+    )
     return 0
 
 

@@ -91,27 +91,56 @@ def run(device: torch.device, repeat: int, dtype: torch.dtype) -> list[dict]:
     hs = mk(1, 4096, h * d)
 
     cases = [
-        ("self-attention module 4096^2", "diffusers default processor",
-         lambda: attn(hs), lambda: _with_ours(attn, hs)),
-        ("cross-attention + probs 4096x77", "naive softmax(QK^T)",
-         lambda: naive_probs(q, k_txt, v_txt), lambda: ops.attention_with_probs(q, k_txt, v_txt)),
-        ("cross-attention + probs 4096x77", "SDPA (no probs)",
-         lambda: sdpa(q, k_txt, v_txt), lambda: ops.attention_with_probs(q, k_txt, v_txt)),
-        ("self-attention + probs 4096^2", "naive softmax(QK^T)",
-         lambda: naive_probs(q, k_self, v_self), lambda: ops.attention_with_probs(q, k_self, v_self)),
-        ("multi-context (text+face+clothes)", "3x SDPA + adds",
-         lambda: sdpa(q, k_txt, v_txt) + 0.6 * sdpa(q, k_f, v_f) + 0.4 * sdpa(q, k_c, v_c),
-         lambda: ops.multi_context_attention(q, [Context(k_txt, v_txt), Context(k_f, v_f, 0.6),
-                                                  Context(k_c, v_c, 0.4)])),
+        (
+            "self-attention module 4096^2",
+            "diffusers default processor",
+            lambda: attn(hs),
+            lambda: _with_ours(attn, hs),
+        ),
+        (
+            "cross-attention + probs 4096x77",
+            "naive softmax(QK^T)",
+            lambda: naive_probs(q, k_txt, v_txt),
+            lambda: ops.attention_with_probs(q, k_txt, v_txt),
+        ),
+        (
+            "cross-attention + probs 4096x77",
+            "SDPA (no probs)",
+            lambda: sdpa(q, k_txt, v_txt),
+            lambda: ops.attention_with_probs(q, k_txt, v_txt),
+        ),
+        (
+            "self-attention + probs 4096^2",
+            "naive softmax(QK^T)",
+            lambda: naive_probs(q, k_self, v_self),
+            lambda: ops.attention_with_probs(q, k_self, v_self),
+        ),
+        (
+            "multi-context (text+face+clothes)",
+            "3x SDPA + adds",
+            lambda: sdpa(q, k_txt, v_txt) + 0.6 * sdpa(q, k_f, v_f) + 0.4 * sdpa(q, k_c, v_c),
+            lambda: ops.multi_context_attention(
+                q, [Context(k_txt, v_txt), Context(k_f, v_f, 0.6), Context(k_c, v_c, 0.4)]
+            ),
+        ),
     ]
     rows = []
     with torch.no_grad():
         for name, baseline_name, baseline, ours in cases:
             bt, bm = measure(baseline, device, repeat)
             ot, om = measure(ours, device, repeat)
-            rows.append({"op": name, "baseline": baseline_name, "baseline_s": bt, "ours_s": ot,
-                         "time_ratio": ot / bt, "baseline_peak_mib": bm, "ours_peak_mib": om,
-                         "memory_ratio": om / bm if bm > 0 else None})
+            rows.append(
+                {
+                    "op": name,
+                    "baseline": baseline_name,
+                    "baseline_s": bt,
+                    "ours_s": ot,
+                    "time_ratio": ot / bt,
+                    "baseline_peak_mib": bm,
+                    "ours_peak_mib": om,
+                    "memory_ratio": om / bm if bm > 0 else None,
+                }
+            )
     return rows
 
 
@@ -128,23 +157,45 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="where to write results (default benchmarks/results/)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    dtype = (
+        getattr(torch, args.dtype)
+        if args.dtype
+        else (torch.float16 if device.type == "cuda" else torch.float32)
+    )
     from papernodes.kernels.dispatch import select_backend
 
     backend = select_backend(device, dtype)
     rows = run(device, args.repeat, dtype)
     print(f"device={device} dtype={dtype} backend={backend} threads={torch.get_num_threads()}")
-    print(f"{'op':<36} {'baseline':<28} {'base s':>8} {'ours s':>8} {'time x':>7} "
-          f"{'base MiB':>9} {'ours MiB':>9} {'mem x':>6}")
+    print(
+        f"{'op':<36} {'baseline':<28} {'base s':>8} {'ours s':>8} {'time x':>7} "
+        f"{'base MiB':>9} {'ours MiB':>9} {'mem x':>6}"
+    )
     for r in rows:
         mem = f"{r['memory_ratio']:.2f}" if r["memory_ratio"] is not None else "-"
-        print(f"{r['op']:<36} {r['baseline']:<28} {r['baseline_s']:8.4f} {r['ours_s']:8.4f} "
-              f"{r['time_ratio']:7.2f} {r['baseline_peak_mib']:9.1f} {r['ours_peak_mib']:9.1f} {mem:>6}")
-    out = Path(args.json) if args.json else REPO_ROOT / "benchmarks" / "results" / f"kernels-{device.type}.json"
+        print(
+            f"{r['op']:<36} {r['baseline']:<28} {r['baseline_s']:8.4f} {r['ours_s']:8.4f} "
+            f"{r['time_ratio']:7.2f} {r['baseline_peak_mib']:9.1f} {r['ours_peak_mib']:9.1f} {mem:>6}"
+        )
+    out = (
+        Path(args.json) if args.json else REPO_ROOT / "benchmarks" / "results" / f"kernels-{device.type}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": str(device), "dtype": str(dtype), "backend": backend,
-                               "machine": platform.machine(), "threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "rows": rows}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "device": str(device),
+                "dtype": str(dtype),
+                "backend": backend,
+                "machine": platform.machine(),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}")
     return 0
 

@@ -16,7 +16,16 @@ from .ops import (
 from .reference import Context, fold_frames, sinusoidal_positions, unfold_frames
 
 __all__ = [
-    "ENV_VAR", "Context", "attention", "attention_with_probs", "attention_with_supplied_probs",
-    "fold_frames", "multi_context_attention", "select_backend", "sinusoidal_positions",
-    "temporal_attention", "unfold_frames", "use_backend",
+    "ENV_VAR",
+    "Context",
+    "attention",
+    "attention_with_probs",
+    "attention_with_supplied_probs",
+    "fold_frames",
+    "multi_context_attention",
+    "select_backend",
+    "sinusoidal_positions",
+    "temporal_attention",
+    "unfold_frames",
+    "use_backend",
 ]

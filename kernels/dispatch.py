@@ -48,8 +48,11 @@ def register_backend(backend: Backend, first: bool = False) -> None:
     """Add a backend (e.g. a vendor kernel); `first=True` makes `auto` prefer it."""
     global _BACKENDS
     items = [(backend.name, backend)] + [(k, v) for k, v in _BACKENDS.items() if k != backend.name]
-    _BACKENDS = dict(items if first else [(k, v) for k, v in _BACKENDS.items() if k != backend.name]
-                     + [(backend.name, backend)])
+    _BACKENDS = dict(
+        items
+        if first
+        else [(k, v) for k, v in _BACKENDS.items() if k != backend.name] + [(backend.name, backend)]
+    )
 
 
 def requested_backend() -> str:

@@ -97,8 +97,9 @@ class PaperAttnProcessor:
     def __init__(self, name: str, hooks: Sequence[AttentionHook], state: HookState):
         self.name, self.hooks, self.state = name, list(hooks), state
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
-                 *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -123,8 +124,17 @@ class PaperAttnProcessor:
         if attn.norm_k is not None:
             k = attn.norm_k(k)
 
-        call = AttnCall(self.name, is_cross, _is_temporal(self.name), q, k, v, attn.scale, self.state,
-                        key_mask=_key_mask(attention_mask, batch, k.shape[2]))
+        call = AttnCall(
+            self.name,
+            is_cross,
+            _is_temporal(self.name),
+            q,
+            k,
+            v,
+            attn.scale,
+            self.state,
+            key_mask=_key_mask(attention_mask, batch, k.shape[2]),
+        )
         out = self._attend(call)
 
         out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[3]).to(q.dtype)
@@ -148,11 +158,13 @@ class PaperAttnProcessor:
         capture = [hook for hook in self.hooks if hook.wants_probs(call)]
         if supplied is not None:
             probs, weights = supplied
-            out = ops.attention_with_supplied_probs(call.q, call.k, call.v, probs, weights,
-                                                    key_mask=call.key_mask, scale=call.scale)
+            out = ops.attention_with_supplied_probs(
+                call.q, call.k, call.v, probs, weights, key_mask=call.key_mask, scale=call.scale
+            )
         elif capture:
-            out, probs = ops.attention_with_probs(call.q, call.k, call.v, key_mask=call.key_mask,
-                                                  scale=call.scale)
+            out, probs = ops.attention_with_probs(
+                call.q, call.k, call.v, key_mask=call.key_mask, scale=call.scale
+            )
             for hook in capture:
                 hook.on_probs(call, probs)
         elif call.contexts:
@@ -174,20 +186,23 @@ def _key_mask(attention_mask: torch.Tensor | None, batch: int, keys: int) -> tor
     m = attention_mask
     if m.dtype == torch.bool:
         return m.reshape(batch, keys)
-    return (m.reshape(batch, -1)[:, -keys:] > -1.0)
+    return m.reshape(batch, -1)[:, -keys:] > -1.0
 
 
 def _attention_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """Processor name (diffusers' `attn_processors` naming) -> the Attention module that owns it.
     Works on whole models and on a single Attention layer alike."""
-    return {(f"{name}.processor" if name else "processor"): module
-            for name, module in model.named_modules()
-            if hasattr(module, "set_processor") and hasattr(module, "processor")}
+    return {
+        (f"{name}.processor" if name else "processor"): module
+        for name, module in model.named_modules()
+        if hasattr(module, "set_processor") and hasattr(module, "processor")
+    }
 
 
 @contextmanager
-def attention_hooks(model: torch.nn.Module, hooks: Sequence[AttentionHook], state: HookState | None = None,
-                    layers=None) -> Iterator[HookState]:
+def attention_hooks(
+    model: torch.nn.Module, hooks: Sequence[AttentionHook], state: HookState | None = None, layers=None
+) -> Iterator[HookState]:
     """Install `PaperAttnProcessor` on `model`'s attention layers (all, or those `layers(name)` accepts)
     and restore the original processor objects on exit, whatever happens inside the block."""
     state = state or HookState()

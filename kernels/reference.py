@@ -49,7 +49,9 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Te
     if k.shape[:3] != v.shape[:3] or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"mismatched shapes q{tuple(q.shape)} k{tuple(k.shape)} v{tuple(v.shape)}")
     if key_mask is not None and key_mask.shape != (k.shape[0], k.shape[2]):
-        raise ValueError(f"key_mask must be [B, Lk] = {(k.shape[0], k.shape[2])}, got {tuple(key_mask.shape)}")
+        raise ValueError(
+            f"key_mask must be [B, Lk] = {(k.shape[0], k.shape[2])}, got {tuple(key_mask.shape)}"
+        )
 
 
 def _zero_masked_rows(out: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -66,7 +68,9 @@ def attention(q, k, v, key_mask=None, scale=None) -> torch.Tensor:
     """softmax(q k^T * scale) v, through SDPA (flash/efficient kernels where torch has them)."""
     _check(q, k, v, key_mask)
     dt = _compute_dtype(q)
-    out = F.scaled_dot_product_attention(q.to(dt), k.to(dt), v.to(dt), attn_mask=_sdpa_mask(key_mask), scale=scale)
+    out = F.scaled_dot_product_attention(
+        q.to(dt), k.to(dt), v.to(dt), attn_mask=_sdpa_mask(key_mask), scale=scale
+    )
     return _zero_masked_rows(out, key_mask).to(q.dtype)
 
 
@@ -78,8 +82,9 @@ def multi_context_attention(q: torch.Tensor, contexts: Sequence[Context], scale=
     out = None
     for c in contexts:
         _check(q, c.k, c.v, c.key_mask)
-        part = F.scaled_dot_product_attention(q.to(dt), c.k.to(dt), c.v.to(dt),
-                                              attn_mask=_sdpa_mask(c.key_mask), scale=scale)
+        part = F.scaled_dot_product_attention(
+            q.to(dt), c.k.to(dt), c.v.to(dt), attn_mask=_sdpa_mask(c.key_mask), scale=scale
+        )
         part = _zero_masked_rows(part, c.key_mask)
         part = part * c.weight if c.weight != 1.0 else part
         out = part if out is None else out + part
@@ -116,8 +121,16 @@ def attention_with_probs(q, k, v, key_mask=None, scale=None, chunk_size: int | N
     return out.to(q.dtype), probs
 
 
-def attention_with_supplied_probs(q, k, v, probs: torch.Tensor, token_weights: torch.Tensor, key_mask=None,
-                                  scale=None, chunk_size: int | None = None) -> torch.Tensor:
+def attention_with_supplied_probs(
+    q,
+    k,
+    v,
+    probs: torch.Tensor,
+    token_weights: torch.Tensor,
+    key_mask=None,
+    scale=None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
     """out = P' v with P' = w * probs + (1 - w) * softmax(q k^T), w per key token in [0, 1].
 
     `probs` [B or 1, H or 1, Lq, Lk] are supplied maps (e.g. the source prompt's); `token_weights`
@@ -157,7 +170,9 @@ def unfold_frames(x: torch.Tensor, spatial_tokens: int) -> torch.Tensor:
     bn, f, c = x.shape
     if bn % spatial_tokens:
         raise ValueError(f"batch {bn} is not a multiple of spatial_tokens={spatial_tokens}")
-    return x.view(bn // spatial_tokens, spatial_tokens, f, c).permute(0, 2, 1, 3).reshape(-1, spatial_tokens, c)
+    return (
+        x.view(bn // spatial_tokens, spatial_tokens, f, c).permute(0, 2, 1, 3).reshape(-1, spatial_tokens, c)
+    )
 
 
 def sinusoidal_positions(num_frames: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:

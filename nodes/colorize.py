@@ -19,15 +19,21 @@ from .comfy_adapter import (
 )
 
 CATEGORY = "PaperNodes/Colorization"
-PUBLISHED = ("annyorange/colorization-finetuned on Hugging Face (diffusers folder: put it in "
-             "models/diffusers/), or any InstructPix2Pix checkpoint such as timbrooks/instruct-pix2pix")
-NO_MODELS = "(no models found: put a diffusers folder in models/diffusers or a .safetensors in models/checkpoints)"
+PUBLISHED = (
+    "annyorange/colorization-finetuned on Hugging Face (diffusers folder: put it in "
+    "models/diffusers/), or any InstructPix2Pix checkpoint such as timbrooks/instruct-pix2pix"
+)
+NO_MODELS = (
+    "(no models found: put a diffusers folder in models/diffusers or a .safetensors in models/checkpoints)"
+)
 
 
 class LoadColorizer:
     """Loads the colorizer from ComfyUI's model folders (diffusers folder or single file)."""
 
-    DESCRIPTION = "Load an InstructPix2Pix-architecture colorization model (e.g. annyorange/colorization-finetuned)."
+    DESCRIPTION = (
+        "Load an InstructPix2Pix-architecture colorization model (e.g. annyorange/colorization-finetuned)."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("COLORIZE_MODEL",)
     RETURN_NAMES = ("colorizer",)
@@ -35,9 +41,17 @@ class LoadColorizer:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model_name": (sd_model_choices(NO_MODELS), {
-            "tooltip": "diffusers/<folder> from models/diffusers, or checkpoints/<file> (single-file "
-                       "InstructPix2Pix checkpoint in the original layout) from models/checkpoints."})}}
+        return {
+            "required": {
+                "model_name": (
+                    sd_model_choices(NO_MODELS),
+                    {
+                        "tooltip": "diffusers/<folder> from models/diffusers, or checkpoints/<file> (single-file "
+                        "InstructPix2Pix checkpoint in the original layout) from models/checkpoints."
+                    },
+                )
+            }
+        }
 
     def load(self, model_name):
         path = resolve_sd_model(model_name, PUBLISHED)
@@ -47,8 +61,10 @@ class LoadColorizer:
 class ColorizerFromCheckpoint:
     """Builds the colorizer from core MODEL/CLIP/VAE, e.g. from Load Checkpoint."""
 
-    DESCRIPTION = ("Use an InstructPix2Pix checkpoint already loaded by core Load Checkpoint "
-                   "(MODEL/CLIP/VAE, LoRAs included) as the colorizer.")
+    DESCRIPTION = (
+        "Use an InstructPix2Pix checkpoint already loaded by core Load Checkpoint "
+        "(MODEL/CLIP/VAE, LoRAs included) as the colorizer."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("COLORIZE_MODEL",)
     RETURN_NAMES = ("colorizer",)
@@ -56,11 +72,13 @@ class ColorizerFromCheckpoint:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "An InstructPix2Pix-architecture MODEL (8 input channels)."}),
-            "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP (SD1.x text encoder)."}),
-            "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
-        }}
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An InstructPix2Pix-architecture MODEL (8 input channels)."}),
+                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP (SD1.x text encoder)."}),
+                "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
+            }
+        }
 
     def convert(self, model, clip, vae):
         return (ColorizePipeline(components_from_comfy(model, clip, vae)),)
@@ -69,8 +87,10 @@ class ColorizerFromCheckpoint:
 class Colorize:
     """Colorizes an IMAGE batch with InstructPix2Pix sampling; any size, original size out."""
 
-    DESCRIPTION = ("Turn grayscale images into color. With 'keep luminance' the output keeps every detail "
-                   "of the input (its Lab L channel) and takes only the colors from the model.")
+    DESCRIPTION = (
+        "Turn grayscale images into color. With 'keep luminance' the output keeps every detail "
+        "of the input (its Lab L channel) and takes only the colors from the model."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
@@ -78,33 +98,99 @@ class Colorize:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "colorizer": ("COLORIZE_MODEL", {"tooltip": "From 'Colorize: Load Model'."}),
-            "image": ("IMAGE", {"tooltip": "Images to colorize; color inputs are converted to grayscale first."}),
-            "instruction": ("STRING", {"default": DEFAULT_INSTRUCTION, "multiline": True,
-                                       "tooltip": "The edit instruction given to the model."}),
-            "steps": ("INT", {"default": 100, "min": 1, "max": 1000,
-                              "tooltip": "Sampling steps (InstructPix2Pix default: 100)."}),
-            "text_guidance": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1,
-                                        "tooltip": "How strongly to follow the instruction (s_T, IP2P: 7.5)."}),
-            "image_guidance": ("FLOAT", {"default": 1.5, "min": 0.0, "max": 10.0, "step": 0.05,
-                                         "tooltip": "How closely to stay with the input image (s_I, IP2P: 1.5)."}),
-            "scheduler": (list(SCHEDULERS), {"default": "euler_ancestral",
-                                             "tooltip": "Sampler (IP2P uses Euler ancestral)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                             "tooltip": "Same seed, same colors."}),
-            "keep_luminance": ("BOOLEAN", {"default": True,
-                                           "tooltip": "Keep the input's Lab lightness; take only chroma from the model."}),
-            "resize_mode": (["pad", "resize"], {"default": "pad",
-                                                "tooltip": "How to reach the model's size multiple: reflect-pad "
-                                                           "and crop back (exact pixels), or resample."}),
-        }}
+        return {
+            "required": {
+                "colorizer": ("COLORIZE_MODEL", {"tooltip": "From 'Colorize: Load Model'."}),
+                "image": (
+                    "IMAGE",
+                    {"tooltip": "Images to colorize; color inputs are converted to grayscale first."},
+                ),
+                "instruction": (
+                    "STRING",
+                    {
+                        "default": DEFAULT_INSTRUCTION,
+                        "multiline": True,
+                        "tooltip": "The edit instruction given to the model.",
+                    },
+                ),
+                "steps": (
+                    "INT",
+                    {
+                        "default": 100,
+                        "min": 1,
+                        "max": 1000,
+                        "tooltip": "Sampling steps (InstructPix2Pix default: 100).",
+                    },
+                ),
+                "text_guidance": (
+                    "FLOAT",
+                    {
+                        "default": 7.5,
+                        "min": 0.0,
+                        "max": 30.0,
+                        "step": 0.1,
+                        "tooltip": "How strongly to follow the instruction (s_T, IP2P: 7.5).",
+                    },
+                ),
+                "image_guidance": (
+                    "FLOAT",
+                    {
+                        "default": 1.5,
+                        "min": 0.0,
+                        "max": 10.0,
+                        "step": 0.05,
+                        "tooltip": "How closely to stay with the input image (s_I, IP2P: 1.5).",
+                    },
+                ),
+                "scheduler": (
+                    list(SCHEDULERS),
+                    {"default": "euler_ancestral", "tooltip": "Sampler (IP2P uses Euler ancestral)."},
+                ),
+                "seed": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Same seed, same colors."},
+                ),
+                "keep_luminance": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Keep the input's Lab lightness; take only chroma from the model.",
+                    },
+                ),
+                "resize_mode": (
+                    ["pad", "resize"],
+                    {
+                        "default": "pad",
+                        "tooltip": "How to reach the model's size multiple: reflect-pad "
+                        "and crop back (exact pixels), or resample.",
+                    },
+                ),
+            }
+        }
 
-    def colorize(self, colorizer, image, instruction, steps, text_guidance, image_guidance, scheduler, seed,
-                 keep_luminance, resize_mode):
-        settings = ColorizeSettings(instruction=instruction, steps=steps, text_guidance=text_guidance,
-                                    image_guidance=image_guidance, scheduler=scheduler, seed=seed,
-                                    keep_luminance=keep_luminance, resize_mode=resize_mode)
+    def colorize(
+        self,
+        colorizer,
+        image,
+        instruction,
+        steps,
+        text_guidance,
+        image_guidance,
+        scheduler,
+        seed,
+        keep_luminance,
+        resize_mode,
+    ):
+        settings = ColorizeSettings(
+            instruction=instruction,
+            steps=steps,
+            text_guidance=text_guidance,
+            image_guidance=image_guidance,
+            scheduler=scheduler,
+            seed=seed,
+            keep_luminance=keep_luminance,
+            resize_mode=resize_mode,
+        )
         device = torch_device()
         modules = colorizer.c.modules()
         prepare_modules(modules, device)
@@ -128,16 +214,23 @@ class ColorizationMetrics:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "image": ("IMAGE", {"tooltip": "Images to score (e.g. colorized)."}),
-            "reference": ("IMAGE", {"tooltip": "Ground truth: one image, or as many as 'image', same size."}),
-        }}
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Images to score (e.g. colorized)."}),
+                "reference": (
+                    "IMAGE",
+                    {"tooltip": "Ground truth: one image, or as many as 'image', same size."},
+                ),
+            }
+        }
 
     def measure(self, image, reference):
         m = image_metrics(image, reference)
         report = format_report(m)
-        return {"ui": {"text": [report]},
-                "result": (report, m["mean_psnr"], m["mean_ssim"], m["mean_mse"], m["mean_mae"])}
+        return {
+            "ui": {"text": [report]},
+            "result": (report, m["mean_psnr"], m["mean_ssim"], m["mean_mse"], m["mean_mae"]),
+        }
 
 
 class ToGrayscale:

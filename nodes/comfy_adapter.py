@@ -61,9 +61,9 @@ def sd_model_choices(placeholder: str) -> list[str]:
 def resolve_sd_model(choice: str, published: str) -> Path:
     """Map a combo entry to a path inside ComfyUI's model folders, never outside them."""
     if choice.startswith(DIFFUSERS_PREFIX):
-        kind, name = "diffusers", choice[len(DIFFUSERS_PREFIX):]
+        kind, name = "diffusers", choice[len(DIFFUSERS_PREFIX) :]
     elif choice.startswith(CHECKPOINTS_PREFIX):
-        kind, name = "checkpoints", choice[len(CHECKPOINTS_PREFIX):]
+        kind, name = "checkpoints", choice[len(CHECKPOINTS_PREFIX) :]
     else:
         kind, name = "", choice
     kinds = [kind] if kind else ["diffusers", "checkpoints"]
@@ -136,7 +136,9 @@ def offload_modules(modules: list[torch.nn.Module]) -> None:
 def file_choices(kind: str, none_label: str | None = None) -> list[str]:
     """Weight files ComfyUI lists for a model folder kind (e.g. "loras"), optionally led by a 'none' entry."""
     try:
-        names = sorted(n for n in _folder_paths().get_filename_list(kind) if n.lower().endswith(WEIGHT_SUFFIXES))
+        names = sorted(
+            n for n in _folder_paths().get_filename_list(kind) if n.lower().endswith(WEIGHT_SUFFIXES)
+        )
     except Exception:
         names = []
     return ([none_label] if none_label else []) + names

@@ -19,16 +19,20 @@ from .comfy_adapter import (
 )
 
 CATEGORY = "PaperNodes/InfEdit"
-PUBLISHED = ("SimianLuo/LCM_Dreamshaper_v7 on Hugging Face (diffusers folder: put it in models/diffusers/), "
-             "or an SD1.5 checkpoint plus latent-consistency/lcm-lora-sdv1-5 in models/loras/")
+PUBLISHED = (
+    "SimianLuo/LCM_Dreamshaper_v7 on Hugging Face (diffusers folder: put it in models/diffusers/), "
+    "or an SD1.5 checkpoint plus latent-consistency/lcm-lora-sdv1-5 in models/loras/"
+)
 NO_MODELS = "(no models found: put LCM_Dreamshaper_v7 in models/diffusers or an SD1.5 .safetensors in models/checkpoints)"
 NO_LORA = "none"
 DEFAULTS = InfEditSettings()
 
 
 class LoadLCM:
-    DESCRIPTION = ("Load a latent-consistency model for InfEdit: LCM-Dreamshaper-v7 (diffusers folder or single "
-                   "file), or any SD1.5 model with an LCM-LoRA fused in.")
+    DESCRIPTION = (
+        "Load a latent-consistency model for InfEdit: LCM-Dreamshaper-v7 (diffusers folder or single "
+        "file), or any SD1.5 model with an LCM-LoRA fused in."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("INFEDIT_PIPE",)
     RETURN_NAMES = ("infedit_pipe",)
@@ -36,15 +40,33 @@ class LoadLCM:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model_name": (sd_model_choices(NO_MODELS), {
-                "tooltip": "diffusers/<folder> from models/diffusers or checkpoints/<file> from models/checkpoints."}),
-            "lcm_lora": (file_choices("loras", NO_LORA), {
-                "tooltip": "An LCM-LoRA from models/loras (e.g. lcm-lora-sdv1-5) for a plain SD1.5 model; "
-                           "'none' for a model that is already an LCM."}),
-            "lora_strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
-                                        "tooltip": "Scale of the fused LoRA."}),
-        }}
+        return {
+            "required": {
+                "model_name": (
+                    sd_model_choices(NO_MODELS),
+                    {
+                        "tooltip": "diffusers/<folder> from models/diffusers or checkpoints/<file> from models/checkpoints."
+                    },
+                ),
+                "lcm_lora": (
+                    file_choices("loras", NO_LORA),
+                    {
+                        "tooltip": "An LCM-LoRA from models/loras (e.g. lcm-lora-sdv1-5) for a plain SD1.5 model; "
+                        "'none' for a model that is already an LCM."
+                    },
+                ),
+                "lora_strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": -4.0,
+                        "max": 4.0,
+                        "step": 0.05,
+                        "tooltip": "Scale of the fused LoRA.",
+                    },
+                ),
+            }
+        }
 
     def load(self, model_name, lcm_lora, lora_strength):
         comps = load_components(resolve_sd_model(model_name, PUBLISHED))
@@ -55,7 +77,9 @@ class LoadLCM:
 
 
 class LCMFromCheckpoint:
-    DESCRIPTION = "Use a model loaded by core Load Checkpoint (MODEL/CLIP/VAE, LoRAs such as LCM-LoRA applied)."
+    DESCRIPTION = (
+        "Use a model loaded by core Load Checkpoint (MODEL/CLIP/VAE, LoRAs such as LCM-LoRA applied)."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("INFEDIT_PIPE",)
     RETURN_NAMES = ("infedit_pipe",)
@@ -63,11 +87,13 @@ class LCMFromCheckpoint:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "An LCM (or SD1.5 + LCM-LoRA) MODEL."}),
-            "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP."}),
-            "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
-        }}
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "An LCM (or SD1.5 + LCM-LoRA) MODEL."}),
+                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP."}),
+                "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
+            }
+        }
 
     def convert(self, model, clip, vae):
         return (InfEditPipeline(components_from_comfy(model, clip, vae)),)
@@ -76,36 +102,117 @@ class LCMFromCheckpoint:
 def _settings_inputs() -> dict:
     d = DEFAULTS
     return {
-        "steps": ("INT", {"default": d.steps, "min": 1, "max": 50,
-                          "tooltip": "LCM steps (paper: 15 interactive, 12 for the benchmark preset)."}),
-        "source_guidance": ("FLOAT", {"default": d.source_guidance, "min": 0.0, "max": 10.0, "step": 0.1,
-                                      "tooltip": "Classifier-free guidance of the source and layout branches."}),
-        "target_guidance": ("FLOAT", {"default": d.target_guidance, "min": 0.0, "max": 10.0, "step": 0.1,
-                                      "tooltip": "Classifier-free guidance of the target branch."}),
-        "cross_replace": ("FLOAT", {"default": d.cross_replace, "min": 0.0, "max": 1.0, "step": 0.05,
-                                    "tooltip": "Fraction of steps in which the target's cross-attention maps "
-                                               "follow the source's (aligned words)."}),
-        "self_replace": ("FLOAT", {"default": d.self_replace, "min": 0.0, "max": 1.0, "step": 0.05,
-                                   "tooltip": "Fraction of steps in which the target takes the source's "
-                                              "self-attention layout."}),
-        "thresh_e": ("FLOAT", {"default": d.thresh_e, "min": 0.0, "max": 1.0, "step": 0.05,
-                               "tooltip": "Local blend threshold of the target (edit) words' mask."}),
-        "thresh_m": ("FLOAT", {"default": d.thresh_m, "min": 0.0, "max": 1.0, "step": 0.05,
-                               "tooltip": "Local blend threshold of the source (keep) words' mask."}),
-        "eta": ("FLOAT", {"default": d.eta, "min": 0.0, "max": 1.0, "step": 0.05,
-                          "tooltip": "DDCM noise level; 1 (default) re-noises fully each step."}),
-        "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Same seed, same edit."}),
-        "resize_mode": (["pad", "resize"], {"default": "pad",
-                                            "tooltip": "How to reach the model's size multiple; the output "
-                                                       "has the input's size either way."}),
+        "steps": (
+            "INT",
+            {
+                "default": d.steps,
+                "min": 1,
+                "max": 50,
+                "tooltip": "LCM steps (paper: 15 interactive, 12 for the benchmark preset).",
+            },
+        ),
+        "source_guidance": (
+            "FLOAT",
+            {
+                "default": d.source_guidance,
+                "min": 0.0,
+                "max": 10.0,
+                "step": 0.1,
+                "tooltip": "Classifier-free guidance of the source and layout branches.",
+            },
+        ),
+        "target_guidance": (
+            "FLOAT",
+            {
+                "default": d.target_guidance,
+                "min": 0.0,
+                "max": 10.0,
+                "step": 0.1,
+                "tooltip": "Classifier-free guidance of the target branch.",
+            },
+        ),
+        "cross_replace": (
+            "FLOAT",
+            {
+                "default": d.cross_replace,
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.05,
+                "tooltip": "Fraction of steps in which the target's cross-attention maps "
+                "follow the source's (aligned words).",
+            },
+        ),
+        "self_replace": (
+            "FLOAT",
+            {
+                "default": d.self_replace,
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.05,
+                "tooltip": "Fraction of steps in which the target takes the source's self-attention layout.",
+            },
+        ),
+        "thresh_e": (
+            "FLOAT",
+            {
+                "default": d.thresh_e,
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.05,
+                "tooltip": "Local blend threshold of the target (edit) words' mask.",
+            },
+        ),
+        "thresh_m": (
+            "FLOAT",
+            {
+                "default": d.thresh_m,
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.05,
+                "tooltip": "Local blend threshold of the source (keep) words' mask.",
+            },
+        ),
+        "eta": (
+            "FLOAT",
+            {
+                "default": d.eta,
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.05,
+                "tooltip": "DDCM noise level; 1 (default) re-noises fully each step.",
+            },
+        ),
+        "seed": (
+            "INT",
+            {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Same seed, same edit."},
+        ),
+        "resize_mode": (
+            ["pad", "resize"],
+            {
+                "default": "pad",
+                "tooltip": "How to reach the model's size multiple; the output "
+                "has the input's size either way.",
+            },
+        ),
     }
 
 
 def _settings(kwargs: dict, source_words: str, target_words: str) -> InfEditSettings:
-    fields = ("steps", "source_guidance", "target_guidance", "cross_replace", "self_replace", "thresh_e",
-              "thresh_m", "eta", "seed", "resize_mode")
-    return InfEditSettings(**{k: kwargs[k] for k in fields}, source_blend_words=source_words,
-                           target_blend_words=target_words)
+    fields = (
+        "steps",
+        "source_guidance",
+        "target_guidance",
+        "cross_replace",
+        "self_replace",
+        "thresh_e",
+        "thresh_m",
+        "eta",
+        "seed",
+        "resize_mode",
+    )
+    return InfEditSettings(
+        **{k: kwargs[k] for k in fields}, source_blend_words=source_words, target_blend_words=target_words
+    )
 
 
 def _run(pipe: InfEditPipeline, image, source_prompt, targets, words, settings):
@@ -116,16 +223,26 @@ def _run(pipe: InfEditPipeline, image, source_prompt, targets, words, settings):
         dtype = next(pipe.c.unet.parameters()).dtype
         groups = 1 if settings.eta == 1.0 else len(targets)
         total = image.shape[0] * groups * settings.steps if hasattr(image, "shape") else settings.steps
-        result = pipe(image, source_prompt, targets, settings, device=device, dtype=dtype,
-                      progress=progress_callback(total), target_blend_words=words)
+        result = pipe(
+            image,
+            source_prompt,
+            targets,
+            settings,
+            device=device,
+            dtype=dtype,
+            progress=progress_callback(total),
+            target_blend_words=words,
+        )
     finally:
         offload_modules(modules)
     return result.edited, result.masks, result.reconstruction
 
 
 class EditImage:
-    DESCRIPTION = ("Edit images by describing them: the source prompt says what the image shows, the target "
-                   "prompt what it should show. No inversion; a few LCM steps.")
+    DESCRIPTION = (
+        "Edit images by describing them: the source prompt says what the image shows, the target "
+        "prompt what it should show. No inversion; a few LCM steps."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "MASK", "IMAGE")
     RETURN_NAMES = ("edited", "blend_mask", "source_reconstruction")
@@ -133,24 +250,56 @@ class EditImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "infedit_pipe": ("INFEDIT_PIPE", {"tooltip": "From 'InfEdit: Load LCM Model'."}),
-            "image": ("IMAGE", {"tooltip": "Images to edit; each is edited independently."}),
-            "source_prompt": ("STRING", {"default": "a photo of a cat", "multiline": True,
-                                         "tooltip": "What the image shows now."}),
-            "target_prompt": ("STRING", {"default": "a photo of a dog", "multiline": True,
-                                         "tooltip": "What it should show after the edit."}),
-            "source_blend_words": ("STRING", {"default": "", "tooltip":
-                                   "Words of the source prompt whose regions must stay as they are "
-                                   "(local blend; empty = off)."}),
-            "target_blend_words": ("STRING", {"default": "", "tooltip":
-                                   "Words of the target prompt whose regions may change; everything else "
-                                   "keeps the source layout (local blend; empty = off)."}),
-            **_settings_inputs(),
-        }}
+        return {
+            "required": {
+                "infedit_pipe": ("INFEDIT_PIPE", {"tooltip": "From 'InfEdit: Load LCM Model'."}),
+                "image": ("IMAGE", {"tooltip": "Images to edit; each is edited independently."}),
+                "source_prompt": (
+                    "STRING",
+                    {
+                        "default": "a photo of a cat",
+                        "multiline": True,
+                        "tooltip": "What the image shows now.",
+                    },
+                ),
+                "target_prompt": (
+                    "STRING",
+                    {
+                        "default": "a photo of a dog",
+                        "multiline": True,
+                        "tooltip": "What it should show after the edit.",
+                    },
+                ),
+                "source_blend_words": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Words of the source prompt whose regions must stay as they are "
+                        "(local blend; empty = off).",
+                    },
+                ),
+                "target_blend_words": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Words of the target prompt whose regions may change; everything else "
+                        "keeps the source layout (local blend; empty = off).",
+                    },
+                ),
+                **_settings_inputs(),
+            }
+        }
 
-    def edit(self, infedit_pipe, image, source_prompt, target_prompt, source_blend_words, target_blend_words,
-             **kwargs):
+    def edit(
+        self,
+        infedit_pipe,
+        image,
+        source_prompt,
+        target_prompt,
+        source_blend_words,
+        target_blend_words,
+        **kwargs,
+    ):
         settings = _settings(kwargs, source_blend_words, target_blend_words)
         return _run(infedit_pipe, image, source_prompt, [target_prompt], None, settings)
 
@@ -170,8 +319,10 @@ def parse_edit_list(text: str) -> tuple[list[str], list[str]]:
 
 
 class EditList:
-    DESCRIPTION = ("Several edits of the same images in one go: one target prompt per line. The source branch "
-                   "is shared, so N edits cost one batched run.")
+    DESCRIPTION = (
+        "Several edits of the same images in one go: one target prompt per line. The source branch "
+        "is shared, so N edits cost one batched run."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "MASK", "IMAGE")
     RETURN_NAMES = ("edited", "blend_masks", "source_reconstruction")
@@ -179,17 +330,39 @@ class EditList:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "infedit_pipe": ("INFEDIT_PIPE", {"tooltip": "From 'InfEdit: Load LCM Model'."}),
-            "image": ("IMAGE", {"tooltip": "Images to edit; outputs are ordered image by image, edit by edit."}),
-            "source_prompt": ("STRING", {"default": "a photo of a cat", "multiline": True,
-                                         "tooltip": "What the image shows now."}),
-            "edits": ("STRING", {"default": "a photo of a dog | dog\na photo of a tiger | tiger", "multiline": True,
-                                 "tooltip": "One edit per line: 'target prompt' or 'target prompt | blend words'."}),
-            "source_blend_words": ("STRING", {"default": "", "tooltip":
-                                   "Words of the source prompt whose regions must stay (empty = off)."}),
-            **_settings_inputs(),
-        }}
+        return {
+            "required": {
+                "infedit_pipe": ("INFEDIT_PIPE", {"tooltip": "From 'InfEdit: Load LCM Model'."}),
+                "image": (
+                    "IMAGE",
+                    {"tooltip": "Images to edit; outputs are ordered image by image, edit by edit."},
+                ),
+                "source_prompt": (
+                    "STRING",
+                    {
+                        "default": "a photo of a cat",
+                        "multiline": True,
+                        "tooltip": "What the image shows now.",
+                    },
+                ),
+                "edits": (
+                    "STRING",
+                    {
+                        "default": "a photo of a dog | dog\na photo of a tiger | tiger",
+                        "multiline": True,
+                        "tooltip": "One edit per line: 'target prompt' or 'target prompt | blend words'.",
+                    },
+                ),
+                "source_blend_words": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Words of the source prompt whose regions must stay (empty = off).",
+                    },
+                ),
+                **_settings_inputs(),
+            }
+        }
 
     def edit(self, infedit_pipe, image, source_prompt, edits, source_blend_words, **kwargs):
         prompts, words = parse_edit_list(edits)

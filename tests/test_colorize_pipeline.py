@@ -33,20 +33,39 @@ def test_matches_diffusers_instruct_pix2pix_pipeline(pipe):
 
     c = pipe.c
     images = _gray_batch(1, 32, 32)
-    settings = ColorizeSettings(instruction="colorize it", steps=4, text_guidance=5.0, image_guidance=1.3,
-                                scheduler="euler_ancestral", seed=7, keep_luminance=False)
+    settings = ColorizeSettings(
+        instruction="colorize it",
+        steps=4,
+        text_guidance=5.0,
+        image_guidance=1.3,
+        scheduler="euler_ancestral",
+        seed=7,
+        keep_luminance=False,
+    )
     ours = pipe(images, settings)
 
     from papernodes.models.common.schedulers import make_scheduler
 
     ref = StableDiffusionInstructPix2PixPipeline(
-        vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet,
-        scheduler=make_scheduler("euler_ancestral", c.scheduler_config), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False)
+        vae=c.vae,
+        text_encoder=c.text_encoder,
+        tokenizer=c.tokenizer,
+        unet=c.unet,
+        scheduler=make_scheduler("euler_ancestral", c.scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     ref.set_progress_bar_config(disable=True)
-    out = ref(prompt="colorize it", image=images.permute(0, 3, 1, 2), num_inference_steps=4,
-              guidance_scale=5.0, image_guidance_scale=1.3, generator=torch.Generator().manual_seed(7),
-              output_type="pt").images
+    out = ref(
+        prompt="colorize it",
+        image=images.permute(0, 3, 1, 2),
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        image_guidance_scale=1.3,
+        generator=torch.Generator().manual_seed(7),
+        output_type="pt",
+    ).images
     torch.testing.assert_close(ours, out.permute(0, 2, 3, 1), atol=1e-5, rtol=1e-5)
 
 
@@ -110,8 +129,9 @@ def test_color_input_is_seen_as_grayscale(pipe):
     torch.testing.assert_close(pipe(color, s), pipe(to_grayscale(color), s))
 
 
-@pytest.mark.parametrize("bad,match", [(torch.zeros(0, 8, 8, 3), "non-empty"),
-                                       (torch.zeros(8, 8), "IMAGE tensor")])
+@pytest.mark.parametrize(
+    "bad,match", [(torch.zeros(0, 8, 8, 3), "non-empty"), (torch.zeros(8, 8), "IMAGE tensor")]
+)
 def test_bad_image_names_the_input(pipe, bad, match):
     with pytest.raises(InputError, match=f"Input 'image'.*{match}"):
         pipe(bad, ColorizeSettings(steps=1))
@@ -141,12 +161,14 @@ def test_metrics_reject_mismatched_batches():
 
 
 def test_models_package_imports_without_comfyui():
-    code = ("import sys, types; m = types.ModuleType('papernodes'); m.__path__ = [sys.argv[1]]; "
-            "sys.modules['papernodes'] = m; "
-            "import papernodes.models.colorize.pipeline, papernodes.models.colorize.metrics, "
-            "papernodes.models.common.loading, papernodes.models.common.tiny; "
-            "bad = [n for n in sys.modules if n == 'comfy' or n.startswith('comfy.') or n == 'folder_paths']; "
-            "assert not bad, bad")
+    code = (
+        "import sys, types; m = types.ModuleType('papernodes'); m.__path__ = [sys.argv[1]]; "
+        "sys.modules['papernodes'] = m; "
+        "import papernodes.models.colorize.pipeline, papernodes.models.colorize.metrics, "
+        "papernodes.models.common.loading, papernodes.models.common.tiny; "
+        "bad = [n for n in sys.modules if n == 'comfy' or n.startswith('comfy.') or n == 'folder_paths']; "
+        "assert not bad, bad"
+    )
     from conftest import REPO_ROOT
 
     subprocess.run([sys.executable, "-c", code, str(REPO_ROOT)], check=True, timeout=300)

@@ -24,9 +24,16 @@ def _sd15_shaped_ip2p(seed: int = 0) -> SDComponents:
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(320,),
-        down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",),
-        cross_attention_dim=768, attention_head_dim=8, sample_size=8)
+        in_channels=8,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(320,),
+        down_block_types=("CrossAttnDownBlock2D",),
+        up_block_types=("CrossAttnUpBlock2D",),
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        sample_size=8,
+    )
     with torch.no_grad():  # diffusers zero-initialises conv_out; give it weights so outputs depend on it
         unet.conv_out.weight.normal_(0, 0.02)
     vae = AutoencoderKL.from_config(ldm_layout.shipped_config("sd_vae"))
@@ -45,10 +52,21 @@ def _colorize(loader_node: str, loader_inputs: dict, extra_nodes: dict, prefix: 
     prompt = {
         "img": {"class_type": "LoadImage", "inputs": {"image": "papernodes_demo_color.png"}},
         "load": {"class_type": loader_node, "inputs": loader_inputs},
-        "color": {"class_type": "PaperNodes_Colorize", "inputs": {
-            "colorizer": ["load", 0], "image": ["img", 0], "instruction": "colorize", "steps": 2,
-            "text_guidance": 7.5, "image_guidance": 1.5, "scheduler": "euler_ancestral", "seed": 3,
-            "keep_luminance": False, "resize_mode": "pad"}},
+        "color": {
+            "class_type": "PaperNodes_Colorize",
+            "inputs": {
+                "colorizer": ["load", 0],
+                "image": ["img", 0],
+                "instruction": "colorize",
+                "steps": 2,
+                "text_guidance": 7.5,
+                "image_guidance": 1.5,
+                "scheduler": "euler_ancestral",
+                "seed": 3,
+                "keep_luminance": False,
+                "resize_mode": "pad",
+            },
+        },
         "save": {"class_type": "SaveImage", "inputs": {"images": ["color", 0], "filename_prefix": prefix}},
     }
     prompt.update(extra_nodes)
@@ -65,9 +83,11 @@ def test_core_checkpoint_through_bridge_equals_single_file_loader(comfy_host, br
         "PaperNodes_ColorizerFromCheckpoint",
         {"model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2]},
         {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}}},
-        "PaperNodes/bridge")
-    via_file = _colorize("PaperNodes_LoadColorizer", {"model_name": f"checkpoints/{CKPT}"}, {},
-                         "PaperNodes/single_file")
+        "PaperNodes/bridge",
+    )
+    via_file = _colorize(
+        "PaperNodes_LoadColorizer", {"model_name": f"checkpoints/{CKPT}"}, {}, "PaperNodes/single_file"
+    )
     a = _saved(comfy_host, comfy_host.run(via_bridge, timeout=900))
     b = _saved(comfy_host, comfy_host.run(via_file, timeout=900))
     assert a.shape == b.shape

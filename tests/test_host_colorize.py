@@ -54,7 +54,9 @@ def test_colorize_workflow_runs_and_writes_images(comfy_host):
     import torch
 
     entry, colorized = _run_colorize(comfy_host)
-    src = np.asarray(Image.open(comfy_host.base_dir / "input" / "papernodes_demo_color.png")).astype(np.float64)
+    src = np.asarray(Image.open(comfy_host.base_dir / "input" / "papernodes_demo_color.png")).astype(
+        np.float64
+    )
     assert colorized.shape == src.shape
     gray_file = [f for f in comfy_host.output_files(entry) if "grayscale" in f.name][-1]
     gray = np.asarray(Image.open(gray_file)).astype(np.float64)
@@ -72,8 +74,10 @@ def test_colorize_workflow_runs_and_writes_images(comfy_host):
 def test_single_file_checkpoint_gives_same_colors_as_diffusers_folder(comfy_host):
     """Same tiny model written both ways (the file in fp16): the workflow's outputs agree."""
     _, a = _run_colorize(comfy_host, {("4", "seed"): 5})
-    _, b = _run_colorize(comfy_host, {("4", "seed"): 5,
-                                         ("3", "model_name"): "checkpoints/papernodes-demo-colorizer.safetensors"})
+    _, b = _run_colorize(
+        comfy_host,
+        {("4", "seed"): 5, ("3", "model_name"): "checkpoints/papernodes-demo-colorizer.safetensors"},
+    )
     assert np.abs(a - b).max() <= 3  # fp16 storage of the single file, then 8-bit PNG
 
 
@@ -107,9 +111,18 @@ def test_missing_image_input_is_rejected(comfy_host):
 
 def test_metrics_with_mismatched_batches_fail_with_a_clear_message(comfy_host):
     prompt = {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 3, "color": 100}},
-        "2": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 2, "color": 200}},
-        "3": {"class_type": "PaperNodes_ColorizationMetrics", "inputs": {"image": ["1", 0], "reference": ["2", 0]}},
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 16, "height": 16, "batch_size": 3, "color": 100},
+        },
+        "2": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 16, "height": 16, "batch_size": 2, "color": 200},
+        },
+        "3": {
+            "class_type": "PaperNodes_ColorizationMetrics",
+            "inputs": {"image": ["1", 0], "reference": ["2", 0]},
+        },
     }
     with pytest.raises(ExecutionFailed) as info:
         comfy_host.run(prompt)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from papernodes.kernels.processor import AttentionHook, installed_processors
 from papernodes.models.common import tiny
 from papernodes.models.common.errors import InputError
@@ -40,17 +39,17 @@ def test_ddcm_matches_float64_formula():
     g = torch.Generator().manual_seed(1)
     xs, xt, es, et, z0, n = (torch.randn(2, 4, 6, 6, generator=g, dtype=torch.float64) for _ in range(6))
     a_t, a_p, eta = 0.2, 0.6, 0.4
-    ec = (xs - a_t ** 0.5 * z0) / (1 - a_t) ** 0.5
-    x0 = z0 + ((xt - xs) - (1 - a_t) ** 0.5 * (et - es)) / a_t ** 0.5
+    ec = (xs - a_t**0.5 * z0) / (1 - a_t) ** 0.5
+    x0 = z0 + ((xt - xs) - (1 - a_t) ** 0.5 * (et - es)) / a_t**0.5
     var = eta * (1 - a_p)
     d = (1 - a_p - var) ** 0.5 * ((et - es) + ec)
     out = ddcm_step(xs, xt, es, et, z0, a_t, a_p, n, eta)
     torch.testing.assert_close(out.pred_x0, x0)
-    torch.testing.assert_close(out.x_target, a_p ** 0.5 * x0 + d + var ** 0.5 * n)
-    torch.testing.assert_close(out.x_source, a_p ** 0.5 * z0 + d + var ** 0.5 * n)
+    torch.testing.assert_close(out.x_target, a_p**0.5 * x0 + d + var**0.5 * n)
+    torch.testing.assert_close(out.x_source, a_p**0.5 * z0 + d + var**0.5 * n)
     # eta = 1: the source is a fresh noising of z0, whatever the predictions
     out1 = ddcm_step(xs, xt, es, et, z0, a_t, a_p, n, 1.0)
-    torch.testing.assert_close(out1.x_source, a_p ** 0.5 * z0 + (1 - a_p) ** 0.5 * n)
+    torch.testing.assert_close(out1.x_source, a_p**0.5 * z0 + (1 - a_p) ** 0.5 * n)
 
 
 # ----- exact reconstruction -----------------------------------------------------------------------------
@@ -61,8 +60,14 @@ def test_ddcm_matches_float64_formula():
 def test_target_equal_to_source_reconstructs_z0(steps, seed):
     """Target prompt = source prompt (same guidance): the target latent is z0, at any steps and weights."""
     pipe = InfEditPipeline(tiny.build_tiny_components(seed=seed))
-    s = InfEditSettings(steps=steps, source_guidance=1.5, target_guidance=1.5, seed=seed,
-                        source_blend_words="star", target_blend_words="star")
+    s = InfEditSettings(
+        steps=steps,
+        source_guidance=1.5,
+        target_guidance=1.5,
+        seed=seed,
+        source_blend_words="star",
+        target_blend_words="star",
+    )
     r = pipe(_image(seed), "a red star on stripes", ["a red star on stripes"], s)
     torch.testing.assert_close(r.latents, r.z0, atol=1e-5, rtol=0)
     torch.testing.assert_close(r.edited, r.reconstruction, atol=1e-5, rtol=0)
@@ -128,7 +133,9 @@ class Spy(AttentionHook):
         self.calls = []
 
     def modify_qkv(self, call):
-        self.calls.append((call.state.progress, call.is_cross, call.q.clone(), call.k.clone(), call.v.clone()))
+        self.calls.append(
+            (call.state.progress, call.is_cross, call.q.clone(), call.k.clone(), call.v.clone())
+        )
 
 
 def _rows_equal(a, b):
@@ -171,13 +178,18 @@ def test_cross_attention_replacement_only_on_target_cond_and_only_while_schedule
     mapper = torch.arange(77)
     alphas = torch.zeros(77)
     alphas[:4] = 1
-    ctl = CrossAttentionControl(lay, [mapper], [alphas], cross_replace=0.7, blend_resolution=None,
-                                collect_maps=False)
+    ctl = CrossAttentionControl(
+        lay, [mapper], [alphas], cross_replace=0.7, blend_resolution=None, collect_maps=False
+    )
     g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(6, 2, 16, 8, generator=g), torch.randn(6, 2, 77, 8, generator=g), torch.randn(6, 2, 77, 8)
+    q, k, v = (
+        torch.randn(6, 2, 16, 8, generator=g),
+        torch.randn(6, 2, 77, 8, generator=g),
+        torch.randn(6, 2, 77, 8),
+    )
     for progress_step, expect in ((0, True), (6, True), (7, False)):
         state = HookState(step=progress_step, num_steps=10)
-        call = AttnCall("x.attn2.processor", True, False, q, k, v, 8 ** -0.5, state)
+        call = AttnCall("x.attn2.processor", True, False, q, k, v, 8**-0.5, state)
         out = ctl.supplied_probs(call)
         if not expect:
             assert out is None
@@ -186,7 +198,7 @@ def test_cross_attention_replacement_only_on_target_cond_and_only_while_schedule
         target_cond = lay.cond_offset + lay.target(0)
         assert torch.equal(weights[target_cond], alphas)
         assert weights[[i for i in range(6) if i != target_cond]].abs().sum() == 0  # layout, uncond untouched
-        src = torch.softmax(q[3:4] @ k[3:4].transpose(-1, -2) * 8 ** -0.5, -1)[0]
+        src = torch.softmax(q[3:4] @ k[3:4].transpose(-1, -2) * 8**-0.5, -1)[0]
         torch.testing.assert_close(probs[target_cond], src)
 
 
@@ -237,15 +249,23 @@ def test_model_is_restored_after_an_edit_and_after_an_error(pipe):
     assert torch.equal(unet(x, 10, ctx).sample, before)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"source_prompt": ""}, "Input 'source_prompt'"),
-    ({"target_prompts": ["  "]}, "Input 'target_prompt'"),
-    ({"target_prompts": ["word " * 80]}, "at most 75 tokens"),
-    ({"settings": InfEditSettings(steps=2, target_blend_words="horse")}, "Input 'target_blend_words'"),
-    ({"settings": InfEditSettings(steps=0)}, "Input 'steps'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"source_prompt": ""}, "Input 'source_prompt'"),
+        ({"target_prompts": ["  "]}, "Input 'target_prompt'"),
+        ({"target_prompts": ["word " * 80]}, "at most 75 tokens"),
+        ({"settings": InfEditSettings(steps=2, target_blend_words="horse")}, "Input 'target_blend_words'"),
+        ({"settings": InfEditSettings(steps=0)}, "Input 'steps'"),
+    ],
+)
 def test_bad_inputs_name_the_input(pipe, kwargs, match):
-    args = {"images": _image(), "source_prompt": "a cat", "target_prompts": ["a dog"],
-            "settings": InfEditSettings(steps=2), **kwargs}
+    args = {
+        "images": _image(),
+        "source_prompt": "a cat",
+        "target_prompts": ["a dog"],
+        "settings": InfEditSettings(steps=2),
+        **kwargs,
+    }
     with pytest.raises(InputError, match=match):
         pipe(**args)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from papernodes.kernels.processor import AttentionHook, HookState, attention_hooks, installed_processors
 from papernodes.kernels.reference import Context
 from papernodes.models.common import tiny
@@ -76,7 +75,9 @@ def test_capture_maps_per_layer_step_and_resolution(unet):
     for layer, entries in hook.maps.items():
         assert [e[0] for e in entries] == [0, 1]
         res = entries[0][1]
-        assert res == ((16, 16) if layer.startswith("down_blocks.0") or layer.startswith("up_blocks.1") else (8, 8))
+        assert res == (
+            (16, 16) if layer.startswith("down_blocks.0") or layer.startswith("up_blocks.1") else (8, 8)
+        )
         probs = entries[0][2]
         assert probs.shape == (2, res[0] * res[1], 77)
         torch.testing.assert_close(probs.sum(-1), torch.ones_like(probs.sum(-1)), atol=1e-5, rtol=0)

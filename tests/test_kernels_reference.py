@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from papernodes.kernels import dispatch, ops, reference
 from papernodes.kernels.reference import Context
 
@@ -48,8 +47,10 @@ def test_attention_matches_float64(dtype, lq, lk, masked):
 @pytest.mark.parametrize("lq,lk", LENGTHS)
 def test_multi_context_is_weighted_sum_of_attentions(lq, lk):
     q = _rand(2, 4, lq, 40, seed=1)
-    contexts = [Context(_rand(2, 4, n, 40, seed=10 + n), _rand(2, 4, n, 40, seed=20 + n), w, m)
-                for n, w, m in ((lk, 1.0, None), (4, 0.6, None), (16, 0.35, _mask(2, 16, 3)))]
+    contexts = [
+        Context(_rand(2, 4, n, 40, seed=10 + n), _rand(2, 4, n, 40, seed=20 + n), w, m)
+        for n, w, m in ((lk, 1.0, None), (4, 0.6, None), (16, 0.35, _mask(2, 16, 3)))
+    ]
     out = reference.multi_context_attention(q, contexts)
     expected = sum(c.weight * _naive(q, c.k, c.v, c.key_mask)[0] for c in contexts)
     torch.testing.assert_close(out.double(), expected, atol=3e-5, rtol=3e-5)
@@ -74,16 +75,25 @@ def test_supplied_probs_replace_keep_and_blend():
     src = torch.softmax(_rand(1, 2, 150, 77, seed=4) * 3, -1)
     own_out, own_p = _naive(q, k, v)
     zeros, ones = torch.zeros(77), torch.ones(77)
-    torch.testing.assert_close(reference.attention_with_supplied_probs(q, k, v, src, zeros).double(), own_out,
-                               atol=2e-5, rtol=2e-5)
-    torch.testing.assert_close(reference.attention_with_supplied_probs(q, k, v, src, ones).double(),
-                               src.double() @ v.double(), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(
+        reference.attention_with_supplied_probs(q, k, v, src, zeros).double(), own_out, atol=2e-5, rtol=2e-5
+    )
+    torch.testing.assert_close(
+        reference.attention_with_supplied_probs(q, k, v, src, ones).double(),
+        src.double() @ v.double(),
+        atol=2e-5,
+        rtol=2e-5,
+    )
     w = torch.zeros(77)
     w[3:9] = 1.0
     w[20] = 0.25
     mixed = w.double() * src.double() + (1 - w.double()) * own_p
-    torch.testing.assert_close(reference.attention_with_supplied_probs(q, k, v, src, w, chunk_size=16).double(),
-                               mixed @ v.double(), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(
+        reference.attention_with_supplied_probs(q, k, v, src, w, chunk_size=16).double(),
+        mixed @ v.double(),
+        atol=2e-5,
+        rtol=2e-5,
+    )
 
 
 def test_fully_masked_rows_attend_to_nothing():

@@ -19,8 +19,9 @@ def _outputs(comps):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 8, 16, 16, generator=g)
     img = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
-    ids = comps.tokenizer(["a red star on a blue background"], padding="max_length", max_length=77,
-                          return_tensors="pt").input_ids
+    ids = comps.tokenizer(
+        ["a red star on a blue background"], padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids
     ctx = comps.text_encoder(ids).last_hidden_state
     unet = comps.unet(x, 500, ctx).sample
     vae = comps.vae.decode(comps.vae.encode(img).latent_dist.mode()).sample
@@ -45,14 +46,18 @@ def test_round_trip_gives_identical_outputs(ip2p_tiny, tmp_path, fmt):
 
 def test_single_file_uses_original_key_layout(ip2p_tiny):
     keys = set(tiny.ldm_state_dict(ip2p_tiny))
-    for expected in ("model.diffusion_model.input_blocks.0.0.weight",
-                     "model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight",
-                     "model.diffusion_model.output_blocks.1.1.conv.weight",  # upsampler after a plain block
-                     "model.diffusion_model.out.2.weight", "model.diffusion_model.time_embed.0.weight",
-                     "first_stage_model.encoder.down.0.block.0.conv1.weight",
-                     "first_stage_model.decoder.up.3.upsample.conv.weight",
-                     "first_stage_model.encoder.mid.attn_1.q.weight", "first_stage_model.quant_conv.weight",
-                     "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"):
+    for expected in (
+        "model.diffusion_model.input_blocks.0.0.weight",
+        "model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight",
+        "model.diffusion_model.output_blocks.1.1.conv.weight",  # upsampler after a plain block
+        "model.diffusion_model.out.2.weight",
+        "model.diffusion_model.time_embed.0.weight",
+        "first_stage_model.encoder.down.0.block.0.conv1.weight",
+        "first_stage_model.decoder.up.3.upsample.conv.weight",
+        "first_stage_model.encoder.mid.attn_1.q.weight",
+        "first_stage_model.quant_conv.weight",
+        "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+    ):
         assert expected in keys, expected
     assert tiny.ldm_state_dict(ip2p_tiny)["first_stage_model.encoder.mid.attn_1.q.weight"].ndim == 4
 
@@ -70,9 +75,20 @@ def test_real_sd15_architecture_is_inferred_from_original_keys():
             clip = CLIPTextModel(CLIPTextConfig(**ldm_layout.shipped_config("clip_l_text")))
         ldm = ldm_layout.unet_to_ldm(unet.state_dict(), dict(unet.config))
         inferred = ldm_layout.infer_unet_config(ldm)
-        for key in ("in_channels", "block_out_channels", "layers_per_block", "down_block_types",
-                    "up_block_types", "cross_attention_dim", "attention_head_dim"):
-            assert list(inferred[key]) == list(ref[key]) if isinstance(ref[key], list) else inferred[key] == ref[key]
+        for key in (
+            "in_channels",
+            "block_out_channels",
+            "layers_per_block",
+            "down_block_types",
+            "up_block_types",
+            "cross_attention_dim",
+            "attention_head_dim",
+        ):
+            assert (
+                list(inferred[key]) == list(ref[key])
+                if isinstance(ref[key], list)
+                else inferred[key] == ref[key]
+            )
         assert inferred["use_linear_projection"] is False
         # LDM names of a real SD1.5 file (v1-5-pruned) that our writer must produce:
         assert "model.diffusion_model.output_blocks.2.1.conv.weight" in ldm

@@ -78,7 +78,9 @@ def test_ui_workflow_matches_server_and_api_twin(comfy_host, ui_path):
         api_inputs = api[str(node_id)]["inputs"]
         for name, value in zip(names, values):
             if not name.startswith("<"):
-                assert api_inputs[name] == value, f"{node['type']}.{name}: UI {value!r} vs API {api_inputs[name]!r}"
+                assert api_inputs[name] == value, (
+                    f"{node['type']}.{name}: UI {value!r} vs API {api_inputs[name]!r}"
+                )
         linked = {i["name"] for i in node.get("inputs", []) if i.get("link") is not None}
         for name in node_info["input"]["required"]:
             assert name in linked or name in api_inputs, f"{node['type']} misses required input {name}"

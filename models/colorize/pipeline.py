@@ -45,7 +45,8 @@ class ColorizePipeline:
         in_ch = components.unet.config.in_channels
         if in_ch != 8:
             raise InputError(
-                "model", "an InstructPix2Pix-architecture model (U-Net with 8 input channels)",
+                "model",
+                "an InstructPix2Pix-architecture model (U-Net with 8 input channels)",
                 f"a U-Net with {in_ch} input channels",
             )
         self.c = components
@@ -59,13 +60,24 @@ class ColorizePipeline:
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str], device: torch.device) -> torch.Tensor:
-        tok = self.c.tokenizer(prompts, padding="max_length", max_length=self.c.tokenizer.model_max_length,
-                               truncation=True, return_tensors="pt")
+        tok = self.c.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.c.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         return self.c.text_encoder(tok.input_ids.to(device))[0]
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, settings: ColorizeSettings, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, progress: ProgressFn | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        settings: ColorizeSettings,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        progress: ProgressFn | None = None,
+    ) -> torch.Tensor:
         """IMAGE [B,H,W,3] in 0..1 -> colorized IMAGE [B,H,W,3] of the same size."""
         images = check_image_batch(images, "image")
         if settings.steps < 1:
@@ -99,8 +111,11 @@ class ColorizePipeline:
                 model_in = scheduler.scale_model_input(torch.cat([latents] * 3), t)
                 model_in = torch.cat([model_in, image_batch], dim=1)
                 e_full, e_image, e_none = unet(model_in, t, encoder_hidden_states=text_batch).sample.chunk(3)
-                eps = (e_none + settings.image_guidance * (e_image - e_none)
-                       + settings.text_guidance * (e_full - e_image))
+                eps = (
+                    e_none
+                    + settings.image_guidance * (e_image - e_none)
+                    + settings.text_guidance * (e_full - e_image)
+                )
                 latents = scheduler.step(eps, t, latents, generator=generator).prev_sample
                 if progress is not None:
                     progress(i + 1, total)

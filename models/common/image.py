@@ -81,7 +81,7 @@ def restore_size(x: torch.Tensor, info: FitInfo) -> torch.Tensor:
             x = F.interpolate(x, size=(info.height, info.width), mode="bicubic", align_corners=False)
     else:
         left, _, top, _ = info.pad
-        x = x[:, :, top:top + info.height, left:left + info.width]
+        x = x[:, :, top : top + info.height, left : left + info.width]
     return x.permute(0, 2, 3, 1).clamp(0, 1)
 
 
@@ -103,6 +103,7 @@ def transfer_luminance(reference: torch.Tensor, colored: torch.Tensor, iteration
         return kc.lab_to_rgb(torch.cat([lum, ab * scale], 1), clip=False)
 
     eps = 1e-5
+
     def in_gamut(rgb: torch.Tensor) -> torch.Tensor:
         return ((rgb >= -eps) & (rgb <= 1 + eps)).all(1, keepdim=True)
 

@@ -55,7 +55,7 @@ def infer_unet_config(unet_sd: dict, template: dict | None = None) -> dict:
     Shape-derived fields come from the tensors; head count, norm groups and the like from `template`
     (SD1.5's by default, which is also InstructPix2Pix's).
     """
-    sd = {k[len(UNET_PREFIX):]: v for k, v in unet_sd.items() if k.startswith(UNET_PREFIX)}
+    sd = {k[len(UNET_PREFIX) :]: v for k, v in unet_sd.items() if k.startswith(UNET_PREFIX)}
     if "input_blocks.0.0.weight" not in sd:
         raise ValueError("not an LDM U-Net: no 'model.diffusion_model.input_blocks.0.0.weight' tensor")
     cfg = copy.deepcopy(template or shipped_config("sd15_unet"))
@@ -103,13 +103,15 @@ def infer_unet_config(unet_sd: dict, template: dict | None = None) -> dict:
 
 def infer_vae_config(vae_sd: dict, template: dict | None = None) -> dict:
     """diffusers AutoencoderKL config for an LDM VAE state dict (keys with `first_stage_model.`)."""
-    sd = {k[len(VAE_PREFIX):]: v for k, v in vae_sd.items() if k.startswith(VAE_PREFIX)}
+    sd = {k[len(VAE_PREFIX) :]: v for k, v in vae_sd.items() if k.startswith(VAE_PREFIX)}
     if "encoder.conv_in.weight" not in sd:
         raise ValueError("not an LDM VAE: no 'first_stage_model.encoder.conv_in.weight' tensor")
     cfg = copy.deepcopy(template or shipped_config("sd_vae"))
     levels = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.down."))
     blocks = 1 + max(int(k.split(".")[4]) for k in sd if k.startswith("encoder.down.0.block."))
-    cfg["block_out_channels"] = [int(sd[f"encoder.down.{i}.block.0.conv2.weight"].shape[0]) for i in range(levels)]
+    cfg["block_out_channels"] = [
+        int(sd[f"encoder.down.{i}.block.0.conv2.weight"].shape[0]) for i in range(levels)
+    ]
     cfg["layers_per_block"] = blocks
     cfg["down_block_types"] = ["DownEncoderBlock2D"] * levels
     cfg["up_block_types"] = ["UpDecoderBlock2D"] * levels
@@ -121,9 +123,11 @@ def infer_vae_config(vae_sd: dict, template: dict | None = None) -> dict:
 
 def infer_clip_config(clip_sd: dict, template: dict | None = None) -> dict:
     """transformers CLIPTextConfig dict for an SD1.x text encoder state dict (`cond_stage_model.transformer.`)."""
-    sd = {k[len(CLIP_PREFIX):]: v for k, v in clip_sd.items() if k.startswith(CLIP_PREFIX)}
+    sd = {k[len(CLIP_PREFIX) :]: v for k, v in clip_sd.items() if k.startswith(CLIP_PREFIX)}
     if "text_model.embeddings.token_embedding.weight" not in sd:
-        raise ValueError("not an SD1.x CLIP text encoder: no 'cond_stage_model.transformer.text_model.' tensors")
+        raise ValueError(
+            "not an SD1.x CLIP text encoder: no 'cond_stage_model.transformer.text_model.' tensors"
+        )
     cfg = copy.deepcopy(template or shipped_config("clip_l_text"))
     tok = sd["text_model.embeddings.token_embedding.weight"]
     cfg["vocab_size"], cfg["hidden_size"] = int(tok.shape[0]), int(tok.shape[1])
@@ -139,10 +143,21 @@ def infer_clip_config(clip_sd: dict, template: dict | None = None) -> dict:
 # Writing: diffusers -> LDM keys
 # ----------------------------------------------------------------------------------------------------
 
-_UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-                "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
-_VAE_RESNET = {"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2",
-               "conv_shortcut": "nin_shortcut"}
+_UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
+_VAE_RESNET = {
+    "norm1": "norm1",
+    "conv1": "conv1",
+    "norm2": "norm2",
+    "conv2": "conv2",
+    "conv_shortcut": "nin_shortcut",
+}
 _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
@@ -150,7 +165,7 @@ def _rename(key: str, table: dict) -> str:
     head, _, tail = key.partition(".")
     for new, old in table.items():
         if key.startswith(new + "."):
-            return old + key[len(new):]
+            return old + key[len(new) :]
     return key if head not in table else table[head] + "." + tail
 
 
@@ -158,18 +173,26 @@ def unet_to_ldm(diffusers_sd: dict, config: dict) -> dict:
     """diffusers UNet2DConditionModel state dict -> LDM keys (with `model.diffusion_model.`)."""
     lpb = config["layers_per_block"]
     out: dict = {}
-    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    fixed = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+    }
     for key, value in diffusers_sd.items():
         new = None
         for d, ldm in fixed.items():
             if key.startswith(d + "."):
-                new = ldm + key[len(d):]
+                new = ldm + key[len(d) :]
         if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key):
             i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
             idx = 1 + i * (lpb + 1) + j
-            new = (f"input_blocks.{idx}.0.{_rename(rest, _UNET_RESNET)}" if kind == "resnets"
-                   else f"input_blocks.{idx}.1.{rest}")
+            new = (
+                f"input_blocks.{idx}.0.{_rename(rest, _UNET_RESNET)}"
+                if kind == "resnets"
+                else f"input_blocks.{idx}.1.{rest}"
+            )
         elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
             new = f"input_blocks.{(int(m[1]) + 1) * (lpb + 1)}.0.op.{m[2]}"
         elif m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", key):
@@ -179,8 +202,11 @@ def unet_to_ldm(diffusers_sd: dict, config: dict) -> dict:
         elif m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key):
             i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
             idx = i * (lpb + 1) + j
-            new = (f"output_blocks.{idx}.0.{_rename(rest, _UNET_RESNET)}" if kind == "resnets"
-                   else f"output_blocks.{idx}.1.{rest}")
+            new = (
+                f"output_blocks.{idx}.0.{_rename(rest, _UNET_RESNET)}"
+                if kind == "resnets"
+                else f"output_blocks.{idx}.1.{rest}"
+            )
         elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
             i = int(m[1])
             has_attn = config["up_block_types"][i].startswith("CrossAttn")
@@ -222,8 +248,11 @@ def clip_to_ldm(hf_sd: dict) -> dict:
 
     transformers 5 dropped the `text_model.` level from CLIPTextModel's own state dict; files keep it.
     """
-    return {CLIP_PREFIX + ("" if k.startswith("text_model.") else "text_model.") + k: v
-            for k, v in hf_sd.items() if not k.endswith("position_ids")}
+    return {
+        CLIP_PREFIX + ("" if k.startswith("text_model.") else "text_model.") + k: v
+        for k, v in hf_sd.items()
+        if not k.endswith("position_ids")
+    }
 
 
 def clip_from_ldm(clip_sd: dict, module_keys) -> dict:
@@ -231,14 +260,16 @@ def clip_from_ldm(clip_sd: dict, module_keys) -> dict:
     keep_level = any(k.startswith("text_model.") for k in module_keys)
     out = {}
     for key, value in clip_sd.items():
-        key = key[len(CLIP_PREFIX):] if key.startswith(CLIP_PREFIX) else key
+        key = key[len(CLIP_PREFIX) :] if key.startswith(CLIP_PREFIX) else key
         if not keep_level and key.startswith("text_model."):
-            key = key[len("text_model."):]
+            key = key[len("text_model.") :]
         out[key] = value
     return out
 
 
 def to_contiguous(sd: dict, dtype: torch.dtype | None = None) -> dict:
     """Detached contiguous CPU copies, as safetensors requires."""
-    return {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-            for k, v in sd.items()}
+    return {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in sd.items()
+    }

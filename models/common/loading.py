@@ -114,20 +114,30 @@ def load_diffusers_folder(path: str | os.PathLike) -> SDComponents:
     text_encoder = CLIPTextModel.from_pretrained(str(path), subfolder="text_encoder", **kw)
     tok_dir = path / "tokenizer"
     tokenizer = load_tokenizer(tok_dir if (tok_dir / "vocab.json").is_file() else None)
-    return _finish(SDComponents(unet, vae, text_encoder, tokenizer, _scheduler_config_from_folder(path),
-                                source=str(path)))
+    return _finish(
+        SDComponents(
+            unet, vae, text_encoder, tokenizer, _scheduler_config_from_folder(path), source=str(path)
+        )
+    )
 
 
-def components_from_ldm(state_dict: dict, source: str = "", scheduler_config: dict | None = None,
-                        unet_template: dict | None = None) -> SDComponents:
+def components_from_ldm(
+    state_dict: dict,
+    source: str = "",
+    scheduler_config: dict | None = None,
+    unet_template: dict | None = None,
+) -> SDComponents:
     """Build diffusers modules from an LDM-layout state dict (a single file, or a host's models)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
     from transformers import CLIPTextConfig, CLIPTextModel
 
     parts = ldm_layout.split_components(state_dict)
-    for name, prefix in (("unet", ldm_layout.UNET_PREFIX), ("vae", ldm_layout.VAE_PREFIX),
-                         ("clip", ldm_layout.CLIP_PREFIX)):
+    for name, prefix in (
+        ("unet", ldm_layout.UNET_PREFIX),
+        ("vae", ldm_layout.VAE_PREFIX),
+        ("clip", ldm_layout.CLIP_PREFIX),
+    ):
         if not parts[name]:
             raise WeightsFormatError(
                 f"{source or 'checkpoint'}: no {name} tensors (keys starting with {prefix!r}); "
@@ -145,8 +155,16 @@ def components_from_ldm(state_dict: dict, source: str = "", scheduler_config: di
     text_encoder = CLIPTextModel(CLIPTextConfig(**clip_cfg))
     clip_sd = ldm_layout.clip_from_ldm(parts["clip"], text_encoder.state_dict().keys())
     _load_strict(text_encoder, clip_sd, "text encoder", source)
-    return _finish(SDComponents(unet, vae, text_encoder, load_tokenizer(),
-                                scheduler_config or shipped_scheduler_config(), source=source))
+    return _finish(
+        SDComponents(
+            unet,
+            vae,
+            text_encoder,
+            load_tokenizer(),
+            scheduler_config or shipped_scheduler_config(),
+            source=source,
+        )
+    )
 
 
 def load_single_file(path: str | os.PathLike) -> SDComponents:

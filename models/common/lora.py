@@ -34,11 +34,18 @@ def _groups(lora_sd: dict) -> dict[tuple[str, str], dict]:
         else:
             unknown.append(key)
             continue
-        slot = {"lora_down.weight": "down", "lora_A.weight": "down", "lora_up.weight": "up",
-                "lora_B.weight": "up", "alpha": "alpha"}[part]
+        slot = {
+            "lora_down.weight": "down",
+            "lora_A.weight": "down",
+            "lora_up.weight": "up",
+            "lora_B.weight": "up",
+            "alpha": "alpha",
+        }[part]
         groups.setdefault((target, name), {})[slot] = value
     if unknown:
-        raise WeightsFormatError(f"unrecognised LoRA keys, e.g. {unknown[:3]} (expected kohya or PEFT format)")
+        raise WeightsFormatError(
+            f"unrecognised LoRA keys, e.g. {unknown[:3]} (expected kohya or PEFT format)"
+        )
     return groups
 
 
@@ -49,7 +56,7 @@ def _flat_modules(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
             flat = name.replace(".", "_")
             mods[flat] = m
             if flat.startswith("text_model_"):  # kohya text-encoder names omit transformers' top level
-                mods[flat[len("text_model_"):]] = m
+                mods[flat[len("text_model_") :]] = m
             else:
                 mods["text_model_" + flat] = m
     return mods

@@ -26,13 +26,24 @@ def save_diffusers_folder(comps: SDComponents, folder: str | Path) -> Path:
     sched = folder / "scheduler"
     sched.mkdir(parents=True, exist_ok=True)
     (sched / "scheduler_config.json").write_text(json.dumps(comps.scheduler_config, indent=2))
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionInstructPix2PixPipeline" if comps.unet.config.in_channels == 8
-        else "StableDiffusionPipeline",
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", comps.scheduler_config.get("_class_name", "EulerAncestralDiscreteScheduler")],
-    }, indent=2))
+    (folder / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionInstructPix2PixPipeline"
+                if comps.unet.config.in_channels == 8
+                else "StableDiffusionPipeline",
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "scheduler": [
+                    "diffusers",
+                    comps.scheduler_config.get("_class_name", "EulerAncestralDiscreteScheduler"),
+                ],
+            },
+            indent=2,
+        )
+    )
     return folder
 
 

@@ -10,16 +10,26 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "euler": ("EulerDiscreteScheduler", {}),
     "ddim": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}),
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler",
-                        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
+    "dpmpp_2m_karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
     "unipc": ("UniPCMultistepScheduler", {}),
     "lms": ("LMSDiscreteScheduler", {}),
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
 }
 
 # Fields that describe the training noise schedule: the only ones carried over between scheduler classes.
-_SCHEDULE_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                    "prediction_type", "steps_offset", "timestep_spacing")
+_SCHEDULE_FIELDS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "prediction_type",
+    "steps_offset",
+    "timestep_spacing",
+)
 
 
 def make_scheduler(name: str, model_config: dict):

@@ -75,7 +75,7 @@ def word_token_positions(tokenizer, prompt: str, words: str) -> list[int]:
     positions: list[int] = []
     for word in words.replace(",", " ").split():
         word_ids = tokenizer(word, add_special_tokens=False).input_ids
-        found = [p for p in range(1, len(ids) - len(word_ids) + 1) if ids[p:p + len(word_ids)] == word_ids]
+        found = [p for p in range(1, len(ids) - len(word_ids) + 1) if ids[p : p + len(word_ids)] == word_ids]
         if not found:
             raise ValueError(f"blend word {word!r} does not occur in the prompt {prompt!r}")
         for p in found:

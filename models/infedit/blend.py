@@ -16,8 +16,13 @@ import torch.nn.functional as F
 TEMPERATURE = 0.15
 
 
-def word_mask(maps: torch.Tensor, positions: list[int], map_hw: tuple[int, int], latent_hw: tuple[int, int],
-              threshold: float) -> torch.Tensor:
+def word_mask(
+    maps: torch.Tensor,
+    positions: list[int],
+    map_hw: tuple[int, int],
+    latent_hw: tuple[int, int],
+    threshold: float,
+) -> torch.Tensor:
     """maps [h*w, 77] -> bool mask [H, W] of where the words at `positions` attend."""
     word = maps[:, positions].max(dim=-1).values.view(1, 1, *map_hw)
     word = F.interpolate(word, size=latent_hw, mode="nearest")[0, 0]
@@ -31,8 +36,13 @@ def target_threshold(alpha_t: float, thresh_e: float) -> float:
     return max(TEMPERATURE / float(alpha_t) ** 0.5, thresh_e)
 
 
-def local_blend(x_t: torch.Tensor, x_layout: torch.Tensor, x_source: torch.Tensor,
-                mask_target: torch.Tensor | None, mask_source: torch.Tensor | None) -> torch.Tensor:
+def local_blend(
+    x_t: torch.Tensor,
+    x_layout: torch.Tensor,
+    x_source: torch.Tensor,
+    mask_target: torch.Tensor | None,
+    mask_source: torch.Tensor | None,
+) -> torch.Tensor:
     """Apply the blend order above; a None mask skips its step."""
     out = x_t
     if mask_target is not None:

@@ -86,8 +86,15 @@ class BlendMaps:
 
 
 class CrossAttentionControl(AttentionHook):
-    def __init__(self, layout: BranchLayout, mappers: list[torch.Tensor], alphas: list[torch.Tensor],
-                 cross_replace: float, blend_resolution: tuple[int, int] | None, collect_maps: bool):
+    def __init__(
+        self,
+        layout: BranchLayout,
+        mappers: list[torch.Tensor],
+        alphas: list[torch.Tensor],
+        cross_replace: float,
+        blend_resolution: tuple[int, int] | None,
+        collect_maps: bool,
+    ):
         self.layout, self.mappers, self.alphas = layout, mappers, alphas
         self.cross_replace = cross_replace
         self.blend_resolution = blend_resolution
@@ -95,7 +102,7 @@ class CrossAttentionControl(AttentionHook):
         self.maps = BlendMaps(resolution=blend_resolution)
 
     def _per_head_probs(self, call: AttnCall, item: int) -> torch.Tensor:
-        q, k = call.q[item:item + 1].float(), call.k[item:item + 1].float()
+        q, k = call.q[item : item + 1].float(), call.k[item : item + 1].float()
         return torch.softmax(q @ k.transpose(-1, -2) * call.scale, dim=-1)  # [1, H, Lq, Lk]
 
     def supplied_probs(self, call: AttnCall):

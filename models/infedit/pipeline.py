@@ -65,13 +65,18 @@ class InfEditResult:
 class InfEditPipeline:
     def __init__(self, components: SDComponents):
         if components.unet.config.in_channels != components.vae.config.latent_channels:
-            raise InputError("model", "a text-to-image (LCM) model whose U-Net takes the VAE latent",
-                             f"a U-Net with {components.unet.config.in_channels} input channels")
+            raise InputError(
+                "model",
+                "a text-to-image (LCM) model whose U-Net takes the VAE latent",
+                f"a U-Net with {components.unet.config.in_channels} input channels",
+            )
         self.c = components
 
     @property
     def size_multiple(self) -> int:
-        return 2 ** (len(self.c.vae.config.block_out_channels) - 1) * 2 ** (len(self.c.unet.config.block_out_channels) - 1)
+        return 2 ** (len(self.c.vae.config.block_out_channels) - 1) * 2 ** (
+            len(self.c.unet.config.block_out_channels) - 1
+        )
 
     # ----- inputs ----------------------------------------------------------------------------------------
     def _token_ids(self, prompt: str, name: str) -> list[int]:
@@ -94,7 +99,7 @@ class InfEditPipeline:
     def _blend_resolution(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
         """SD's 16x16 layers at 64x64 latents = factor 4; else the coarsest cross-attention resolution."""
         cfg = self.c.unet.config
-        factors = {2 ** i for i, t in enumerate(cfg.down_block_types) if "CrossAttn" in t}
+        factors = {2**i for i, t in enumerate(cfg.down_block_types) if "CrossAttn" in t}
         if "CrossAttn" in (cfg.mid_block_type or "UNetMidBlock2DCrossAttn"):
             factors.add(2 ** (len(cfg.down_block_types) - 1))
         f = 4 if 4 in factors else max(factors)
@@ -102,15 +107,28 @@ class InfEditPipeline:
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str], device) -> torch.Tensor:
-        tok = self.c.tokenizer(prompts, padding="max_length", max_length=self.c.tokenizer.model_max_length,
-                               truncation=True, return_tensors="pt")
+        tok = self.c.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.c.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         return self.c.text_encoder(tok.input_ids.to(device))[0]
 
     # ----- run -------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, source_prompt: str, target_prompts: list[str], settings: InfEditSettings,
-                 device="cpu", dtype=torch.float32, progress: ProgressFn | None = None,
-                 target_blend_words: list[str] | None = None) -> InfEditResult:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        source_prompt: str,
+        target_prompts: list[str],
+        settings: InfEditSettings,
+        device="cpu",
+        dtype=torch.float32,
+        progress: ProgressFn | None = None,
+        target_blend_words: list[str] | None = None,
+    ) -> InfEditResult:
         """Edit each image with each target prompt. `target_blend_words` gives per-target blend words
         (an edit list); by default every target uses `settings.target_blend_words`."""
         images = check_image_batch(images, "image")
@@ -124,13 +142,17 @@ class InfEditPipeline:
         src_pos = self._positions(source_prompt, settings.source_blend_words, "source_blend_words")
         words = target_blend_words or [settings.target_blend_words] * len(target_prompts)
         if len(words) != len(target_prompts):
-            raise InputError("target_blend_words", f"{len(target_prompts)} entries, one per target prompt",
-                             str(len(words)))
+            raise InputError(
+                "target_blend_words", f"{len(target_prompts)} entries, one per target prompt", str(len(words))
+            )
         tgt_pos = [self._positions(p, w, "target_blend_words") for p, w in zip(target_prompts, words)]
 
         x, fit = fit_to_multiple(images, self.size_multiple, settings.resize_mode)
-        groups = ([list(range(len(target_prompts)))] if settings.eta == 1.0
-                  else [[i] for i in range(len(target_prompts))])
+        groups = (
+            [list(range(len(target_prompts)))]
+            if settings.eta == 1.0
+            else [[i] for i in range(len(target_prompts))]
+        )
         total = images.shape[0] * len(groups) * settings.steps
         done = [0]
 
@@ -143,14 +165,28 @@ class InfEditPipeline:
         evals = 0
         vae = self.c.vae
         for b in range(images.shape[0]):
-            z0 = vae.encode((x[b:b + 1] * 2 - 1).to(device, dtype)).latent_dist.mode() * vae.config.scaling_factor
+            z0 = (
+                vae.encode((x[b : b + 1] * 2 - 1).to(device, dtype)).latent_dist.mode()
+                * vae.config.scaling_factor
+            )
             z0s.append(z0)
             recon.append(vae.decode(z0 / vae.config.scaling_factor).sample)
             per_target: dict[int, tuple] = {}
             for group in groups:
-                out = self._edit_one(z0, source_prompt, [target_prompts[i] for i in group], src_ids,
-                                     [tgt_ids[i] for i in group], src_pos, [tgt_pos[i] for i in group],
-                                     settings, device, dtype, tick, seed=settings.seed + b)
+                out = self._edit_one(
+                    z0,
+                    source_prompt,
+                    [target_prompts[i] for i in group],
+                    src_ids,
+                    [tgt_ids[i] for i in group],
+                    src_pos,
+                    [tgt_pos[i] for i in group],
+                    settings,
+                    device,
+                    dtype,
+                    tick,
+                    seed=settings.seed + b,
+                )
                 evals += out["evals"]
                 for j, i in enumerate(group):
                     per_target[i] = (out["x0"][j], out["masks"][j])
@@ -168,8 +204,21 @@ class InfEditPipeline:
         mask_img = restore_size(mask_img, fit)[..., 0]
         return InfEditResult(edited_img, mask_img, recon_img, torch.cat(latents), torch.cat(z0s), evals)
 
-    def _edit_one(self, z0, source_prompt, targets, src_ids, tgt_ids, src_pos, tgt_pos, s: InfEditSettings,
-                  device, dtype, tick, seed: int) -> dict:
+    def _edit_one(
+        self,
+        z0,
+        source_prompt,
+        targets,
+        src_ids,
+        tgt_ids,
+        src_pos,
+        tgt_pos,
+        s: InfEditSettings,
+        device,
+        dtype,
+        tick,
+        seed: int,
+    ) -> dict:
         n = len(targets)
         cfg = not (s.source_guidance == 1.0 and s.target_guidance == 1.0)
         layout = BranchLayout(n, cfg)
@@ -177,19 +226,29 @@ class InfEditPipeline:
         latent_hw = tuple(z0.shape[-2:])
         blend_res = self._blend_resolution(latent_hw)
         want_blend = src_pos is not None or any(p is not None for p in tgt_pos)
-        cross = CrossAttentionControl(layout, [a.mapper for a in alignments], [a.alphas for a in alignments],
-                                      s.cross_replace, blend_res, collect_maps=want_blend)
+        cross = CrossAttentionControl(
+            layout,
+            [a.mapper for a in alignments],
+            [a.alphas for a in alignments],
+            s.cross_replace,
+            blend_res,
+            collect_maps=want_blend,
+        )
         hooks = [SelfAttentionControl(layout, s.self_replace), cross]
 
         cond = self.encode_text([source_prompt, *targets, *([source_prompt] * n)], device).to(dtype)
-        text = torch.cat([self.encode_text([""], device).to(dtype).expand(layout.items, -1, -1), cond]) if cfg else cond
+        text = (
+            torch.cat([self.encode_text([""], device).to(dtype).expand(layout.items, -1, -1), cond])
+            if cfg
+            else cond
+        )
 
         scheduler = self._scheduler()
         timesteps, alpha_t, alpha_prev = lcm_timesteps(scheduler, s.steps, device)
         gen = torch.Generator("cpu").manual_seed(int(seed))
         noise0 = torch.randn(z0.shape, generator=gen, dtype=torch.float32).to(device, dtype)
         a0 = float(alpha_t[0])
-        x_s = a0 ** 0.5 * z0 + (1 - a0) ** 0.5 * noise0
+        x_s = a0**0.5 * z0 + (1 - a0) ** 0.5 * noise0
         x_t = [x_s.clone() for _ in range(n)]
         x_m = [x_s.clone() for _ in range(n)]
         pred = [z0] * n
@@ -201,28 +260,34 @@ class InfEditPipeline:
                 state.step = i
                 branch = torch.cat([x_s, *x_t, *x_m])
                 model_in = torch.cat([branch, branch]) if cfg else branch
-                eps = self.c.unet(scheduler.scale_model_input(model_in, t), t, encoder_hidden_states=text).sample
+                eps = self.c.unet(
+                    scheduler.scale_model_input(model_in, t), t, encoder_hidden_states=text
+                ).sample
                 evals += 1
                 if cfg:
                     unc, con = eps.chunk(2)
-                    g = torch.tensor([s.source_guidance] + [s.target_guidance] * n + [s.source_guidance] * n,
-                                     dtype=eps.dtype, device=eps.device).view(-1, 1, 1, 1)
+                    g = torch.tensor(
+                        [s.source_guidance] + [s.target_guidance] * n + [s.source_guidance] * n,
+                        dtype=eps.dtype,
+                        device=eps.device,
+                    ).view(-1, 1, 1, 1)
                     eps = unc + g * (con - unc)
-                eps_s, eps_t, eps_m = eps[:1], eps[1:1 + n], eps[1 + n:]
+                eps_s, eps_t, eps_m = eps[:1], eps[1 : 1 + n], eps[1 + n :]
                 noise = torch.randn(z0.shape, generator=gen, dtype=torch.float32).to(device, dtype)
                 a_t, a_p = alpha_t[i], alpha_prev[i]
                 new_t, new_m, x_s_next = [], [], None
                 for j in range(n):
-                    out_t = ddcm_step(x_s, x_t[j], eps_s, eps_t[j:j + 1], z0, a_t, a_p, noise, s.eta)
-                    out_m = ddcm_step(x_s, x_m[j], eps_s, eps_m[j:j + 1], z0, a_t, a_p, noise, s.eta)
+                    out_t = ddcm_step(x_s, x_t[j], eps_s, eps_t[j : j + 1], z0, a_t, a_p, noise, s.eta)
+                    out_m = ddcm_step(x_s, x_m[j], eps_s, eps_m[j : j + 1], z0, a_t, a_p, noise, s.eta)
                     new_t.append(out_t.x_target)
                     new_m.append(out_m.x_target)
                     pred[j] = out_t.pred_x0
                     x_s_next = out_m.x_source if x_s_next is None else x_s_next
                 last = i == len(timesteps) - 1
                 if want_blend and i > 0 and not last:
-                    new_t, mask_e = self._blend(cross, new_t, new_m, x_s_next, src_pos, tgt_pos, float(a_t),
-                                                s, blend_res, latent_hw)
+                    new_t, mask_e = self._blend(
+                        cross, new_t, new_m, x_s_next, src_pos, tgt_pos, float(a_t), s, blend_res, latent_hw
+                    )
                 x_s, x_t, x_m = x_s_next, new_t, new_m
                 tick()
         return {"x0": pred, "masks": mask_e, "evals": evals}
@@ -230,23 +295,39 @@ class InfEditPipeline:
     def _blend(self, cross, x_t, x_m, x_s, src_pos, tgt_pos, alpha_t, s, blend_res, latent_hw):
         maps = cross.maps
         out, masks = [], []
-        mask_src = (word_mask(maps.source, src_pos, blend_res, latent_hw, s.thresh_m)
-                    if src_pos is not None and maps.source is not None else None)
+        mask_src = (
+            word_mask(maps.source, src_pos, blend_res, latent_hw, s.thresh_m)
+            if src_pos is not None and maps.source is not None
+            else None
+        )
         for j, (xt, xm) in enumerate(zip(x_t, x_m)):
             mask_tgt = None
             if tgt_pos[j] is not None and len(maps.targets) > j:
-                mask_tgt = word_mask(maps.targets[j], tgt_pos[j], blend_res, latent_hw,
-                                     target_threshold(alpha_t, s.thresh_e))
+                mask_tgt = word_mask(
+                    maps.targets[j], tgt_pos[j], blend_res, latent_hw, target_threshold(alpha_t, s.thresh_e)
+                )
             out.append(local_blend(xt, xm, x_s, mask_tgt, mask_src))
-            masks.append(mask_tgt if mask_tgt is not None else torch.ones(latent_hw, dtype=torch.bool,
-                                                                           device=xt.device))
+            masks.append(
+                mask_tgt
+                if mask_tgt is not None
+                else torch.ones(latent_hw, dtype=torch.bool, device=xt.device)
+            )
         return out, masks
 
     def _scheduler(self):
         from diffusers import LCMScheduler
 
-        keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                "prediction_type", "steps_offset", "timestep_spacing", "original_inference_steps")
+        keep = (
+            "num_train_timesteps",
+            "beta_start",
+            "beta_end",
+            "beta_schedule",
+            "trained_betas",
+            "prediction_type",
+            "steps_offset",
+            "timestep_spacing",
+            "original_inference_steps",
+        )
         cfg = {k: v for k, v in self.c.scheduler_config.items() if k in keep}
         cfg.setdefault("original_inference_steps", 50)
         cfg["timestep_spacing"] = "leading"
