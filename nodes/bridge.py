@@ -50,3 +50,14 @@ def components_from_comfy(model, clip, vae) -> SDComponents:
     for k, v in first_stage.state_dict().items():
         sd[ldm_layout.VAE_PREFIX + k] = v.detach().to("cpu", torch.float32).clone()
     return components_from_ldm(sd, source="ComfyUI MODEL/CLIP/VAE")
+
+
+def checkpoint_inputs(model_tooltip: str) -> dict:
+    """INPUT_TYPES of a node that takes core Load Checkpoint's MODEL/CLIP/VAE."""
+    return {
+        "required": {
+            "model": ("MODEL", {"tooltip": model_tooltip}),
+            "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP (SD1.x text encoder)."}),
+            "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
+        }
+    }

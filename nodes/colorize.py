@@ -8,7 +8,7 @@ from ..models.colorize.pipeline import ColorizePipeline, ColorizeSettings
 from ..models.common.image import check_image_batch, to_grayscale
 from ..models.common.loading import load_components
 from ..models.common.schedulers import SCHEDULERS
-from .bridge import components_from_comfy
+from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
     offload_modules,
     prepare_modules,
@@ -72,13 +72,7 @@ class ColorizerFromCheckpoint:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "An InstructPix2Pix-architecture MODEL (8 input channels)."}),
-                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP (SD1.x text encoder)."}),
-                "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
-            }
-        }
+        return checkpoint_inputs("An InstructPix2Pix-architecture MODEL (8 input channels).")
 
     def convert(self, model, clip, vae):
         return (ColorizePipeline(components_from_comfy(model, clip, vae)),)

@@ -6,7 +6,7 @@ from ..models.common.errors import InputError
 from ..models.common.loading import load_components, load_state_dict
 from ..models.common.lora import fuse_lora
 from ..models.infedit.pipeline import InfEditPipeline, InfEditSettings
-from .bridge import components_from_comfy
+from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
     file_choices,
     offload_modules,
@@ -87,13 +87,7 @@ class LCMFromCheckpoint:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "An LCM (or SD1.5 + LCM-LoRA) MODEL."}),
-                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP."}),
-                "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
-            }
-        }
+        return checkpoint_inputs("An LCM (or SD1.5 + LCM-LoRA) MODEL.")
 
     def convert(self, model, clip, vae):
         return (InfEditPipeline(components_from_comfy(model, clip, vae)),)
@@ -197,6 +191,32 @@ def _settings_inputs() -> dict:
     }
 
 
+def _edit_inputs(image_tooltip: str, targets: dict, target_words: dict) -> dict:
+    """Inputs shared by the edit nodes, in widget order: pipe, image, source prompt, targets, blend words,
+    then the sampling settings."""
+    return {
+        "required": {
+            "infedit_pipe": ("INFEDIT_PIPE", {"tooltip": "From 'InfEdit: Load LCM Model'."}),
+            "image": ("IMAGE", {"tooltip": image_tooltip}),
+            "source_prompt": (
+                "STRING",
+                {"default": "a photo of a cat", "multiline": True, "tooltip": "What the image shows now."},
+            ),
+            **targets,
+            "source_blend_words": (
+                "STRING",
+                {
+                    "default": "",
+                    "tooltip": "Words of the source prompt whose regions must stay as they are "
+                    "(local blend; empty = off).",
+                },
+            ),
+            **target_words,
+            **_settings_inputs(),
+        }
+    }
+
+
 def _settings(kwargs: dict, source_words: str, target_words: str) -> InfEditSettings:
     fields = (
         "steps",
@@ -250,45 +270,27 @@ class EditImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "infedit_pipe": ("INFEDIT_PIPE", {"tooltip": "From 'InfEdit: Load LCM Model'."}),
-                "image": ("IMAGE", {"tooltip": "Images to edit; each is edited independently."}),
-                "source_prompt": (
-                    "STRING",
-                    {
-                        "default": "a photo of a cat",
-                        "multiline": True,
-                        "tooltip": "What the image shows now.",
-                    },
-                ),
-                "target_prompt": (
-                    "STRING",
-                    {
-                        "default": "a photo of a dog",
-                        "multiline": True,
-                        "tooltip": "What it should show after the edit.",
-                    },
-                ),
-                "source_blend_words": (
-                    "STRING",
-                    {
-                        "default": "",
-                        "tooltip": "Words of the source prompt whose regions must stay as they are "
-                        "(local blend; empty = off).",
-                    },
-                ),
-                "target_blend_words": (
-                    "STRING",
-                    {
-                        "default": "",
-                        "tooltip": "Words of the target prompt whose regions may change; everything else "
-                        "keeps the source layout (local blend; empty = off).",
-                    },
-                ),
-                **_settings_inputs(),
-            }
+        target = {
+            "target_prompt": (
+                "STRING",
+                {
+                    "default": "a photo of a dog",
+                    "multiline": True,
+                    "tooltip": "What it should show after the edit.",
+                },
+            )
         }
+        target_words = {
+            "target_blend_words": (
+                "STRING",
+                {
+                    "default": "",
+                    "tooltip": "Words of the target prompt whose regions may change; everything else "
+                    "keeps the source layout (local blend; empty = off).",
+                },
+            )
+        }
+        return _edit_inputs("Images to edit; each is edited independently.", target, target_words)
 
     def edit(
         self,
@@ -330,39 +332,17 @@ class EditList:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "infedit_pipe": ("INFEDIT_PIPE", {"tooltip": "From 'InfEdit: Load LCM Model'."}),
-                "image": (
-                    "IMAGE",
-                    {"tooltip": "Images to edit; outputs are ordered image by image, edit by edit."},
-                ),
-                "source_prompt": (
-                    "STRING",
-                    {
-                        "default": "a photo of a cat",
-                        "multiline": True,
-                        "tooltip": "What the image shows now.",
-                    },
-                ),
-                "edits": (
-                    "STRING",
-                    {
-                        "default": "a photo of a dog | dog\na photo of a tiger | tiger",
-                        "multiline": True,
-                        "tooltip": "One edit per line: 'target prompt' or 'target prompt | blend words'.",
-                    },
-                ),
-                "source_blend_words": (
-                    "STRING",
-                    {
-                        "default": "",
-                        "tooltip": "Words of the source prompt whose regions must stay (empty = off).",
-                    },
-                ),
-                **_settings_inputs(),
-            }
+        edits = {
+            "edits": (
+                "STRING",
+                {
+                    "default": "a photo of a dog | dog\na photo of a tiger | tiger",
+                    "multiline": True,
+                    "tooltip": "One edit per line: 'target prompt' or 'target prompt | blend words'.",
+                },
+            )
         }
+        return _edit_inputs("Images to edit; outputs are ordered image by image, edit by edit.", edits, {})
 
     def edit(self, infedit_pipe, image, source_prompt, edits, source_blend_words, **kwargs):
         prompts, words = parse_edit_list(edits)

@@ -21,6 +21,7 @@ from ..common.errors import InputError
 from ..common.image import check_image_batch, fit_to_multiple, restore_size, to_grayscale, transfer_luminance
 from ..common.loading import SDComponents
 from ..common.schedulers import make_scheduler
+from ..common.text import encode_prompts
 from .instructions import DEFAULT_INSTRUCTION
 
 ProgressFn = Callable[[int, int], None]
@@ -58,16 +59,8 @@ class ColorizePipeline:
         unet_factor = 2 ** (len(self.c.unet.config.block_out_channels) - 1)
         return vae_factor * unet_factor
 
-    @torch.no_grad()
-    def encode_text(self, prompts: list[str], device: torch.device) -> torch.Tensor:
-        tok = self.c.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.c.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        return self.c.text_encoder(tok.input_ids.to(device))[0]
+    def encode_text(self, prompts: list[str], device) -> torch.Tensor:
+        return encode_prompts(self.c, prompts, device)
 
     @torch.no_grad()
     def __call__(

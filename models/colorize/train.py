@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..common.loading import SDComponents, load_diffusers_folder, load_single_file
 from ..common.saving import save_diffusers_folder
+from ..common.schedulers import scheduler_of_class
 from .data import ColorFolderDataset, TripletDataset
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -142,18 +143,7 @@ def expand_conv_in_for_ip2p(unet: torch.nn.Module) -> torch.nn.Module:
 
 def make_noise_scheduler(scheduler_config: dict):
     """The model's training noise schedule as a DDPMScheduler (only schedule keys are taken over)."""
-    from diffusers import DDPMScheduler
-
-    keys = (
-        "num_train_timesteps",
-        "beta_start",
-        "beta_end",
-        "beta_schedule",
-        "trained_betas",
-        "prediction_type",
-        "rescale_betas_zero_snr",
-    )
-    return DDPMScheduler(**{k: scheduler_config[k] for k in keys if scheduler_config.get(k) is not None})
+    return scheduler_of_class("DDPMScheduler", scheduler_config)
 
 
 def conditioning_dropout_masks(

@@ -22,6 +22,8 @@ from ...kernels.processor import HookState, attention_hooks
 from ..common.errors import InputError
 from ..common.image import check_image_batch, fit_to_multiple, restore_size
 from ..common.loading import SDComponents
+from ..common.schedulers import scheduler_of_class
+from ..common.text import encode_prompts
 from .align import token_alignment, word_token_positions
 from .blend import local_blend, target_threshold, word_mask
 from .control import BranchLayout, CrossAttentionControl, SelfAttentionControl
@@ -105,16 +107,8 @@ class InfEditPipeline:
         f = 4 if 4 in factors else max(factors)
         return latent_hw[0] // f, latent_hw[1] // f
 
-    @torch.no_grad()
     def encode_text(self, prompts: list[str], device) -> torch.Tensor:
-        tok = self.c.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.c.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        return self.c.text_encoder(tok.input_ids.to(device))[0]
+        return encode_prompts(self.c, prompts, device)
 
     # ----- run -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -315,20 +309,11 @@ class InfEditPipeline:
         return out, masks
 
     def _scheduler(self):
-        from diffusers import LCMScheduler
-
-        keep = (
-            "num_train_timesteps",
-            "beta_start",
-            "beta_end",
-            "beta_schedule",
-            "trained_betas",
-            "prediction_type",
-            "steps_offset",
-            "timestep_spacing",
-            "original_inference_steps",
+        """LCM scheduler on the model's schedule, 50 original steps (InfEdit Sec. 5.1)."""
+        original = self.c.scheduler_config.get("original_inference_steps", 50)
+        return scheduler_of_class(
+            "LCMScheduler",
+            self.c.scheduler_config,
+            original_inference_steps=original,
+            timestep_spacing="leading",
         )
-        cfg = {k: v for k, v in self.c.scheduler_config.items() if k in keep}
-        cfg.setdefault("original_inference_steps", 50)
-        cfg["timestep_spacing"] = "leading"
-        return LCMScheduler.from_config(cfg)
