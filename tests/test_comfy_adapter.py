@@ -1,0 +1,58 @@
+"""Model-folder resolution: combo entries, files only inside ComfyUI's folders, helpful missing-file errors."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from papernodes.models.common.errors import WeightsNotFoundError
+
+
+@pytest.fixture()
+def adapter(tmp_path, monkeypatch):
+    folders = {k: [str(tmp_path / k)] for k in ("diffusers", "checkpoints", "loras")}
+    for paths in folders.values():
+        for p in paths:
+            (tmp_path / p).mkdir(parents=True, exist_ok=True)
+    fake = types.ModuleType("folder_paths")
+    fake.get_folder_paths = lambda kind: folders.get(kind, [])
+    fake.get_filename_list = lambda kind: sorted(
+        str(p.relative_to(tmp_path / kind)) for p in (tmp_path / kind).rglob("*") if p.is_file()
+    )
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    from papernodes.nodes import comfy_adapter
+
+    return comfy_adapter, tmp_path
+
+
+def test_choices_list_diffusers_folders_and_checkpoint_files(adapter):
+    ad, root = adapter
+    assert ad.sd_model_choices("(none)") == ["(none)"]
+    (root / "diffusers" / "my-model" / "unet").mkdir(parents=True)
+    (root / "diffusers" / "my-model" / "unet" / "config.json").write_text("{}")
+    (root / "checkpoints" / "sd15.safetensors").write_bytes(b"x")
+    (root / "checkpoints" / "notes.txt").write_text("not a model")
+    assert ad.sd_model_choices("(none)") == ["diffusers/my-model", "checkpoints/sd15.safetensors"]
+    assert ad.resolve_sd_model("diffusers/my-model", "x") == (root / "diffusers" / "my-model").resolve()
+    assert ad.resolve_sd_model("checkpoints/sd15.safetensors", "x").name == "sd15.safetensors"
+
+
+def test_missing_file_error_names_file_folders_and_source(adapter):
+    ad, root = adapter
+    with pytest.raises(WeightsNotFoundError) as info:
+        ad.resolve_sd_model("checkpoints/missing.safetensors", "annyorange/colorization-finetuned")
+    msg = str(info.value)
+    assert "missing.safetensors" in msg and str(root / "checkpoints") in msg
+    assert "annyorange/colorization-finetuned" in msg
+
+
+def test_paths_outside_the_model_folders_are_refused(adapter):
+    ad, root = adapter
+    (root / "secret.safetensors").write_bytes(b"x")
+    for name in ("checkpoints/../secret.safetensors", f"checkpoints/{root}/secret.safetensors"):
+        with pytest.raises(WeightsNotFoundError):
+            ad.resolve_sd_model(name, "x")
+    with pytest.raises(WeightsNotFoundError):
+        ad.resolve_file("loras", "../secret.safetensors", "x")
