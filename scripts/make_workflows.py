@@ -31,6 +31,8 @@ WIDGETS: dict[str, list[str]] = {
     "PaperNodes_InfEditEditImage": ["source_prompt", "target_prompt", "source_blend_words", "target_blend_words",
                                     "steps", "source_guidance", "target_guidance", "cross_replace", "self_replace",
                                     "thresh_e", "thresh_m", "eta", "seed", "resize_mode"],
+    "PaperNodes_SwiftBrushLoadStudent": ["model_name", "unet_name"],
+    "PaperNodes_SwiftBrushGenerate": ["prompt", "seed", "batch_size", "width", "height"],
 }
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
@@ -44,6 +46,8 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "MaskToImage": [("IMAGE", "IMAGE")],
     "PaperNodes_InfEditLoadLCM": [("infedit_pipe", "INFEDIT_PIPE")],
     "PaperNodes_InfEditEditImage": [("edited", "IMAGE"), ("blend_mask", "MASK"), ("source_reconstruction", "IMAGE")],
+    "PaperNodes_SwiftBrushLoadStudent": [("student", "SWIFTBRUSH_STUDENT")],
+    "PaperNodes_SwiftBrushGenerate": [("image", "IMAGE"), ("latent", "LATENT")],
 }
 LINK_TYPES: dict[str, dict[str, str]] = {
     "SaveImage": {"images": "IMAGE"},
@@ -53,6 +57,7 @@ LINK_TYPES: dict[str, dict[str, str]] = {
     "PaperNodes_ColorizationMetrics": {"image": "IMAGE", "reference": "IMAGE"},
     "MaskToImage": {"mask": "MASK"},
     "PaperNodes_InfEditEditImage": {"infedit_pipe": "INFEDIT_PIPE", "image": "IMAGE"},
+    "PaperNodes_SwiftBrushGenerate": {"student": "SWIFTBRUSH_STUDENT"},
 }
 
 
@@ -152,7 +157,19 @@ def infedit_graph() -> list[Node]:
     ]
 
 
-WORKFLOWS = {"colorize": colorize_graph, "infedit": infedit_graph}
+def swiftbrush_graph() -> list[Node]:
+    """One-step text to image: load a SwiftBrush student -> generate (1 U-Net evaluation per image) -> save."""
+    return [
+        Node(1, "PaperNodes_SwiftBrushLoadStudent", {"model_name": "diffusers/papernodes-demo-swiftbrush",
+                                                     "unet_name": "none"}, pos=(0, 0)),
+        Node(2, "PaperNodes_SwiftBrushGenerate", {
+            "prompt": "a photograph of a red fox in the snow", "seed": 0, "batch_size": 1, "width": 512,
+            "height": 512}, links={"student": (1, 0)}, pos=(360, 0)),
+        Node(3, "SaveImage", {"filename_prefix": "PaperNodes/swiftbrush"}, links={"images": (2, 0)}, pos=(760, 0)),
+    ]
+
+
+WORKFLOWS = {"colorize": colorize_graph, "infedit": infedit_graph, "swiftbrush": swiftbrush_graph}
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from .tiny import build_tiny_components
 DEMO_COLORIZER = "papernodes-demo-colorizer"
 DEMO_LCM = "papernodes-demo-lcm"
 DEMO_LORA = "papernodes-demo-lcm-lora.safetensors"
+DEMO_SWIFTBRUSH = "papernodes-demo-swiftbrush"
 DEMO_COLOR_IMAGE = "papernodes_demo_color.png"
 
 
@@ -54,10 +55,14 @@ def write_demo_assets(base_dir: str | Path) -> dict[str, Path]:
     lora = base / "models" / "loras" / DEMO_LORA
     if not lora.is_file():
         write_demo_lora(lcm.unet, lora)
+    swiftbrush_folder = base / "models" / "diffusers" / DEMO_SWIFTBRUSH  # tiny one-step student (and teacher)
+    if not (swiftbrush_folder / "unet" / "config.json").is_file():
+        save_diffusers_folder(build_tiny_components(seed=2, in_channels=4), swiftbrush_folder)
     image = base / "input" / DEMO_COLOR_IMAGE
     image.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(demo_scene()).save(image)
-    return {"diffusers": folder, "single_file": single, "image": image, "lcm": lcm_folder, "lora": lora}
+    return {"diffusers": folder, "single_file": single, "image": image, "lcm": lcm_folder, "lora": lora,
+            "swiftbrush": swiftbrush_folder}
 
 
 def write_demo_lora(unet: torch.nn.Module, path: Path, rank: int = 4, seed: int = 0) -> Path:
