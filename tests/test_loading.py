@@ -132,3 +132,21 @@ def test_unknown_suffix_is_rejected(tmp_path):
 def test_loader_cache_returns_same_objects(ip2p_tiny, tmp_path):
     path = tiny.save_single_file(ip2p_tiny, tmp_path / "cached.safetensors")
     assert loading.load_components(path) is loading.load_components(path)
+
+
+def test_folder_tokenizer_keeps_its_special_tokens(tmp_path):
+    """SD2.x tokenizer folders pad with "!" (id 0): a folder's special tokens must be honoured."""
+    import json
+    import shutil
+
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(loading.TOKENIZER_DIR / name, tmp_path / name)
+    (tmp_path / "special_tokens_map.json").write_text(
+        json.dumps({"pad_token": "!", "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+                    "unk_token": "<|endoftext|>"})
+    )
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
+    sd2 = loading.load_tokenizer(tmp_path)(["a cat"], padding="max_length", max_length=77).input_ids[0]
+    sd1 = loading.load_tokenizer()(["a cat"], padding="max_length", max_length=77).input_ids[0]
+    assert sd2[:4] == sd1[:4] == [49406, 320, 2368, 49407]
+    assert sd2[4] == 0 and sd1[4] == 49407

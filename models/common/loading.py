@@ -74,11 +74,16 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_tokenizer(folder: str | os.PathLike | None = None):
-    """CLIP BPE tokenizer from a diffusers `tokenizer/` folder, else the one shipped in the pack."""
+    """CLIP BPE tokenizer from a diffusers `tokenizer/` folder (with its special tokens: SD2.x pads with
+    "!"), else the CLIP-L tokenizer shipped in the pack. Prompts are padded/truncated to 77 tokens."""
     from transformers import CLIPTokenizer
 
-    folder = Path(folder) if folder else TOKENIZER_DIR
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    if folder is not None:
+        tok = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+        if tok.model_max_length > 77:  # some configs carry a huge sentinel instead of CLIP's 77
+            tok.model_max_length = 77
+        return tok
+    return CLIPTokenizer(str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"), model_max_length=77)
 
 
 def shipped_scheduler_config() -> dict:
