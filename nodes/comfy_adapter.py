@@ -24,7 +24,7 @@ def _folder_paths():
     return folder_paths
 
 
-def _folders(kind: str) -> list[str]:
+def model_folders(kind: str) -> list[str]:
     try:
         return list(_folder_paths().get_folder_paths(kind))
     except Exception:
@@ -34,7 +34,7 @@ def _folders(kind: str) -> list[str]:
 def _diffusers_folders() -> list[str]:
     """Relative names of diffusers pipeline folders (those holding unet/config.json) in models/diffusers."""
     found = []
-    for root in _folders("diffusers"):
+    for root in model_folders("diffusers"):
         base = Path(root)
         if not base.is_dir():
             continue
@@ -67,7 +67,7 @@ def resolve_sd_model(choice: str, published: str) -> Path:
     else:
         kind, name = "", choice
     kinds = [kind] if kind else ["diffusers", "checkpoints"]
-    searched = [f for k in kinds for f in _folders(k)]
+    searched = [f for k in kinds for f in model_folders(k)]
     for root in searched:
         base = Path(root).resolve()
         candidate = (base / name).resolve()
@@ -146,7 +146,7 @@ def file_choices(kind: str, none_label: str | None = None) -> list[str]:
 
 def resolve_file(kind: str, name: str, published: str) -> Path:
     """A file inside one of ComfyUI's `kind` folders; never a path outside them."""
-    searched = _folders(kind)
+    searched = model_folders(kind)
     for root in searched:
         base = Path(root).resolve()
         candidate = (base / name).resolve()

@@ -14,8 +14,8 @@ from ..models.swiftbrush.train import CONFIG_FILE, TrainConfig, train
 from ..models.swiftbrush.weights import STUDENT_PUBLISHED, TEACHER_PUBLISHED, load_unet_like, with_unet
 from .bridge import components_from_comfy
 from .comfy_adapter import (
-    _folders,
     file_choices,
+    model_folders,
     offload_modules,
     prepare_modules,
     progress_callback,
@@ -135,7 +135,7 @@ def _output_folder(name: str, teacher_source: str) -> Path:
     if not _NAME.match(name) or ".." in name.split("/"):
         raise InputError("output_name", "a folder name (letters, digits, '.', '_', '-', ' '; '/' for subfolders)",
                          repr(name))
-    roots = _folders("diffusers")
+    roots = model_folders("diffusers")
     if not roots:
         raise InputError("output_name", "a ComfyUI models/diffusers folder to write into", "none configured")
     target = (Path(roots[0]) / name).resolve()
