@@ -15,7 +15,14 @@ Two kernels, both readable top to bottom:
 Numerics: inputs (fp16/bf16/fp32) are loaded and cast to fp32 before every `tl.dot` (Triton's
 interpreter multiplies bf16 bit patterns as integers, see shared KERNELS.md), softmax and
 accumulation run in fp32, outputs are written in the input dtype (probabilities in fp32).
-`precision="ieee"` (default) gives exact fp32 dots; `precision="tf32"` uses tensor cores on GPUs.
+`precision=None` (default) picks tf32 for fp16/bf16 inputs and exact "ieee" for fp32 (unless torch
+allows tf32 matmuls); `precision="ieee"` gives exact fp32 dots (FMA loops on GPUs: small tiles, slower);
+`precision="tf32"` uses tensor cores. fp16/bf16 values are exact in tf32, so for half inputs tf32
+only rounds the probabilities entering the P V product.
+
+Tiles: head dims are padded to BLOCK_D in {64, 128, 256} (SD's 40, 64, 80, 160 -> 64, 64, 128, 256)
+and masked; other tile sizes per (kernel, BLOCK_D, precision) are in `_TILES`, chosen so that no entry
+of `KERNEL_CONFIGS` spills registers or exceeds shared memory on sm_80/sm_90 (test tier c).
 
 Fully masked rows: a query row whose keys are all masked in a context contributes 0 for that context
 (torch's SDPA also returns 0 for such rows; `reference.attention_with_probs` returns NaN there,
@@ -57,20 +64,67 @@ LOG2E = 1.4426950408889634
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 PRECISIONS = ("ieee", "tf32")
 # Padded head dims the wrappers launch (head dims above the largest are rejected).
-BLOCK_DS = (32, 64, 128, 256)
-# Runtime 0/1 flags stay real arguments (not specialised when equal to 1), so the kernels the JIT
-# builds are the ones the AOT tier compiles.
-_FLAGS = ["has_mask", "multi", "store_lse"]
+BLOCK_DS = (64, 128, 256)
+# Head dims and row strides are multiples of this (the wrappers zero-pad other head dims); the kernels
+# rely on it so that loads along the head dim vectorise to 16 bytes.
+DIM_MULTIPLE = 8
+# Offsets are computed in int32 by the kernels the AOT tier checks.
+MAX_ELEMENTS = 2**31 - 1
 
 
 # --------------------------------------------------------------------------------------------------
 # Kernels
 # --------------------------------------------------------------------------------------------------
 
+# Argument kinds for the AOT signature: "io" = pointer in the input dtype, other strings are
+# Triton signature types. Order = the kernel's parameter order (constexprs excluded).
+_ARG_KINDS = {
+    "fwd": {
+        "Q": "io", "K": "io", "V": "io", "Out": "io", "KM": "*i8", "STARTS": "*i32", "WEIGHTS": "*fp32",
+        "LSE": "*fp32", "sqb": "i32", "sqh": "i32", "sqm": "i32", "skb": "i32", "skh": "i32", "skn": "i32",
+        "svb": "i32", "svh": "i32", "svn": "i32", "sob": "i32", "soh": "i32", "som": "i32", "skmb": "i32",
+        "H": "i32", "LQ": "i32", "D": "i32", "DV": "i32", "n_ctx": "i32", "l_total": "i32",
+        "qk_scale": "fp32", "has_mask": "i32", "multi": "i32", "store_lse": "i32",
+    },
+    "probs": {
+        "Q": "io", "K": "io", "KM": "*i8", "LSE": "*fp32", "P": "*fp32", "sqb": "i32", "sqh": "i32",
+        "sqm": "i32", "skb": "i32", "skh": "i32", "skn": "i32", "skmb": "i32", "spb": "i32", "spm": "i32",
+        "H": "i32", "LQ": "i32", "LK": "i32", "D": "i32", "qk_scale": "fp32", "has_mask": "i32",
+    },
+}  # fmt: skip
+# Integer arguments are never specialised by the JIT (on == 1 or % 16): the kernels derive alignment
+# from (x // 8) * 8 instead, so the kernel a launch builds is exactly the one the AOT tier checks.
+_FWD_INTS = [name for name, kind in _ARG_KINDS["fwd"].items() if kind == "i32"]
+_PROBS_INTS = [name for name, kind in _ARG_KINDS["probs"].items() if kind == "i32"]
 
-@_jit_decorator(do_not_specialize=_FLAGS)
+
+@_jit_decorator
+def _scores(
+    q, k_base, km_base, skn, n0, end, D, qk_scale, has_mask,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Base-2 scores of one key tile, [BLOCK_M, BLOCK_N]; -inf outside [n0, end) and at masked keys."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    col_ok = offs_n < end
+    kt_ptrs = k_base + offs_n[None, :] * skn + offs_d[:, None]
+    kt = tl.load(kt_ptrs, mask=(offs_d[:, None] < D) & col_ok[None, :], other=0.0).to(tl.float32)
+    s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+    km = tl.load(km_base + offs_n, mask=col_ok & (has_mask != 0), other=1)
+    return tl.where((col_ok & (km != 0))[None, :], s, float("-inf"))
+
+
+@_jit_decorator
+def _value_tile(v_base, svn, n0, end, DV, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    v_ptrs = v_base + offs_n[:, None] * svn + offs_d[None, :]
+    return tl.load(v_ptrs, mask=(offs_n[:, None] < end) & (offs_d[None, :] < DV), other=0.0).to(tl.float32)
+
+
+@_jit_decorator(do_not_specialize=_FWD_INTS)
 def _attn_fwd_kernel(
-    Q, K, V, O, KM, STARTS, WEIGHTS, LSE,
+    Q, K, V, Out, KM, STARTS, WEIGHTS, LSE,
     sqb, sqh, sqm,
     skb, skh, skn,
     svb, svh, svn,
@@ -83,7 +137,18 @@ def _attn_fwd_kernel(
     """out[b, h, rows] = sum_c w_c * softmax(q k_c^T * scale) v_c for one (batch*head, query tile).
 
     qk_scale = scale * log2(e): the softmax runs in base 2. The last dim of every tensor is contiguous.
+    One context (multi == 0, keys [0, l_total), weight 1): a single online-softmax sweep.
+    Several contexts: per context a statistics sweep (row max, row sum) then an accumulation sweep
+    adding w_c * exp2(s - m) / l straight into the output tile, so only one [BLOCK_M, BLOCK_D]
+    accumulator is ever live (registers, not FLOPs, limit these tiles; see KERNEL_CONFIGS).
     """
+    # (x // 8) * 8 == x for these (the wrapper guarantees it) and tells the compiler they are multiples
+    # of 8, so masked loads along the head dim vectorise (tl.multiple_of is a no-op on raw arguments).
+    sqb, sqh, sqm = (sqb // 8) * 8, (sqh // 8) * 8, (sqm // 8) * 8
+    skb, skh, skn = (skb // 8) * 8, (skh // 8) * 8, (skn // 8) * 8
+    svb, svh, svn = (svb // 8) * 8, (svh // 8) * 8, (svn // 8) * 8
+    sob, soh, som = (sob // 8) * 8, (soh // 8) * 8, (som // 8) * 8
+    D, DV = (D // 8) * 8, (DV // 8) * 8
     pid = tl.program_id(0)
     n_qt = tl.cdiv(LQ, BLOCK_M)
     bh = pid // n_qt
@@ -94,59 +159,63 @@ def _attn_fwd_kernel(
     offs_m = qt * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < LQ
-    d_ok = offs_d < D
-    dv_ok = offs_d < DV
-
     q_ptrs = Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0).to(tl.float32)
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
     km_base = KM + b * skmb
 
     out = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    # Running row max starts at a finite sentinel: a tile whose keys are all masked then gives
-    # p = exp2(-inf - m) = 0 and alpha = 1 instead of NaN.
+    # The running row max starts at a finite sentinel: a tile whose keys are all masked then gives
+    # p = exp2(-inf - m) = 0 and alpha = 1 instead of NaN; rows with no key at all end with l = 0.
     m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    is_multi = multi != 0
-    for c in range(n_ctx):
-        start = tl.load(STARTS + c, mask=is_multi, other=0)
-        end = tl.load(STARTS + c + 1, mask=is_multi, other=l_total)
-        w = tl.load(WEIGHTS + c, mask=is_multi, other=1.0)
-        m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        for n0 in range(start, end, BLOCK_N):
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            col_ok = offs_n < end
-            kt_ptrs = k_base + offs_n[None, :] * skn + offs_d[:, None]
-            kt = tl.load(kt_ptrs, mask=d_ok[:, None] & col_ok[None, :], other=0.0).to(tl.float32)
-            s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
-            keep = col_ok
-            km = tl.load(km_base + offs_n, mask=col_ok & (has_mask != 0), other=1)
-            keep = keep & (km != 0)
-            s = tl.where(keep[None, :], s, float("-inf"))
-
+    if multi != 0:
+        for c in range(n_ctx):
+            in_range = c < n_ctx  # always true: every load is masked, these included
+            start = tl.load(STARTS + c, mask=in_range, other=0)
+            end = tl.load(STARTS + c + 1, mask=in_range, other=0)
+            w = tl.load(WEIGHTS + c, mask=in_range, other=0.0)
+            m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
+            l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+            for n0 in range(start, end, BLOCK_N):
+                s = _scores(
+                    q, k_base, km_base, skn, n0, end, D, qk_scale, has_mask, BLOCK_N, BLOCK_D, PRECISION
+                )
+                m_new = tl.maximum(m_i, tl.max(s, 1))
+                l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
+                m_i = m_new
+            inv = tl.where(l_i > 0.0, w / tl.where(l_i > 0.0, l_i, 1.0), 0.0)
+            for n0 in range(start, end, BLOCK_N):
+                s = _scores(
+                    q, k_base, km_base, skn, n0, end, D, qk_scale, has_mask, BLOCK_N, BLOCK_D, PRECISION
+                )
+                p = tl.exp2(s - m_i[:, None]) * inv[:, None]
+                v = _value_tile(v_base, svn, n0, end, DV, BLOCK_N, BLOCK_D)
+                out += tl.dot(p, v, input_precision=PRECISION)
+    else:
+        for n0 in range(0, l_total, BLOCK_N):
+            s = _scores(
+                q, k_base, km_base, skn, n0, l_total, D, qk_scale, has_mask, BLOCK_N, BLOCK_D, PRECISION
+            )
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            v_ptrs = v_base + offs_n[:, None] * svn + offs_d[None, :]
-            v = tl.load(v_ptrs, mask=col_ok[:, None] & dv_ok[None, :], other=0.0).to(tl.float32)
-            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
+            v = _value_tile(v_base, svn, n0, l_total, DV, BLOCK_N, BLOCK_D)
+            out = out * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
             m_i = m_new
-        inv = tl.where(l_i > 0.0, w / l_i, 0.0)
-        out += acc * inv[:, None]
+        out = out * tl.where(l_i > 0.0, 1.0 / tl.where(l_i > 0.0, l_i, 1.0), 0.0)[:, None]
 
-    o_ptrs = O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :]
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & dv_ok[None, :])
-    # Base-2 log-sum-exp of the last context's scores; +inf for fully masked rows so that pass 2's
-    # exp2(s - lse) is exactly 0 there.
-    lse = tl.where(l_i > 0.0, m_i + tl.log2(l_i), float("inf"))
+    o_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :]
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < DV))
+    # Base-2 log-sum-exp of the (last) context's scores; +inf for fully masked rows so that the
+    # probabilities pass computes exp2(s - lse) = 0 there.
+    lse = tl.where(l_i > 0.0, m_i + tl.log2(tl.where(l_i > 0.0, l_i, 1.0)), float("inf"))
     tl.store(LSE + bh * LQ + offs_m, lse, mask=row_ok & (store_lse != 0))
 
 
-@_jit_decorator(do_not_specialize=["has_mask"])
+@_jit_decorator(do_not_specialize=_PROBS_INTS)
 def _attn_probs_kernel(
     Q, K, KM, LSE, P,
     sqb, sqh, sqm,
@@ -156,6 +225,9 @@ def _attn_probs_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """probs[b, rows, cols] = mean_h exp2(s_h - lse_h) for one (batch, query tile, key tile)."""
+    sqb, sqh, sqm = (sqb // 8) * 8, (sqh // 8) * 8, (sqm // 8) * 8  # multiples of 8, see the fwd kernel
+    skb, skh, skn = (skb // 8) * 8, (skh // 8) * 8, (skn // 8) * 8
+    D = (D // 8) * 8
     pid = tl.program_id(0)
     n_qt = tl.cdiv(LQ, BLOCK_M)
     n_kt = tl.cdiv(LK, BLOCK_N)
@@ -197,40 +269,21 @@ _TORCH_TO_TRITON = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32
 # (kernel, BLOCK_D, precision) -> (BLOCK_M, BLOCK_N, num_warps, num_stages). Chosen so that no
 # configuration spills registers on sm_80/sm_90 (checked by tests/test_kernels_triton.py, tier c).
 _TILES: dict[tuple[str, int, str], tuple[int, int, int, int]] = {
-    ("fwd", 32, "ieee"): (64, 64, 4, 2),
-    ("fwd", 64, "ieee"): (64, 64, 4, 2),
-    ("fwd", 128, "ieee"): (64, 32, 4, 2),
-    ("fwd", 256, "ieee"): (32, 32, 4, 2),
-    ("fwd", 32, "tf32"): (64, 64, 4, 2),
-    ("fwd", 64, "tf32"): (64, 64, 4, 2),
-    ("fwd", 128, "tf32"): (64, 32, 4, 2),
-    ("fwd", 256, "tf32"): (32, 32, 4, 2),
-    ("probs", 32, "ieee"): (32, 64, 4, 2),
-    ("probs", 64, "ieee"): (32, 64, 4, 2),
-    ("probs", 128, "ieee"): (32, 32, 4, 2),
-    ("probs", 256, "ieee"): (32, 32, 4, 2),
-    ("probs", 32, "tf32"): (32, 64, 4, 2),
-    ("probs", 64, "tf32"): (32, 64, 4, 2),
-    ("probs", 128, "tf32"): (32, 32, 4, 2),
-    ("probs", 256, "tf32"): (32, 32, 4, 2),
+    # "ieee" dots lower to FMA loops whose operands live in registers: small tiles only.
+    ("fwd", 64, "ieee"): (32, 32, 4, 1),
+    ("fwd", 128, "ieee"): (32, 16, 4, 1),
+    ("fwd", 256, "ieee"): (16, 16, 4, 1),
+    ("fwd", 64, "tf32"): (128, 32, 8, 2),
+    ("fwd", 128, "tf32"): (128, 16, 8, 2),
+    ("fwd", 256, "tf32"): (32, 32, 8, 2),
+    ("probs", 64, "ieee"): (32, 32, 4, 2),
+    ("probs", 128, "ieee"): (32, 16, 4, 2),
+    ("probs", 256, "ieee"): (32, 16, 4, 1),
+    ("probs", 64, "tf32"): (64, 64, 4, 2),
+    ("probs", 128, "tf32"): (64, 64, 8, 2),
+    ("probs", 256, "tf32"): (32, 64, 8, 2),
 }
 
-# Argument kinds for the AOT signature: "io" = pointer in the input dtype, other strings are
-# Triton signature types. Order = the kernel's parameter order (constexprs excluded).
-_ARG_KINDS = {
-    "fwd": {
-        "Q": "io", "K": "io", "V": "io", "O": "io", "KM": "*i8", "STARTS": "*i32", "WEIGHTS": "*fp32",
-        "LSE": "*fp32", "sqb": "i32", "sqh": "i32", "sqm": "i32", "skb": "i32", "skh": "i32", "skn": "i32",
-        "svb": "i32", "svh": "i32", "svn": "i32", "sob": "i32", "soh": "i32", "som": "i32", "skmb": "i32",
-        "H": "i32", "LQ": "i32", "D": "i32", "DV": "i32", "n_ctx": "i32", "l_total": "i32",
-        "qk_scale": "fp32", "has_mask": "i32", "multi": "i32", "store_lse": "i32",
-    },
-    "probs": {
-        "Q": "io", "K": "io", "KM": "*i8", "LSE": "*fp32", "P": "*fp32", "sqb": "i32", "sqh": "i32",
-        "sqm": "i32", "skb": "i32", "skh": "i32", "skn": "i32", "skmb": "i32", "spb": "i32", "spm": "i32",
-        "H": "i32", "LQ": "i32", "LK": "i32", "D": "i32", "qk_scale": "fp32", "has_mask": "i32",
-    },
-}  # fmt: skip
 _KERNELS = {"fwd": _attn_fwd_kernel, "probs": _attn_probs_kernel}
 
 
@@ -251,8 +304,10 @@ class KernelConfig:
     @property
     def name(self) -> str:
         c = self.constexprs
-        return (f"{self.kernel}-{_TORCH_TO_TRITON[self.dtype]}-{c['PRECISION']}-d{c['BLOCK_D']}"
-                f"-m{c['BLOCK_M']}n{c['BLOCK_N']}-w{self.num_warps}s{self.num_stages}")
+        return (
+            f"{self.kernel}-{_TORCH_TO_TRITON[self.dtype]}-{c['PRECISION']}-d{c['BLOCK_D']}"
+            f"-m{c['BLOCK_M']}n{c['BLOCK_N']}-w{self.num_warps}s{self.num_stages}"
+        )
 
     def signature(self) -> dict[str, str]:
         """Triton signature for `triton.compile(ASTSource(fn, signature, constexprs))`."""
@@ -272,7 +327,8 @@ def _block_d(d: int) -> int:
     raise ValueError(f"triton attention supports head dims up to {BLOCK_DS[-1]}, got {d}")
 
 
-def _config(kernel: str, dtype: torch.dtype, block_d: int, precision: str) -> KernelConfig:
+def _config(kernel: str, dtype: torch.dtype, block_d: int, precision: str | None) -> KernelConfig:
+    precision = precision or default_precision(dtype)
     bm, bn, warps, stages = _TILES[(kernel, block_d, precision)]
     constexprs = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": block_d, "PRECISION": precision}
     return KernelConfig(kernel, dtype, constexprs, warps, stages)
@@ -326,8 +382,18 @@ def _require_backend(q: torch.Tensor) -> None:
     if q.dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"triton attention supports {SUPPORTED_DTYPES}, got {q.dtype}")
     if not is_available(q.device, q.dtype):
-        raise ValueError(f"triton attention cannot run on {q.device} "
-                         "(needs cuda, or cpu with TRITON_INTERPRET=1 set before triton is imported)")
+        raise RuntimeError(
+            f"triton attention cannot run on {q.device} "
+            "(needs cuda, or cpu with TRITON_INTERPRET=1 set before triton is imported)"
+        )
+
+
+def default_precision(dtype: torch.dtype) -> str:
+    """tf32 tensor-core dots for fp16/bf16 inputs (their values are exact in tf32); exact ieee for fp32
+    unless torch itself allows tf32 matmuls."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return "tf32"
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
 def _check_precision(precision: str) -> str:
@@ -338,16 +404,18 @@ def _check_precision(precision: str) -> str:
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask, what: str = "attention") -> None:
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError(f"{what} expects [B, H, L, D] tensors, got q{tuple(q.shape)} k{tuple(k.shape)} "
-                         f"v{tuple(v.shape)}")
+        raise ValueError(
+            f"{what} expects [B, H, L, D] tensors, got q{tuple(q.shape)} k{tuple(k.shape)} v{tuple(v.shape)}"
+        )
     if k.shape[:3] != v.shape[:3] or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"{what}: mismatched shapes q{tuple(q.shape)} k{tuple(k.shape)} v{tuple(v.shape)}")
     if k.device != q.device or v.device != q.device:
         raise ValueError(f"{what}: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
     if key_mask is not None:
         if key_mask.shape != (k.shape[0], k.shape[2]):
-            raise ValueError(f"{what}: key_mask must be [B, Lk] = {(k.shape[0], k.shape[2])}, "
-                             f"got {tuple(key_mask.shape)}")
+            raise ValueError(
+                f"{what}: key_mask must be [B, Lk] = {(k.shape[0], k.shape[2])}, got {tuple(key_mask.shape)}"
+            )
         if key_mask.dtype.is_floating_point or key_mask.dtype.is_complex:
             raise ValueError(f"{what}: key_mask must be bool/integer (True = attend), got {key_mask.dtype}")
 
@@ -356,9 +424,31 @@ def _mask_i8(key_mask: torch.Tensor, device: torch.device) -> torch.Tensor:
     return (key_mask.to(device) != 0).to(torch.int8).contiguous()
 
 
+def _rows(t: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, head, row) strides of a contiguous [B, H, L, D] tensor, written out from its shape.
+
+    torch leaves the strides of size-1 dims arbitrary even for contiguous tensors; the kernels assume
+    every stride is a multiple of 8, which the canonical ones are once D is.
+    """
+    _, h, n, d = t.shape
+    return h * n * d, n * d, d
+
+
+def _pad_last(t: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad the last dim to `size` (head dims must be multiples of DIM_MULTIPLE for the kernels)."""
+    t = t.contiguous()
+    return t if t.shape[-1] == size else torch.nn.functional.pad(t, (0, size - t.shape[-1]))
+
+
+def _round_up(n: int, m: int = DIM_MULTIPLE) -> int:
+    return (n + m - 1) // m * m
+
+
 def _launch_fwd(q, k_all, v_all, out, km, starts, weights, lse, n_ctx, scale, precision) -> None:
+    """q/k_all/v_all/out contiguous with head dims that are multiples of DIM_MULTIPLE."""
     b, h, lq, d = q.shape
     dv = v_all.shape[-1]
+    _check_size(q, k_all, v_all, out)
     cfg = _config("fwd", q.dtype, _block_d(max(d, dv)), precision)
     c = cfg.constexprs
     dev = q.device
@@ -369,40 +459,60 @@ def _launch_fwd(q, k_all, v_all, out, km, starts, weights, lse, n_ctx, scale, pr
         starts if starts is not None else _dummy(dev, torch.int32),
         weights if weights is not None else _dummy(dev, torch.float32),
         lse if lse is not None else _dummy(dev, torch.float32),
-        q.stride(0), q.stride(1), q.stride(2),
-        k_all.stride(0), k_all.stride(1), k_all.stride(2),
-        v_all.stride(0), v_all.stride(1), v_all.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        km.stride(0) if km is not None else 0,
+        *_rows(q), *_rows(k_all), *_rows(v_all), *_rows(out),
+        km.shape[1] if km is not None else 0,
         h, lq, d, dv, n_ctx, k_all.shape[2], float(scale) * LOG2E,
         int(km is not None), int(starts is not None), int(lse is not None),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **c,
     )  # fmt: skip
 
 
-def _prepare(q: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return t.to(dtype=q.dtype).contiguous()
+def _check_size(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.numel() > MAX_ELEMENTS:
+            raise ValueError(f"triton attention indexes in int32: tensor {tuple(t.shape)} is too large")
 
 
-def attention(q, k, v, key_mask=None, scale=None, *, precision: str = "ieee") -> torch.Tensor:
-    """softmax(q k^T * scale) v in one fused launch; [B, H, Lq, D] x [B, H, Lk, D|Dv]."""
-    _check_qkv(q, k, v, key_mask)
-    _require_backend(q)
+def _prepare(q, k, v):
+    """Contiguous copies in q's dtype (k/v of another dtype are cast to it), head dims zero-padded to
+    multiples of DIM_MULTIPLE.
+
+    Zero columns in q and k leave q k^T unchanged; padded value columns are cut from the output.
+    """
+    d = _round_up(q.shape[-1])
+    dv = _round_up(v.shape[-1])
+    return _pad_last(q, d), _pad_last(k.to(q.dtype), d), _pad_last(v.to(q.dtype), dv)
+
+
+def _unpad(out: torch.Tensor, dv: int) -> torch.Tensor:
+    return out if out.shape[-1] == dv else out[..., :dv].contiguous()
+
+
+def _start(q, k, v, key_mask, precision, scale, what):
+    precision = precision or default_precision(q.dtype)
+    _check_qkv(q, k, v, key_mask, what=what)
     _check_precision(precision)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    q = q.contiguous()
-    k, v = _prepare(q, k), _prepare(q, v)
+    _block_d(max(q.shape[-1], v.shape[-1]))  # rejects head dims above the largest tile
+    _require_backend(q)
+    return q.shape[-1] ** -0.5 if scale is None else float(scale)
+
+
+def attention(q, k, v, key_mask=None, scale=None, *, precision: str | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale) v in one fused launch; [B, H, Lq, D] x [B, H, Lk, D|Dv]."""
+    scale = _start(q, k, v, key_mask, precision, scale, "attention")
+    dv = v.shape[-1]
+    qp, kp, vp = _prepare(q, k, v)
     b, h, lq, _ = q.shape
-    out = torch.empty(b, h, lq, v.shape[-1], dtype=q.dtype, device=q.device)
-    if out.numel() == 0:
-        return out
-    km = None if key_mask is None else _mask_i8(key_mask, q.device)
-    _launch_fwd(q, k, v, out, km, None, None, None, 1, scale, precision)
-    return out
+    out = torch.empty(b, h, lq, vp.shape[-1], dtype=q.dtype, device=q.device)
+    if out.numel():
+        km = None if key_mask is None else _mask_i8(key_mask, q.device)
+        _launch_fwd(qp, kp, vp, out, km, None, None, None, 1, scale, precision)
+    return _unpad(out, dv)
 
 
-def multi_context_attention(q: torch.Tensor, contexts: Sequence[Context], scale=None, *,
-                            precision: str = "ieee") -> torch.Tensor:
+def multi_context_attention(
+    q: torch.Tensor, contexts: Sequence[Context], scale=None, *, precision: str | None = None
+) -> torch.Tensor:
     """sum_i weight_i * Attn(q, k_i, v_i) in one launch (contexts concatenated along the key axis)."""
     if not contexts:
         raise ValueError("multi_context_attention needs at least one context")
@@ -410,84 +520,82 @@ def multi_context_attention(q: torch.Tensor, contexts: Sequence[Context], scale=
         _check_qkv(q, c.k, c.v, c.key_mask, what=f"multi_context_attention context {i}")
     dv = contexts[0].v.shape[-1]
     if any(c.v.shape[-1] != dv for c in contexts):
-        raise ValueError(f"multi_context_attention: all contexts need one value dim, got "
-                         f"{[tuple(c.v.shape) for c in contexts]}")
-    _require_backend(q)
-    _check_precision(precision)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    q = q.contiguous()
+        raise ValueError(
+            "multi_context_attention: all contexts need one value dim, got "
+            f"{[tuple(c.v.shape) for c in contexts]}"
+        )
+    scale = _start(q, contexts[0].k, contexts[0].v, None, precision, scale, "multi_context_attention")
     b, h, lq, _ = q.shape
     dev = q.device
-    out = torch.empty(b, h, lq, dv, dtype=q.dtype, device=dev)
-    if out.numel() == 0:
-        return out
     if len(contexts) == 1:
-        k_all, v_all = _prepare(q, contexts[0].k), _prepare(q, contexts[0].v)
+        qp, k_all, v_all = _prepare(q, contexts[0].k, contexts[0].v)
     else:
-        k_all = torch.cat([c.k.to(q.dtype) for c in contexts], dim=2).contiguous()
-        v_all = torch.cat([c.v.to(q.dtype) for c in contexts], dim=2).contiguous()
-    lengths = [c.k.shape[2] for c in contexts]
-    starts = torch.tensor([0] + list(_cumsum(lengths)), dtype=torch.int32, device=dev)
-    weights = torch.tensor([float(c.weight) for c in contexts], dtype=torch.float32, device=dev)
-    km = None
-    if any(c.key_mask is not None for c in contexts):
-        km = torch.cat([
-            _mask_i8(c.key_mask, dev) if c.key_mask is not None
-            else torch.ones(b, c.k.shape[2], dtype=torch.int8, device=dev)
-            for c in contexts
-        ], dim=1).contiguous()  # fmt: skip
-    _launch_fwd(q, k_all, v_all, out, km, starts, weights, None, len(contexts), scale, precision)
-    return out
+        qp, k_all, v_all = _prepare(
+            q,
+            torch.cat([c.k.to(q.dtype) for c in contexts], dim=2),
+            torch.cat([c.v.to(q.dtype) for c in contexts], dim=2),
+        )
+    out = torch.empty(b, h, lq, v_all.shape[-1], dtype=q.dtype, device=dev)
+    if out.numel():
+        bounds = [0]
+        for c in contexts:
+            bounds.append(bounds[-1] + c.k.shape[2])
+        starts = torch.tensor(bounds, dtype=torch.int32).to(dev)
+        weights = torch.tensor([float(c.weight) for c in contexts], dtype=torch.float32).to(dev)
+        km = None
+        if any(c.key_mask is not None for c in contexts):
+            km = torch.cat([
+                _mask_i8(c.key_mask, dev) if c.key_mask is not None
+                else torch.ones(b, c.k.shape[2], dtype=torch.int8, device=dev)
+                for c in contexts
+            ], dim=1).contiguous()  # fmt: skip
+        _launch_fwd(qp, k_all, v_all, out, km, starts, weights, None, len(contexts), scale, precision)
+    return _unpad(out, dv)
 
 
-def _cumsum(xs):
-    total = 0
-    for x in xs:
-        total += x
-        yield total
-
-
-def attention_with_probs(q, k, v, key_mask=None, scale=None, chunk_size: int | None = None, *,
-                         precision: str = "ieee"):
+def attention_with_probs(
+    q, k, v, key_mask=None, scale=None, chunk_size: int | None = None, *, precision: str | None = None
+):
     """(out, head-averaged probabilities [B, Lq, Lk] float32) without materialising [B, H, Lq, Lk].
 
     Pass 1 is the fused forward storing per-row log-sum-exp; pass 2 recomputes the scores per
     (batch, query tile, key tile) and averages exp(s - lse) over heads. `chunk_size` is accepted for
     signature compatibility with the reference; memory is bounded by the tiling regardless.
     """
-    _check_qkv(q, k, v, key_mask, what="attention_with_probs")
     if chunk_size is not None and chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    _require_backend(q)
-    _check_precision(precision)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    q = q.contiguous()
-    k, v = _prepare(q, k), _prepare(q, v)
-    b, h, lq, d = q.shape
+    scale = _start(q, k, v, key_mask, precision, scale, "attention_with_probs")
+    dv = v.shape[-1]
+    qp, kp, vp = _prepare(q, k, v)
+    b, h, lq, d = qp.shape
     lk = k.shape[2]
     dev = q.device
-    out = torch.empty(b, h, lq, v.shape[-1], dtype=q.dtype, device=dev)
     probs = torch.zeros(b, lq, lk, dtype=torch.float32, device=dev)
-    if out.numel() == 0 or probs.numel() == 0:
-        if out.numel():
-            out.zero_()
-        return out, probs
+    if probs.numel() == 0 or h * vp.shape[-1] == 0:  # no queries or no keys: zeros, like masked rows
+        return torch.zeros(b, h, lq, dv, dtype=q.dtype, device=dev), probs
+    _check_size(probs)
+    out = torch.empty(b, h, lq, vp.shape[-1], dtype=q.dtype, device=dev)
     km = None if key_mask is None else _mask_i8(key_mask, dev)
     lse = torch.empty(b * h, lq, dtype=torch.float32, device=dev)
-    _launch_fwd(q, k, v, out, km, None, None, lse, 1, scale, precision)
+    _launch_fwd(qp, kp, vp, out, km, None, None, lse, 1, scale, precision)
 
     cfg = _config("probs", q.dtype, _block_d(d), precision)
     c = cfg.constexprs
     grid = (b * triton.cdiv(lq, c["BLOCK_M"]) * triton.cdiv(lk, c["BLOCK_N"]),)
     _attn_probs_kernel[grid](
-        q, k, km if km is not None else _dummy(dev, torch.int8), lse, probs,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        km.stride(0) if km is not None else 0, probs.stride(0), probs.stride(1),
-        h, lq, lk, d, float(scale) * LOG2E, int(km is not None),
+        qp, kp, km if km is not None else _dummy(dev, torch.int8), lse, probs,
+        *_rows(qp), *_rows(kp),
+        lk if km is not None else 0, lq * lk, lk,
+        h, lq, lk, d, scale * LOG2E, int(km is not None),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **c,
     )  # fmt: skip
-    return out, probs
+    return _unpad(out, dv), probs
+
+
+def temporal_attention(q, k, v, scale=None, *, precision: str | None = None) -> torch.Tensor:
+    """Attention over frames for folded tensors [(B*N), H, F, D]: plain attention (the 1D grid has no
+    limit on B*N*H programs)."""
+    return attention(q, k, v, scale=scale, precision=precision)
 
 
 __all__ = [
@@ -498,4 +606,5 @@ __all__ = [
     "attention_with_probs",
     "is_available",
     "multi_context_attention",
+    "temporal_attention",
 ]
