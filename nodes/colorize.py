@@ -14,7 +14,7 @@ from .comfy_adapter import (
     prepare_modules,
     progress_callback,
     resolve_sd_model,
-    sd_model_choices,
+    sd_model_input,
     torch_device,
 )
 
@@ -43,12 +43,10 @@ class LoadColorizer:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (
-                    sd_model_choices(NO_MODELS),
-                    {
-                        "tooltip": "diffusers/<folder> from models/diffusers, or checkpoints/<file> (single-file "
-                        "InstructPix2Pix checkpoint in the original layout) from models/checkpoints."
-                    },
+                "model_name": sd_model_input(
+                    NO_MODELS,
+                    "diffusers/<folder> from models/diffusers, or checkpoints/<file> (single-file "
+                    "InstructPix2Pix checkpoint in the original layout) from models/checkpoints.",
                 )
             }
         }

@@ -58,6 +58,11 @@ def sd_model_choices(placeholder: str) -> list[str]:
     return choices or [placeholder]
 
 
+def sd_model_input(placeholder: str, tooltip: str) -> tuple:
+    """The `model_name` combo input of an SD-family loader."""
+    return (sd_model_choices(placeholder), {"tooltip": tooltip})
+
+
 def resolve_sd_model(choice: str, published: str) -> Path:
     """Map a combo entry to a path inside ComfyUI's model folders, never outside them."""
     if choice.startswith(DIFFUSERS_PREFIX):

@@ -14,7 +14,7 @@ from .comfy_adapter import (
     progress_callback,
     resolve_file,
     resolve_sd_model,
-    sd_model_choices,
+    sd_model_input,
     torch_device,
 )
 
@@ -42,11 +42,9 @@ class LoadLCM:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (
-                    sd_model_choices(NO_MODELS),
-                    {
-                        "tooltip": "diffusers/<folder> from models/diffusers or checkpoints/<file> from models/checkpoints."
-                    },
+                "model_name": sd_model_input(
+                    NO_MODELS,
+                    "diffusers/<folder> from models/diffusers or checkpoints/<file> from models/checkpoints.",
                 ),
                 "lcm_lora": (
                     file_choices("loras", NO_LORA),

@@ -22,19 +22,24 @@ from .comfy_adapter import (
     resolve_file,
     resolve_sd_model,
     sd_model_choices,
+    sd_model_input,
     torch_device,
 )
 
 CATEGORY = "PaperNodes/SwiftBrush"
-NO_MODELS = "(no models found: put a diffusers folder in models/diffusers or a .safetensors in models/checkpoints)"
+NO_MODELS = (
+    "(no models found: put a diffusers folder in models/diffusers or a .safetensors in models/checkpoints)"
+)
 NO_UNET = "none"
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*(/[A-Za-z0-9][A-Za-z0-9._ -]*)*$")
 
 
 class LoadStudent:
-    DESCRIPTION = ("Load a SwiftBrush one-step student (e.g. thuanz123/swiftbrush) from models/diffusers or "
-                   "models/checkpoints; optionally swap in a U-Net-only file from models/unet.")
+    DESCRIPTION = (
+        "Load a SwiftBrush one-step student (e.g. thuanz123/swiftbrush) from models/diffusers or "
+        "models/checkpoints; optionally swap in a U-Net-only file from models/unet."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("SWIFTBRUSH_STUDENT",)
     RETURN_NAMES = ("student",)
@@ -42,15 +47,23 @@ class LoadStudent:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model_name": (sd_model_choices(NO_MODELS), {
-                "tooltip": "diffusers/<folder> from models/diffusers (a student written by 'SwiftBrush: "
-                           "Distill' or thuanz123/swiftbrush), or checkpoints/<file> (single file, SD1.x "
-                           "layout); it supplies the text encoder, VAE and noise schedule."}),
-            "unet_name": (file_choices("diffusion_models", NO_UNET), {
-                "tooltip": "Optional student U-Net file from models/unet (diffusers or original keys) that "
-                           "replaces the model's U-Net; must have the same architecture. 'none' keeps it."}),
-        }}
+        return {
+            "required": {
+                "model_name": sd_model_input(
+                    NO_MODELS,
+                    "diffusers/<folder> from models/diffusers (a student written by 'SwiftBrush: Distill' or "
+                    "thuanz123/swiftbrush), or checkpoints/<file> (single file, SD1.x layout); it supplies the "
+                    "text encoder, VAE and noise schedule.",
+                ),
+                "unet_name": (
+                    file_choices("diffusion_models", NO_UNET),
+                    {
+                        "tooltip": "Optional student U-Net file from models/unet (diffusers or original keys) that "
+                        "replaces the model's U-Net; must have the same architecture. 'none' keeps it."
+                    },
+                ),
+            }
+        }
 
     def load(self, model_name, unet_name):
         comps = load_components(resolve_sd_model(model_name, STUDENT_PUBLISHED))
@@ -61,8 +74,10 @@ class LoadStudent:
 
 
 class StudentFromCheckpoint:
-    DESCRIPTION = ("Use a model loaded by core Load Checkpoint (MODEL/CLIP/VAE, SD1.x family) as a SwiftBrush "
-                   "student, or as the teacher of 'SwiftBrush: Distill'.")
+    DESCRIPTION = (
+        "Use a model loaded by core Load Checkpoint (MODEL/CLIP/VAE, SD1.x family) as a SwiftBrush "
+        "student, or as the teacher of 'SwiftBrush: Distill'."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("SWIFTBRUSH_STUDENT",)
     RETURN_NAMES = ("student",)
@@ -70,19 +85,23 @@ class StudentFromCheckpoint:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "A text-to-image MODEL (SD1.x family, epsilon prediction)."}),
-            "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP."}),
-            "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
-        }}
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "A text-to-image MODEL (SD1.x family, epsilon prediction)."}),
+                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP."}),
+                "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
+            }
+        }
 
     def convert(self, model, clip, vae):
         return (SwiftBrushPipeline(components_from_comfy(model, clip, vae)),)
 
 
 class Generate:
-    DESCRIPTION = ("Text to image in ONE U-Net evaluation: the student maps pure noise z at t = 999 to "
-                   "x0 = (z - sqrt(1 - a_T) eps) / sqrt(a_T), decoded by the VAE. LATENT feeds core nodes.")
+    DESCRIPTION = (
+        "Text to image in ONE U-Net evaluation: the student maps pure noise z at t = 999 to "
+        "x0 = (z - sqrt(1 - a_T) eps) / sqrt(a_T), decoded by the VAE. LATENT feeds core nodes."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "LATENT")
     RETURN_NAMES = ("image", "latent")
@@ -90,19 +109,50 @@ class Generate:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "student": ("SWIFTBRUSH_STUDENT", {"tooltip": "From 'SwiftBrush: Load Student'."}),
-            "prompt": ("STRING", {"default": "a photograph of a red fox in the snow", "multiline": True,
-                                  "tooltip": "What to draw (at most 75 CLIP tokens). No negative prompt: the "
-                                             "student has guidance distilled in."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX,
-                             "tooltip": "Image k of the batch uses noise seeded seed + k."}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Images to make."}),
-            "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
-                              "tooltip": "Image width in px (multiple of 8; the paper's student: 512)."}),
-            "height": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
-                               "tooltip": "Image height in px (multiple of 8; the paper's student: 512)."}),
-        }}
+        return {
+            "required": {
+                "student": ("SWIFTBRUSH_STUDENT", {"tooltip": "From 'SwiftBrush: Load Student'."}),
+                "prompt": (
+                    "STRING",
+                    {
+                        "default": "a photograph of a red fox in the snow",
+                        "multiline": True,
+                        "tooltip": "What to draw (at most 75 CLIP tokens). No negative prompt: the "
+                        "student has guidance distilled in.",
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": SEED_MAX,
+                        "tooltip": "Image k of the batch uses noise seeded seed + k.",
+                    },
+                ),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Images to make."}),
+                "width": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 64,
+                        "max": 2048,
+                        "step": 8,
+                        "tooltip": "Image width in px (multiple of 8; the paper's student: 512).",
+                    },
+                ),
+                "height": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 64,
+                        "max": 2048,
+                        "step": 8,
+                        "tooltip": "Image height in px (multiple of 8; the paper's student: 512).",
+                    },
+                ),
+            }
+        }
 
     def generate(self, student: SwiftBrushPipeline, prompt, seed, batch_size, width, height):
         student.check_prompt(prompt)
@@ -110,8 +160,15 @@ class Generate:
         modules = student.c.modules()
         prepare_modules(modules, device)
         try:
-            result = student(prompt, seed=seed, batch=batch_size, height=height, width=width, device=device,
-                             progress=progress_callback(batch_size))
+            result = student(
+                prompt,
+                seed=seed,
+                batch=batch_size,
+                height=height,
+                width=width,
+                device=device,
+                progress=progress_callback(batch_size),
+            )
         finally:
             offload_modules(modules)
         return (result.images, {"samples": student.vae_latents(result.latents)})
@@ -133,8 +190,11 @@ def _free_vram(device) -> None:
 def _output_folder(name: str, teacher_source: str) -> Path:
     name = (name or "").strip()
     if not _NAME.match(name) or ".." in name.split("/"):
-        raise InputError("output_name", "a folder name (letters, digits, '.', '_', '-', ' '; '/' for subfolders)",
-                         repr(name))
+        raise InputError(
+            "output_name",
+            "a folder name (letters, digits, '.', '_', '-', ' '; '/' for subfolders)",
+            repr(name),
+        )
     roots = model_folders("diffusers")
     if not roots:
         raise InputError("output_name", "a ComfyUI models/diffusers folder to write into", "none configured")
@@ -145,9 +205,11 @@ def _output_folder(name: str, teacher_source: str) -> Path:
 
 
 class Distill:
-    DESCRIPTION = ("Distill a text-to-image teacher into a one-step student by image-free variational score "
-                   "distillation (SwiftBrush). Writes a diffusers folder into models/diffusers/<output_name>; "
-                   "the same trainer as `python -m models.swiftbrush.train`.")
+    DESCRIPTION = (
+        "Distill a text-to-image teacher into a one-step student by image-free variational score "
+        "distillation (SwiftBrush). Writes a diffusers folder into models/diffusers/<output_name>; "
+        "the same trainer as `python -m models.swiftbrush.train`."
+    )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "STRING", "SWIFTBRUSH_STUDENT")
     RETURN_NAMES = ("preview", "student_path", "student")
@@ -159,52 +221,159 @@ class Distill:
         d = TrainConfig(teacher="", prompts="", out="")
         return {
             "required": {
-                "teacher_name": (sd_model_choices(NO_MODELS), {
-                    "tooltip": "The teacher: diffusers/<folder> or checkpoints/<file> (epsilon-prediction text-to-"
-                               "image model; paper: SD2.1-base). Ignored when 'teacher' is connected."}),
-                "prompts": ("STRING", {"default": "a photograph of a red fox in the snow\n"
-                                                  "a watercolor painting of a lighthouse at dusk", "multiline": True,
-                                       "tooltip": "Training prompts, one per line: the only training data."}),
-                "output_name": ("STRING", {"default": "swiftbrush-student",
-                                           "tooltip": "Folder written in models/diffusers (then listed by "
-                                                      "'SwiftBrush: Load Student')."}),
-                "steps": ("INT", {"default": 1000, "min": 1, "max": 10_000_000,
-                                  "tooltip": "Training steps in all (one student and one LoRA update each)."}),
-                "batch_size": ("INT", {"default": d.batch_size, "min": 1, "max": 1024,
-                                       "tooltip": "Prompts per step (paper: 16 per GPU)."}),
-                "resolution": ("INT", {"default": d.resolution, "min": 64, "max": 2048, "step": 8,
-                                       "tooltip": "Image size the student learns (SD2.1-base: 512)."}),
-                "student_lr": ("FLOAT", {"default": d.student_lr, "min": 0.0, "max": 1.0, "step": 1e-7, "round": False,
-                                         "tooltip": "Student Adam learning rate (paper: 1e-6)."}),
-                "lora_lr": ("FLOAT", {"default": d.lora_lr, "min": 0.0, "max": 1.0, "step": 1e-5, "round": False,
-                                      "tooltip": "LoRA teacher Adam learning rate (paper: 1e-3)."}),
-                "guidance": ("FLOAT", {"default": d.guidance, "min": 0.0, "max": 30.0, "step": 0.1,
-                                       "tooltip": "CFG scale of the teacher and the LoRA teacher (paper: 4.5)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of every random draw."}),
-                "save_every": ("INT", {"default": 500, "min": 0, "max": 10_000_000,
-                                       "tooltip": "Checkpoint and rewrite the student every N steps (0: at the "
-                                                  "end only)."}),
-                "preview_every": ("INT", {"default": 100, "min": 0, "max": 10_000_000,
-                                          "tooltip": "Preview PNG in <output>/previews every N steps (0: at the end "
-                                                     "only)."}),
-                "mixed_precision": (["no", "fp16", "bf16"], {"default": "no",
-                                                             "tooltip": "Autocast precision (fp16 needs CUDA)."}),
-                "gradient_checkpointing": ("BOOLEAN", {"default": False,
-                                                       "tooltip": "Recompute activations: less memory, slower."}),
-                "resume": ("BOOLEAN", {"default": False,
-                                       "tooltip": "Continue from the newest checkpoint in the output folder up to "
-                                                  "'steps'. Off: the output folder must not exist yet."}),
+                "teacher_name": (
+                    sd_model_choices(NO_MODELS),
+                    {
+                        "tooltip": "The teacher: diffusers/<folder> or checkpoints/<file> (epsilon-prediction text-to-"
+                        "image model; paper: SD2.1-base). Ignored when 'teacher' is connected."
+                    },
+                ),
+                "prompts": (
+                    "STRING",
+                    {
+                        "default": "a photograph of a red fox in the snow\n"
+                        "a watercolor painting of a lighthouse at dusk",
+                        "multiline": True,
+                        "tooltip": "Training prompts, one per line: the only training data.",
+                    },
+                ),
+                "output_name": (
+                    "STRING",
+                    {
+                        "default": "swiftbrush-student",
+                        "tooltip": "Folder written in models/diffusers (then listed by "
+                        "'SwiftBrush: Load Student').",
+                    },
+                ),
+                "steps": (
+                    "INT",
+                    {
+                        "default": 1000,
+                        "min": 1,
+                        "max": 10_000_000,
+                        "tooltip": "Training steps in all (one student and one LoRA update each).",
+                    },
+                ),
+                "batch_size": (
+                    "INT",
+                    {
+                        "default": d.batch_size,
+                        "min": 1,
+                        "max": 1024,
+                        "tooltip": "Prompts per step (paper: 16 per GPU).",
+                    },
+                ),
+                "resolution": (
+                    "INT",
+                    {
+                        "default": d.resolution,
+                        "min": 64,
+                        "max": 2048,
+                        "step": 8,
+                        "tooltip": "Image size the student learns (SD2.1-base: 512).",
+                    },
+                ),
+                "student_lr": (
+                    "FLOAT",
+                    {
+                        "default": d.student_lr,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 1e-7,
+                        "round": False,
+                        "tooltip": "Student Adam learning rate (paper: 1e-6).",
+                    },
+                ),
+                "lora_lr": (
+                    "FLOAT",
+                    {
+                        "default": d.lora_lr,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 1e-5,
+                        "round": False,
+                        "tooltip": "LoRA teacher Adam learning rate (paper: 1e-3).",
+                    },
+                ),
+                "guidance": (
+                    "FLOAT",
+                    {
+                        "default": d.guidance,
+                        "min": 0.0,
+                        "max": 30.0,
+                        "step": 0.1,
+                        "tooltip": "CFG scale of the teacher and the LoRA teacher (paper: 4.5).",
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of every random draw."},
+                ),
+                "save_every": (
+                    "INT",
+                    {
+                        "default": 500,
+                        "min": 0,
+                        "max": 10_000_000,
+                        "tooltip": "Checkpoint and rewrite the student every N steps (0: at the end only).",
+                    },
+                ),
+                "preview_every": (
+                    "INT",
+                    {
+                        "default": 100,
+                        "min": 0,
+                        "max": 10_000_000,
+                        "tooltip": "Preview PNG in <output>/previews every N steps (0: at the end only).",
+                    },
+                ),
+                "mixed_precision": (
+                    ["no", "fp16", "bf16"],
+                    {"default": "no", "tooltip": "Autocast precision (fp16 needs CUDA)."},
+                ),
+                "gradient_checkpointing": (
+                    "BOOLEAN",
+                    {"default": False, "tooltip": "Recompute activations: less memory, slower."},
+                ),
+                "resume": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Continue from the newest checkpoint in the output folder up to "
+                        "'steps'. Off: the output folder must not exist yet.",
+                    },
+                ),
             },
             "optional": {
-                "teacher": ("SWIFTBRUSH_STUDENT", {
-                    "tooltip": "A loaded model used as the teacher instead of 'teacher_name' (e.g. from 'SwiftBrush: "
-                               "Student from Checkpoint')."}),
+                "teacher": (
+                    "SWIFTBRUSH_STUDENT",
+                    {
+                        "tooltip": "A loaded model used as the teacher instead of 'teacher_name' (e.g. from 'SwiftBrush: "
+                        "Student from Checkpoint')."
+                    },
+                ),
             },
         }
 
-    def distill(self, teacher_name, prompts, output_name, steps, batch_size, resolution, student_lr, lora_lr,
-                guidance, seed, save_every, preview_every, mixed_precision, gradient_checkpointing, resume,
-                teacher=None):
+    def distill(
+        self,
+        teacher_name,
+        prompts,
+        output_name,
+        steps,
+        batch_size,
+        resolution,
+        student_lr,
+        lora_lr,
+        guidance,
+        seed,
+        save_every,
+        preview_every,
+        mixed_precision,
+        gradient_checkpointing,
+        resume,
+        teacher=None,
+    ):
         lines = [p.strip() for p in (prompts or "").splitlines() if p.strip()]
         if not lines:
             raise InputError("prompts", "at least one training prompt (one per line)", "nothing")
@@ -217,21 +386,41 @@ class Distill:
         out = _output_folder(output_name, teacher_path)
         if out.exists() and any(p.name != "prompts.txt" for p in out.iterdir()):
             if not resume:
-                raise InputError("output_name", "a new folder name, or 'resume' on to continue that run",
-                                 f"{out} already exists")
+                raise InputError(
+                    "output_name",
+                    "a new folder name, or 'resume' on to continue that run",
+                    f"{out} already exists",
+                )
             if not (out / CONFIG_FILE).is_file():
-                raise InputError("output_name", "a folder written by 'SwiftBrush: Distill' to resume",
-                                 f"{out} holds another model")
+                raise InputError(
+                    "output_name",
+                    "a folder written by 'SwiftBrush: Distill' to resume",
+                    f"{out} holds another model",
+                )
         out.mkdir(parents=True, exist_ok=True)
         prompt_file = out / "prompts.txt"
         prompt_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         device = torch_device()
-        cfg = TrainConfig(teacher=teacher_path or teacher_name, prompts=str(prompt_file), out=str(out),
-                          final_dir=str(out), resolution=resolution, batch_size=batch_size, max_steps=steps,
-                          student_lr=student_lr, lora_lr=lora_lr, guidance=guidance, seed=seed,
-                          save_every=save_every, keep_checkpoints=1, preview_every=preview_every,
-                          mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
-                          resume="auto" if resume else None, cpu=device.type == "cpu")
+        cfg = TrainConfig(
+            teacher=teacher_path or teacher_name,
+            prompts=str(prompt_file),
+            out=str(out),
+            final_dir=str(out),
+            resolution=resolution,
+            batch_size=batch_size,
+            max_steps=steps,
+            student_lr=student_lr,
+            lora_lr=lora_lr,
+            guidance=guidance,
+            seed=seed,
+            save_every=save_every,
+            keep_checkpoints=1,
+            preview_every=preview_every,
+            mixed_precision=mixed_precision,
+            gradient_checkpointing=gradient_checkpointing,
+            resume="auto" if resume else None,
+            cpu=device.type == "cpu",
+        )
         report = progress_callback(steps)
         cancelled: list[BaseException] = []
         previews: list = []
@@ -246,8 +435,13 @@ class Distill:
             offload_modules(teacher.c.modules())
         _free_vram(device)
         with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
-            final = train(cfg, progress=on_progress, should_stop=lambda: bool(cancelled),
-                          preview=lambda step, images: previews.append(images), teacher_components=teacher_comps)
+            final = train(
+                cfg,
+                progress=on_progress,
+                should_stop=lambda: bool(cancelled),
+                preview=lambda step, images: previews.append(images),
+                teacher_components=teacher_comps,
+            )
         if cancelled:
             raise cancelled[0]
         student = SwiftBrushPipeline(load_components(final))

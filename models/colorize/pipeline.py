@@ -54,10 +54,7 @@ class ColorizePipeline:
 
     @property
     def size_multiple(self) -> int:
-        """Pixels per latent (VAE) times the U-Net's total downsampling."""
-        vae_factor = 2 ** (len(self.c.vae.config.block_out_channels) - 1)
-        unet_factor = 2 ** (len(self.c.unet.config.block_out_channels) - 1)
-        return vae_factor * unet_factor
+        return self.c.pixel_multiple
 
     def encode_text(self, prompts: list[str], device) -> torch.Tensor:
         return encode_prompts(self.c, prompts, device)

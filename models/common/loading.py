@@ -45,6 +45,13 @@ class SDComponents:
     def modules(self) -> list[torch.nn.Module]:
         return [self.unet, self.vae, self.text_encoder]
 
+    @property
+    def pixel_multiple(self) -> int:
+        """Image sizes must be multiples of this: VAE downsampling times the U-Net's own."""
+        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return vae_factor * unet_factor
+
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a weights file: safetensors directly, pickles only with `weights_only=True` (no code runs)."""
@@ -83,7 +90,9 @@ def load_tokenizer(folder: str | os.PathLike | None = None):
         if tok.model_max_length > 77:  # some configs carry a huge sentinel instead of CLIP's 77
             tok.model_max_length = 77
         return tok
-    return CLIPTokenizer(str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"), model_max_length=77)
+    return CLIPTokenizer(
+        str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"), model_max_length=77
+    )
 
 
 def shipped_scheduler_config() -> dict:

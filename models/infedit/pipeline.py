@@ -76,9 +76,7 @@ class InfEditPipeline:
 
     @property
     def size_multiple(self) -> int:
-        return 2 ** (len(self.c.vae.config.block_out_channels) - 1) * 2 ** (
-            len(self.c.unet.config.block_out_channels) - 1
-        )
+        return self.c.pixel_multiple
 
     # ----- inputs ----------------------------------------------------------------------------------------
     def _token_ids(self, prompt: str, name: str) -> list[int]:
