@@ -34,8 +34,12 @@ from papernodes.models.common import loading, tiny  # noqa: E402
 from papernodes.models.common.schedulers import scheduler_of_class  # noqa: E402
 from papernodes.models.swiftbrush.sampler import SwiftBrushPipeline  # noqa: E402
 
-PROMPTS = ["a photograph of a red fox in the snow", "a watercolor painting of a lighthouse at dusk",
-           "a bowl of ramen on a wooden table", "an astronaut riding a horse on the moon"]
+PROMPTS = [
+    "a photograph of a red fox in the snow",
+    "a watercolor painting of a lighthouse at dusk",
+    "a bowl of ramen on a wooden table",
+    "an astronaut riding a horse on the moon",
+]
 
 
 class RowCounter:
@@ -43,8 +47,10 @@ class RowCounter:
 
     def __init__(self, unet):
         self.reset()
-        self.handles = [unet.register_forward_pre_hook(self._pre, with_kwargs=True),
-                        unet.register_forward_hook(self._post)]
+        self.handles = [
+            unet.register_forward_pre_hook(self._pre, with_kwargs=True),
+            unet.register_forward_hook(self._post),
+        ]
 
     def _pre(self, module, args, kwargs):
         sample = args[0] if args else kwargs["sample"]
@@ -76,9 +82,16 @@ def teacher_pipeline(comps):
 
     cfg = comps.scheduler_config
     scheduler = scheduler_of_class(cfg.get("_class_name", "DDIMScheduler"), cfg)
-    pipe = StableDiffusionPipeline(vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer,
-                                   unet=comps.unet, scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=comps.vae,
+        text_encoder=comps.text_encoder,
+        tokenizer=comps.tokenizer,
+        unet=comps.unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -93,21 +106,33 @@ def time_per_image(run, prompts, repeats, counter) -> dict:
             run(p, 1000 * r + i)
             times.append(time.perf_counter() - t0)
     n = len(times)
-    return {"seconds_per_image": statistics.mean(times), "seconds_min": min(times), "images": n,
-            "unet_seconds_per_image": counter.seconds / n, "unet_calls_per_image": counter.calls / n,
-            "unet_evaluations_per_image": counter.rows / n}
+    return {
+        "seconds_per_image": statistics.mean(times),
+        "seconds_min": min(times),
+        "images": n,
+        "unet_seconds_per_image": counter.seconds / n,
+        "unet_calls_per_image": counter.calls / n,
+        "unet_evaluations_per_image": counter.rows / n,
+    }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=None, help="student: diffusers folder or single file (default: tiny model)")
+    p.add_argument(
+        "--model", default=None, help="student: diffusers folder or single file (default: tiny model)"
+    )
     p.add_argument("--teacher", default=None, help="teacher (default: the same weights as --model)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1 gives stable numbers on a shared 2-core machine; 0: torch's default)",
+    )
     p.add_argument("--json", default=None, help="default benchmarks/results/swiftbrush-<device>.json")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -125,33 +150,60 @@ def main(argv=None) -> int:
     counter = RowCounter(student.unet)
     rows["SwiftBrush student (1 step)"] = time_per_image(
         lambda prompt, seed: sb(prompt, seed=seed, height=args.size, width=args.size, device=device),
-        PROMPTS, args.repeats, counter)
+        PROMPTS,
+        args.repeats,
+        counter,
+    )
     counter.remove()
     counter = RowCounter(teacher.unet)
 
     def run_teacher(prompt, seed):
         gen = torch.Generator("cpu").manual_seed(seed)
-        return sd(prompt, height=args.size, width=args.size, num_inference_steps=args.steps,
-                  guidance_scale=args.guidance, generator=gen, output_type="np").images
+        return sd(
+            prompt,
+            height=args.size,
+            width=args.size,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            generator=gen,
+            output_type="np",
+        ).images
 
-    rows[f"teacher ({args.steps} steps, CFG {args.guidance})"] = time_per_image(run_teacher, PROMPTS, args.repeats,
-                                                                                counter)
+    rows[f"teacher ({args.steps} steps, CFG {args.guidance})"] = time_per_image(
+        run_teacher, PROMPTS, args.repeats, counter
+    )
     counter.remove()
 
     (s_name, s), (t_name, t) = rows.items()
     speedup = t["seconds_per_image"] / s["seconds_per_image"]
     unet_speedup = t["unet_seconds_per_image"] / s["unet_seconds_per_image"]
-    result = {"model": args.model or "tiny", "teacher": args.teacher or args.model or "tiny", "size": args.size,
-              "device": str(device), "threads": torch.get_num_threads(), "prompts": PROMPTS, "rows": rows,
-              "speedup_wall_time": speedup, "speedup_unet_time": unet_speedup,
-              "unet_evaluation_ratio": t["unet_evaluations_per_image"] / s["unet_evaluations_per_image"]}
+    result = {
+        "model": args.model or "tiny",
+        "teacher": args.teacher or args.model or "tiny",
+        "size": args.size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "prompts": PROMPTS,
+        "rows": rows,
+        "speedup_wall_time": speedup,
+        "speedup_unet_time": unet_speedup,
+        "unet_evaluation_ratio": t["unet_evaluations_per_image"] / s["unet_evaluations_per_image"],
+    }
     print(f"{'method':38s} {'U-Net evals/img':>16s} {'s/img':>9s} {'min s':>9s} {'U-Net s/img':>12s}")
     for name, r in rows.items():
-        print(f"{name:38s} {r['unet_evaluations_per_image']:16.1f} {r['seconds_per_image']:9.4f} "
-              f"{r['seconds_min']:9.4f} {r['unet_seconds_per_image']:12.4f}")
-    print(f"student: {speedup:.1f}x less wall time per image ({unet_speedup:.1f}x less U-Net time), "
-          f"{result['unet_evaluation_ratio']:.0f}x fewer U-Net evaluations")
-    out = Path(args.json) if args.json else REPO_ROOT / "benchmarks" / "results" / f"swiftbrush-{device.type}.json"
+        print(
+            f"{name:38s} {r['unet_evaluations_per_image']:16.1f} {r['seconds_per_image']:9.4f} "
+            f"{r['seconds_min']:9.4f} {r['unet_seconds_per_image']:12.4f}"
+        )
+    print(
+        f"student: {speedup:.1f}x less wall time per image ({unet_speedup:.1f}x less U-Net time), "
+        f"{result['unet_evaluation_ratio']:.0f}x fewer U-Net evaluations"
+    )
+    out = (
+        Path(args.json)
+        if args.json
+        else REPO_ROOT / "benchmarks" / "results" / f"swiftbrush-{device.type}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

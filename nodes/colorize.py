@@ -10,12 +10,10 @@ from ..models.common.loading import load_components
 from ..models.common.schedulers import SCHEDULERS
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
-    offload_modules,
-    prepare_modules,
+    on_device,
     progress_callback,
     resolve_sd_model,
     sd_model_input,
-    torch_device,
 )
 
 CATEGORY = "PaperNodes/Colorization"
@@ -183,14 +181,9 @@ class Colorize:
             keep_luminance=keep_luminance,
             resize_mode=resize_mode,
         )
-        device = torch_device()
-        modules = colorizer.c.modules()
-        prepare_modules(modules, device)
-        try:
+        with on_device(colorizer.c.modules()) as device:
             dtype = next(colorizer.c.unet.parameters()).dtype
             out = colorizer(image, settings, device=device, dtype=dtype, progress=progress_callback(steps))
-        finally:
-            offload_modules(modules)
         return (out,)
 
 

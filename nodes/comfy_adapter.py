@@ -7,6 +7,8 @@ internal moved (HOST.md lists what changed between 0.3.75 and 0.33).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -122,6 +124,17 @@ def prepare_modules(modules: list[torch.nn.Module], device: torch.device) -> Non
             pass
     for m in modules:
         m.to(device)
+
+
+@contextmanager
+def on_device(modules: list[torch.nn.Module]) -> Iterator[torch.device]:
+    """Run a block with `modules` on ComfyUI's device; they go back to the CPU afterwards, also on Cancel."""
+    device = torch_device()
+    prepare_modules(modules, device)
+    try:
+        yield device
+    finally:
+        offload_modules(modules)
 
 
 def offload_modules(modules: list[torch.nn.Module]) -> None:

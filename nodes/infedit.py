@@ -9,13 +9,11 @@ from ..models.infedit.pipeline import InfEditPipeline, InfEditSettings
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
     file_choices,
-    offload_modules,
-    prepare_modules,
+    on_device,
     progress_callback,
     resolve_file,
     resolve_sd_model,
     sd_model_input,
-    torch_device,
 )
 
 CATEGORY = "PaperNodes/InfEdit"
@@ -234,13 +232,9 @@ def _settings(kwargs: dict, source_words: str, target_words: str) -> InfEditSett
 
 
 def _run(pipe: InfEditPipeline, image, source_prompt, targets, words, settings):
-    device = torch_device()
-    modules = pipe.c.modules()
-    prepare_modules(modules, device)
-    try:
+    with on_device(pipe.c.modules()) as device:
         dtype = next(pipe.c.unet.parameters()).dtype
-        groups = 1 if settings.eta == 1.0 else len(targets)
-        total = image.shape[0] * groups * settings.steps if hasattr(image, "shape") else settings.steps
+        # The pipeline reports the full total (images x edit groups x steps) with every step.
         result = pipe(
             image,
             source_prompt,
@@ -248,11 +242,9 @@ def _run(pipe: InfEditPipeline, image, source_prompt, targets, words, settings):
             settings,
             device=device,
             dtype=dtype,
-            progress=progress_callback(total),
+            progress=progress_callback(settings.steps),
             target_blend_words=words,
         )
-    finally:
-        offload_modules(modules)
     return result.edited, result.masks, result.reconstruction
 
 

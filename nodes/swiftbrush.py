@@ -12,12 +12,12 @@ from ..models.common.loading import load_components
 from ..models.swiftbrush.sampler import SwiftBrushPipeline
 from ..models.swiftbrush.train import CONFIG_FILE, TrainConfig, train
 from ..models.swiftbrush.weights import STUDENT_PUBLISHED, TEACHER_PUBLISHED, load_unet_like, with_unet
-from .bridge import components_from_comfy
+from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
     file_choices,
     model_folders,
     offload_modules,
-    prepare_modules,
+    on_device,
     progress_callback,
     resolve_file,
     resolve_sd_model,
@@ -85,13 +85,7 @@ class StudentFromCheckpoint:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "A text-to-image MODEL (SD1.x family, epsilon prediction)."}),
-                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP."}),
-                "vae": ("VAE", {"tooltip": "The checkpoint's VAE."}),
-            }
-        }
+        return checkpoint_inputs("A text-to-image MODEL (SD1.x family, epsilon prediction).")
 
     def convert(self, model, clip, vae):
         return (SwiftBrushPipeline(components_from_comfy(model, clip, vae)),)
@@ -156,10 +150,7 @@ class Generate:
 
     def generate(self, student: SwiftBrushPipeline, prompt, seed, batch_size, width, height):
         student.check_prompt(prompt)
-        device = torch_device()
-        modules = student.c.modules()
-        prepare_modules(modules, device)
-        try:
+        with on_device(student.c.modules()) as device:
             result = student(
                 prompt,
                 seed=seed,
@@ -169,8 +160,6 @@ class Generate:
                 device=device,
                 progress=progress_callback(batch_size),
             )
-        finally:
-            offload_modules(modules)
         return (result.images, {"samples": student.vae_latents(result.latents)})
 
 

@@ -52,13 +52,6 @@ class ColorizePipeline:
             )
         self.c = components
 
-    @property
-    def size_multiple(self) -> int:
-        return self.c.pixel_multiple
-
-    def encode_text(self, prompts: list[str], device) -> torch.Tensor:
-        return encode_prompts(self.c, prompts, device)
-
     @torch.no_grad()
     def __call__(
         self,
@@ -74,13 +67,13 @@ class ColorizePipeline:
             raise InputError("steps", "at least 1", str(settings.steps))
         device = torch.device(device)
         gray = to_grayscale(images)
-        x, fit = fit_to_multiple(gray, self.size_multiple, settings.resize_mode)
+        x, fit = fit_to_multiple(gray, self.c.pixel_multiple, settings.resize_mode)
         b = x.shape[0]
         unet, vae = self.c.unet, self.c.vae
 
         image_latents = vae.encode((x * 2 - 1).to(device, dtype)).latent_dist.mode()  # unscaled (IP2P)
-        cond = self.encode_text([settings.instruction] * b, device).to(dtype)
-        uncond = self.encode_text([""] * b, device).to(dtype)
+        cond = encode_prompts(self.c, [settings.instruction] * b, device).to(dtype)
+        uncond = encode_prompts(self.c, [""] * b, device).to(dtype)
         # Batch order: (text+image, image only, neither), as in Eq. 3.
         text_batch = torch.cat([cond, uncond, uncond])
         image_batch = torch.cat([image_latents, image_latents, torch.zeros_like(image_latents)])

@@ -40,29 +40,43 @@ def write_demo_assets(base_dir: str | Path) -> dict[str, Path]:
     from PIL import Image
 
     base = Path(base_dir)
-    comps = build_tiny_components(seed=0, in_channels=8)
-    folder = base / "models" / "diffusers" / DEMO_COLORIZER
-    if not (folder / "unet" / "config.json").is_file():
-        save_diffusers_folder(comps, folder)
+    diffusers = base / "models" / "diffusers"
+    folder, lcm_folder = diffusers / DEMO_COLORIZER, diffusers / DEMO_LCM
+    swiftbrush_folder = diffusers / DEMO_SWIFTBRUSH  # tiny one-step student (and teacher)
     single = base / "models" / "checkpoints" / f"{DEMO_COLORIZER}.safetensors"
-    if not single.is_file():
-        save_single_file(comps, single, dtype=torch.float16)
-    lcm = build_tiny_components(seed=1, in_channels=4)
-    lcm.scheduler_config = {**lcm.scheduler_config, "_class_name": "LCMScheduler", "original_inference_steps": 50}
-    lcm_folder = base / "models" / "diffusers" / DEMO_LCM
-    if not (lcm_folder / "unet" / "config.json").is_file():
-        save_diffusers_folder(lcm, lcm_folder)
     lora = base / "models" / "loras" / DEMO_LORA
-    if not lora.is_file():
-        write_demo_lora(lcm.unet, lora)
-    swiftbrush_folder = base / "models" / "diffusers" / DEMO_SWIFTBRUSH  # tiny one-step student (and teacher)
-    if not (swiftbrush_folder / "unet" / "config.json").is_file():
+    missing = lambda p: not p.is_file() and not (p / "unet" / "config.json").is_file()  # noqa: E731
+
+    if missing(folder) or missing(single):  # models are built only when a file is absent
+        comps = build_tiny_components(seed=0, in_channels=8)
+        if missing(folder):
+            save_diffusers_folder(comps, folder)
+        if missing(single):
+            save_single_file(comps, single, dtype=torch.float16)
+    if missing(lcm_folder) or missing(lora):
+        lcm = build_tiny_components(seed=1, in_channels=4)
+        lcm.scheduler_config = {
+            **lcm.scheduler_config,
+            "_class_name": "LCMScheduler",
+            "original_inference_steps": 50,
+        }
+        if missing(lcm_folder):
+            save_diffusers_folder(lcm, lcm_folder)
+        if missing(lora):
+            write_demo_lora(lcm.unet, lora)
+    if missing(swiftbrush_folder):
         save_diffusers_folder(build_tiny_components(seed=2, in_channels=4), swiftbrush_folder)
     image = base / "input" / DEMO_COLOR_IMAGE
     image.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(demo_scene()).save(image)
-    return {"diffusers": folder, "single_file": single, "image": image, "lcm": lcm_folder, "lora": lora,
-            "swiftbrush": swiftbrush_folder}
+    return {
+        "diffusers": folder,
+        "single_file": single,
+        "image": image,
+        "lcm": lcm_folder,
+        "lora": lora,
+        "swiftbrush": swiftbrush_folder,
+    }
 
 
 def write_demo_lora(unet: torch.nn.Module, path: Path, rank: int = 4, seed: int = 0) -> Path:

@@ -5,7 +5,7 @@ classifier-free guidance); DDCM (`ddcm.py`) updates each target against the sour
 Control (`control.py`) runs inside the U-Net through the pack's attention processor, and local blend
 (`blend.py`) keeps unedited regions. Several target prompts for one image share the source branch:
 with eta = 1 the source latent is a fresh noising of z0 that no target influences, so the shared run
-equals separate runs exactly; with eta < 1 each target runs on its own (the source then follows it).
+equals separate runs (up to the float rounding of a larger batch); with eta < 1 each target runs on its own (the source then follows it).
 
 Defaults (paper / official demo, "interactive"): 15 LCM steps, source guidance 1, target guidance 2,
 cross replace 0.7, self replace 0.3, thresh_e = thresh_m = 0.6, eta 1.
@@ -74,10 +74,6 @@ class InfEditPipeline:
             )
         self.c = components
 
-    @property
-    def size_multiple(self) -> int:
-        return self.c.pixel_multiple
-
     # ----- inputs ----------------------------------------------------------------------------------------
     def _token_ids(self, prompt: str, name: str) -> list[int]:
         if not prompt or not prompt.strip():
@@ -104,9 +100,6 @@ class InfEditPipeline:
             factors.add(2 ** (len(cfg.down_block_types) - 1))
         f = 4 if 4 in factors else max(factors)
         return latent_hw[0] // f, latent_hw[1] // f
-
-    def encode_text(self, prompts: list[str], device) -> torch.Tensor:
-        return encode_prompts(self.c, prompts, device)
 
     # ----- run -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -139,7 +132,7 @@ class InfEditPipeline:
             )
         tgt_pos = [self._positions(p, w, "target_blend_words") for p, w in zip(target_prompts, words)]
 
-        x, fit = fit_to_multiple(images, self.size_multiple, settings.resize_mode)
+        x, fit = fit_to_multiple(images, self.c.pixel_multiple, settings.resize_mode)
         groups = (
             [list(range(len(target_prompts)))]
             if settings.eta == 1.0
@@ -228,9 +221,9 @@ class InfEditPipeline:
         )
         hooks = [SelfAttentionControl(layout, s.self_replace), cross]
 
-        cond = self.encode_text([source_prompt, *targets, *([source_prompt] * n)], device).to(dtype)
+        cond = encode_prompts(self.c, [source_prompt, *targets, *([source_prompt] * n)], device).to(dtype)
         text = (
-            torch.cat([self.encode_text([""], device).to(dtype).expand(layout.items, -1, -1), cond])
+            torch.cat([encode_prompts(self.c, [""], device).to(dtype).expand(layout.items, -1, -1), cond])
             if cfg
             else cond
         )
