@@ -5,7 +5,8 @@ classifier-free guidance); DDCM (`ddcm.py`) updates each target against the sour
 Control (`control.py`) runs inside the U-Net through the pack's attention processor, and local blend
 (`blend.py`) keeps unedited regions. Several target prompts for one image share the source branch:
 with eta = 1 the source latent is a fresh noising of z0 that no target influences, so the shared run
-equals separate runs (up to the float rounding of a larger batch); with eta < 1 each target runs on its own (the source then follows it).
+equals separate runs (up to the float rounding of a larger batch); with eta < 1 each target runs on
+its own (the source then follows it).
 
 Defaults (paper / official demo, "interactive"): 15 LCM steps, source guidance 1, target guidance 2,
 cross replace 0.7, self replace 0.3, thresh_e = thresh_m = 0.6, eta 1.
