@@ -1,0 +1,5 @@
+"""DreaMoving (Feng et al. 2023, arXiv 2312.05107): pose/depth-driven human dance video.
+
+Motion-block U-Net (AnimateDiff motion modules), Video ControlNet, Content Guider (decoupled
+multi-context cross-attention), sliding context windows, pose rendering/retiming. Pure torch/diffusers.
+"""
