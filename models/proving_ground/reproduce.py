@@ -1,0 +1,195 @@
+"""One command that reproduces every shipped proving-ground model from seeds.
+
+    python -m models.proving_ground.reproduce                  # all stages, into models/proving_ground/weights
+    python -m models.proving_ground.reproduce --stages lcm     # one stage (needs the earlier ones' outputs)
+
+Stages, in order: vae -> teacher (CLIP text encoder + U-Net, jointly) -> colorize (our colorization
+fine-tuning command) -> lcm (latent-consistency distillation) -> swiftbrush (our SwiftBrush trainer, text
+prompts only). Each stage writes float16 safetensors + diffusers configs; later stages read earlier outputs
+from the weights folder, exactly as users would load them. Run from the repo root in the pack's venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import zoo
+
+log = logging.getLogger("proving_ground.reproduce")
+STAGES = ("vae", "teacher", "colorize", "lcm", "swiftbrush")
+
+
+def _progress(every: int = 50):
+    def report(stage: str, step: int, total: int, loss: float, elapsed: float) -> None:
+        if step % every == 0 or step == total:
+            log.info("%s %d/%d loss %.4f  %.0f s", stage, step, total, loss, elapsed)
+
+    return report
+
+
+def _save_fp16(module: torch.nn.Module, folder: Path) -> None:
+    """float16 safetensors (half the bytes; the loaders cast back to float32)."""
+    module.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    module.to(torch.float32)
+
+
+def stage_vae(weights: Path, cache: Path, quick: bool) -> None:
+    from .train_base import VAESettings, train_vae
+
+    settings = VAESettings(steps=30, images=64) if quick else VAESettings()
+    vae = train_vae(settings, cache_dir=cache, progress=_progress())
+    _save_fp16(vae, zoo.base_dir(weights) / "vae")
+
+
+def stage_teacher(weights: Path, cache: Path, quick: bool) -> None:
+    from diffusers import AutoencoderKL
+
+    from ..common.loading import SDComponents, load_tokenizer, shipped_scheduler_config
+    from ..common.saving import save_diffusers_folder
+    from .train_base import TeacherSettings, train_teacher
+
+    base = zoo.base_dir(weights)
+    vae = AutoencoderKL.from_pretrained(base / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
+    settings = TeacherSettings(steps=20, images=64, batch_size=4) if quick else TeacherSettings()
+    text_encoder, unet = train_teacher(vae, settings, cache_dir=cache, progress=_progress())
+    comps = SDComponents(
+        unet, vae, text_encoder, load_tokenizer(), shipped_scheduler_config(), source="world"
+    )
+    for m in (unet, vae, text_encoder):
+        m.to(torch.float16)
+    save_diffusers_folder(comps, base)
+
+
+def _world_latents(vae, n: int, seed: int, cache: Path):
+    """(latents_fn(indices) -> scaled latents sampled from the posteriors, captions) of n train scenes."""
+    from .train_base import encode_posteriors, to_pixels, world_images
+
+    images, captions = world_images(n, seed, cache_dir=cache)
+    means, stds = encode_posteriors(vae, to_pixels(images))
+    scale = vae.config.scaling_factor
+
+    def latents_fn(idx: torch.Tensor) -> torch.Tensor:
+        return (means[idx] + stds[idx] * torch.randn_like(means[idx])) * scale
+
+    return latents_fn, captions
+
+
+def _export_unet(unet_folder: Path, dest: Path) -> None:
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(unet_folder, torch_dtype=torch.float32)
+    _save_fp16(unet, dest)
+
+
+def stage_colorize(weights: Path, cache: Path, quick: bool) -> None:
+    """Our colorization fine-tuning command on world scenes (InstructPix2Pix init from the teacher)."""
+    from PIL import Image
+
+    from ..colorize import train as colorize_train
+    from .train_base import world_images
+
+    n = 64 if quick else 3000
+    images, _ = world_images(n, seed=2, cache_dir=cache)
+    data = cache / f"colorize-data-{n}"
+    if not (data / f"{n - 1:05d}.png").is_file():
+        data.mkdir(parents=True, exist_ok=True)
+        for i, im in enumerate(images):
+            Image.fromarray(im).save(data / f"{i:05d}.png")
+    out = cache / ("colorize-run-quick" if quick else "colorize-run")
+    steps = 4 if quick else 600
+    argv = [
+        "--model", str(zoo.base_dir(weights)), "--data", str(data), "--out", str(out),
+        "--resolution", "128", "--lr", "1e-4", "--batch-size", "8", "--grad-accum", "1",
+        "--max-steps", str(steps), "--warmup-steps", "20", "--ema-decay", "0.995", "--seed", "0",
+        "--save-every", "0", "--random-flip",
+    ]  # fmt: skip
+    colorize_train.main(argv)
+    _export_unet(out / "final" / "unet", zoo.derived_unet_dir("colorize", weights))
+
+
+def stage_lcm(weights: Path, cache: Path, quick: bool) -> None:
+    from ..common.loading import load_components
+    from ..common.text import encode_prompts  # noqa: F401  (same tokenisation as every sampler)
+    from .train_base import scaled_linear_alphas_cumprod, tokenize
+    from .train_lcm import LCMSettings, distill_lcm
+
+    comps = load_components(zoo.base_dir(weights))
+    latents_fn, captions = _world_latents(comps.vae, 64 if quick else 12000, 1, cache)
+
+    def encode_text(texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            return comps.text_encoder(tokenize(comps.tokenizer, texts))[0]
+
+    settings = LCMSettings(steps=3, batch_size=2) if quick else LCMSettings()
+    student = distill_lcm(
+        comps.unet, encode_text, latents_fn, captions, settings, scaled_linear_alphas_cumprod(), _progress()
+    )
+    dest = zoo.derived_unet_dir("lcm", weights)
+    _save_fp16(student, dest)
+    sched = dict(comps.scheduler_config)
+    sched.update(
+        _class_name="LCMScheduler", original_inference_steps=settings.solver_steps, timestep_scaling=10.0
+    )
+    (dest / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
+
+
+def stage_swiftbrush(weights: Path, cache: Path, quick: bool) -> None:
+    """Our SwiftBrush trainer: variational score distillation from the teacher, captions only, no images."""
+    from ..swiftbrush import train as swiftbrush_train
+    from .train_base import world_images
+
+    _, captions = world_images(64 if quick else 12000, seed=3, cache_dir=cache)
+    prompts = cache / "swiftbrush-prompts.txt"
+    prompts.write_text("\n".join(sorted(set(captions))) + "\n")
+    out = cache / ("swiftbrush-run-quick" if quick else "swiftbrush-run")
+    steps = 3 if quick else 500
+    argv = [
+        "--teacher", str(zoo.base_dir(weights)), "--prompts", str(prompts), "--out", str(out),
+        "--resolution", "128", "--batch-size", "8", "--max-steps", str(steps),
+        "--student-lr", "2e-5", "--lora-lr", "1e-3", "--guidance", "4.5", "--lora-rank", "16",
+        "--lora-alpha", "16", "--ema-decay", "0", "--save-every", "0", "--preview-every", "0",
+        "--seed", "0", "--cpu",
+    ]  # fmt: skip
+    swiftbrush_train.main(argv)
+    _export_unet(out / "final" / "unet", zoo.derived_unet_dir("swiftbrush", weights))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
+    p.add_argument("--weights", default=str(zoo.WEIGHTS_DIR), help="output folder (default: the shipped one)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "comfyui-papernodes" / "proving_ground"))
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--quick", action="store_true", help="a few steps per stage: checks the plumbing only")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    torch.set_num_threads(args.threads)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        p.error(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
+    weights, cache = Path(args.weights), Path(args.cache)
+    times = {}
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        t0 = time.time()
+        log.info("stage %s ...", stage)
+        globals()[f"stage_{stage}"](weights, cache, args.quick)
+        times[stage] = round(time.time() - t0, 1)
+        log.info("stage %s done in %.0f s", stage, times[stage])
+    record = weights / "training_times.json"
+    old = json.loads(record.read_text()) if record.is_file() and not args.quick else {}
+    record.write_text(json.dumps({**old, **times}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
