@@ -91,6 +91,18 @@ def test_round_trip_is_key_and_value_exact(tmp_path):
     assert "transformer_blocks.0.attention_blocks.0.to_q.bias" not in {k[len(pre) :] for k in first}
 
 
+def test_half_precision_diffusers_layout_single_file_loads(tmp_path):
+    """Some shared files are fp16 and keep diffusers' key names in one file: read as float32, same values."""
+    from safetensors.torch import save_file
+
+    adapter = motion.build_tiny_motion_adapter(seed=12, zero_out=False)
+    half = {k: v.half().contiguous() for k, v in adapter.state_dict().items()}
+    save_file(half, str(tmp_path / "mm_fp16.safetensors"))
+    loaded = motion.load_motion_adapter(tmp_path / "mm_fp16.safetensors")
+    sd = loaded.state_dict()
+    assert all(sd[k].dtype == torch.float32 and torch.equal(sd[k], v.float()) for k, v in half.items())
+
+
 def test_our_names_agree_with_diffusers_converter():
     """diffusers' own original->diffusers renamer maps our original keys onto the adapter's keys."""
     from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers

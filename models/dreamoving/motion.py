@@ -182,6 +182,9 @@ def inflate_unet(unet: torch.nn.Module, adapter: MotionAdapter) -> UNetMotionMod
     return model.to(device=unet.device).eval().requires_grad_(False)
 
 
+_MISSING = object()
+
+
 def _bypass(hidden_states, *args, **kwargs):
     """A motion block's forward is `x + f(x)`: without it each frame goes through the 2D U-Net alone."""
     return hidden_states
@@ -208,9 +211,6 @@ def motion_modules_enabled(model: torch.nn.Module, enabled: bool) -> Iterator[to
                 m.__dict__.pop("forward", None)
             else:
                 m.forward = fwd
-
-
-_MISSING = object()
 
 
 @contextmanager
