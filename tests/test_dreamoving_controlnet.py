@@ -108,24 +108,41 @@ def test_single_file_loads_equal_to_diffusers_folder(pose_cn, tmp_path, prefix, 
     a, b = from_folder.state_dict(), from_file.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    for key in (
-        "block_out_channels",
-        "down_block_types",
-        "layers_per_block",
-        "cross_attention_dim",
-        "conditioning_embedding_out_channels",
-        "mid_block_type",
-        "use_linear_projection",
-    ):
-        assert (
-            list(from_file.config[key]) == list(from_folder.config[key])
-            if isinstance(from_file.config[key], (list, tuple))
-            else from_file.config[key] == from_folder.config[key]
-        ), key
+    assert _config_diff(from_file, from_folder.config) == {}
     sample, text, cond = _inputs()
     out_a = from_folder(sample, 10, text, cond, return_dict=False)
     out_b = from_file(sample, 10, text, cond, return_dict=False)
     _assert_residuals_close(out_a, out_b, 0.0)
+
+
+def _config_diff(model, reference: dict) -> dict:
+    """Config fields of `model` (those the shape inference sets) that differ from `reference`."""
+
+    def norm(v):
+        return list(v) if isinstance(v, (list, tuple)) else v
+
+    inferred = cnio.infer_controlnet_config(cnio.strip_control_prefix(cnio.ldm_keys(model)))
+    return {k: (norm(v), norm(reference[k])) for k, v in inferred.items() if norm(v) != norm(reference[k])}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"cross_attention_dim": 768},  # SD1.5 (control_v11p_sd15_openpose / control_v11f1p_sd15_depth)
+        {"cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20], "use_linear_projection": True},
+    ],
+    ids=["sd15", "sd21"],
+)
+def test_full_size_config_inferred_from_shapes(kwargs):
+    """Real-size architectures on the meta device (no memory): every inferred field equals the true one."""
+    from diffusers import ControlNetModel
+
+    with torch.device("meta"):
+        model = ControlNetModel(**kwargs)
+    assert _config_diff(model, model.config) == {}
+    keys = cnio.ldm_keys(model)
+    assert "control_model.input_blocks.11.0.out_layers.3.weight" in keys  # SD's 12 encoder blocks
+    assert "control_model.zero_convs.11.0.weight" in keys and "control_model.input_hint_block.14.bias" in keys
 
 
 def test_full_checkpoint_keeps_only_its_controlnet(pose_cn, tmp_path):
@@ -242,6 +259,9 @@ def test_timestep_and_text_forms_agree(pose_cn):
     _assert_residuals_close(a, c, 0.0)
     with pytest.raises(InputError, match="num_frames"):
         vcn(sample, 10, text, cond, 4)
+    short = VideoControlNet.zero_init(pose_cn, max_seq_length=2)  # AnimateDiff v1 has 24 positions, v2 32
+    with pytest.raises(InputError, match="at most 2 frames per window"):
+        short(sample, 10, text, cond, FRAMES)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -177,6 +177,11 @@ def load_controlnet(path: str | os.PathLike):
 
 def controlnet_to_ldm(controlnet, prefix: str = CONTROL_PREFIX) -> dict:
     """diffusers ControlNetModel -> original-layout tensors (contiguous CPU copies), keys under `prefix`."""
+    return ldm_layout.to_contiguous(ldm_keys(controlnet, prefix))
+
+
+def ldm_keys(controlnet, prefix: str = CONTROL_PREFIX) -> dict:
+    """The ControlNet's own tensors renamed to the original layout (no copies; works on the meta device)."""
     sd = controlnet.state_dict()
     cfg = dict(controlnet.config)
     shared, own = {}, {}
@@ -198,7 +203,7 @@ def controlnet_to_ldm(controlnet, prefix: str = CONTROL_PREFIX) -> dict:
     unet_keys = ldm_layout.unet_to_ldm(shared, {**cfg, "up_block_types": []})
     out = {k[len(ldm_layout.UNET_PREFIX) :]: v for k, v in unet_keys.items()}
     out.update(own)
-    return ldm_layout.to_contiguous({prefix + k: v for k, v in out.items()})
+    return {prefix + k: v for k, v in out.items()}
 
 
 def save_controlnet_single_file(controlnet, path: str | os.PathLike, prefix: str = CONTROL_PREFIX) -> Path:

@@ -222,6 +222,13 @@ class VideoControlNet(nn.Module):
         n = sample.shape[0]
         if num_frames < 1 or n % num_frames:
             raise InputError("num_frames", f"a divisor of the batch of {n} frames", str(num_frames))
+        if self.motion_config is not None and num_frames > self.motion_config["max_seq_length"]:
+            raise InputError(
+                "num_frames",
+                f"at most {self.motion_config['max_seq_length']} frames per window (the motion blocks' "
+                "positional table); run longer videos in context windows",
+                str(num_frames),
+            )
         if controlnet_cond.shape[0] != n:
             raise InputError(
                 "controlnet_cond", f"{n} control images (one per frame)", str(controlnet_cond.shape[0])
