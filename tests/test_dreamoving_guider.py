@@ -134,18 +134,56 @@ def test_unet_equals_diffusers_ip_adapter_path(unet, adapters, clip_vision, vari
         ours = unet(x, 10, ctx).sample
 
     ref = copy.deepcopy(unet)
-    sd = adapter.original_state_dict()
-    nested = {
-        top: {k.split(".", 1)[1]: v for k, v in sd.items() if k.startswith(top + ".")}
-        for top in ("image_proj", "ip_adapter")
-    }
-    ref._load_ip_adapter_weights(nested, low_cpu_mem_usage=False)
+    ref._load_ip_adapter_weights(_nested(adapter), low_cpu_mem_usage=False)
     for proc in ref.attn_processors.values():
         if hasattr(proc, "scale") and isinstance(proc.scale, list):
             proc.scale = [0.7]
     theirs = ref(x, 10, ctx, added_cond_kwargs={"image_embeds": [emb[:, None]]}).sample
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(ours, unet(x, 10, ctx).sample, atol=1e-3)  # the image prompt does act
+
+
+def _nested(adapter):
+    sd = adapter.original_state_dict()
+    return {
+        top: {k.split(".", 1)[1]: v for k, v in sd.items() if k.startswith(top + ".")}
+        for top in ("image_proj", "ip_adapter")
+    }
+
+
+@torch.no_grad()
+def test_motion_unet_video_batch_equals_diffusers_two_ip_adapters(unet, adapters, clip_vision):
+    """Face (plain) + clothes (plus) on an AnimateDiff-style U-Net, 2 videos x 3 frames: the guider equals
+    diffusers' multi-IP-Adapter path (per-video embeddings repeated per frame); motion layers are skipped."""
+    from diffusers import MotionAdapter, UNetMotionModel
+
+    motion = MotionAdapter(
+        block_out_channels=(32, 64),
+        motion_layers_per_block=1,
+        motion_norm_num_groups=32,
+        motion_num_attention_heads=4,
+        motion_max_seq_length=8,
+    )
+    video_unet = UNetMotionModel.from_unet2d(copy.deepcopy(unet), motion).eval()
+    assert ipa.cross_attention_layers(video_unet) == ipa.cross_attention_layers(unet)
+    g = torch.Generator().manual_seed(13)
+    x, ctx = torch.randn(2, 4, 3, 8, 8, generator=g), torch.randn(2, 7, 48, generator=g)
+    ctx = ctx.repeat_interleave(3, dim=0)  # text per frame, as diffusers' AnimateDiff pipeline passes it
+    e_face = ipa.encode_images(clip_vision, _images(2, seed=14), adapters["plain"]).cond
+    e_clothes = ipa.encode_images(clip_vision, _images(2, seed=15), adapters["plus"]).cond
+    face = ImagePrompt.from_embeds(adapters["plain"], e_face, scale=0.6)
+    clothes = ImagePrompt.from_embeds(adapters["plus"], e_clothes, scale=0.9)
+    with attention_hooks(video_unet, [ContentGuider(face, clothes).hook(video_unet)]):
+        ours = video_unet(x, 10, ctx).sample
+    plain_out = video_unet(x, 10, ctx).sample
+
+    video_unet._load_ip_adapter_weights([_nested(adapters["plain"]), _nested(adapters["plus"])], False)
+    for proc in video_unet.attn_processors.values():
+        if isinstance(getattr(proc, "scale", None), list):
+            proc.scale = [0.6, 0.9]
+    theirs = video_unet(x, 10, ctx, added_cond_kwargs={"image_embeds": [e_face[:, None], e_clothes[:, None]]})
+    torch.testing.assert_close(ours, theirs.sample, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(ours, plain_out, atol=1e-3)
 
 
 def test_variants_detected_and_bin_equals_safetensors(tmp_path, unet, adapters, clip_vision):

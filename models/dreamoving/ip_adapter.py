@@ -194,8 +194,8 @@ class IPAdapter(nn.Module):
 
     @torch.no_grad()
     def project(self, embeds: torch.Tensor) -> torch.Tensor:
-        """CLIP features -> image-prompt tokens [B, T, cross_attention_dim]."""
-        return self.image_proj(embeds)
+        """CLIP features -> image-prompt tokens [B, T, cross_attention_dim] (on the adapter's device)."""
+        return self.image_proj(embeds.to(self.to_k_ip[0].weight.device))
 
     def bind(self, model: nn.Module) -> dict[str, int]:
         """Processor name -> index into to_k_ip/to_v_ip, in the IP-Adapter order. A file made for another
