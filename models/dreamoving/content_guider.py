@@ -80,7 +80,8 @@ class ContentGuider:
 
 
 class ContentGuiderHook(AttentionHook):
-    """extra_contexts: α·Attn(Q, K_ip, V_ip) per active prompt on spatial cross-attention layers."""
+    """extra_contexts: α·Attn(Q, K_ip, V_ip) per active prompt on spatial cross-attention layers.
+    Make one hook per run: which prompts are active (α != 0) and the K/V cache are fixed at creation."""
 
     def __init__(self, prompts: dict[str, ImagePrompt], unet: torch.nn.Module, cfg: bool = False):
         self.prompts, self.cfg = dict(prompts), cfg

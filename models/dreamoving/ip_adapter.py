@@ -414,7 +414,8 @@ def load_clip_vision(path: str | os.PathLike):
         if not (path / "config.json").is_file():
             raise WeightsFormatError(f"{path}: a CLIP vision folder needs config.json")
         cfg = json.loads((path / "config.json").read_text())
-        cfg = cfg.get("vision_config", cfg)  # a full CLIPConfig keeps the tower under vision_config
+        if "vision_config" in cfg:  # a full CLIPConfig: the tower's config, with the top-level projection
+            cfg = {**cfg["vision_config"], "projection_dim": cfg.get("projection_dim", 512)}
         model = CLIPVisionModelWithProjection.from_pretrained(
             str(path),
             config=CLIPVisionConfig(**{k: v for k, v in cfg.items() if k != "model_type"}),
@@ -525,7 +526,7 @@ def build_tiny_ip_adapter(
     heads: int = 2,
 ) -> IPAdapter:
     """A seeded IP-Adapter for `unet` in the real module layout (random, non-zero weights)."""
-    clip_cfg = (clip_vision.config if clip_vision is not None else None) or None
+    clip_cfg = clip_vision.config if clip_vision is not None else None
     hidden = clip_cfg.hidden_size if clip_cfg else TINY_CLIP_VISION["hidden_size"]
     proj_dim = clip_cfg.projection_dim if clip_cfg else TINY_CLIP_VISION["projection_dim"]
     modules = _attention_modules(unet)
