@@ -1,0 +1,289 @@
+"""Measured effects of the image methods on the proving-ground models (issue "Proving ground", section 4).
+
+    python benchmarks/proving_ground.py                       # every section, default sizes
+    python benchmarks/proving_ground.py --sections teacher,swiftbrush --samples 200
+
+Sections (each compares our path with its baseline on the same models, same prompts, same seeds):
+- teacher:    world-FID and prompt accuracy of the text-to-image teacher, 25 DDIM steps with CFG.
+- swiftbrush: the one-step student vs the teacher at 25 steps and the teacher forced to 1 step.
+- infedit:    edit accuracy, PSNR outside the edited object vs the ground-truth target scene, and time,
+              on world edit pairs; against DDIM inversion + Prompt-to-Prompt on the teacher.
+- colorize:   PSNR/SSIM against ground truth: trained colorizer with and without luminance lock, and the
+              untrained InstructPix2Pix init (the teacher with the zero-initialised 8-channel conv_in).
+World-FID compares generated images with the same number of held-out scenes (classifier features).
+Results go to benchmarks/results/proving_ground-cpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+import conftest  # noqa: E402,F401  (registers the checkout as the package `papernodes`)
+from papernodes.models.colorize.metrics import image_metrics  # noqa: E402
+from papernodes.models.colorize.pipeline import ColorizePipeline, ColorizeSettings  # noqa: E402
+from papernodes.models.colorize.train import expand_conv_in_for_ip2p  # noqa: E402
+from papernodes.models.common.loading import SDComponents, load_components  # noqa: E402
+from papernodes.models.infedit.pipeline import PRESETS, InfEditPipeline  # noqa: E402
+from papernodes.models.proving_ground import classifier as pg_classifier  # noqa: E402
+from papernodes.models.proving_ground import zoo  # noqa: E402
+from papernodes.models.proving_ground.world import (  # noqa: E402
+    WorldDataset,
+    edit_pair,
+    object_coverage,
+    render,
+    scene_rng,
+)
+from papernodes.models.swiftbrush.sampler import SwiftBrushPipeline  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from infedit import ddim_inversion_p2p  # noqa: E402
+from swiftbrush import teacher_pipeline  # noqa: E402
+
+SECTIONS = ("teacher", "swiftbrush", "infedit", "colorize")
+WEIGHTS = zoo.WEIGHTS_DIR  # --weights overrides
+HELDOUT_SEED = 7  # held-out scenes for prompts, references and edits (the classifier's eval seed is 0)
+
+
+def heldout(n: int):
+    ds = WorldDataset(n, seed=HELDOUT_SEED, split="heldout")
+    scenes = [ds.scene(i) for i in range(n)]
+    return scenes, np.stack([render(s) for s in scenes])
+
+
+def to_image(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x).float().div(255.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def score(images: np.ndarray, captions: list[str], reference: np.ndarray, clf) -> dict:
+    return {
+        "world_fid": round(pg_classifier.world_fid(images, reference, clf), 2),
+        "prompt_accuracy": round(pg_classifier.prompt_accuracy(images, captions, clf), 4),
+    }
+
+
+def teacher_images(comps: SDComponents, captions: list[str], steps: int, guidance: float, batch: int = 25):
+    from diffusers import DDIMScheduler
+
+    pipe = teacher_pipeline(comps)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    out = []
+    for i in range(0, len(captions), batch):
+        g = [torch.Generator().manual_seed(i + k) for k in range(len(captions[i : i + batch]))]
+        r = pipe(captions[i : i + batch], num_inference_steps=steps, guidance_scale=guidance, generator=g,
+                 height=128, width=128, output_type="np")  # fmt: skip
+        out.append((r.images * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def teacher_key(args) -> str:
+    return f"teacher, 25 DDIM steps, CFG {args.guidance:.1f}"
+
+
+def section_teacher(args, clf, results):
+    scenes, reference = heldout(args.samples)
+    from papernodes.models.proving_ground.world import caption
+
+    captions = [caption(s) for s in scenes]
+    comps = load_components(zoo.base_dir(WEIGHTS))
+    t0 = time.perf_counter()
+    imgs = teacher_images(comps, captions, 25, args.guidance)
+    row = score(imgs, captions, reference, clf)
+    row["seconds_per_image"] = round((time.perf_counter() - t0) / len(captions), 4)
+    results[teacher_key(args)] = row
+    other_scenes, other = heldout(2 * args.samples)
+    other_captions = [caption(s) for s in other_scenes[args.samples :]]
+    real = score(other[args.samples :], other_captions, reference, clf)  # real scenes vs real scenes
+    results["held-out scenes (reference floor)"] = real
+    return imgs
+
+
+def section_swiftbrush(args, clf, results):
+    scenes, reference = heldout(args.samples)
+    from papernodes.models.proving_ground.world import caption
+
+    captions = [caption(s) for s in scenes]
+    base = load_components(zoo.base_dir(WEIGHTS))
+    key25 = teacher_key(args)
+    if key25 not in results:
+        t0 = time.perf_counter()
+        results[key25] = score(teacher_images(base, captions, 25, args.guidance), captions, reference, clf)
+        results[key25]["seconds_per_image"] = round((time.perf_counter() - t0) / len(captions), 4)
+    t0 = time.perf_counter()
+    one = teacher_images(base, captions, 1, args.guidance)
+    results["teacher forced to 1 step"] = score(one, captions, reference, clf)
+    results["teacher forced to 1 step"]["seconds_per_image"] = round(
+        (time.perf_counter() - t0) / len(captions), 4
+    )
+    student = SDComponents(
+        _unet(zoo.derived_unet_dir("swiftbrush", WEIGHTS)), base.vae, base.text_encoder, base.tokenizer,
+        base.scheduler_config, source="world swiftbrush",
+    )  # fmt: skip
+    pipe = SwiftBrushPipeline(student)
+    t0 = time.perf_counter()
+    imgs = []
+    for i, c in enumerate(captions):
+        imgs.append(to_uint8(pipe(c, seed=i, height=128, width=128).images))
+    row = score(np.concatenate(imgs), captions, reference, clf)
+    row["seconds_per_image"] = round((time.perf_counter() - t0) / len(captions), 4)
+    results["SwiftBrush student, 1 step"] = row
+
+
+def _unet(folder: Path):
+    from diffusers import UNet2DConditionModel
+
+    return (
+        UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32).eval().requires_grad_(False)
+    )
+
+
+def edit_pairs(n: int):
+    """n world edit pairs, cycling color / shape / background edits of the main object or background."""
+    kinds = ("color", "shape", "background")
+    pairs = []
+    for i in range(n):
+        rng = scene_rng(HELDOUT_SEED + 1, "heldout", i)
+        from papernodes.models.proving_ground.world import sample_scene
+
+        scene = sample_scene(rng)
+        edited, src, tgt, index = edit_pair(scene, rng, kinds[i % 3])
+        keep = np.ones((128, 128), bool)
+        if index is not None:  # outside the edited object, in both scenes
+            keep &= object_coverage(scene)[index] < 0.01
+            keep &= object_coverage(edited)[index] < 0.01
+        else:  # background edits: the objects must stay
+            keep = object_coverage(scene).max(axis=0) > 0.99
+        pairs.append((kinds[i % 3], render(scene), render(edited), src, tgt, edited, keep))
+    return pairs
+
+
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    d = (a.astype(np.float64) - b.astype(np.float64))[mask] / 255.0
+    mse = max(float((d**2).mean()), 1e-10)
+    return 10 * np.log10(1.0 / mse)
+
+
+def _edit_scores(outputs, pairs, clf) -> dict:
+    preds = pg_classifier.classify(np.stack(outputs), clf)
+    hits, psnrs = [], []
+    for k, (kind, _, target_img, _, _, edited, keep) in enumerate(pairs):
+        want = edited.labels()
+        field = {"color": "color", "shape": "shape", "background": "bg_color"}[kind]
+        hits.append(preds[field][k] == want[field])
+        psnrs.append(masked_psnr(outputs[k], target_img, keep))
+    return {
+        "edit_accuracy": round(float(np.mean(hits)), 4),
+        "psnr_outside_edit": round(float(np.mean(psnrs)), 2),
+    }
+
+
+def section_infedit(args, clf, results):
+    pairs = edit_pairs(args.edits)
+    base = load_components(zoo.base_dir(WEIGHTS))
+    lcm = SDComponents(
+        _unet(zoo.derived_unet_dir("lcm", WEIGHTS)), base.vae, base.text_encoder, base.tokenizer,
+        json.loads((zoo.derived_unet_dir("lcm", WEIGHTS) / "scheduler_config.json").read_text()), source="world lcm",
+    )  # fmt: skip
+    pipe = InfEditPipeline(lcm)
+    settings = PRESETS["interactive"]
+    outs, t0 = [], time.perf_counter()
+    for _, src_img, _, src, tgt, _, _ in pairs:
+        r = pipe(to_image(src_img)[None], src, [tgt], settings)
+        outs.append(to_uint8(r.edited)[0])
+    row = _edit_scores(outs, pairs, clf)
+    row["seconds_per_edit"] = round((time.perf_counter() - t0) / len(pairs), 3)
+    results["InfEdit (LCM student, 15 steps)"] = row
+    outs, t0 = [], time.perf_counter()
+    for _, src_img, _, src, tgt, _, _ in pairs:
+        with torch.no_grad():
+            _, lat = ddim_inversion_p2p(
+                base, to_image(src_img)[None], src, tgt, steps=50, guidance=args.guidance
+            )
+            img = base.vae.decode(lat[1:] / base.vae.config.scaling_factor).sample
+        outs.append(to_uint8((img.permute(0, 2, 3, 1) + 1) / 2)[0])
+    row = _edit_scores(outs, pairs, clf)
+    row["seconds_per_edit"] = round((time.perf_counter() - t0) / len(pairs), 3)
+    results["DDIM inversion 50 + Prompt-to-Prompt 50 (teacher)"] = row
+
+
+def section_colorize(args, clf, results):
+    scenes, reference = heldout(args.colorize_images)
+    images = to_image(reference)
+    base = load_components(zoo.base_dir(WEIGHTS))
+    trained = SDComponents(
+        _unet(zoo.derived_unet_dir("colorize", WEIGHTS)), base.vae, base.text_encoder, base.tokenizer,
+        base.scheduler_config, source="world colorizer",
+    )  # fmt: skip
+    init_unet = expand_conv_in_for_ip2p(_unet(zoo.base_dir(WEIGHTS) / "unet"))
+    untrained = SDComponents(init_unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler_config)
+    rows = {
+        "trained colorizer, luminance lock": (trained, True),
+        "trained colorizer, no lock": (trained, False),
+        "untrained InstructPix2Pix init, luminance lock": (untrained, True),
+        "untrained InstructPix2Pix init, no lock": (untrained, False),
+    }
+    for name, (comps, lock) in rows.items():
+        settings = ColorizeSettings(steps=args.colorize_steps, keep_luminance=lock, seed=0)
+        pipe, outs, t0 = ColorizePipeline(comps), [], time.perf_counter()
+        for i in range(0, len(images), 10):
+            outs.append(pipe(images[i : i + 10], settings))
+        m = image_metrics(torch.cat(outs), images)
+        results[name] = {
+            "psnr": round(m["mean_psnr"], 2),
+            "ssim": round(m["mean_ssim"], 4),
+            "seconds_per_image": round((time.perf_counter() - t0) / len(images), 3),
+        }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sections", default=",".join(SECTIONS))
+    p.add_argument("--samples", type=int, default=500, help="generated images per text-to-image row")
+    p.add_argument("--edits", type=int, default=200, help="edit pairs for InfEdit and its baseline")
+    p.add_argument("--colorize-images", type=int, default=100)
+    p.add_argument("--colorize-steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=5.0, help="CFG of the teacher rows and the baseline")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "proving_ground-cpu.json"))
+    p.add_argument("--weights", default=str(zoo.WEIGHTS_DIR), help="folder of the proving-ground models")
+    args = p.parse_args(argv)
+    global WEIGHTS
+    WEIGHTS = Path(args.weights)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    clf = pg_classifier.load_classifier()
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    for section in [s.strip() for s in args.sections.split(",") if s.strip()]:
+        if section not in SECTIONS:
+            p.error(f"unknown section {section!r}; known: {', '.join(SECTIONS)}")
+        t0 = time.perf_counter()
+        rows: dict = {}
+        if section == "swiftbrush" and teacher_key(args) in results.get("teacher", {}):
+            rows[teacher_key(args)] = results["teacher"][teacher_key(args)]  # same prompts and seeds
+        globals()[f"section_{section}"](args, clf, rows)
+        results[section] = rows
+        results.setdefault("_meta", {})[section] = {"seconds": round(time.perf_counter() - t0, 1),
+                                                    "args": vars(args)}  # fmt: skip
+        print(f"== {section} ({time.perf_counter() - t0:.0f} s)")
+        for k, v in rows.items():
+            print(f"  {k}: {v}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
