@@ -134,16 +134,16 @@ def colorize_graph() -> list[Node]:
 
 
 def infedit_graph() -> list[Node]:
-    """Demo image -> InfEdit (recolor the disc, keep the rest) -> edited, mask and reconstruction saved."""
+    """Demo scene -> InfEdit (recolor the star, keep the rest) -> edited, mask and reconstruction saved."""
     return [
         Node(1, "LoadImage", {"image": "papernodes_demo_color.png", "upload": "image"}, pos=(0, 0),
              title="Image to edit"),
         Node(2, "PaperNodes_InfEditLoadLCM", {"model_name": "diffusers/papernodes-demo-lcm", "lcm_lora": "none",
                                              "lora_strength": 1.0}, pos=(0, 360)),
         Node(3, "PaperNodes_InfEditEditImage", {
-            "source_prompt": "a red circle and a green square on blue stripes",
-            "target_prompt": "a yellow circle and a green square on blue stripes",
-            "source_blend_words": "", "target_blend_words": "yellow circle",
+            "source_prompt": "a black star and a red cross on a striped purple background",
+            "target_prompt": "a green star and a red cross on a striped purple background",
+            "source_blend_words": "", "target_blend_words": "green star",
             "steps": 15, "source_guidance": 1.0, "target_guidance": 2.0, "cross_replace": 0.7,
             "self_replace": 0.3, "thresh_e": 0.6, "thresh_m": 0.6, "eta": 1.0, "seed": 0, "resize_mode": "pad"},
             links={"infedit_pipe": (2, 0), "image": (1, 0)}, pos=(360, 0)),
@@ -163,8 +163,8 @@ def swiftbrush_graph() -> list[Node]:
         Node(1, "PaperNodes_SwiftBrushLoadStudent", {"model_name": "diffusers/papernodes-demo-swiftbrush",
                                                      "unet_name": "none"}, pos=(0, 0)),
         Node(2, "PaperNodes_SwiftBrushGenerate", {
-            "prompt": "a photograph of a red fox in the snow", "seed": 0, "batch_size": 1, "width": 512,
-            "height": 512}, links={"student": (1, 0)}, pos=(360, 0)),
+            "prompt": "two yellow circles on a dotted blue background", "seed": 0, "batch_size": 4,
+            "width": 128, "height": 128}, links={"student": (1, 0)}, pos=(360, 0)),
         Node(3, "SaveImage", {"filename_prefix": "PaperNodes/swiftbrush"}, links={"images": (2, 0)}, pos=(760, 0)),
     ]
 

@@ -1,7 +1,9 @@
 """Demo models and images for the main job, written into a ComfyUI base directory.
 
-Until the proving-ground models ship, the demo models are the tiny seeded models of `tiny.py`, so the
-example workflows run end to end in seconds on a CPU (their colors are not meaningful yet).
+`trained=True` (the main job, whenever the proving-ground weights are in the checkout): the models trained
+on our procedural world (`models/proving_ground/`), assembled into the diffusers folders the example
+workflows name, and a held-out world scene as the input image, so the outputs are meaningful.
+`trained=False` (the test suite's host): tiny seeded models of `tiny.py`, fast and random.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ DEMO_LCM = "papernodes-demo-lcm"
 DEMO_LORA = "papernodes-demo-lcm-lora.safetensors"
 DEMO_SWIFTBRUSH = "papernodes-demo-swiftbrush"
 DEMO_COLOR_IMAGE = "papernodes_demo_color.png"
+# The demo input: held-out world scene 284 of seed 11, "a black star and a red cross on a striped purple
+# background" (the example workflows' prompts describe it).
+DEMO_SCENE = dict(seed=11, split="heldout", index=284)
 
 
 def demo_scene(size: int = 96, seed: int = 0) -> np.ndarray:
@@ -35,11 +40,50 @@ def demo_scene(size: int = 96, seed: int = 0) -> np.ndarray:
     return (img * 255).round().astype(np.uint8)
 
 
-def write_demo_assets(base_dir: str | Path) -> dict[str, Path]:
-    """Write the demo colorizer (diffusers folder + single file) and input image under `base_dir`."""
+def world_demo_image() -> np.ndarray:
+    """uint8 [128,128,3]: the demo input scene (see DEMO_SCENE)."""
+    from ..proving_ground.world import WorldDataset, render
+
+    ds = WorldDataset(DEMO_SCENE["index"] + 1, seed=DEMO_SCENE["seed"], split=DEMO_SCENE["split"])
+    return render(ds.scene(DEMO_SCENE["index"]))
+
+
+def trained_models_shipped() -> bool:
+    from ..proving_ground import zoo
+
+    return all(zoo.shipped().values())
+
+
+def write_trained_demo_models(base_dir: str | Path) -> dict[str, Path]:
+    """The proving-ground models under the demo names (rebuilt each time: the checkout may have changed)."""
+    from ..proving_ground import zoo
+    from .loading import load_diffusers_folder
+
+    diffusers = Path(base_dir) / "models" / "diffusers"
+    folder = zoo.assemble_pipeline("colorize", diffusers / DEMO_COLORIZER)
+    single = Path(base_dir) / "models" / "checkpoints" / f"{DEMO_COLORIZER}.safetensors"
+    save_single_file(load_diffusers_folder(folder), single, dtype=torch.float16)
+    return {
+        "diffusers": folder,
+        "single_file": single,
+        "lcm": zoo.assemble_pipeline("lcm", diffusers / DEMO_LCM),
+        "swiftbrush": zoo.assemble_pipeline("swiftbrush", diffusers / DEMO_SWIFTBRUSH),
+        "teacher": zoo.assemble_pipeline("base", diffusers / "papernodes-world-sd"),
+    }
+
+
+def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict[str, Path]:
+    """Demo models + input image under `base_dir`; `trained=None` means trained if shipped."""
     from PIL import Image
 
     base = Path(base_dir)
+    trained = trained_models_shipped() if trained is None else trained
+    if trained:
+        paths = write_trained_demo_models(base)
+        image = base / "input" / DEMO_COLOR_IMAGE
+        image.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(world_demo_image()).save(image)
+        return {**paths, "image": image}
     diffusers = base / "models" / "diffusers"
     folder, lcm_folder = diffusers / DEMO_COLORIZER, diffusers / DEMO_LCM
     swiftbrush_folder = diffusers / DEMO_SWIFTBRUSH  # tiny one-step student (and teacher)
