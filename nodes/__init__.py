@@ -1,9 +1,9 @@
 """ComfyUI adapters, one module per method; this file merges their mappings."""
 
-from . import colorize, infedit, swiftbrush
+from . import colorize, dreamoving, infedit, swiftbrush
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
-for _module in (colorize, infedit, swiftbrush):
+for _module in (colorize, infedit, swiftbrush, dreamoving):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -33,6 +33,18 @@ WIDGETS: dict[str, list[str]] = {
                                     "thresh_e", "thresh_m", "eta", "seed", "resize_mode"],
     "PaperNodes_SwiftBrushLoadStudent": ["model_name", "unet_name"],
     "PaperNodes_SwiftBrushGenerate": ["prompt", "seed", "batch_size", "width", "height"],
+    "SaveAnimatedWEBP": ["filename_prefix", "fps", "lossless", "quality", "method"],
+    "PaperNodes_DreaMovingLoadPoseKeypoints": ["json_file"],
+    "PaperNodes_DreaMovingRenderPose": ["width", "height", "draw_body", "draw_hands", "draw_face"],
+    "PaperNodes_DreaMovingRetimePose": ["source_fps", "target_fps", "num_frames", "image_mode"],
+    "PaperNodes_DreaMovingLoadMotionModule": ["motion_name"],
+    "PaperNodes_DreaMovingLoadModel": ["model_name"],
+    "PaperNodes_DreaMovingLoadVideoControlNet": ["controlnet_name"],
+    "PaperNodes_DreaMovingApplyVideoControlNet": ["strength", "start_percent", "end_percent"],
+    "PaperNodes_DreaMovingLoadContentGuider": ["face_ipadapter", "clothes_ipadapter", "clip_vision"],
+    "PaperNodes_DreaMovingGenerate": ["prompt", "negative_prompt", "face_scale", "clothes_scale", "num_frames",
+                                      "width", "height", "steps", "guidance", "scheduler", "seed",
+                                      "context_window", "context_overlap"],
 }
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
@@ -48,6 +60,16 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "PaperNodes_InfEditEditImage": [("edited", "IMAGE"), ("blend_mask", "MASK"), ("source_reconstruction", "IMAGE")],
     "PaperNodes_SwiftBrushLoadStudent": [("student", "SWIFTBRUSH_STUDENT")],
     "PaperNodes_SwiftBrushGenerate": [("image", "IMAGE"), ("latent", "LATENT")],
+    "SaveAnimatedWEBP": [],
+    "PaperNodes_DreaMovingLoadPoseKeypoints": [("pose_keypoint", "POSE_KEYPOINT")],
+    "PaperNodes_DreaMovingRenderPose": [("pose_images", "IMAGE")],
+    "PaperNodes_DreaMovingRetimePose": [("pose_keypoint", "POSE_KEYPOINT"), ("images", "IMAGE")],
+    "PaperNodes_DreaMovingLoadMotionModule": [("motion_module", "MOTION_MODULE")],
+    "PaperNodes_DreaMovingLoadModel": [("dreamoving_pipe", "DREAMOVING_PIPE")],
+    "PaperNodes_DreaMovingLoadVideoControlNet": [("video_controlnet", "VIDEO_CONTROLNET")],
+    "PaperNodes_DreaMovingApplyVideoControlNet": [("control", "DREAMOVING_CONTROL")],
+    "PaperNodes_DreaMovingLoadContentGuider": [("content_guider", "CONTENT_GUIDER")],
+    "PaperNodes_DreaMovingGenerate": [("frames", "IMAGE")],
 }
 LINK_TYPES: dict[str, dict[str, str]] = {
     "SaveImage": {"images": "IMAGE"},
@@ -58,6 +80,16 @@ LINK_TYPES: dict[str, dict[str, str]] = {
     "MaskToImage": {"mask": "MASK"},
     "PaperNodes_InfEditEditImage": {"infedit_pipe": "INFEDIT_PIPE", "image": "IMAGE"},
     "PaperNodes_SwiftBrushGenerate": {"student": "SWIFTBRUSH_STUDENT"},
+    "SaveAnimatedWEBP": {"images": "IMAGE"},
+    "PaperNodes_DreaMovingRenderPose": {"pose_keypoint": "POSE_KEYPOINT"},
+    "PaperNodes_DreaMovingRetimePose": {"pose_keypoint": "POSE_KEYPOINT", "images": "IMAGE"},
+    "PaperNodes_DreaMovingLoadModel": {"motion_module": "MOTION_MODULE"},
+    "PaperNodes_DreaMovingLoadVideoControlNet": {"motion_module": "MOTION_MODULE"},
+    "PaperNodes_DreaMovingApplyVideoControlNet": {"video_controlnet": "VIDEO_CONTROLNET", "frames": "IMAGE",
+                                                  "previous": "DREAMOVING_CONTROL"},
+    "PaperNodes_DreaMovingGenerate": {"dreamoving_pipe": "DREAMOVING_PIPE", "control": "DREAMOVING_CONTROL",
+                                      "content_guider": "CONTENT_GUIDER", "face_image": "IMAGE",
+                                      "clothes_image": "IMAGE"},
 }
 
 
@@ -169,7 +201,69 @@ def swiftbrush_graph() -> list[Node]:
     ]
 
 
-WORKFLOWS = {"colorize": colorize_graph, "infedit": infedit_graph, "swiftbrush": swiftbrush_graph}
+def _dreamoving_common(controlnet: str, control_frames: tuple[int, int], strength: float) -> list[Node]:
+    """Motion module -> model; Video ControlNet (motion blocks from the module) on the control frames;
+    Content Guider with the person image as face and clothes reference; generate; save an animated WEBP."""
+    return [
+        Node(20, "PaperNodes_DreaMovingLoadMotionModule", {"motion_name": "papernodes-demo-motion.safetensors"},
+             pos=(0, 420)),
+        Node(21, "PaperNodes_DreaMovingLoadModel", {"model_name": "diffusers/papernodes-demo-dreamoving"},
+             links={"motion_module": (20, 0)}, pos=(360, 420)),
+        Node(22, "PaperNodes_DreaMovingLoadVideoControlNet", {"controlnet_name": controlnet},
+             links={"motion_module": (20, 0)}, pos=(360, 560)),
+        Node(23, "PaperNodes_DreaMovingApplyVideoControlNet",
+             {"strength": strength, "start_percent": 0.0, "end_percent": 1.0},
+             links={"video_controlnet": (22, 0), "frames": control_frames}, pos=(720, 300)),
+        Node(24, "PaperNodes_DreaMovingLoadContentGuider", {
+            "face_ipadapter": "papernodes-demo-ip-adapter.safetensors", "clothes_ipadapter": "none",
+            "clip_vision": "papernodes-demo-clip-vision.safetensors"}, pos=(360, 720)),
+        Node(25, "LoadImage", {"image": "papernodes_demo_person.png", "upload": "image"}, pos=(0, 720),
+             title="Reference person (face and clothes)"),
+        Node(26, "PaperNodes_DreaMovingGenerate", {
+            "prompt": "a woman in a red top and blue jeans dancing, best quality",
+            "negative_prompt": "lowres, bad anatomy, worst quality, blurry", "face_scale": 0.8, "clothes_scale": 0.8,
+            "num_frames": 0, "width": 64, "height": 64, "steps": 4, "guidance": 7.5, "scheduler": "ddim", "seed": 0,
+            "context_window": 16, "context_overlap": 4},
+            links={"dreamoving_pipe": (21, 0), "control": (23, 0), "content_guider": (24, 0),
+                   "face_image": (25, 0), "clothes_image": (25, 0)}, pos=(1080, 300)),
+    ]
+
+
+def dreamoving_pose_graph() -> list[Node]:
+    """Pose keypoints (JSON) -> OpenPose maps -> Video ControlNet (0.5) -> DreaMoving with a reference person."""
+    return [
+        Node(1, "PaperNodes_DreaMovingLoadPoseKeypoints", {"json_file": "papernodes_demo_pose.json"}, pos=(0, 0)),
+        Node(2, "PaperNodes_DreaMovingRenderPose", {"width": 64, "height": 64, "draw_body": True,
+                                                    "draw_hands": True, "draw_face": True},
+             links={"pose_keypoint": (1, 0)}, pos=(360, 0)),
+        *_dreamoving_common("papernodes-demo-openpose.safetensors", (2, 0), 0.5),
+        Node(30, "SaveAnimatedWEBP", {"filename_prefix": "PaperNodes/dreamoving_pose", "fps": 8.0,
+                                      "lossless": False, "quality": 90, "method": "default"},
+             links={"images": (26, 0)}, pos=(1480, 300)),
+        Node(31, "SaveAnimatedWEBP", {"filename_prefix": "PaperNodes/dreamoving_pose_maps", "fps": 8.0,
+                                      "lossless": True, "quality": 90, "method": "default"},
+             links={"images": (2, 0)}, pos=(720, 0)),
+    ]
+
+
+def dreamoving_depth_graph() -> list[Node]:
+    """Depth frames (animated image, 8 fps) -> retimed to 12 fps (24 frames: two context windows) -> Video
+    ControlNet (0.7) -> DreaMoving with a reference person."""
+    return [
+        Node(1, "LoadImage", {"image": "papernodes_demo_depth.webp", "upload": "image"}, pos=(0, 0),
+             title="Depth frames (from a depth preprocessor)"),
+        Node(2, "PaperNodes_DreaMovingRetimePose", {"source_fps": 8.0, "target_fps": 12.0, "num_frames": 0,
+                                                    "image_mode": "linear"},
+             links={"images": (1, 0)}, pos=(360, 0)),
+        *_dreamoving_common("papernodes-demo-depth.safetensors", (2, 1), 0.7),
+        Node(30, "SaveAnimatedWEBP", {"filename_prefix": "PaperNodes/dreamoving_depth", "fps": 12.0,
+                                      "lossless": False, "quality": 90, "method": "default"},
+             links={"images": (26, 0)}, pos=(1480, 300)),
+    ]
+
+
+WORKFLOWS = {"colorize": colorize_graph, "infedit": infedit_graph, "swiftbrush": swiftbrush_graph,
+             "dreamoving_pose": dreamoving_pose_graph, "dreamoving_depth": dreamoving_depth_graph}
 
 
 def main() -> None:

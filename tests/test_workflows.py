@@ -39,7 +39,13 @@ def _widget_names(info: dict) -> list[str]:
 
 
 def test_there_is_a_workflow_per_shipped_method():
-    assert [p.stem for p in UI_FILES] == ["colorize", "infedit", "swiftbrush"]
+    assert [p.stem for p in UI_FILES] == [
+        "colorize",
+        "dreamoving_depth",
+        "dreamoving_pose",
+        "infedit",
+        "swiftbrush",
+    ]
     for ui in UI_FILES:
         assert (WORKFLOW_DIR / f"{ui.stem}_api.json").is_file(), f"{ui.name} has no API twin"
 

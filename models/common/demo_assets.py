@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..dreamoving.demo import write_dreamoving_demo_assets
 from .saving import save_diffusers_folder, save_single_file
 from .tiny import build_tiny_components
 
@@ -120,6 +121,7 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         "lcm": lcm_folder,
         "lora": lora,
         "swiftbrush": swiftbrush_folder,
+        **write_dreamoving_demo_assets(base),  # DreaMoving: tiny models + pose/depth/person inputs
     }
 
 

@@ -1,0 +1,460 @@
+"""DreaMoving nodes: pose input (load, render, retime), Video ControlNet conditioning, video generation.
+
+Generation is `models/dreamoving/pipeline.DreaMovingPipeline`; these nodes only translate ComfyUI types,
+place modules on the device, drive the progress bar and honour Cancel. Save the frames with core nodes
+(SaveAnimatedWEBP, or CreateVideo + SaveVideo).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..models.common.errors import InputError
+from ..models.common.schedulers import SCHEDULERS
+from ..models.dreamoving import pose
+from ..models.dreamoving.content_guider import DEFAULT_SCALE
+from ..models.dreamoving.pipeline import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_OVERLAP,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    DEFAULT_WINDOW,
+)
+from ..models.dreamoving.video_controlnet import DEPTH_SCALE, POSE_SCALE, ControlSpec
+from . import dreamoving_loaders
+from .comfy_adapter import on_device, progress_callback
+
+CATEGORY = dreamoving_loaders.CATEGORY
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+NO_JSON = "(no .json files in the input folder)"
+
+
+def _input_dir() -> Path | None:
+    try:
+        import folder_paths
+
+        return Path(folder_paths.get_input_directory())
+    except Exception:
+        return None
+
+
+def pose_json_choices() -> list[str]:
+    base = _input_dir()
+    if base is None or not base.is_dir():
+        return [NO_JSON]
+    names = sorted(p.relative_to(base).as_posix() for p in base.rglob("*.json") if p.is_file())
+    return names or [NO_JSON]
+
+
+class LoadPoseKeypoints:
+    DESCRIPTION = (
+        "Read a pose sequence saved as JSON (POSE_KEYPOINT: a list of OpenPose-format frames, as the pose "
+        "preprocessors emit and save) from ComfyUI's input folder, so a workflow runs without a detector."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("POSE_KEYPOINT",)
+    RETURN_NAMES = ("pose_keypoint",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "json_file": (
+                    pose_json_choices(),
+                    {
+                        "tooltip": "A .json file in ComfyUI's input folder: [{'people': [...], 'canvas_width': W, ...}]."
+                    },
+                )
+            }
+        }
+
+    def load(self, json_file):
+        base = _input_dir()
+        if base is None:
+            raise InputError("json_file", "ComfyUI's input folder", "no input folder configured")
+        path = (base / json_file).resolve()
+        if base.resolve() not in path.parents or not path.is_file():
+            raise InputError("json_file", f"a .json file inside {base}", repr(json_file))
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError("json_file", "valid JSON", f"{path.name}: {exc}") from None
+        pose.parse_pose_keypoints(data)  # validates now, naming the frame and field
+        return (data if isinstance(data, list) else [data],)
+
+
+class RenderOpenPose:
+    DESCRIPTION = (
+        "Draw POSE_KEYPOINT frames as OpenPose maps (colours and limb shapes of controlnet_aux, what the "
+        "openpose ControlNet was trained on): one IMAGE frame per pose frame."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("pose_images",)
+    FUNCTION = "render"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"min": 8, "max": 4096, "step": 8}
+        return {
+            "required": {
+                "pose_keypoint": (
+                    "POSE_KEYPOINT",
+                    {"tooltip": "Pose frames (OpenPose/DWPose preprocessor output)."},
+                ),
+                "width": (
+                    "INT",
+                    {"default": 512, **size, "tooltip": "Map width in px (use the video width)."},
+                ),
+                "height": (
+                    "INT",
+                    {"default": 512, **size, "tooltip": "Map height in px (use the video height)."},
+                ),
+                "draw_body": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Draw the 18 body keypoints and limbs."},
+                ),
+                "draw_hands": ("BOOLEAN", {"default": True, "tooltip": "Draw hand keypoints where present."}),
+                "draw_face": ("BOOLEAN", {"default": True, "tooltip": "Draw face keypoints where present."}),
+            }
+        }
+
+    def render(self, pose_keypoint, width, height, draw_body, draw_hands, draw_face):
+        return (pose.render_openpose(pose_keypoint, width, height, draw_body, draw_hands, draw_face),)
+
+
+class RetimePose:
+    DESCRIPTION = (
+        "Change a pose sequence's frame rate or length, keeping its duration: keypoints interpolate per "
+        "joint; rendered maps (IMAGE) take the nearest frame or blend neighbours. Connect one or both."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("POSE_KEYPOINT", "IMAGE")
+    RETURN_NAMES = ("pose_keypoint", "images")
+    FUNCTION = "retime"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "source_fps": (
+                    "FLOAT",
+                    {
+                        "default": 30.0,
+                        "min": 0.01,
+                        "max": 1000.0,
+                        "step": 0.01,
+                        "tooltip": "Frame rate of the input.",
+                    },
+                ),
+                "target_fps": (
+                    "FLOAT",
+                    {
+                        "default": 8.0,
+                        "min": 0.01,
+                        "max": 1000.0,
+                        "step": 0.01,
+                        "tooltip": "Frame rate to produce (AnimateDiff clips play at ~8 fps). Ignored when "
+                        "num_frames > 0.",
+                    },
+                ),
+                "num_frames": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 100000,
+                        "tooltip": "Exact output length; 0 = use target_fps.",
+                    },
+                ),
+                "image_mode": (
+                    ["nearest", "linear"],
+                    {"tooltip": "IMAGE input: nearest frame (crisp) or linear blend (smooth, ghosts limbs)."},
+                ),
+            },
+            "optional": {
+                "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "Keypoint frames to retime."}),
+                "images": ("IMAGE", {"tooltip": "Rendered pose (or depth) maps to retime."}),
+            },
+        }
+
+    def retime(self, source_fps, target_fps, num_frames, image_mode, pose_keypoint=None, images=None):
+        if pose_keypoint is None and images is None:
+            raise InputError("pose_keypoint/images", "at least one connected input")
+        kw = {"num_frames": num_frames} if num_frames > 0 else {"dst_fps": target_fps}
+        out_pose = (
+            pose.retime_keypoints(pose_keypoint, source_fps, **kw) if pose_keypoint is not None else None
+        )
+        out_images = None
+        if images is not None:
+            count = num_frames or len(pose.retime_positions(images.shape[0], source_fps, dst_fps=target_fps))
+            out_images = pose.resample_frames(images, count, image_mode)
+        return (out_pose, out_images)
+
+
+class ApplyVideoControlNet:
+    DESCRIPTION = (
+        "Condition DreaMoving on a pose or depth sequence through a Video ControlNet (Sec. 3.2). Chain two "
+        "(pose + depth): their residuals add up. Official demo strengths: 0.5 pose, 0.7 depth."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("DREAMOVING_CONTROL",)
+    RETURN_NAMES = ("control",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        pct = {"min": 0.0, "max": 1.0, "step": 0.01}
+        return {
+            "required": {
+                "video_controlnet": (
+                    "VIDEO_CONTROLNET",
+                    {"tooltip": "From 'DreaMoving: Load Video ControlNet'."},
+                ),
+                "frames": (
+                    "IMAGE",
+                    {
+                        "tooltip": "Control frames, one per video frame (pose maps or depth maps); resized to the video."
+                    },
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": POSE_SCALE,
+                        "min": 0.0,
+                        "max": 10.0,
+                        "step": 0.01,
+                        "tooltip": f"Control scale: {POSE_SCALE} for pose, {DEPTH_SCALE} for depth (the official "
+                        "demo's values). 0 turns the control off exactly.",
+                    },
+                ),
+                "start_percent": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        **pct,
+                        "tooltip": "First sampling step (fraction of the run) it acts on.",
+                    },
+                ),
+                "end_percent": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        **pct,
+                        "tooltip": "Last sampling step (fraction of the run) it acts on.",
+                    },
+                ),
+            },
+            "optional": {
+                "previous": (
+                    "DREAMOVING_CONTROL",
+                    {
+                        "tooltip": "Controls to add this one to (e.g. pose, then depth). Same frame count needed."
+                    },
+                )
+            },
+        }
+
+    def apply(self, video_controlnet, frames, strength, start_percent, end_percent, previous=None):
+        if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[-1] not in (3, 4):
+            raise InputError("frames", "an IMAGE batch [F, H, W, 3]", repr(getattr(frames, "shape", frames)))
+        chw = frames[..., :3].permute(0, 3, 1, 2).float().contiguous()
+        spec = ControlSpec(video_controlnet, chw, float(strength), float(start_percent), float(end_percent))
+        return ([*(previous or []), spec],)
+
+
+class GenerateVideo:
+    DESCRIPTION = (
+        "DreaMoving text-to-video: the motion U-Net denoises all frames in sliding context windows, steered by "
+        "the Video ControlNet(s) and the Content Guider's face/clothes images "
+        "(Z = Attn_text + α_f Attn_face + α_c Attn_clothes). Returns the frames as an IMAGE batch."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 512, "min": 64, "max": 2048, "step": 8}
+        scale = {"default": DEFAULT_SCALE, "min": 0.0, "max": 5.0, "step": 0.01}
+        return {
+            "required": {
+                "dreamoving_pipe": ("DREAMOVING_PIPE", {"tooltip": "From 'DreaMoving: Load Model'."}),
+                "prompt": (
+                    "STRING",
+                    {
+                        "default": "a girl dancing on the beach, best quality",
+                        "multiline": True,
+                        "tooltip": "What the video shows (at most 75 CLIP tokens are used).",
+                    },
+                ),
+                "negative_prompt": (
+                    "STRING",
+                    {
+                        "default": "lowres, bad anatomy, worst quality, blurry",
+                        "multiline": True,
+                        "tooltip": "What to avoid: the unconditional branch of classifier-free guidance.",
+                    },
+                ),
+                "face_scale": (
+                    "FLOAT",
+                    {**scale, "tooltip": "α_f: weight of the face image prompt (0 = off)."},
+                ),
+                "clothes_scale": (
+                    "FLOAT",
+                    {**scale, "tooltip": "α_c: weight of the clothes image prompt (0 = off)."},
+                ),
+                "num_frames": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 4096,
+                        "tooltip": "Frames to make; 0 = the control's length.",
+                    },
+                ),
+                "width": ("INT", {**size, "tooltip": "Video width in px (multiple of 8)."}),
+                "height": ("INT", {**size, "tooltip": "Video height in px (multiple of 8)."}),
+                "steps": (
+                    "INT",
+                    {"default": DEFAULT_STEPS, "min": 1, "max": 1000, "tooltip": "Sampling steps."},
+                ),
+                "guidance": (
+                    "FLOAT",
+                    {
+                        "default": DEFAULT_GUIDANCE,
+                        "min": 1.0,
+                        "max": 30.0,
+                        "step": 0.1,
+                        "tooltip": "Classifier-free guidance scale (1 = no guidance, half the U-Net work).",
+                    },
+                ),
+                "scheduler": (list(SCHEDULERS), {"default": DEFAULT_SCHEDULER, "tooltip": "Sampler."}),
+                "seed": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the video's noise."},
+                ),
+                "context_window": (
+                    "INT",
+                    {
+                        "default": DEFAULT_WINDOW,
+                        "min": 1,
+                        "max": 64,
+                        "tooltip": "Frames the motion blocks see at once (AnimateDiff trains on 16; at most the "
+                        "module's positional table, 32 for v2). Longer videos run in overlapping windows.",
+                    },
+                ),
+                "context_overlap": (
+                    "INT",
+                    {
+                        "default": DEFAULT_OVERLAP,
+                        "min": 0,
+                        "max": 63,
+                        "tooltip": "Frames shared by neighbouring windows.",
+                    },
+                ),
+            },
+            "optional": {
+                "control": ("DREAMOVING_CONTROL", {"tooltip": "From 'DreaMoving: Apply Video ControlNet'."}),
+                "content_guider": ("CONTENT_GUIDER", {"tooltip": "From 'DreaMoving: Load Content Guider'."}),
+                "face_image": ("IMAGE", {"tooltip": "Reference face (one image); needs the content guider."}),
+                "clothes_image": (
+                    "IMAGE",
+                    {"tooltip": "Reference clothes (one image); needs the content guider."},
+                ),
+            },
+        }
+
+    def generate(
+        self,
+        dreamoving_pipe,
+        prompt,
+        negative_prompt,
+        face_scale,
+        clothes_scale,
+        num_frames,
+        width,
+        height,
+        steps,
+        guidance,
+        scheduler,
+        seed,
+        context_window,
+        context_overlap,
+        control=None,
+        content_guider=None,
+        face_image=None,
+        clothes_image=None,
+    ):
+        pipe = dreamoving_pipe
+        controls = list(control or [])
+        if num_frames == 0:
+            if not controls:
+                raise InputError("num_frames", "a frame count >= 1 when no control is connected", "0")
+            num_frames = int(controls[0].frames.shape[0])
+        if (face_image is not None or clothes_image is not None) and content_guider is None:
+            raise InputError(
+                "content_guider", "a Content Guider when face_image or clothes_image is connected"
+            )
+        modules = pipe.modules() + [s.controlnet for s in controls]
+        modules += content_guider.modules() if content_guider is not None else []
+        # Validate before moving anything to the device: cheap errors first.
+        pipe.validate(num_frames, height, width, steps, context_window, context_overlap, controls)
+        with on_device(modules) as device:
+            guider = None
+            if content_guider is not None:
+                guider = content_guider.guider(face_image, clothes_image, face_scale, clothes_scale)
+            frames = pipe(
+                prompt,
+                negative_prompt,
+                num_frames=num_frames,
+                height=height,
+                width=width,
+                steps=steps,
+                guidance=guidance,
+                scheduler=scheduler,
+                seed=seed,
+                window=context_window,
+                overlap=context_overlap,
+                controls=controls,
+                guider=guider,
+                progress=_lazy_progress(),
+                device=device,
+            )
+        return (frames,)
+
+
+def _lazy_progress():
+    """ComfyUI's progress bar, created on the first report (the pipeline knows windows x steps + decode)."""
+    report = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal report
+        if report is None:
+            report = progress_callback(total)
+        report(done, total)
+
+    return update
+
+
+NODE_CLASS_MAPPINGS = {
+    **dreamoving_loaders.NODE_CLASS_MAPPINGS,
+    "PaperNodes_DreaMovingLoadPoseKeypoints": LoadPoseKeypoints,
+    "PaperNodes_DreaMovingRenderPose": RenderOpenPose,
+    "PaperNodes_DreaMovingRetimePose": RetimePose,
+    "PaperNodes_DreaMovingApplyVideoControlNet": ApplyVideoControlNet,
+    "PaperNodes_DreaMovingGenerate": GenerateVideo,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    **dreamoving_loaders.NODE_DISPLAY_NAME_MAPPINGS,
+    "PaperNodes_DreaMovingLoadPoseKeypoints": "DreaMoving: Load Pose Keypoints (JSON)",
+    "PaperNodes_DreaMovingRenderPose": "DreaMoving: Render OpenPose Keypoints",
+    "PaperNodes_DreaMovingRetimePose": "DreaMoving: Retime Pose",
+    "PaperNodes_DreaMovingApplyVideoControlNet": "DreaMoving: Apply Video ControlNet",
+    "PaperNodes_DreaMovingGenerate": "DreaMoving: Generate Video",
+}

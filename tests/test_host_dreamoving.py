@@ -1,0 +1,132 @@
+"""DreaMoving in the real ComfyUI: both example workflows run; bad inputs give clear errors; the server goes on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from comfy_host import ExecutionFailed
+from conftest import REPO_ROOT
+from PIL import Image, ImageSequence
+
+pytestmark = pytest.mark.host
+GENERATE, SAVE, POSE_MAPS_SAVE = "26", "30", "31"
+
+
+def _api(name: str) -> dict:
+    return json.loads((REPO_ROOT / "example_workflows" / f"dreamoving_{name}_api.json").read_text())
+
+
+def _frames(comfy_host, entry, node: str) -> list[Image.Image]:
+    files = comfy_host.output_files({"outputs": {node: entry["outputs"][node]}})
+    assert files and all(f.is_file() for f in files)
+    return [frame.copy() for frame in ImageSequence.Iterator(Image.open(files[0]))]
+
+
+def test_pose_workflow_writes_a_16_frame_video(comfy_host):
+    entry = comfy_host.run(_api("pose"), timeout=900)
+    video = _frames(comfy_host, entry, SAVE)
+    maps = _frames(comfy_host, entry, POSE_MAPS_SAVE)
+    assert len(video) == len(maps) == 16  # num_frames 0 = the pose sequence's length
+    assert video[0].size == maps[0].size == (64, 64)
+
+
+def test_depth_workflow_retimes_and_runs_two_windows(comfy_host):
+    entry = comfy_host.run(_api("depth"), timeout=900)
+    video = _frames(comfy_host, entry, SAVE)
+    assert len(video) == 24 and video[0].size == (64, 64)  # 16 frames at 8 fps -> 24 at 12 fps
+
+
+def _mismatched_controls() -> dict:
+    """Pose (16 frames) chained with depth retimed to 12 frames."""
+    prompt = _api("pose")
+    prompt["40"] = {
+        "class_type": "LoadImage",
+        "inputs": {"image": "papernodes_demo_depth.webp"},
+    }
+    prompt["41"] = {
+        "class_type": "PaperNodes_DreaMovingRetimePose",
+        "inputs": {
+            "source_fps": 8.0,
+            "target_fps": 8.0,
+            "num_frames": 12,
+            "image_mode": "nearest",
+            "images": ["40", 0],
+        },
+    }
+    prompt["42"] = {
+        "class_type": "PaperNodes_DreaMovingApplyVideoControlNet",
+        "inputs": {
+            "video_controlnet": ["22", 0],
+            "frames": ["41", 1],
+            "strength": 0.7,
+            "start_percent": 0.0,
+            "end_percent": 1.0,
+            "previous": ["23", 0],
+        },
+    }
+    prompt[GENERATE]["inputs"]["control"] = ["42", 0]
+    return prompt
+
+
+def _zero_frames() -> dict:
+    prompt = _api("pose")
+    del prompt[GENERATE]["inputs"]["control"]
+    return prompt
+
+
+@pytest.mark.parametrize(
+    "make,expected",
+    [
+        (_mismatched_controls, "control 2 has 12 (control 1: 16, control 2: 12)"),
+        (_zero_frames, "Input 'num_frames': expected a frame count >= 1 when no control is connected"),
+    ],
+    ids=["control_lengths_differ", "zero_frames"],
+)
+def test_bad_inputs_fail_with_clear_messages(comfy_host, make, expected):
+    prompt = make()
+    prompt[GENERATE]["inputs"]["steps"] = 1
+    with pytest.raises(ExecutionFailed) as info:
+        comfy_host.run(prompt, timeout=600)
+    assert expected in str(info.value)
+
+
+def _mask_as_face(prompt: dict) -> str:
+    prompt[GENERATE]["inputs"]["face_image"] = ["25", 1]  # LoadImage's MASK output
+    return GENERATE
+
+
+def _unknown_motion_module(prompt: dict) -> str:
+    prompt["20"]["inputs"]["motion_name"] = "mm_does_not_exist.safetensors"
+    return "20"
+
+
+def _negative_frames(prompt: dict) -> str:
+    prompt[GENERATE]["inputs"]["num_frames"] = -1
+    return GENERATE
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (_mask_as_face, "face_image"),
+        (_unknown_motion_module, "mm_does_not_exist"),
+        (_negative_frames, "num_frames"),
+    ],
+    ids=["mask_into_face_image", "unknown_motion_module", "negative_frames"],
+)
+def test_invalid_prompts_are_rejected_by_validation(comfy_host, change, needle):
+    prompt = _api("pose")
+    del prompt[POSE_MAPS_SAVE]  # every remaining output depends on the bad node
+    node = change(prompt)
+    status, body = comfy_host.post_prompt(prompt)
+    assert status == 400, body
+    assert needle in json.dumps(body["node_errors"][node])
+
+
+def test_server_keeps_serving_after_errors(comfy_host):
+    prompt = _api("pose")
+    prompt[GENERATE]["inputs"].update(steps=1, seed=5, face_scale=0.0, clothes_scale=0.0)
+    del prompt[POSE_MAPS_SAVE]
+    entry = comfy_host.run(prompt, timeout=600)
+    assert len(_frames(comfy_host, entry, SAVE)) == 16
