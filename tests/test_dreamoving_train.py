@@ -336,6 +336,21 @@ def test_guider_stage_overfits_and_trains_only_the_adapters(assets, tmp_path):
     assert moved == trained  # every projection and to_k_ip/to_v_ip learns; frozen U-Net/VAE checked above
 
 
+@pytest.mark.parametrize("stage", ["controlnet", "guider"])
+def test_gradient_checkpointing_gives_identical_gradients(assets, tmp_path, stage):
+    """The guider's hook stays installed through backward, where checkpointing re-runs the guided layers."""
+    grads = []
+    for gc in (False, True):
+        cfg = _cfg(assets, stage, tmp_path, gradient_checkpointing=gc, train_controlnet=True)
+        st, frozen, ds = T.setup_stage(cfg, T.load_model_fresh(cfg.model), torch.device("cpu"), torch.float32)
+        st.train()
+        T.stage_loss(st, frozen, T._collate([ds[0]]), T.micro_generator(0, 0, 0), cfg).backward()
+        frozen.close()
+        grads.append({n: p.grad for n, p in st.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+    assert any(g.abs().sum() > 0 for g in grads[0].values())
+
+
 def test_new_adapter_starts_from_the_unets_text_projections(assets):
     comps = tiny.build_tiny_components(0)
     clip = ipa.build_tiny_clip_vision(seed=4)

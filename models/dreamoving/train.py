@@ -48,7 +48,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -215,9 +215,24 @@ class VideoControlNetStage(nn.Module):
         return run_motion_unet(unet, noisy, t, text, down, mid)
 
 
-class _TrainingGuiderHook(ContentGuiderHook):
-    """The inference hook caches image K/V per layer; in training the tokens change every step and gradient
-    checkpointing re-runs layers, so K/V are recomputed at every call."""
+class TrainingGuiderHook(ContentGuiderHook):
+    """The Content Guider hook for training: the image tokens change every step (`set_tokens`) and carry
+    gradients, so K/V are recomputed at every call instead of cached. Installed once for the whole run
+    (`install`), it stays in place through backward, where gradient checkpointing re-runs the layers."""
+
+    def __init__(self, adapters: dict[str, IPAdapter], placeholders: dict[str, torch.Tensor], unet):
+        prompts = {n: ImagePrompt(a, placeholders[n], placeholders[n], 1.0) for n, a in adapters.items()}
+        super().__init__(prompts, unet, cfg=False)
+
+    def set_tokens(self, tokens: dict[str, torch.Tensor]) -> None:
+        for name, t in tokens.items():
+            self.prompts[name].tokens = self.prompts[name].uncond_tokens = t
+
+    def install(self, unet) -> ExitStack:
+        """Patch `unet`'s attention processors until the returned stack is closed."""
+        stack = ExitStack()
+        stack.enter_context(attention_hooks(unet, [self]))
+        return stack
 
     def _unique_kv(self, name, prompt, call):
         self._kv_cache.clear()
@@ -232,13 +247,17 @@ class ContentGuiderStage(nn.Module):
         self.adapters = nn.ModuleDict({"face": face, "clothes": clothes})
         self.adapters.requires_grad_(True)
 
-    def forward(self, unet, noisy, t, text, embeds: dict[str, torch.Tensor]) -> torch.Tensor:
-        """noisy [B, C, h, w], t [B], text [B, L, D], embeds: CLIP features per prompt [B, ...] -> eps."""
-        prompts = {}
-        for name, adapter in self.adapters.items():
-            tokens = adapter.image_proj(embeds[name])  # with gradients (IPAdapter.project is no_grad)
-            prompts[name] = ImagePrompt(adapter, tokens, tokens, 1.0)
-        hook = _TrainingGuiderHook(prompts, unet, cfg=False)
+    def forward(self, unet, noisy, t, text, embeds: dict[str, torch.Tensor], hook=None) -> torch.Tensor:
+        """noisy [B, C, h, w], t [B], text [B, L, D], embeds: CLIP features per prompt [B, ...] -> eps.
+
+        `hook`: a `TrainingGuiderHook` already installed on `unet` (needed with gradient checkpointing);
+        without one, a hook is installed for this forward only."""
+        # with gradients (IPAdapter.project is no_grad)
+        tokens = {name: adapter.image_proj(embeds[name]) for name, adapter in self.adapters.items()}
+        if hook is not None:
+            hook.set_tokens(tokens)
+            return unet(noisy, t, encoder_hidden_states=text).sample
+        hook = TrainingGuiderHook(dict(self.adapters.items()), tokens, unet)
         with attention_hooks(unet, [hook]):
             return unet(noisy, t, encoder_hidden_states=text).sample
 
@@ -282,6 +301,14 @@ class Frozen:
     weight_dtype: torch.dtype = torch.float32
     clip_vision: nn.Module | None = None
     uncond: dict[str, torch.Tensor] = field(default_factory=dict)  # CLIP features of the dropped prompt
+    guider_hook: TrainingGuiderHook | None = None  # installed on `unet` until `close()`
+    _installed: ExitStack | None = None
+
+    def close(self) -> None:
+        """Restore the U-Net's attention processors (the guider stage patches them for the whole run)."""
+        if self._installed is not None:
+            self._installed.close()
+            self._installed = None
 
 
 def micro_generator(seed: int, epoch: int, batch: int, process: int = 0) -> torch.Generator:
@@ -345,7 +372,7 @@ def stage_loss(
             cond = _pick(clip_features(frozen.clip_vision, batch[name]), adapter)
             uncond = frozen.uncond[name].to(cond.device).expand_as(cond)
             embeds[name] = torch.where(drop_image.view(-1, *[1] * (cond.ndim - 1)), uncond, cond)
-        pred = stage(frozen.unet, noisy, t, text, embeds)
+        pred = stage(frozen.unet, noisy, t, text, embeds, frozen.guider_hook)
 
     if sched.config.prediction_type == "v_prediction":
         target = sched.get_velocity(latents, noise, t)
@@ -415,6 +442,9 @@ def setup_stage(cfg: TrainConfig, comps, device, weight_dtype):
                 str(cfg.frames),
             )
         unet = inflate_unet(comps.unet, adapter)
+        torch.manual_seed(
+            cfg.seed
+        )  # new motion blocks draw their (non-zero) weights from the global generator
         stage = VideoControlNetStage(build_video_controlnet(cfg, adapter).float(), cfg.train_controlnet)
         dataset = ControlClipDataset(
             cfg.data, cfg.frames, cfg.stride, cfg.resolution, cfg.control_suffix, cfg.seed
@@ -453,6 +483,11 @@ def setup_stage(cfg: TrainConfig, comps, device, weight_dtype):
         unet, comps.vae, texts, texts([""])[0], make_noise_scheduler(comps.scheduler_config),
         weight_dtype, clip_vision, uncond,
     )  # fmt: skip
+    if cfg.stage == "guider":  # patched for the run, so gradient checkpointing re-runs the guided layers
+        with torch.no_grad():
+            placeholders = {n: a.image_proj(uncond[n]) for n, a in stage.adapters.items()}
+        frozen.guider_hook = TrainingGuiderHook(dict(stage.adapters.items()), placeholders, unet)
+        frozen._installed = frozen.guider_hook.install(unet)
     return stage, frozen, dataset
 
 
@@ -682,6 +717,7 @@ def train(
         elif is_main and not final_dir.is_dir():
             export()
     finally:
+        frozen.close()
         if log_file is not None:
             log_file.close()
 
