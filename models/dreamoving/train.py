@@ -1,9 +1,9 @@
 """DreaMoving trainer (Feng et al. 2023, arXiv 2312.05107), built on accelerate.
 
-DreaMoving trains its parts in stages (Sec. 2.4 "Model Training" of arXiv v2): Content Guider training,
-long-frame pretraining of the U-Net's motion blocks, Video ControlNet training, expression fine-tuning.
-The Video ControlNet and the Content Guider are plug-ins trained separately on top of the denoising
-U-Net; this command trains those two:
+DreaMoving trains its parts in stages (arXiv v2, "Model Training", Sec. 2.4 in the v2 numbering where
+Sec. 2 is the architecture): Content Guider training, long-frame pretraining of the U-Net's motion blocks,
+Video ControlNet training, expression fine-tuning. The Video ControlNet and the Content Guider are plug-ins
+trained separately on top of the denoising U-Net; this command trains those two:
 
 - `--stage controlnet`: SD1.5 U-Net inflated with AnimateDiff motion modules, all frozen; trainable: the
   Video ControlNet's motion blocks (the image ControlNet too with `--train-controlnet`). Loss: epsilon-
