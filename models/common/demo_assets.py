@@ -84,7 +84,7 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         image = base / "input" / DEMO_COLOR_IMAGE
         image.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(world_demo_image()).save(image)
-        return {**paths, "image": image}
+        return {**paths, "image": image, **write_dreamoving_demo_assets(base)}  # DreaMoving: tiny models
     diffusers = base / "models" / "diffusers"
     folder, lcm_folder = diffusers / DEMO_COLORIZER, diffusers / DEMO_LCM
     swiftbrush_folder = diffusers / DEMO_SWIFTBRUSH  # tiny one-step student (and teacher)

@@ -40,11 +40,19 @@ def _save_fp16(module: torch.nn.Module, folder: Path) -> None:
     module.to(torch.float32)
 
 
-def stage_vae(weights: Path, cache: Path, quick: bool) -> None:
-    from .train_base import VAESettings, train_vae
+def stage_vae(weights: Path, cache: Path, quick: bool, start_phase: int = 0) -> None:
+    from diffusers import AutoencoderKL
 
-    settings = VAESettings(steps=30, images=64) if quick else VAESettings()
-    vae = train_vae(settings, cache_dir=cache, progress=_progress())
+    from .train_base import VAEPhase, VAESettings, train_vae
+
+    settings = VAESettings(
+        phases=(VAEPhase(20, 64, 2, 1e-4, True), VAEPhase(5, 128, 1, 1e-4, False)), images=64
+    )
+    settings = settings if quick else VAESettings()
+    init = None
+    if start_phase:  # continue from the weights the earlier phases wrote
+        init = AutoencoderKL.from_pretrained(zoo.base_dir(weights) / "vae", torch_dtype=torch.float32)
+    vae = train_vae(settings, cache_dir=cache, progress=_progress(), init=init, start_phase=start_phase)
     _save_fp16(vae, zoo.base_dir(weights) / "vae")
 
 
@@ -167,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default=str(zoo.WEIGHTS_DIR), help="output folder (default: the shipped one)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "comfyui-papernodes" / "proving_ground"))
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--vae-start-phase", type=int, default=0, help="resume the VAE at this phase (from saved weights)"
+    )
     p.add_argument("--quick", action="store_true", help="a few steps per stage: checks the plumbing only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -182,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.time()
         log.info("stage %s ...", stage)
-        globals()[f"stage_{stage}"](weights, cache, args.quick)
+        extra = {"start_phase": args.vae_start_phase} if stage == "vae" else {}
+        globals()[f"stage_{stage}"](weights, cache, args.quick, **extra)
         times[stage] = round(time.time() - t0, 1)
         log.info("stage %s done in %.0f s", stage, times[stage])
     record = weights / "training_times.json"
