@@ -107,6 +107,14 @@ def section_teacher(args, clf, results):
     other_captions = [caption(s) for s in other_scenes[args.samples :]]
     real = score(other[args.samples :], other_captions, reference, clf)  # real scenes vs real scenes
     results["held-out scenes (reference floor)"] = real
+    with torch.no_grad():  # what the generators can reach at best: real scenes through the VAE
+        x = to_image(other[args.samples :]).permute(0, 3, 1, 2) * 2 - 1
+        rec = torch.cat([comps.vae.decode(comps.vae.encode(x[i : i + 50]).latent_dist.mode()).sample
+                         for i in range(0, len(x), 50)])  # fmt: skip
+    vae_rows = to_uint8((rec.permute(0, 2, 3, 1) + 1) / 2)
+    results["held-out scenes through the VAE (decoder ceiling)"] = score(
+        vae_rows, other_captions, reference, clf
+    )
     return imgs
 
 

@@ -141,7 +141,7 @@ def encode_posteriors(vae, pixels: torch.Tensor, batch: int = 64) -> tuple[torch
 
 @dataclass
 class TeacherSettings:
-    steps: int = 2500
+    steps: int = 2000
     batch_size: int = 32
     lr: float = 2e-4
     images: int = 12000

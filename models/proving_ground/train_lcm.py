@@ -30,7 +30,7 @@ TIMESTEP_SCALING = 10.0
 
 @dataclass
 class LCMSettings:
-    steps: int = 800
+    steps: int = 600
     batch_size: int = 16
     lr: float = 3e-5
     guidance: float = 3.0

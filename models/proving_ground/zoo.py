@@ -20,6 +20,8 @@ import json
 import shutil
 from pathlib import Path
 
+from ..common.tiny import TINY_CLIP, TINY_UNET, TINY_VAE
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BASE = "world_sd"
 DERIVED = {
@@ -28,47 +30,30 @@ DERIVED = {
     "swiftbrush": "world_swiftbrush_unet",
 }
 
+# Same classes and fixed fields as the tiny test doubles; only the sizes differ.
 # 128 px -> 16x16x4 latents: three downsamplings = 8x, 4 latent channels, as SD's VAE.
-WORLD_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(32, 64, 64, 64),
-    layers_per_block=1,
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=128,
-    scaling_factor=1.0,  # replaced after training by 1 / std of the training latents (how SD got 0.18215)
-)
-
+WORLD_VAE = {
+    **TINY_VAE,
+    "block_out_channels": (32, 64, 64, 64),
+    "sample_size": 128,
+    "scaling_factor": 1.0,  # replaced after training by 1 / std of the training latents (how SD got 0.18215)
+}
 # The vocabulary stays CLIP's 49 408 BPE tokens so the real tokenizer works unchanged.
-WORLD_CLIP = dict(
-    hidden_size=96,
-    intermediate_size=384,
-    num_attention_heads=12,
-    num_hidden_layers=4,
-    max_position_embeddings=77,
-    vocab_size=49408,
-    hidden_act="quick_gelu",
-    bos_token_id=49406,
-    eos_token_id=49407,
-    pad_token_id=49407,
-    projection_dim=96,
-)
-
-WORLD_UNET = dict(
-    sample_size=16,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=1,
-    block_out_channels=(64, 128, 128),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=96,
-    attention_head_dim=8,
-    norm_num_groups=32,
-)
+WORLD_CLIP = {
+    **TINY_CLIP,
+    "hidden_size": 96,
+    "intermediate_size": 384,
+    "num_hidden_layers": 4,
+    "projection_dim": 96,
+}
+WORLD_UNET = {
+    **TINY_UNET,
+    "sample_size": 16,
+    "block_out_channels": (64, 128, 128),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 96,
+}
 
 
 def base_dir(weights_dir: Path | str = WEIGHTS_DIR) -> Path:
