@@ -206,6 +206,14 @@ def section_infedit(args, clf, results):
     )  # fmt: skip
     pipe = InfEditPipeline(lcm)
     settings = PRESETS["interactive"]
+    rows = args.infedit_rows.split(",")
+    if "ours" in rows:
+        _infedit_ours(pipe, settings, pairs, clf, results)
+    if "baseline" in rows:
+        _infedit_baseline(base, pairs, args.guidance, clf, results)
+
+
+def _infedit_ours(pipe, settings, pairs, clf, results):
     outs, t0 = [], time.perf_counter()
     for _, src_img, _, src, tgt, _, _ in pairs:
         r = pipe(to_image(src_img)[None], src, [tgt], settings)
@@ -213,12 +221,13 @@ def section_infedit(args, clf, results):
     row = _edit_scores(outs, pairs, clf)
     row["seconds_per_edit"] = round((time.perf_counter() - t0) / len(pairs), 3)
     results["InfEdit (LCM student, 15 steps)"] = row
+
+
+def _infedit_baseline(base, pairs, guidance, clf, results):
     outs, t0 = [], time.perf_counter()
     for _, src_img, _, src, tgt, _, _ in pairs:
         with torch.no_grad():
-            _, lat = ddim_inversion_p2p(
-                base, to_image(src_img)[None], src, tgt, steps=50, guidance=args.guidance
-            )
+            _, lat = ddim_inversion_p2p(base, to_image(src_img)[None], src, tgt, steps=50, guidance=guidance)
             img = base.vae.decode(lat[1:] / base.vae.config.scaling_factor).sample
         outs.append(to_uint8((img.permute(0, 2, 3, 1) + 1) / 2)[0])
     row = _edit_scores(outs, pairs, clf)
@@ -260,6 +269,7 @@ def main(argv=None) -> int:
     p.add_argument("--sections", default=",".join(SECTIONS))
     p.add_argument("--samples", type=int, default=500, help="generated images per text-to-image row")
     p.add_argument("--edits", type=int, default=200, help="edit pairs for InfEdit and its baseline")
+    p.add_argument("--infedit-rows", default="ours,baseline", help="ours, baseline or both (to split runs)")
     p.add_argument("--colorize-images", type=int, default=100)
     p.add_argument("--colorize-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0, help="CFG of the teacher rows and the baseline")

@@ -6,7 +6,7 @@ Our interpretation (the issue fixes the architectures, not the recipes):
   The latent scaling factor is 1 / std of the training latents, the rule SD used to get 0.18215.
 - Teacher: epsilon prediction on SD's scaled-linear schedule (beta 0.00085..0.012, 1000 steps), CLIP text
   encoder trained jointly from scratch, captions dropped to "" 10 % of the time for classifier-free guidance
-  (as SD1.5 fine-tuning does), AdamW, EMA weights shipped. Latents are sampled from stored posteriors.
+  (as SD1.5 fine-tuning does), AdamW, EMA (decay 0.995) weights shipped. Latents are sampled from stored posteriors.
 """
 
 from __future__ import annotations
@@ -146,7 +146,9 @@ class TeacherSettings:
     lr: float = 2e-4
     images: int = 12000
     caption_dropout: float = 0.1  # classifier-free guidance training (SD1.5 uses 10 %)
-    ema_decay: float = 0.999
+    # A horizon of ~200 steps: with 0.999 the average still held ~37 % of the first half of this short run
+    # and sampled the mean colors of the world (measured: 0 % prompt accuracy).
+    ema_decay: float = 0.995
     seed: int = 0
 
 
