@@ -12,10 +12,11 @@ chunks of 8 frames, torch.set_num_threads(--threads). Rows:
   ControlNetModel, VAE, text encoder and scheduler config, with `enable_free_noise(context_length=16,
   context_stride=12, weighting_scheme="pyramid", noise_type="random")`: the same 16/12 end-aligned
   windows, pyramid-weighted, same initial noise. FreeNoise windows only the motion modules; the spatial
-  U-Net layers and the ControlNet see all frames at once. Without FreeNoise the pipeline cannot pass 32
-  frames (the motion modules' positional table), so there is no single-pass row beyond that;
+  U-Net layers and the ControlNet see all frames at once. Without FreeNoise the pipeline cannot take more
+  than 32 frames (the motion modules' positional table), so there is no single-pass diffusers row;
 - diffusers FreeNoise + split: the same plus `enable_free_noise_split_inference()` (diffusers' memory
   option: U-Net layers run in 16-frame / 256-position chunks; the ControlNet still sees all frames).
+  Large model only by default (on the tiny model the working memory is a few MB).
 
 Each (model, row, frame count) runs in a fresh subprocess: build the seeded models, one warm-up run
 (16 frames, 1 step), reset the RSS high-water mark (/proc/self/clear_refs "5"), then one timed run.
@@ -25,6 +26,7 @@ shared machine). At 16 frames the "ours (image ControlNet)" and diffusers output
 modules, noise and windows: they must agree to float rounding).
 
     python benchmarks/dreamoving.py [--models tiny,large] [--frames 16,32,64,128] [--steps 4] [--threads 1]
+                                    [--resume]   # keep the finished runs of an interrupted invocation
 
 Models: "tiny" = the tests' seeded SD1.5-architecture doubles (U-Net blocks (32, 64)) at 64x64 px;
 "large" = U-Net blocks (64, 128, 256), 2 cross-attention levels, motion adapter to match, at 128x128 px.
