@@ -157,7 +157,7 @@ def stage_swiftbrush(weights: Path, cache: Path, quick: bool) -> None:
     prompts = cache / "swiftbrush-prompts.txt"
     prompts.write_text("\n".join(sorted(set(captions))) + "\n")
     out = cache / ("swiftbrush-run-quick" if quick else "swiftbrush-run")
-    steps = 3 if quick else 400
+    steps = 3 if quick else 300
     argv = [
         "--teacher", str(zoo.base_dir(weights)), "--prompts", str(prompts), "--out", str(out),
         "--resolution", "128", "--batch-size", "8", "--max-steps", str(steps),

@@ -146,8 +146,8 @@ class TeacherSettings:
     lr: float = 2e-4
     images: int = 12000
     caption_dropout: float = 0.1  # classifier-free guidance training (SD1.5 uses 10 %)
-    # A horizon of ~200 steps: with 0.999 the average still held ~37 % of the first half of this short run
-    # and sampled the mean colors of the world (measured: 0 % prompt accuracy).
+    # EMA's warm-up caps the decay at (1+n)/(10+n) = 0.9955 after 2000 steps, so 0.995 and 0.999 give nearly
+    # the same average here (measured: the same denoising errors to 4 digits).
     ema_decay: float = 0.995
     seed: int = 0
 
