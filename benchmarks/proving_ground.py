@@ -196,15 +196,14 @@ def _edit_scores(outputs, pairs, clf) -> dict:
 def section_infedit(args, clf, results):
     pairs = edit_pairs(args.edits)
     base = load_components(zoo.base_dir(WEIGHTS))
-    lcm = SDComponents(
-        _unet(zoo.derived_unet_dir("lcm", WEIGHTS)), base.vae, base.text_encoder, base.tokenizer,
-        json.loads((zoo.derived_unet_dir("lcm", WEIGHTS) / "scheduler_config.json").read_text()), source="world lcm",
-    )  # fmt: skip
-    pipe = InfEditPipeline(lcm)
-    settings = PRESETS["interactive"]
     rows = args.infedit_rows.split(",")
     if "ours" in rows:
-        _infedit_ours(pipe, settings, pairs, clf, results)
+        lcm = SDComponents(
+            _unet(zoo.derived_unet_dir("lcm", WEIGHTS)), base.vae, base.text_encoder, base.tokenizer,
+            json.loads((zoo.derived_unet_dir("lcm", WEIGHTS) / "scheduler_config.json").read_text()),
+            source="world lcm",
+        )  # fmt: skip
+        _infedit_ours(InfEditPipeline(lcm), PRESETS["interactive"], pairs, clf, results)
     if "baseline" in rows:
         _infedit_baseline(base, pairs, args.guidance, clf, results)
 
