@@ -42,8 +42,11 @@ def register_folders() -> None:
         import folder_paths
     except ImportError:
         return
+    models_dir = getattr(folder_paths, "models_dir", None)
+    if models_dir is None or not hasattr(folder_paths, "folder_names_and_paths"):
+        return  # a stand-in module (tests) or a very old ComfyUI: nothing to register
     for name in ("animatediff_models", "ipadapter"):
-        default = os.path.join(folder_paths.models_dir, name)
+        default = os.path.join(models_dir, name)
         if name not in folder_paths.folder_names_and_paths:
             folder_paths.folder_names_and_paths[name] = ([default], set(folder_paths.supported_pt_extensions))
         elif default not in folder_paths.folder_names_and_paths[name][0]:
