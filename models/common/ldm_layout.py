@@ -49,6 +49,25 @@ def split_components(state_dict: dict) -> dict[str, dict]:
 # ----------------------------------------------------------------------------------------------------
 
 
+def attention_fields(sd: dict, depth: list[int]) -> dict:
+    """Cross-attention width, projection kind, transformer depth and mid block of an LDM-layout U-Net (or
+    ControlNet) state dict, read from tensor shapes."""
+    cfg: dict = {}
+    attn2 = [v for k, v in sd.items() if k.endswith("attn2.to_k.weight")]
+    if attn2:
+        cfg["cross_attention_dim"] = int(attn2[0].shape[1])
+    proj_in = [v for k, v in sd.items() if k.endswith(".proj_in.weight")]
+    cfg["use_linear_projection"] = bool(proj_in and proj_in[0].ndim == 2)
+    if len(set(depth)) > 1:
+        cfg["transformer_layers_per_block"] = depth
+    elif depth[0] != 1:
+        cfg["transformer_layers_per_block"] = depth[0]
+    cfg["mid_block_type"] = (
+        "UNetMidBlock2DCrossAttn" if "middle_block.1.proj_in.weight" in sd else "UNetMidBlock2D"
+    )
+    return cfg
+
+
 def infer_unet_config(unet_sd: dict, template: dict | None = None) -> dict:
     """diffusers UNet2DConditionModel config for an LDM U-Net state dict (keys with `model.diffusion_model.`).
 
@@ -86,18 +105,7 @@ def infer_unet_config(unet_sd: dict, template: dict | None = None) -> dict:
         has_attn = f"output_blocks.{first}.1.proj_in.weight" in sd
         up_types.append("CrossAttnUpBlock2D" if has_attn else "UpBlock2D")
     cfg["up_block_types"] = up_types
-    attn2 = [v for k, v in sd.items() if k.endswith("attn2.to_k.weight")]
-    if attn2:
-        cfg["cross_attention_dim"] = int(attn2[0].shape[1])
-    proj_in = [v for k, v in sd.items() if k.endswith(".proj_in.weight")]
-    cfg["use_linear_projection"] = bool(proj_in and proj_in[0].ndim == 2)
-    if len(set(depth)) > 1:
-        cfg["transformer_layers_per_block"] = depth
-    elif depth[0] != 1:
-        cfg["transformer_layers_per_block"] = depth[0]
-    cfg["mid_block_type"] = (
-        "UNetMidBlock2DCrossAttn" if "middle_block.1.proj_in.weight" in sd else "UNetMidBlock2D"
-    )
+    cfg.update(attention_fields(sd, depth))
     return cfg
 
 

@@ -86,20 +86,9 @@ def infer_controlnet_config(sd: dict, template: dict | None = None) -> dict:
         pat = re.compile(rf"input_blocks\.{first}\.1\.transformer_blocks\.(\d+)\.")
         depth.append(1 + max((int(m[1]) for k in sd if (m := pat.match(k))), default=0))
     cfg.update(block_out_channels=block_out, down_block_types=down_types, layers_per_block=lpb)
-    attn2 = [v for k, v in sd.items() if k.endswith("attn2.to_k.weight")]
-    if attn2:
-        cfg["cross_attention_dim"] = int(attn2[0].shape[1])
-        if cfg["cross_attention_dim"] == 1024:  # SD2.x: heads of 64 channels (diffusers' "head_dim" = heads)
-            cfg["attention_head_dim"] = [c // 64 for c in block_out]
-    proj_in = [v for k, v in sd.items() if k.endswith(".proj_in.weight")]
-    cfg["use_linear_projection"] = bool(proj_in and proj_in[0].ndim == 2)
-    if len(set(depth)) > 1:
-        cfg["transformer_layers_per_block"] = depth
-    elif depth[0] != 1:
-        cfg["transformer_layers_per_block"] = depth[0]
-    cfg["mid_block_type"] = (
-        "UNetMidBlock2DCrossAttn" if "middle_block.1.proj_in.weight" in sd else "UNetMidBlock2D"
-    )
+    cfg.update(ldm_layout.attention_fields(sd, depth))
+    if cfg.get("cross_attention_dim") == 1024:  # SD2.x: heads of 64 channels (diffusers' "head_dim" = heads)
+        cfg["attention_head_dim"] = [c // 64 for c in block_out]
     # Conditioning encoder: conv_in, then (same-width conv, stride-2 conv) pairs, then the zero conv_out.
     hint = _hint_conv_indices(sd)
     blocks = hint[1:-1]
