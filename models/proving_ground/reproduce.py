@@ -75,20 +75,6 @@ def stage_teacher(weights: Path, cache: Path, quick: bool) -> None:
     save_diffusers_folder(comps, base)
 
 
-def _world_latents(vae, n: int, seed: int, cache: Path):
-    """(latents_fn(indices) -> scaled latents sampled from the posteriors, captions) of n train scenes."""
-    from .train_base import encode_posteriors, to_pixels, world_images
-
-    images, captions = world_images(n, seed, cache_dir=cache)
-    means, stds = encode_posteriors(vae, to_pixels(images))
-    scale = vae.config.scaling_factor
-
-    def latents_fn(idx: torch.Tensor) -> torch.Tensor:
-        return (means[idx] + stds[idx] * torch.randn_like(means[idx])) * scale
-
-    return latents_fn, captions
-
-
 def _export_unet(unet_folder: Path, dest: Path) -> None:
     from diffusers import UNet2DConditionModel
 
@@ -124,12 +110,14 @@ def stage_colorize(weights: Path, cache: Path, quick: bool) -> None:
 
 def stage_lcm(weights: Path, cache: Path, quick: bool) -> None:
     from ..common.loading import load_components
-    from ..common.text import encode_prompts  # noqa: F401  (same tokenisation as every sampler)
-    from .train_base import scaled_linear_alphas_cumprod, tokenize
+    from .train_base import PosteriorLatents, scaled_linear_alphas_cumprod, to_pixels, tokenize, world_images
     from .train_lcm import LCMSettings, distill_lcm
 
     comps = load_components(zoo.base_dir(weights))
-    latents_fn, captions = _world_latents(comps.vae, 64 if quick else 12000, 1, cache)
+    # The teacher's training scenes (seed 1); their posteriors are encoded again here (~3 min on 2 cores):
+    # a stage reads only the shipped weights, never another stage's in-memory state.
+    images, captions = world_images(64 if quick else 12000, 1, cache_dir=cache)
+    latents_fn = PosteriorLatents(comps.vae, to_pixels(images))
 
     def encode_text(texts: list[str]) -> torch.Tensor:
         with torch.no_grad():

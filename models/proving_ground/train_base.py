@@ -139,6 +139,21 @@ def encode_posteriors(vae, pixels: torch.Tensor, batch: int = 64) -> tuple[torch
     return torch.cat(means), torch.cat(stds)
 
 
+class PosteriorLatents:
+    """Scaled latents of a fixed image set, freshly sampled from their stored VAE posteriors on each call
+    (the encoder runs once; sampling is the cheap augmentation SD's training gets from the posterior)."""
+
+    def __init__(self, vae, pixels: torch.Tensor):
+        self.means, self.stds = encode_posteriors(vae, pixels)
+        self.scale = vae.config.scaling_factor
+
+    def __len__(self) -> int:
+        return len(self.means)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        return (self.means[idx] + self.stds[idx] * torch.randn_like(self.means[idx])) * self.scale
+
+
 @dataclass
 class TeacherSettings:
     steps: int = 2000
@@ -178,8 +193,7 @@ def train_teacher(vae, settings: TeacherSettings, cache_dir: Path | None = None,
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed + 1)
     images, captions = world_images(settings.images, settings.seed + 1, cache_dir=cache_dir)
-    means, stds = encode_posteriors(vae, to_pixels(images))
-    scale = vae.config.scaling_factor
+    latents = PosteriorLatents(vae, to_pixels(images))
     tokenizer = load_tokenizer()
     ids = tokenize(tokenizer, captions)
     empty = tokenize(tokenizer, [""])[0]
@@ -192,8 +206,8 @@ def train_teacher(vae, settings: TeacherSettings, cache_dir: Path | None = None,
     ac = scaled_linear_alphas_cumprod()
     t0 = time.time()
     for step in range(settings.steps):
-        idx = torch.from_numpy(rng.integers(0, len(means), settings.batch_size))
-        z0 = (means[idx] + stds[idx] * torch.randn_like(means[idx])) * scale
+        idx = torch.from_numpy(rng.integers(0, len(latents), settings.batch_size))
+        z0 = latents(idx)
         tok = ids[idx].clone()
         drop = torch.from_numpy(rng.random(settings.batch_size) < settings.caption_dropout)
         tok[drop] = empty
