@@ -10,6 +10,8 @@ Sections (each compares our path with its baseline on the same models, same prom
               on world edit pairs; against DDIM inversion + Prompt-to-Prompt on the teacher.
 - colorize:   PSNR/SSIM against ground truth: trained colorizer with and without luminance lock, and the
               untrained InstructPix2Pix init (the teacher with the zero-initialised 8-channel conv_in).
+- diagnose:   VAE PSNR, the teacher's clean-latent error by timestep and its caption sensitivity (the
+              numbers behind the README's explanation of the missed targets).
 World-FID compares generated images with the same number of held-out scenes (classifier features).
 Results go to benchmarks/results/proving_ground-cpu.json.
 """
@@ -35,11 +37,14 @@ from papernodes.models.common.loading import SDComponents, load_components  # no
 from papernodes.models.infedit.pipeline import PRESETS, InfEditPipeline  # noqa: E402
 from papernodes.models.proving_ground import classifier as pg_classifier  # noqa: E402
 from papernodes.models.proving_ground import zoo  # noqa: E402
+from papernodes.models.proving_ground.train_base import scaled_linear_alphas_cumprod, tokenize  # noqa: E402
 from papernodes.models.proving_ground.world import (  # noqa: E402
     WorldDataset,
+    caption,
     edit_pair,
     object_coverage,
     render,
+    sample_scene,
     scene_rng,
 )
 from papernodes.models.swiftbrush.sampler import SwiftBrushPipeline  # noqa: E402
@@ -48,15 +53,23 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from infedit import ddim_inversion_p2p  # noqa: E402
 from swiftbrush import teacher_pipeline  # noqa: E402
 
-SECTIONS = ("teacher", "swiftbrush", "infedit", "colorize")
+SECTIONS = ("teacher", "swiftbrush", "infedit", "colorize", "diagnose")
 WEIGHTS = zoo.WEIGHTS_DIR  # --weights overrides
 HELDOUT_SEED = 7  # held-out scenes for prompts, references and edits (the classifier's eval seed is 0)
 
 
-def heldout(n: int):
-    ds = WorldDataset(n, seed=HELDOUT_SEED, split="heldout")
-    scenes = [ds.scene(i) for i in range(n)]
-    return scenes, np.stack([render(s) for s in scenes])
+def heldout(n: int, start: int = 0):
+    """Held-out scenes start..start+n: (scenes, uint8 images, captions)."""
+    ds = WorldDataset(start + n, seed=HELDOUT_SEED, split="heldout")
+    scenes = [ds.scene(i) for i in range(start, start + n)]
+    return scenes, np.stack([render(s) for s in scenes]), [caption(s) for s in scenes]
+
+
+def derived(kind: str, base: SDComponents, scheduler_config: dict | None = None) -> SDComponents:
+    """The base pipeline with the `kind` U-Net of the zoo (colorize, lcm, swiftbrush)."""
+    unet = _unet(zoo.derived_unet_dir(kind, WEIGHTS))
+    return SDComponents(unet, base.vae, base.text_encoder, base.tokenizer,
+                        scheduler_config or base.scheduler_config, source=f"world {kind}")  # fmt: skip
 
 
 def to_image(x: np.ndarray) -> torch.Tensor:
@@ -93,22 +106,18 @@ def teacher_key(args) -> str:
 
 
 def section_teacher(args, clf, results):
-    scenes, reference = heldout(args.samples)
-    from papernodes.models.proving_ground.world import caption
-
-    captions = [caption(s) for s in scenes]
+    _, reference, captions = heldout(args.samples)
     comps = load_components(zoo.base_dir(WEIGHTS))
     t0 = time.perf_counter()
     imgs = teacher_images(comps, captions, 25, args.guidance)
     row = score(imgs, captions, reference, clf)
     row["seconds_per_image"] = round((time.perf_counter() - t0) / len(captions), 4)
     results[teacher_key(args)] = row
-    other_scenes, other = heldout(2 * args.samples)
-    other_captions = [caption(s) for s in other_scenes[args.samples :]]
-    real = score(other[args.samples :], other_captions, reference, clf)  # real scenes vs real scenes
+    _, other, other_captions = heldout(args.samples, start=args.samples)
+    real = score(other, other_captions, reference, clf)  # real scenes vs real scenes
     results["held-out scenes (reference floor)"] = real
     with torch.no_grad():  # what the generators can reach at best: real scenes through the VAE
-        x = to_image(other[args.samples :]).permute(0, 3, 1, 2) * 2 - 1
+        x = to_image(other).permute(0, 3, 1, 2) * 2 - 1
         rec = torch.cat([comps.vae.decode(comps.vae.encode(x[i : i + 50]).latent_dist.mode()).sample
                          for i in range(0, len(x), 50)])  # fmt: skip
     vae_rows = to_uint8((rec.permute(0, 2, 3, 1) + 1) / 2)
@@ -119,10 +128,7 @@ def section_teacher(args, clf, results):
 
 
 def section_swiftbrush(args, clf, results):
-    scenes, reference = heldout(args.samples)
-    from papernodes.models.proving_ground.world import caption
-
-    captions = [caption(s) for s in scenes]
+    _, reference, captions = heldout(args.samples)
     base = load_components(zoo.base_dir(WEIGHTS))
     # The 25-step teacher row is the teacher section's (same prompts and seeds): run that section first.
     t0 = time.perf_counter()
@@ -131,11 +137,7 @@ def section_swiftbrush(args, clf, results):
     results["teacher forced to 1 step"]["seconds_per_image"] = round(
         (time.perf_counter() - t0) / len(captions), 4
     )
-    student = SDComponents(
-        _unet(zoo.derived_unet_dir("swiftbrush", WEIGHTS)), base.vae, base.text_encoder, base.tokenizer,
-        base.scheduler_config, source="world swiftbrush",
-    )  # fmt: skip
-    pipe = SwiftBrushPipeline(student)
+    pipe = SwiftBrushPipeline(derived("swiftbrush", base))
     t0 = time.perf_counter()
     imgs = []
     for i, c in enumerate(captions):
@@ -159,8 +161,6 @@ def edit_pairs(n: int):
     pairs = []
     for i in range(n):
         rng = scene_rng(HELDOUT_SEED + 1, "heldout", i)
-        from papernodes.models.proving_ground.world import sample_scene
-
         scene = sample_scene(rng)
         edited, src, tgt, index = edit_pair(scene, rng, kinds[i % 3])
         keep = np.ones((128, 128), bool)
@@ -198,11 +198,8 @@ def section_infedit(args, clf, results):
     base = load_components(zoo.base_dir(WEIGHTS))
     rows = args.infedit_rows.split(",")
     if "ours" in rows:
-        lcm = SDComponents(
-            _unet(zoo.derived_unet_dir("lcm", WEIGHTS)), base.vae, base.text_encoder, base.tokenizer,
-            json.loads((zoo.derived_unet_dir("lcm", WEIGHTS) / "scheduler_config.json").read_text()),
-            source="world lcm",
-        )  # fmt: skip
+        sched = json.loads((zoo.derived_unet_dir("lcm", WEIGHTS) / "scheduler_config.json").read_text())
+        lcm = derived("lcm", base, sched)
         _infedit_ours(InfEditPipeline(lcm), PRESETS["interactive"], pairs, clf, results)
     if "baseline" in rows:
         _infedit_baseline(base, pairs, args.guidance, clf, results)
@@ -231,13 +228,10 @@ def _infedit_baseline(base, pairs, guidance, clf, results):
 
 
 def section_colorize(args, clf, results):
-    scenes, reference = heldout(args.colorize_images)
+    _, reference, _ = heldout(args.colorize_images)
     images = to_image(reference)
     base = load_components(zoo.base_dir(WEIGHTS))
-    trained = SDComponents(
-        _unet(zoo.derived_unet_dir("colorize", WEIGHTS)), base.vae, base.text_encoder, base.tokenizer,
-        base.scheduler_config, source="world colorizer",
-    )  # fmt: skip
+    trained = derived("colorize", base)
     init_unet = expand_conv_in_for_ip2p(_unet(zoo.base_dir(WEIGHTS) / "unet"))
     untrained = SDComponents(init_unet, base.vae, base.text_encoder, base.tokenizer, base.scheduler_config)
     rows = {
@@ -257,6 +251,38 @@ def section_colorize(args, clf, results):
             "ssim": round(m["mean_ssim"], 4),
             "seconds_per_image": round((time.perf_counter() - t0) / len(images), 3),
         }
+
+
+@torch.no_grad()
+def section_diagnose(args, clf, results):
+    """The numbers behind the README's "why": VAE reconstruction PSNR, the teacher's clean-latent error by
+    timestep, and how much the true caption lowers its noise error against shuffled captions (t = 500)."""
+    _, images, captions = heldout(16)
+    comps = load_components(zoo.base_dir(WEIGHTS))
+    x = to_image(images).permute(0, 3, 1, 2) * 2 - 1
+    rec = comps.vae.decode(comps.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    results["VAE PSNR on 16 held-out scenes (dB)"] = round(
+        10 * np.log10(4 / float((rec - x).pow(2).mean())), 2
+    )
+    z0 = comps.vae.encode(x).latent_dist.mode() * comps.vae.config.scaling_factor
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(0))
+    ac = scaled_linear_alphas_cumprod()
+    embed = lambda texts: comps.text_encoder(tokenize(comps.tokenizer, texts))[0]  # noqa: E731
+    true, shuffled = embed(captions), embed(captions[1:] + captions[:1])
+    results["latent variance (predicting the mean scores this)"] = round(float(z0.var()), 3)
+    for t in (300, 600, 900, 999):
+        a = ac[t]
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        eps = comps.unet(zt, torch.full((16,), t), true).sample
+        x0 = (zt - (1 - a).sqrt() * eps) / a.sqrt()
+        results[f"teacher x0 MSE at t={t}"] = round(float((x0 - z0).pow(2).mean()), 4)
+    a = ac[500]
+    zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+    err = [
+        float((comps.unet(zt, torch.full((16,), 500), e).sample - noise).pow(2).mean())
+        for e in (true, shuffled)
+    ]
+    results["teacher eps MSE, true / shuffled captions (t=500)"] = round(err[0] / err[1], 3)
 
 
 def main(argv=None) -> int:
