@@ -31,7 +31,6 @@ OUTDIR/checkpoint-N (accelerate `save_state` folders for --resume), OUTDIR/log.c
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -49,6 +48,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..common.loading import SDComponents, load_diffusers_folder, load_single_file
 from ..common.saving import save_diffusers_folder
 from ..common.schedulers import scheduler_of_class
+from ..common.training_log import open_csv_log
 from .data import ColorFolderDataset, TripletDataset
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -499,11 +499,7 @@ def train(
     log_path = out / "log.csv"
     log_file = writer = None
     if is_main:
-        fresh_log = not (cfg.resume and log_path.is_file())
-        log_file = open(log_path, "w" if fresh_log else "a", newline="")  # noqa: SIM115 (closed below)
-        writer = csv.writer(log_file)
-        if fresh_log:
-            writer.writerow(["step", "loss", "lr", "elapsed_s"])
+        log_file, writer = open_csv_log(log_path, bool(cfg.resume), ["step", "loss", "lr", "elapsed_s"])
 
     def save_checkpoint() -> None:
         path = out / f"checkpoint-{state.step}"

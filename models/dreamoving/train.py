@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import os
 import shutil
@@ -75,6 +74,7 @@ from ...kernels.dispatch import use_backend
 from ...kernels.processor import _attention_modules, attention_hooks
 from ..colorize.train import EMA, TextEmbeddingCache, TrainProgress, load_model_fresh, make_noise_scheduler
 from ..common.errors import InputError, PaperNodesError, WeightsFormatError
+from ..common.training_log import open_csv_log
 from ..swiftbrush.train import make_accelerator, resolve_resume
 from .content_guider import ContentGuiderHook, ImagePrompt
 from .ip_adapter import (
@@ -631,11 +631,8 @@ def train(
     log_path = out / "log.csv"
     log_file = writer = None
     if is_main:
-        fresh = not (ckpt is not None and log_path.is_file())
-        log_file = open(log_path, "w" if fresh else "a", newline="")  # noqa: SIM115 (closed below)
-        writer = csv.writer(log_file)
-        if fresh:
-            writer.writerow(["step", "loss", "lr", "grad_norm", "elapsed_s"])
+        header = ["step", "loss", "lr", "grad_norm", "elapsed_s"]
+        log_file, writer = open_csv_log(log_path, ckpt is not None, header)
         print(
             f"DreaMoving stage {cfg.stage}: {len(dataset)} samples, {accelerator.num_processes} process(es) on "
             f"{device}, mixed precision {accelerator.mixed_precision}, effective batch "

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import hashlib
 import json
 import os
@@ -48,6 +47,7 @@ import torch
 from ..colorize.train import EMA, TextEmbeddingCache, find_latest_checkpoint
 from ..common.errors import InputError, PaperNodesError, WeightsFormatError
 from ..common.loading import SDComponents, is_diffusers_folder
+from ..common.training_log import open_csv_log
 from .sampler import SwiftBrushPipeline, student_timestep, student_x0, training_alphas_cumprod
 from .teacher import LORA_ALPHA, LORA_RANK, LoraTeacher
 from .vsd import GUIDANCE, PROMPT_DROPOUT, VSD_T_MAX, VSD_T_MIN, lora_teacher_step_loss, vsd_student_loss
@@ -481,11 +481,8 @@ def train(config: TrainConfig, progress: Callable[[int, int, dict], None] | None
     log_path = out / "log.csv"
     log_file = writer = None
     if is_main:
-        fresh = not (ckpt is not None and log_path.is_file())
-        log_file = open(log_path, "w" if fresh else "a", newline="")  # noqa: SIM115 (closed below)
-        writer = csv.writer(log_file)
-        if fresh:
-            writer.writerow(["step", "loss_vsd", "loss_lora", "grad_norm_student", "grad_norm_lora", "elapsed_s"])
+        header = ["step", "loss_vsd", "loss_lora", "grad_norm_student", "grad_norm_lora", "elapsed_s"]
+        log_file, writer = open_csv_log(log_path, ckpt is not None, header)
         print(f"distilling {cfg.teacher} into a one-step student: {len(prompts)} prompts, "
               f"{accelerator.num_processes} process(es) on {device}, mixed precision {accelerator.mixed_precision}, "
               f"batch {cfg.batch_size} per process, {cfg.resolution}px, steps {step}->{cfg.max_steps}", flush=True)
