@@ -289,7 +289,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sections", default=",".join(SECTIONS))
     p.add_argument("--samples", type=int, default=500, help="generated images per text-to-image row")
-    p.add_argument("--edits", type=int, default=100, help="edit pairs for InfEdit and its baseline")
+    p.add_argument("--edits", type=int, default=200, help="edit pairs for InfEdit and its baseline")
     p.add_argument("--infedit-rows", default="ours,baseline", help="ours, baseline or both (to split runs)")
     p.add_argument("--colorize-images", type=int, default=100)
     p.add_argument("--colorize-steps", type=int, default=20)

@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
     weights, cache = Path(args.weights), Path(args.cache)
+    record = weights / "training_times.json"
+    old = json.loads(record.read_text()) if record.is_file() and not args.quick else {}
     times = {}
     for stage in STAGES:
         if stage not in stages:
@@ -185,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         globals()[f"stage_{stage}"](weights, cache, args.quick, **extra)
         times[stage] = round(time.time() - t0, 1)
         log.info("stage %s done in %.0f s", stage, times[stage])
-    record = weights / "training_times.json"
-    old = json.loads(record.read_text()) if record.is_file() and not args.quick else {}
+        if stage == "vae" and args.vae_start_phase:  # resumed: the earlier phases' time is the recorded one
+            times[stage] = round(times[stage] + old.get("vae", 0.0), 1)
     record.write_text(json.dumps({**old, **times}, indent=2))
     return 0
 

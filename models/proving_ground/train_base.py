@@ -4,9 +4,15 @@ Our interpretation (the issue fixes the architectures, not the recipes):
 - VAE: L1 + L2 reconstruction with a small KL weight (SD's VAE adds LPIPS and a GAN, which flat-coloured
   shapes do not need), trained on 64 px random crops of 128 px scenes (fully convolutional, 4x cheaper).
   The latent scaling factor is 1 / std of the training latents, the rule SD used to get 0.18215.
+  A last phase fine-tunes the decoder alone on whole scenes: the latent space stays exactly the same (as
+  Stability's ft-MSE decoder did for SD), so every model trained on the latents stays valid.
 - Teacher: epsilon prediction on SD's scaled-linear schedule (beta 0.00085..0.012, 1000 steps), CLIP text
-  encoder trained jointly from scratch, captions dropped to "" 10 % of the time for classifier-free guidance
-  (as SD1.5 fine-tuning does), AdamW, EMA (decay 0.995) weights shipped. Latents are sampled from stored posteriors.
+  encoder warm-started by caption token tagging (`text_pretrain`) and then trained jointly with the U-Net,
+  captions dropped to "" 10 % of the time for classifier-free guidance (as SD1.5 fine-tuning does), AdamW,
+  EMA (decay 0.995) weights shipped. Latents are sampled from stored posteriors. The loss is Min-SNR-gamma
+  weighted (Hang et al. 2023, gamma = 5 as in the paper): epsilon-MSE times min(SNR, 5) / SNR, which stops
+  the many nearly clean timesteps from dominating and spends the small budget on the noisy ones, where
+  colors and layout are decided.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +30,7 @@ import torch.nn.functional as F
 
 from ..common.loading import load_tokenizer, shipped_scheduler_config
 from . import zoo
+from .text_pretrain import TextPretrainSettings, pretrain_text_encoder
 from .world import WorldDataset
 
 log = logging.getLogger(__name__)
@@ -73,6 +80,7 @@ class VAEPhase:
     batch_size: int
     lr: float
     cosine: bool  # cosine decay to 0 after 50 warm-up steps, else constant
+    decoder_only: bool = False  # freeze the encoder (and so the latent space); whole posteriors sampled
 
 
 @dataclass
@@ -83,6 +91,7 @@ class VAESettings:
         VAEPhase(1500, 64, 8, 4e-4, True),
         VAEPhase(1200, 64, 8, 3e-4, False),
         VAEPhase(200, 128, 4, 1e-4, False),
+        VAEPhase(1000, 128, 8, 2e-4, True, decoder_only=True),
     )
     kl_weight: float = 1e-6
     images: int = 4000
@@ -103,19 +112,26 @@ def train_vae(settings: VAESettings, cache_dir: Path | None = None, progress=Non
             continue
         torch.manual_seed(settings.seed + k)
         rng = np.random.default_rng(settings.seed + k)
-        opt = torch.optim.AdamW(vae.parameters(), lr=phase.lr, weight_decay=0.0)
+        vae.requires_grad_(True)
+        if phase.decoder_only:
+            vae.encoder.requires_grad_(False)
+            vae.quant_conv.requires_grad_(False)
+        params = [p for p in vae.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=phase.lr, weight_decay=0.0)
         sched = _cosine(opt, phase.steps, warmup=50) if phase.cosine else None
         c, t0 = phase.crop, time.time()
         for step in range(phase.steps):
             idx = rng.integers(0, len(pixels), phase.batch_size)
             ys, xs = rng.integers(0, size - c + 1, 2)
             x = pixels[idx, :, ys : ys + c, xs : xs + c]
-            post = vae.encode(x).latent_dist
+            with torch.set_grad_enabled(not phase.decoder_only):
+                post = vae.encode(x).latent_dist
+                kl = settings.kl_weight * post.kl().mean()
             rec = vae.decode(post.sample()).sample
-            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + settings.kl_weight * post.kl().mean()
+            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + kl
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             if sched is not None:
                 sched.step()
@@ -156,7 +172,7 @@ class PosteriorLatents:
 
 @dataclass
 class TeacherSettings:
-    steps: int = 2000
+    steps: int = 3000
     batch_size: int = 32
     lr: float = 2e-4
     images: int = 12000
@@ -164,7 +180,17 @@ class TeacherSettings:
     # EMA's warm-up caps the decay at (1+n)/(10+n) = 0.9955 after 2000 steps, so 0.995 and 0.999 give nearly
     # the same average here (measured: the same denoising errors to 4 digits).
     ema_decay: float = 0.995
+    min_snr_gamma: float | None = 5.0  # None: plain epsilon-MSE
+    text_pretrain: TextPretrainSettings | None = field(default_factory=TextPretrainSettings)
     seed: int = 0
+
+
+def min_snr_weights(alphas_cumprod_t: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """Per-sample weights of the epsilon-MSE: min(SNR, gamma) / SNR (Hang et al. 2023, Eq. for eps-pred)."""
+    if gamma is None:
+        return torch.ones_like(alphas_cumprod_t)
+    snr = alphas_cumprod_t / (1 - alphas_cumprod_t)
+    return snr.clamp(max=gamma) / snr
 
 
 def scaled_linear_alphas_cumprod() -> torch.Tensor:
@@ -198,6 +224,9 @@ def train_teacher(vae, settings: TeacherSettings, cache_dir: Path | None = None,
     ids = tokenize(tokenizer, captions)
     empty = tokenize(tokenizer, [""])[0]
     text_encoder = CLIPTextModel(CLIPTextConfig(**zoo.WORLD_CLIP)).train()
+    if settings.text_pretrain is not None:
+        pretrain_text_encoder(text_encoder, tokenizer, ids, captions, settings.text_pretrain, progress)
+    torch.manual_seed(settings.seed)  # the U-Net's init and the noise do not depend on the warm start
     unet = UNet2DConditionModel(**zoo.WORLD_UNET).train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-2)
@@ -216,7 +245,8 @@ def train_teacher(vae, settings: TeacherSettings, cache_dir: Path | None = None,
         a = ac[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         pred = unet(zt, t, text_encoder(tok)[0]).sample
-        loss = F.mse_loss(pred, noise)
+        per_sample = (pred - noise).pow(2).mean((1, 2, 3))
+        loss = (min_snr_weights(ac[t], settings.min_snr_gamma) * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -1,0 +1,117 @@
+"""Training pieces of the proving ground: caption token tagging, Min-SNR weights, the decoder-only VAE phase."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from papernodes.models.common.loading import load_tokenizer
+from papernodes.models.common.tiny import TINY_CLIP, TINY_VAE
+from papernodes.models.proving_ground.text_pretrain import (
+    TextPretrainSettings,
+    noun_token_ids,
+    pretrain_text_encoder,
+    token_targets,
+)
+from papernodes.models.proving_ground.train_base import (
+    VAEPhase,
+    VAESettings,
+    min_snr_weights,
+    scaled_linear_alphas_cumprod,
+    tokenize,
+    train_vae,
+)
+from papernodes.models.proving_ground.world import COLOR_NAMES, SHAPES, TEXTURES, WorldDataset, caption
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+def test_every_shape_noun_is_found_even_when_split_into_several_tokens(tokenizer):
+    nouns = noun_token_ids(tokenizer)
+    assert sorted(set(nouns.values())) == sorted(SHAPES) and len(nouns) == 2 * len(SHAPES)
+    assert any(len(k) > 1 for k in nouns)  # "triangles" is two BPE tokens: matched as a sequence
+
+
+def test_token_targets_tag_nouns_background_and_count(tokenizer):
+    text = "a yellow triangle and two red crosses on a checkered blue background"
+    ids = tokenize(tokenizer, [text])
+    t = token_targets(tokenizer, ids, [text])
+    words = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    tagged = {words[j]: (COLOR_NAMES[int(t["obj_color"][0, j])], SHAPES[int(t["obj_shape"][0, j])])
+              for j in torch.nonzero(t["obj_color"][0] >= 0).flatten().tolist()}  # fmt: skip
+    assert tagged == {"triangle</w>": ("yellow", "triangle"), "crosses</w>": ("red", "cross")}
+    (j,) = torch.nonzero(t["bg_color"][0] >= 0).flatten().tolist()
+    assert words[j] == "background</w>"
+    assert (
+        COLOR_NAMES[int(t["bg_color"][0, j])] == "blue"
+        and TEXTURES[int(t["bg_texture"][0, j])] == "checkered"
+    )
+    assert int(t["count"][0]) == 3 - 1
+
+
+def test_token_targets_on_world_captions_have_one_tag_per_group(tokenizer):
+    ds = WorldDataset(40, seed=3)
+    caps = [caption(ds.scene(i)) for i in range(40)]
+    t = token_targets(tokenizer, tokenize(tokenizer, caps), caps)
+    n_groups = [len(c.split(" on ")[0].replace(" and ", ",").split(",")) for c in caps]
+    assert (t["obj_color"] >= 0).sum(1).tolist() == n_groups
+    assert (t["bg_color"] >= 0).sum(1).tolist() == [1] * 40
+
+
+def test_text_pretraining_makes_the_background_token_say_its_color(tokenizer):
+    """After tagging, the hidden state at "background" separates captions that differ only in that color."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    ds = WorldDataset(400, seed=4)
+    caps = [caption(ds.scene(i)) for i in range(400)]
+    ids = tokenize(tokenizer, caps)
+    torch.manual_seed(0)
+    model = CLIPTextModel(CLIPTextConfig(**TINY_CLIP))
+    start = pretrain_text_encoder(model, tokenizer, ids, caps, TextPretrainSettings(steps=1, batch_size=64))
+    final = pretrain_text_encoder(model, tokenizer, ids, caps, TextPretrainSettings(steps=60, batch_size=64))
+    assert final < 0.5 * start, (start, final)
+    pair = ["a red star on a blue background", "a red star on a green background"]
+    with torch.no_grad():
+        h = model(tokenize(tokenizer, pair))[0]
+    j = tokenizer.convert_ids_to_tokens(tokenize(tokenizer, pair[:1])[0].tolist()).index("background</w>")
+    star = j - 4  # "star" comes before "on a blue": causal attention, so it cannot see the background
+    assert torch.allclose(h[0, star], h[1, star], atol=1e-5)
+    assert (h[0, j] - h[1, j]).norm() > 0.1 * h[0, j].norm()
+
+
+def test_min_snr_weights_match_the_formula_and_cap_the_clean_steps():
+    ac = scaled_linear_alphas_cumprod().double()
+    w = min_snr_weights(ac, 5.0)
+    snr = ac / (1 - ac)
+    assert torch.allclose(w, torch.minimum(snr, torch.tensor(5.0, dtype=torch.float64)) / snr)
+    noisy = snr < 5
+    assert torch.equal(w[noisy], torch.ones_like(w[noisy]))  # weight 1 wherever SNR < gamma
+    assert w[0] < 0.01 and torch.all(w[1:] >= w[:-1])  # nearly clean steps weigh little; monotone in t
+    assert torch.equal(min_snr_weights(ac, None), torch.ones_like(ac))
+
+
+def test_decoder_only_phase_keeps_the_latent_space(monkeypatch):
+    """The last VAE phase trains the decoder alone: encoder weights and the scaling factor stay the same."""
+    from diffusers import AutoencoderKL
+    from papernodes.models.proving_ground import train_base
+
+    images = np.random.default_rng(0).integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    monkeypatch.setattr(train_base, "world_images", lambda n, seed, cache_dir=None: (images, [""] * 8))
+    torch.manual_seed(0)
+    small = {**TINY_VAE, "down_block_types": ("DownEncoderBlock2D",) * 2,
+             "up_block_types": ("UpDecoderBlock2D",) * 2, "block_out_channels": (32, 32)}  # fmt: skip
+    first = VAESettings(phases=(VAEPhase(2, 32, 2, 1e-3, False),), images=8)
+    vae = train_vae(first, init=AutoencoderKL(**small))
+    enc = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    dec = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    scale = vae.config.scaling_factor
+    both = VAESettings(
+        phases=(VAEPhase(2, 32, 2, 1e-3, False), VAEPhase(3, 32, 2, 1e-3, False, True)), images=8
+    )
+    vae = train_vae(both, init=vae, start_phase=1)
+    assert all(torch.equal(v, vae.encoder.state_dict()[k]) for k, v in enc.items())
+    assert any(not torch.equal(v, vae.decoder.state_dict()[k]) for k, v in dec.items())
+    assert vae.config.scaling_factor == scale
