@@ -115,3 +115,32 @@ def test_decoder_only_phase_keeps_the_latent_space(monkeypatch):
     assert all(torch.equal(v, vae.encoder.state_dict()[k]) for k, v in enc.items())
     assert any(not torch.equal(v, vae.decoder.state_dict()[k]) for k, v in dec.items())
     assert vae.config.scaling_factor == scale
+
+
+def test_teacher_phase_continues_from_init_and_reproduce_quick_runs(tmp_path, monkeypatch):
+    """A later teacher phase starts from the given weights (lr 0: the EMA copies equal them exactly, offset
+    noise on), and the one reproduce command runs both teacher phases end to end (quick mode)."""
+    import shutil
+    from dataclasses import replace
+
+    from diffusers import AutoencoderKL
+    from papernodes.models.common.loading import load_components
+    from papernodes.models.proving_ground import reproduce, zoo
+    from papernodes.models.proving_ground.train_base import TEACHER_PHASES, train_teacher
+
+    base = zoo.base_dir(tmp_path / "w")
+    shutil.copytree(zoo.base_dir() / "vae", base / "vae")
+    vae = AutoencoderKL.from_pretrained(base / "vae").eval().requires_grad_(False)
+    shipped = load_components(zoo.base_dir())
+    init = (shipped.text_encoder, shipped.unet)
+    before = {k: v.clone() for k, v in shipped.unet.state_dict().items()}
+    phase = replace(TEACHER_PHASES[1], steps=2, images=16, batch_size=2, lr=0.0)
+    assert phase.offset_noise > 0 and phase.text_pretrain is None
+    _, unet = train_teacher(vae, phase, cache_dir=tmp_path / "cache", init=init)
+    assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
+
+    argv = ["--weights", str(tmp_path / "w"), "--cache", str(tmp_path / "cache"), "--stages", "teacher",
+            "--quick", "--threads", "1"]  # fmt: skip
+    assert reproduce.main(argv) == 0
+    comps = load_components(base)
+    assert comps.unet.config.block_out_channels == shipped.unet.config.block_out_channels

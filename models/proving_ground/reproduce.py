@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -56,23 +57,42 @@ def stage_vae(weights: Path, cache: Path, quick: bool, start_phase: int = 0) -> 
     _save_fp16(vae, zoo.base_dir(weights) / "vae")
 
 
-def stage_teacher(weights: Path, cache: Path, quick: bool) -> None:
-    from diffusers import AutoencoderKL
+def stage_teacher(weights: Path, cache: Path, quick: bool, start_phase: int = 0) -> None:
+    """TEACHER_PHASES in order; each saves the folder, so a run can resume at a phase from the saved one."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     from ..common.loading import SDComponents, load_tokenizer, shipped_scheduler_config
     from ..common.saving import save_diffusers_folder
-    from .train_base import TeacherSettings, train_teacher
+    from .text_pretrain import TextPretrainSettings
+    from .train_base import TEACHER_PHASES, train_teacher
 
     base = zoo.base_dir(weights)
     vae = AutoencoderKL.from_pretrained(base / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
-    settings = TeacherSettings(steps=20, images=64, batch_size=4) if quick else TeacherSettings()
-    text_encoder, unet = train_teacher(vae, settings, cache_dir=cache, progress=_progress())
-    comps = SDComponents(
-        unet, vae, text_encoder, load_tokenizer(), shipped_scheduler_config(), source="world"
-    )
-    for m in (unet, vae, text_encoder):
-        m.to(torch.float16)
-    save_diffusers_folder(comps, base)
+    phases = TEACHER_PHASES
+    if quick:
+        tiny_text = TextPretrainSettings(steps=2, batch_size=8)
+        phases = tuple(
+            replace(p, steps=20, images=64, batch_size=4, text_pretrain=p.text_pretrain and tiny_text)
+            for p in phases
+        )
+    init = None
+    if start_phase:
+        init = (CLIPTextModel.from_pretrained(base / "text_encoder", torch_dtype=torch.float32),
+                UNet2DConditionModel.from_pretrained(base / "unet", torch_dtype=torch.float32))  # fmt: skip
+    for k, settings in enumerate(phases):
+        if k < start_phase:
+            continue
+        text_encoder, unet = train_teacher(vae, settings, cache_dir=cache, progress=_progress(), init=init)
+        comps = SDComponents(
+            unet, vae, text_encoder, load_tokenizer(), shipped_scheduler_config(), source="world"
+        )
+        for m in (unet, vae, text_encoder):
+            m.to(torch.float16)
+        save_diffusers_folder(comps, base)
+        for m in (unet, vae, text_encoder):
+            m.to(torch.float32)
+        init = (text_encoder, unet)
 
 
 def _export_unet(unet_folder: Path, dest: Path) -> None:
@@ -97,11 +117,11 @@ def stage_colorize(weights: Path, cache: Path, quick: bool) -> None:
         for i, im in enumerate(images):
             Image.fromarray(im).save(data / f"{i:05d}.png")
     out = cache / ("colorize-run-quick" if quick else "colorize-run")
-    steps = 4 if quick else 600
+    steps = 4 if quick else 1500  # 600 steps at 1e-4 left the colors near random (first shipped colorizer)
     argv = [
         "--model", str(zoo.base_dir(weights)), "--data", str(data), "--out", str(out),
-        "--resolution", "128", "--lr", "1e-4", "--batch-size", "8", "--grad-accum", "1",
-        "--max-steps", str(steps), "--warmup-steps", "20", "--ema-decay", "0.995", "--seed", "0",
+        "--resolution", "128", "--lr", "2e-4", "--batch-size", "8", "--grad-accum", "1",
+        "--max-steps", str(steps), "--warmup-steps", "50", "--ema-decay", "0.995", "--seed", "0",
         "--save-every", "0", "--random-flip",
     ]  # fmt: skip
     colorize_train.main(argv)
@@ -166,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--vae-start-phase", type=int, default=0, help="resume the VAE at this phase (from saved weights)"
     )
+    p.add_argument(
+        "--teacher-start-phase",
+        type=int,
+        default=0,
+        help="resume the teacher at this phase (from saved weights)",
+    )
     p.add_argument("--quick", action="store_true", help="a few steps per stage: checks the plumbing only")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -183,12 +209,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.time()
         log.info("stage %s ...", stage)
-        extra = {"start_phase": args.vae_start_phase} if stage == "vae" else {}
+        extra = {"vae": {"start_phase": args.vae_start_phase},
+                 "teacher": {"start_phase": args.teacher_start_phase}}.get(stage, {})  # fmt: skip
         globals()[f"stage_{stage}"](weights, cache, args.quick, **extra)
         times[stage] = round(time.time() - t0, 1)
         log.info("stage %s done in %.0f s", stage, times[stage])
-        if stage == "vae" and args.vae_start_phase:  # resumed: the earlier phases' time is the recorded one
-            times[stage] = round(times[stage] + old.get("vae", 0.0), 1)
+        if {"vae": args.vae_start_phase, "teacher": args.teacher_start_phase}.get(stage):
+            # resumed: the earlier phases' time is the recorded one
+            times[stage] = round(times[stage] + old.get(stage, 0.0), 1)
     record.write_text(json.dumps({**old, **times}, indent=2))
     return 0
 
