@@ -84,6 +84,9 @@ def score(images: np.ndarray, captions: list[str], reference: np.ndarray, clf) -
     return {
         "world_fid": round(pg_classifier.world_fid(images, reference, clf), 2),
         "prompt_accuracy": round(pg_classifier.prompt_accuracy(images, captions, clf), 4),
+        "attribute_accuracy": {
+            k: round(v, 4) for k, v in pg_classifier.attribute_accuracy(images, captions, clf).items()
+        },
     }
 
 
@@ -155,11 +158,12 @@ def _unet(folder: Path):
     )
 
 
-def edit_pairs(n: int):
-    """n world edit pairs, cycling color / shape / background edits of the main object or background."""
+def edit_pairs(n: int, start: int = 0):
+    """World edit pairs start..start+n, cycling color / shape / background edits of the main object or
+    background (pair i is the same whatever the range, so runs over split ranges add up)."""
     kinds = ("color", "shape", "background")
     pairs = []
-    for i in range(n):
+    for i in range(start, start + n):
         rng = scene_rng(HELDOUT_SEED + 1, "heldout", i)
         scene = sample_scene(rng)
         edited, src, tgt, index = edit_pair(scene, rng, kinds[i % 3])
@@ -194,7 +198,7 @@ def _edit_scores(outputs, pairs, clf) -> dict:
 
 
 def section_infedit(args, clf, results):
-    pairs = edit_pairs(args.edits)
+    pairs = edit_pairs(args.edits, args.edit_start)
     base = load_components(zoo.base_dir(WEIGHTS))
     rows = args.infedit_rows.split(",")
     if "ours" in rows:
@@ -290,6 +294,9 @@ def main(argv=None) -> int:
     p.add_argument("--sections", default=",".join(SECTIONS))
     p.add_argument("--samples", type=int, default=500, help="generated images per text-to-image row")
     p.add_argument("--edits", type=int, default=200, help="edit pairs for InfEdit and its baseline")
+    p.add_argument(
+        "--edit-start", type=int, default=0, help="first edit pair (to split runs; rows are means)"
+    )
     p.add_argument("--infedit-rows", default="ours,baseline", help="ours, baseline or both (to split runs)")
     p.add_argument("--colorize-images", type=int, default=100)
     p.add_argument("--colorize-steps", type=int, default=20)

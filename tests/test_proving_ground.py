@@ -326,3 +326,19 @@ def test_prompt_accuracy_reads_the_caption(shipped, heldout):
         assert C.prompt_accuracy(imgs[single], targets, model) <= 0.1
     with pytest.raises(ValueError):
         C.prompt_accuracy(imgs[:3], sc[:2], model)
+
+
+def test_attribute_accuracy_names_the_part_that_is_wrong(shipped, heldout):
+    model, _ = shipped
+    sc, imgs = heldout
+    sc, imgs = sc[:100], imgs[:100]
+    own = C.attribute_accuracy(imgs, sc, model)
+    assert min(own.values()) >= 0.9, own
+    rng = np.random.default_rng(4)
+    single = [i for i, s in enumerate(sc) if len(s.objects) == 1]
+    recolored_bg = [W.edit_pair(sc[i], rng, "background")[2] for i in single]
+    wrong_bg = C.attribute_accuracy(imgs[single], recolored_bg, model)
+    assert wrong_bg["bg_color"] <= 0.1 and wrong_bg["color"] >= 0.9 and wrong_bg["shape"] >= 0.9, wrong_bg
+    reshaped = [W.edit_pair(sc[i], rng, "shape")[2] for i in single]
+    wrong_shape = C.attribute_accuracy(imgs[single], reshaped, model)
+    assert wrong_shape["shape"] <= 0.15 and wrong_shape["bg_color"] >= 0.9, wrong_shape

@@ -17,6 +17,7 @@ Prompt accuracy (`prompt_accuracy`): an image matches its caption when
   groups, the background color equals the caption's and the classified count equals the caption's.
   (A generator is not told which object must be the largest, so any group may be the main object.)
 `strict=True` additionally requires the background texture, and the count for single-object captions.
+`attribute_accuracy` reports each of those parts on its own.
 
 Training (`python -m models.proving_ground.classifier --train`, from the pack's root; 1 CPU thread, about
 6 minutes) renders a pool of train-split scenes once (seeded, so the run reproduces), then trains on
@@ -312,6 +313,26 @@ def prompt_accuracy(
     hits = [prompt_matches(p, _caption_of(c), strict) for p, c in zip(per_image, scenes_or_captions)]
     acc = sum(hits) / max(1, len(hits))
     return (acc, hits) if return_details else acc
+
+
+def attribute_accuracy(
+    images: Any, scenes_or_captions: Sequence[Scene | str], classifier: AttributeClassifier | None = None
+) -> dict[str, float]:
+    """Per-attribute parts of prompt accuracy (which part a generator gets wrong): the fraction of images whose
+    classified background color equals the caption's, whose main object's color / shape is one of the
+    caption's groups' (the group for one-object captions), and whose count equals the caption's."""
+    classifier = classifier or load_classifier()
+    if len(images) != len(scenes_or_captions):
+        raise ValueError(f"{len(images)} images but {len(scenes_or_captions)} captions")
+    preds = classify(images, classifier)
+    hits: dict[str, list[bool]] = {"bg_color": [], "color": [], "shape": [], "count": []}
+    for i, item in enumerate(scenes_or_captions):
+        want = caption_labels(_caption_of(item))
+        hits["bg_color"].append(preds["bg_color"][i] == want["bg_color"])
+        hits["color"].append(preds["color"][i] in {c for _, c, _ in want["groups"]})
+        hits["shape"].append(preds["shape"][i] in {s for _, _, s in want["groups"]})
+        hits["count"].append(preds["count"][i] == want["count"])
+    return {k: sum(v) / max(1, len(v)) for k, v in hits.items()}
 
 
 def head_accuracy(images: Any, scenes: Sequence[Scene], classifier: AttributeClassifier) -> dict[str, float]:

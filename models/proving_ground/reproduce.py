@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         if {"vae": args.vae_start_phase, "teacher": args.teacher_start_phase}.get(stage):
             # resumed: the earlier phases' time is the recorded one
             times[stage] = round(times[stage] + old.get(stage, 0.0), 1)
-    record.write_text(json.dumps({**old, **times}, indent=2))
+    # read again: stages run side by side in other processes may have written meanwhile
+    now = json.loads(record.read_text()) if record.is_file() and not args.quick else {}
+    record.write_text(json.dumps({**now, **times}, indent=2))
     return 0
 
 
