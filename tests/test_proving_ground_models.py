@@ -78,7 +78,7 @@ def test_vae_reconstructs_held_out_scenes(base):
         rec = base.vae.decode(base.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
     mse = ((rec - x) / 2).pow(2).mean().item()
     psnr = 10 * np.log10(1 / mse)
-    assert psnr > 20, psnr  # a random VAE gives < 10 dB; the shipped one 22.5 dB on these scenes
+    assert psnr > 22.5, psnr  # a random VAE gives < 10 dB; the shipped one 24.1 dB on these scenes
     assert base.vae.config.scaling_factor != 1.0  # set from the latent std after training
 
 
@@ -98,5 +98,6 @@ def test_teacher_denoises_its_own_captions_better_than_wrong_ones(base):
         for name, texts in (("true", caps), ("wrong", wrong)):
             emb = base.text_encoder(tokenize(base.tokenizer, texts))[0]
             err[name] = (base.unet(zt, t, emb).sample - noise).pow(2).mean().item()
-    # Measured 0.93 (t = 500); a text-blind model gives 1.0. Conditioning is weak in this short CPU run.
-    assert err["true"] < 0.96 * err["wrong"], err
+    # Measured 0.40 (t = 500); a text-blind model gives 1.0 (the first shipped teacher, without the text
+    # encoder's warm start: 0.93).
+    assert err["true"] < 0.6 * err["wrong"], err

@@ -138,6 +138,8 @@ def train_vae(settings: VAESettings, cache_dir: Path | None = None, progress=Non
             if progress:
                 progress(f"vae phase {k}", step + 1, phase.steps, float(loss.detach()), time.time() - t0)
     vae.eval().requires_grad_(False)
+    if all(p.decoder_only for p in settings.phases[start_phase:]):
+        return vae  # the encoder did not change: keep the scaling factor the latent models were trained with
     vae.register_to_config(scaling_factor=1.0)
     std = encode_posteriors(vae, pixels[:1000])[0].std().item()
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
