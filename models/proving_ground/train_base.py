@@ -183,9 +183,8 @@ class TeacherSettings:
     # the same average here (measured: the same denoising errors to 4 digits).
     ema_decay: float = 0.995
     min_snr_gamma: float | None = 5.0  # None: plain epsilon-MSE
-    offset_noise: float = (
-        0.0  # std of a per-(sample, channel) constant added to the noise (see TEACHER_PHASES)
-    )
+    # std of a per-(sample, channel) constant added to the noise (see TEACHER_PHASES)
+    offset_noise: float = 0.0
     text_pretrain: TextPretrainSettings | None = field(default_factory=TextPretrainSettings)
     seed: int = 0
 
