@@ -34,6 +34,7 @@ from papernodes.models.colorize.metrics import image_metrics  # noqa: E402
 from papernodes.models.colorize.pipeline import ColorizePipeline, ColorizeSettings  # noqa: E402
 from papernodes.models.colorize.train import expand_conv_in_for_ip2p  # noqa: E402
 from papernodes.models.common.loading import SDComponents, load_components  # noqa: E402
+from papernodes.models.common.schedulers import make_scheduler, scheduler_of_class  # noqa: E402
 from papernodes.models.infedit.pipeline import PRESETS, InfEditPipeline  # noqa: E402
 from papernodes.models.proving_ground import classifier as pg_classifier  # noqa: E402
 from papernodes.models.proving_ground import zoo  # noqa: E402
@@ -81,25 +82,22 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def score(images: np.ndarray, captions: list[str], reference: np.ndarray, clf) -> dict:
+    report = pg_classifier.caption_report(images, captions, clf)
     return {
         "world_fid": round(pg_classifier.world_fid(images, reference, clf), 2),
-        "prompt_accuracy": round(pg_classifier.prompt_accuracy(images, captions, clf), 4),
-        "attribute_accuracy": {
-            k: round(v, 4) for k, v in pg_classifier.attribute_accuracy(images, captions, clf).items()
-        },
+        "prompt_accuracy": round(report["prompt_accuracy"], 4),
+        "attribute_accuracy": {k: round(v, 4) for k, v in report["attribute_accuracy"].items()},
     }
 
 
-def teacher_images(comps: SDComponents, captions: list[str], steps: int, guidance: float, batch: int = 25):
-    from diffusers import DDIMScheduler
-
+def teacher_images(
+    comps: SDComponents, captions: list[str], steps: int, guidance: float, batch: int = 25, scheduler=None
+):
+    """25-image batches, image i seeded with i. DDIM with SD1.5's settings unless `scheduler` is given:
+    diffusers' own DDIM defaults (clip_sample=True) clip the predicted clean latent to [-1, 1], which wrecks
+    unit-variance latents (the diagnose section measures it)."""
     pipe = teacher_pipeline(comps)
-    # SD1.5's scheduler settings: diffusers' DDIM defaults (clip_sample=True, set_alpha_to_one=True) clip the
-    # predicted clean latent to [-1, 1], which wrecks unit-variance latents (measured here: background
-    # colors right 6 % of the time with clipping, 69 % without, on the same teacher and seeds).
-    pipe.scheduler = DDIMScheduler.from_config(
-        pipe.scheduler.config, clip_sample=False, set_alpha_to_one=False
-    )
+    pipe.scheduler = scheduler or make_scheduler("ddim", comps.scheduler_config)
     out = []
     for i in range(0, len(captions), batch):
         g = [torch.Generator().manual_seed(i + k) for k in range(len(captions[i : i + batch]))]
@@ -292,6 +290,16 @@ def section_diagnose(args, clf, results):
         for e in (true, shuffled)
     ]
     results["teacher eps MSE, true / shuffled captions (t=500)"] = round(err[0] / err[1], 3)
+    # The sampler bug that hid the teacher's colors: DDIM with diffusers' defaults (clip_sample=True).
+    clipping = scheduler_of_class("DDIMScheduler", comps.scheduler_config)
+    assert clipping.config.clip_sample
+    for name, sched in (
+        ("diffusers' DDIM defaults (clip_sample)", clipping),
+        ("SD1.5's DDIM settings", None),
+    ):
+        imgs = teacher_images(comps, captions, 25, args.guidance, scheduler=sched)
+        bg = pg_classifier.attribute_accuracy(imgs, captions, clf)["bg_color"]
+        results[f"teacher background color accuracy, 16 captions, {name}"] = round(bg, 4)
 
 
 def main(argv=None) -> int:

@@ -297,6 +297,28 @@ def prompt_matches(pred: dict[str, Any], text: str, strict: bool = False) -> boo
     return (pred["color"], pred["shape"]) in groups and pred["count"] == want["count"]
 
 
+def _predictions(
+    images: Any, items: Sequence[Scene | str], classifier: AttributeClassifier | None
+) -> list[dict]:
+    """One classifier pass: the predicted attributes of each image, as a dict per image."""
+    classifier = classifier or load_classifier()
+    if len(images) != len(items):
+        raise ValueError(f"{len(images)} images but {len(items)} captions")
+    preds = classify(images, classifier)
+    return [{k: v[i] for k, v in preds.items()} for i in range(len(images))]
+
+
+def _attribute_hits(pred: dict[str, Any], text: str) -> dict[str, bool]:
+    """The parts of `prompt_matches`, each on its own (a group's color / shape for several-object captions)."""
+    want = caption_labels(text)
+    return {
+        "bg_color": pred["bg_color"] == want["bg_color"],
+        "color": pred["color"] in {c for _, c, _ in want["groups"]},
+        "shape": pred["shape"] in {s for _, _, s in want["groups"]},
+        "count": pred["count"] == want["count"],
+    }
+
+
 def prompt_accuracy(
     images: Any,
     scenes_or_captions: Sequence[Scene | str],
@@ -305,11 +327,7 @@ def prompt_accuracy(
     return_details: bool = False,
 ) -> float | tuple[float, list[bool]]:
     """Fraction of images whose classified attributes match their caption (see the module docstring)."""
-    classifier = classifier or load_classifier()
-    if len(images) != len(scenes_or_captions):
-        raise ValueError(f"{len(images)} images but {len(scenes_or_captions)} captions")
-    preds = classify(images, classifier)
-    per_image = [{k: v[i] for k, v in preds.items()} for i in range(len(images))]
+    per_image = _predictions(images, scenes_or_captions, classifier)
     hits = [prompt_matches(p, _caption_of(c), strict) for p, c in zip(per_image, scenes_or_captions)]
     acc = sum(hits) / max(1, len(hits))
     return (acc, hits) if return_details else acc
@@ -321,18 +339,24 @@ def attribute_accuracy(
     """Per-attribute parts of prompt accuracy (which part a generator gets wrong): the fraction of images whose
     classified background color equals the caption's, whose main object's color / shape is one of the
     caption's groups' (the group for one-object captions), and whose count equals the caption's."""
-    classifier = classifier or load_classifier()
-    if len(images) != len(scenes_or_captions):
-        raise ValueError(f"{len(images)} images but {len(scenes_or_captions)} captions")
-    preds = classify(images, classifier)
-    hits: dict[str, list[bool]] = {"bg_color": [], "color": [], "shape": [], "count": []}
-    for i, item in enumerate(scenes_or_captions):
-        want = caption_labels(_caption_of(item))
-        hits["bg_color"].append(preds["bg_color"][i] == want["bg_color"])
-        hits["color"].append(preds["color"][i] in {c for _, c, _ in want["groups"]})
-        hits["shape"].append(preds["shape"][i] in {s for _, _, s in want["groups"]})
-        hits["count"].append(preds["count"][i] == want["count"])
-    return {k: sum(v) / max(1, len(v)) for k, v in hits.items()}
+    return caption_report(images, scenes_or_captions, classifier)["attribute_accuracy"]
+
+
+def caption_report(
+    images: Any, scenes_or_captions: Sequence[Scene | str], classifier: AttributeClassifier | None = None
+) -> dict[str, Any]:
+    """Prompt accuracy and attribute accuracy from one classifier pass."""
+    per_image = _predictions(images, scenes_or_captions, classifier)
+    texts = [_caption_of(c) for c in scenes_or_captions]
+    matches = [prompt_matches(p, t) for p, t in zip(per_image, texts)]
+    parts = [_attribute_hits(p, t) for p, t in zip(per_image, texts)]
+    n = max(1, len(texts))
+    return {
+        "prompt_accuracy": sum(matches) / n,
+        "attribute_accuracy": {
+            k: sum(h[k] for h in parts) / n for k in ("bg_color", "color", "shape", "count")
+        },
+    }
 
 
 def head_accuracy(images: Any, scenes: Sequence[Scene], classifier: AttributeClassifier) -> dict[str, float]:

@@ -203,18 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     weights, cache = Path(args.weights), Path(args.cache)
     record = weights / "training_times.json"
     old = json.loads(record.read_text()) if record.is_file() and not args.quick else {}
+    start_phase = {"vae": args.vae_start_phase, "teacher": args.teacher_start_phase}
     times = {}
     for stage in STAGES:
         if stage not in stages:
             continue
         t0 = time.time()
         log.info("stage %s ...", stage)
-        extra = {"vae": {"start_phase": args.vae_start_phase},
-                 "teacher": {"start_phase": args.teacher_start_phase}}.get(stage, {})  # fmt: skip
+        extra = {"start_phase": start_phase[stage]} if stage in start_phase else {}
         globals()[f"stage_{stage}"](weights, cache, args.quick, **extra)
         times[stage] = round(time.time() - t0, 1)
         log.info("stage %s done in %.0f s", stage, times[stage])
-        if {"vae": args.vae_start_phase, "teacher": args.teacher_start_phase}.get(stage):
+        if start_phase.get(stage):
             # resumed: the earlier phases' time is the recorded one
             times[stage] = round(times[stage] + old.get(stage, 0.0), 1)
     # read again: stages run side by side in other processes may have written meanwhile

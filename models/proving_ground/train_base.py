@@ -126,9 +126,10 @@ def train_vae(settings: VAESettings, cache_dir: Path | None = None, progress=Non
             x = pixels[idx, :, ys : ys + c, xs : xs + c]
             with torch.set_grad_enabled(not phase.decoder_only):
                 post = vae.encode(x).latent_dist
-                kl = settings.kl_weight * post.kl().mean()
             rec = vae.decode(post.sample()).sample
-            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + kl
+            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+            if not phase.decoder_only:  # the KL term only moves the encoder
+                loss = loss + settings.kl_weight * post.kl().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
