@@ -87,7 +87,8 @@ class AttentionHook:
         return None
 
 
-def _is_temporal(name: str) -> bool:
+def is_temporal_attention(name: str) -> bool:
+    """True for attention layers that attend across frames (AnimateDiff motion modules, temporal blocks)."""
     return "motion_modules" in name or "temp_attentions" in name or "temporal" in name
 
 
@@ -127,7 +128,7 @@ class PaperAttnProcessor:
         call = AttnCall(
             self.name,
             is_cross,
-            _is_temporal(self.name),
+            is_temporal_attention(self.name),
             q,
             k,
             v,
@@ -189,7 +190,7 @@ def _key_mask(attention_mask: torch.Tensor | None, batch: int, keys: int) -> tor
     return m.reshape(batch, -1)[:, -keys:] > -1.0
 
 
-def _attention_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+def attention_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """Processor name (diffusers' `attn_processors` naming) -> the Attention module that owns it.
     Works on whole models and on a single Attention layer alike."""
     return {
@@ -206,7 +207,7 @@ def attention_hooks(
     """Install `PaperAttnProcessor` on `model`'s attention layers (all, or those `layers(name)` accepts)
     and restore the original processor objects on exit, whatever happens inside the block."""
     state = state or HookState()
-    modules = _attention_modules(model)
+    modules = attention_modules(model)
     original = {name: module.processor for name, module in modules.items()}
     try:
         for name, module in modules.items():
@@ -220,4 +221,4 @@ def attention_hooks(
 
 def installed_processors(model: torch.nn.Module) -> dict:
     """Name -> processor object, to check that a model was restored exactly."""
-    return {name: module.processor for name, module in _attention_modules(model).items()}
+    return {name: module.processor for name, module in attention_modules(model).items()}

@@ -181,8 +181,8 @@ class Colorize:
             keep_luminance=keep_luminance,
             resize_mode=resize_mode,
         )
-        with on_device(colorizer.c.modules()) as device:
-            dtype = next(colorizer.c.unet.parameters()).dtype
+        with on_device(colorizer.components.modules()) as device:
+            dtype = next(colorizer.components.unet.parameters()).dtype
             out = colorizer(image, settings, device=device, dtype=dtype, progress=progress_callback(steps))
         return (out,)
 

@@ -232,8 +232,8 @@ def _settings(kwargs: dict, source_words: str, target_words: str) -> InfEditSett
 
 
 def _run(pipe: InfEditPipeline, image, source_prompt, targets, words, settings):
-    with on_device(pipe.c.modules()) as device:
-        dtype = next(pipe.c.unet.parameters()).dtype
+    with on_device(pipe.components.modules()) as device:
+        dtype = next(pipe.components.unet.parameters()).dtype
         # The pipeline reports the full total (images x edit groups x steps) with every step.
         result = pipe(
             image,

@@ -150,7 +150,7 @@ class Generate:
 
     def generate(self, student: SwiftBrushPipeline, prompt, seed, batch_size, width, height):
         student.check_prompt(prompt)
-        with on_device(student.c.modules()) as device:
+        with on_device(student.components.modules()) as device:
             result = student(
                 prompt,
                 seed=seed,
@@ -368,7 +368,7 @@ class Distill:
             raise InputError("prompts", "at least one training prompt (one per line)", "nothing")
         teacher_comps, teacher_path = None, ""
         if teacher is not None:
-            teacher_comps = teacher.c
+            teacher_comps = teacher.components
             teacher_path = teacher_comps.source
         else:
             teacher_path = str(resolve_sd_model(teacher_name, TEACHER_PUBLISHED))
@@ -421,7 +421,7 @@ class Distill:
                 cancelled.append(exc)
 
         if teacher is not None:  # the loaded model may sit on the GPU from an earlier run
-            offload_modules(teacher.c.modules())
+            offload_modules(teacher.components.modules())
         _free_vram(device)
         with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
             final = train(

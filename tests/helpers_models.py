@@ -10,7 +10,7 @@ WORLD_IMAGE = "papernodes_world_scene.png"
 
 def place_test_models(base_dir: str | Path) -> None:
     """Tiny models under the demo names (fast), plus the trained proving-ground colorizer and a world scene."""
-    from papernodes.models.common.demo_assets import world_demo_image, write_demo_assets
+    from papernodes.models.demo_assets import world_demo_image, write_demo_assets
     from papernodes.models.proving_ground import zoo
     from PIL import Image
 

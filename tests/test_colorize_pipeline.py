@@ -31,7 +31,7 @@ def test_matches_diffusers_instruct_pix2pix_pipeline(pipe):
     """Our sampler equals diffusers' StableDiffusionInstructPix2PixPipeline on the same model and seed."""
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
-    c = pipe.c
+    c = pipe.components
     images = _gray_batch(1, 32, 32)
     settings = ColorizeSettings(
         instruction="colorize it",

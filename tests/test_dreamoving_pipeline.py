@@ -80,7 +80,7 @@ def test_zero_alphas_are_exactly_text_only(pipe, guider_models):
 
 def _reference_single_pass(pipe, num_frames: int, guidance: float, seed: int) -> torch.Tensor:
     """The textbook loop on the whole clip: one CFG-batched motion U-Net call per step, no windows."""
-    c = pipe.c
+    c = pipe.components
     text = encode_prompts(c, [RUN["negative_prompt"], RUN["prompt"]], "cpu")
     sched = pipe.scheduler("ddim")
     sched.set_timesteps(RUN["steps"])

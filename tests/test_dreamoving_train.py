@@ -355,7 +355,7 @@ def test_new_adapter_starts_from_the_unets_text_projections(assets):
     comps = tiny.build_tiny_components(0)
     clip = ipa.build_tiny_clip_vision(seed=4)
     adapter = T.new_ip_adapter(comps.unet, clip, "plus", None, "face")
-    modules = T._attention_modules(comps.unet)
+    modules = T.attention_modules(comps.unet)
     for j, layer in enumerate(ipa.cross_attention_layers(comps.unet)):
         assert torch.equal(adapter.to_k_ip[j].weight, modules[layer].to_k.weight)
         assert torch.equal(adapter.to_v_ip[j].weight, modules[layer].to_v.weight)

@@ -111,7 +111,7 @@ def test_alignment_cases():
 
 
 def test_alignment_pads_and_alphas(pipe):
-    tok = pipe.c.tokenizer
+    tok = pipe.components.tokenizer
     src, tgt = tok("a photo of a cat").input_ids, tok("a photo of a small dog").input_ids
     al = token_alignment(src, tgt)
     assert al.alphas[:5].tolist() == [1, 1, 1, 1, 1]  # BOS a photo of a
@@ -146,7 +146,7 @@ def _rows_equal(a, b):
 def test_self_attention_control_follows_the_schedule(pipe):
     from papernodes.kernels.processor import HookState, attention_hooks
 
-    unet = pipe.c.unet
+    unet = pipe.components.unet
     lay = BranchLayout(num_targets=1, cfg=False)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 16, 16, generator=g)
@@ -233,7 +233,7 @@ def test_word_mask_and_threshold():
 
 
 def test_model_is_restored_after_an_edit_and_after_an_error(pipe):
-    unet = pipe.c.unet
+    unet = pipe.components.unet
     original = installed_processors(unet)
     x = torch.randn(1, 4, 16, 16)
     ctx = torch.randn(1, 77, 48)

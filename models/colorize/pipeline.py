@@ -50,7 +50,7 @@ class ColorizePipeline:
                 "an InstructPix2Pix-architecture model (U-Net with 8 input channels)",
                 f"a U-Net with {in_ch} input channels",
             )
-        self.c = components
+        self.components = components
 
     @torch.no_grad()
     def __call__(
@@ -67,18 +67,18 @@ class ColorizePipeline:
             raise InputError("steps", "at least 1", str(settings.steps))
         device = torch.device(device)
         gray = to_grayscale(images)
-        x, fit = fit_to_multiple(gray, self.c.pixel_multiple, settings.resize_mode)
+        x, fit = fit_to_multiple(gray, self.components.pixel_multiple, settings.resize_mode)
         b = x.shape[0]
-        unet, vae = self.c.unet, self.c.vae
+        unet, vae = self.components.unet, self.components.vae
 
         image_latents = vae.encode((x * 2 - 1).to(device, dtype)).latent_dist.mode()  # unscaled (IP2P)
-        cond = encode_prompts(self.c, [settings.instruction] * b, device).to(dtype)
-        uncond = encode_prompts(self.c, [""] * b, device).to(dtype)
+        cond = encode_prompts(self.components, [settings.instruction] * b, device).to(dtype)
+        uncond = encode_prompts(self.components, [""] * b, device).to(dtype)
         # Batch order: (text+image, image only, neither), as in Eq. 3.
         text_batch = torch.cat([cond, uncond, uncond])
         image_batch = torch.cat([image_latents, image_latents, torch.zeros_like(image_latents)])
 
-        scheduler = make_scheduler(settings.scheduler, self.c.scheduler_config)
+        scheduler = make_scheduler(settings.scheduler, self.components.scheduler_config)
         scheduler.set_timesteps(settings.steps, device=device)
         generator = torch.Generator("cpu").manual_seed(int(settings.seed))
         latents = torch.randn(image_latents.shape, generator=generator, dtype=torch.float32).to(device, dtype)

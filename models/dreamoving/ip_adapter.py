@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...kernels.processor import _attention_modules, _is_temporal
+from ...kernels.processor import attention_modules, is_temporal_attention
 from ..common.errors import WeightsFormatError, WeightsNotFoundError
 from ..common.loading import PICKLE_SUFFIXES, SAFE_SUFFIXES, load_state_dict
 
@@ -154,9 +154,9 @@ def cross_attention_layers(model: nn.Module) -> list[str]:
     """Processor names of the spatial cross-attention layers, in `unet.attn_processors` order (the order
     IP-Adapter numbers its `ip_adapter.{1,3,5,...}` entries in); temporal/motion layers are skipped."""
     names = []
-    for name, module in _attention_modules(model).items():
+    for name, module in attention_modules(model).items():
         is_cross = getattr(module, "is_cross_attention", name.endswith("attn2.processor"))
-        if is_cross and not _is_temporal(name):
+        if is_cross and not is_temporal_attention(name):
             names.append(name)
     return names
 
@@ -207,7 +207,7 @@ class IPAdapter(nn.Module):
                 f"{name}: has K/V projections for {len(self.to_k_ip)} cross-attention layers, the U-Net has "
                 f"{len(layers)}; this IP-Adapter was made for another base model (SD1.5 has 16)"
             )
-        modules = _attention_modules(model)
+        modules = attention_modules(model)
         for j, layer in enumerate(layers):
             attn = modules[layer]
             want = (attn.to_k.out_features, attn.to_k.in_features)
@@ -529,7 +529,7 @@ def build_tiny_ip_adapter(
     clip_cfg = clip_vision.config if clip_vision is not None else None
     hidden = clip_cfg.hidden_size if clip_cfg else TINY_CLIP_VISION["hidden_size"]
     proj_dim = clip_cfg.projection_dim if clip_cfg else TINY_CLIP_VISION["projection_dim"]
-    modules = _attention_modules(unet)
+    modules = attention_modules(unet)
     layers = cross_attention_layers(unet)
     cross = modules[layers[0]].to_k.in_features
     torch.manual_seed(seed)

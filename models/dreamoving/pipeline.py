@@ -122,16 +122,16 @@ class DreaMovingPipeline:
     ):
         if (unet is None) == (motion_adapter is None):
             raise ValueError("give exactly one of motion_adapter (to inflate) or unet (already inflated)")
-        self.c = components
+        self.components = components
         self.unet = unet if unet is not None else inflate_unet(components.unet, motion_adapter)
         self.controls, self.guider = list(controls), guider
 
     def modules(self) -> list[torch.nn.Module]:
-        return [self.unet, self.c.vae, self.c.text_encoder]
+        return [self.unet, self.components.vae, self.components.text_encoder]
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.c.vae.config.block_out_channels) - 1)
+        return 2 ** (len(self.components.vae.config.block_out_channels) - 1)
 
     @property
     def max_window(self) -> int | None:
@@ -139,7 +139,7 @@ class DreaMovingPipeline:
         return getattr(self.unet.config, "motion_max_seq_length", None)
 
     def scheduler(self, name: str):
-        return make_scheduler(name, {**self.c.scheduler_config, **ANIMATEDIFF_SCHEDULE})
+        return make_scheduler(name, {**self.components.scheduler_config, **ANIMATEDIFF_SCHEDULE})
 
     # ----- validation --------------------------------------------------------------------------------------
     def validate(self, num_frames, height, width, steps, window, overlap, controls) -> None:
@@ -209,7 +209,7 @@ class DreaMovingPipeline:
         dtype = next(self.unet.parameters()).dtype
         cfg = float(guidance) != 1.0  # guidance 1 is the conditional prediction alone: no uncond rows
 
-        text = encode_prompts(self.c, [negative_prompt, prompt] if cfg else [prompt], device).to(dtype)
+        text = encode_prompts(self.components, [negative_prompt, prompt] if cfg else [prompt], device).to(dtype)
         sched = self.scheduler(scheduler)
         sched.set_timesteps(steps, device=device)
         timesteps = list(sched.timesteps)
@@ -276,7 +276,7 @@ class DreaMovingPipeline:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """[1, C, F, h, w] diffusion latents -> IMAGE [F, H, W, 3], decoded DECODE_CHUNK frames at a time."""
-        vae = self.c.vae
+        vae = self.components.vae
         p = next(vae.parameters())
         frames = latents[0].permute(1, 0, 2, 3)  # [F, C, h, w]
         out = []

@@ -71,7 +71,7 @@ if __name__ == "__main__" and __package__ == "models.dreamoving":
     sys.exit(_main())
 
 from ...kernels.dispatch import use_backend
-from ...kernels.processor import _attention_modules, attention_hooks
+from ...kernels.processor import attention_modules, attention_hooks
 from ..colorize.train import EMA, TextEmbeddingCache, TrainProgress, load_model_fresh, make_noise_scheduler
 from ..common.errors import InputError, PaperNodesError, WeightsFormatError
 from ..common.training_log import open_csv_log
@@ -265,7 +265,7 @@ class ContentGuiderStage(nn.Module):
 def new_ip_adapter(unet, clip_vision, variant: str = "plus", num_tokens: int | None = None, name: str = ""):
     """A fresh IP-Adapter for `unet` in the published layout, initialised as IP-Adapter does: to_k_ip / to_v_ip
     copy the U-Net's text to_k / to_v; the projection keeps PyTorch's default init (seed beforehand)."""
-    modules = _attention_modules(unet)
+    modules = attention_modules(unet)
     layers = cross_attention_layers(unet)
     cross = modules[layers[0]].to_k.in_features
     if variant == "plain":

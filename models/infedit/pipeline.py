@@ -73,14 +73,14 @@ class InfEditPipeline:
                 "a text-to-image (LCM) model whose U-Net takes the VAE latent",
                 f"a U-Net with {components.unet.config.in_channels} input channels",
             )
-        self.c = components
+        self.components = components
 
     # ----- inputs ----------------------------------------------------------------------------------------
     def _token_ids(self, prompt: str, name: str) -> list[int]:
         if not prompt or not prompt.strip():
             raise InputError(name, "a non-empty prompt")
-        ids = self.c.tokenizer(prompt).input_ids
-        limit = self.c.tokenizer.model_max_length
+        ids = self.components.tokenizer(prompt).input_ids
+        limit = self.components.tokenizer.model_max_length
         if len(ids) > limit:
             raise InputError(name, f"a prompt of at most {limit - 2} tokens", f"{len(ids) - 2} tokens")
         return ids
@@ -89,13 +89,13 @@ class InfEditPipeline:
         if not words.strip():
             return None
         try:
-            return word_token_positions(self.c.tokenizer, prompt, words)
+            return word_token_positions(self.components.tokenizer, prompt, words)
         except ValueError as exc:
             raise InputError(name, "words that occur in their prompt", str(exc)) from exc
 
     def _blend_resolution(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
         """SD's 16x16 layers at 64x64 latents = factor 4; else the coarsest cross-attention resolution."""
-        cfg = self.c.unet.config
+        cfg = self.components.unet.config
         factors = {2**i for i, t in enumerate(cfg.down_block_types) if "CrossAttn" in t}
         if "CrossAttn" in (cfg.mid_block_type or "UNetMidBlock2DCrossAttn"):
             factors.add(2 ** (len(cfg.down_block_types) - 1))
@@ -133,7 +133,7 @@ class InfEditPipeline:
             )
         tgt_pos = [self._positions(p, w, "target_blend_words") for p, w in zip(target_prompts, words)]
 
-        x, fit = fit_to_multiple(images, self.c.pixel_multiple, settings.resize_mode)
+        x, fit = fit_to_multiple(images, self.components.pixel_multiple, settings.resize_mode)
         groups = (
             [list(range(len(target_prompts)))]
             if settings.eta == 1.0
@@ -149,7 +149,7 @@ class InfEditPipeline:
 
         edited, masks, latents, z0s, recon = [], [], [], [], []
         evals = 0
-        vae = self.c.vae
+        vae = self.components.vae
         for b in range(images.shape[0]):
             z0 = (
                 vae.encode((x[b : b + 1] * 2 - 1).to(device, dtype)).latent_dist.mode()
@@ -222,9 +222,9 @@ class InfEditPipeline:
         )
         hooks = [SelfAttentionControl(layout, s.self_replace), cross]
 
-        cond = encode_prompts(self.c, [source_prompt, *targets, *([source_prompt] * n)], device).to(dtype)
+        cond = encode_prompts(self.components, [source_prompt, *targets, *([source_prompt] * n)], device).to(dtype)
         text = (
-            torch.cat([encode_prompts(self.c, [""], device).to(dtype).expand(layout.items, -1, -1), cond])
+            torch.cat([encode_prompts(self.components, [""], device).to(dtype).expand(layout.items, -1, -1), cond])
             if cfg
             else cond
         )
@@ -241,12 +241,12 @@ class InfEditPipeline:
         mask_e = [torch.ones(latent_hw, dtype=torch.bool, device=device)] * n
         state = HookState(num_steps=len(timesteps), latent_hw=latent_hw)
         evals = 0
-        with attention_hooks(self.c.unet, hooks, state):
+        with attention_hooks(self.components.unet, hooks, state):
             for i, t in enumerate(timesteps):
                 state.step = i
                 branch = torch.cat([x_s, *x_t, *x_m])
                 model_in = torch.cat([branch, branch]) if cfg else branch
-                eps = self.c.unet(
+                eps = self.components.unet(
                     scheduler.scale_model_input(model_in, t), t, encoder_hidden_states=text
                 ).sample
                 evals += 1
@@ -302,10 +302,10 @@ class InfEditPipeline:
 
     def _scheduler(self):
         """LCM scheduler on the model's schedule, 50 original steps (InfEdit Sec. 5.1)."""
-        original = self.c.scheduler_config.get("original_inference_steps", 50)
+        original = self.components.scheduler_config.get("original_inference_steps", 50)
         return scheduler_of_class(
             "LCMScheduler",
-            self.c.scheduler_config,
+            self.components.scheduler_config,
             original_inference_steps=original,
             timestep_spacing="leading",
         )

@@ -76,7 +76,7 @@ class SwiftBrushPipeline:
 
     def __init__(self, components: SDComponents):
         check_text_to_image(components, "student")
-        self.c = components
+        self.components = components
         self.alphas_cumprod = training_alphas_cumprod(components.scheduler_config)
         self.timestep = student_timestep(self.alphas_cumprod)
 
@@ -86,11 +86,11 @@ class SwiftBrushPipeline:
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.c.vae.config.block_out_channels) - 1)
+        return 2 ** (len(self.components.vae.config.block_out_channels) - 1)
 
     @property
     def scaling_factor(self) -> float:
-        return float(self.c.vae.config.scaling_factor)
+        return float(self.components.vae.config.scaling_factor)
 
     def vae_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Diffusion latents -> the VAE's own latent space (what ComfyUI's LATENT holds: its VAE decodes
@@ -102,8 +102,8 @@ class SwiftBrushPipeline:
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError(name, "a non-empty text prompt (the student was distilled on text prompts)",
                              repr(prompt))
-        n = len(self.c.tokenizer(prompt).input_ids)
-        limit = self.c.tokenizer.model_max_length
+        n = len(self.components.tokenizer(prompt).input_ids)
+        limit = self.components.tokenizer.model_max_length
         if n > limit:
             raise InputError(name, f"a prompt of at most {limit - 2} tokens", f"{n - 2} tokens")
 
@@ -111,9 +111,9 @@ class SwiftBrushPipeline:
     def encode_prompts(self, prompts: Sequence[str], device) -> torch.Tensor:
         for p in prompts:
             self.check_prompt(p)
-        tok = self.c.tokenizer(list(prompts), padding="max_length", max_length=self.c.tokenizer.model_max_length,
+        tok = self.components.tokenizer(list(prompts), padding="max_length", max_length=self.components.tokenizer.model_max_length,
                                truncation=True, return_tensors="pt")
-        return self.c.text_encoder(tok.input_ids.to(device))[0]
+        return self.components.text_encoder(tok.input_ids.to(device))[0]
 
     def check_size(self, height: int, width: int) -> None:
         m = self.vae_scale_factor
@@ -133,7 +133,7 @@ class SwiftBrushPipeline:
             raise InputError("batch_size", "at least 1", str(batch))
         self.check_size(height, width)
         device = torch.device(device)
-        if dtype is not None and any(p.dtype != dtype for p in self.c.unet.parameters()):
+        if dtype is not None and any(p.dtype != dtype for p in self.components.unet.parameters()):
             raise InputError("dtype", "the dtype the modules are in (cast them before calling)", str(dtype))
         if embeds is None:
             if prompts is None:
@@ -146,14 +146,14 @@ class SwiftBrushPipeline:
             embeds = embeds[None]
         embeds = embeds.to(device).repeat_interleave(batch, dim=0)
         total = embeds.shape[0]
-        c = self.c.unet.config.in_channels
+        c = self.components.unet.config.in_channels
         shape = (c, int(height) // self.vae_scale_factor, int(width) // self.vae_scale_factor)
         noise = seeded_noise(shape, seed, total)
 
         latents, images = [], []
         for start in range(0, total, CHUNK):
             z = noise[start:start + CHUNK].to(device)
-            x0 = one_step_latents(self.c.unet, embeds[start:start + CHUNK], z, self.alpha_T, self.timestep)
+            x0 = one_step_latents(self.components.unet, embeds[start:start + CHUNK], z, self.alpha_T, self.timestep)
             latents.append(x0)
             if decode:
                 images.append(self.decode(x0))
@@ -166,7 +166,7 @@ class SwiftBrushPipeline:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Diffusion latents -> IMAGE [B, H, W, 3] in 0..1 (float32, CPU)."""
-        vae = self.c.vae
+        vae = self.components.vae
         vae_dtype = next(vae.parameters()).dtype
         x = vae.decode(self.vae_latents(latents.float()).to(vae_dtype)).sample
         return ((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu()

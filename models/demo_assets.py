@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..dreamoving.demo import write_dreamoving_demo_assets
-from .saving import save_diffusers_folder, save_single_file
-from .tiny import build_tiny_components
+from .dreamoving.demo import write_dreamoving_demo_assets
+from .common.saving import save_diffusers_folder, save_single_file
+from .common.tiny import build_tiny_components
 
 DEMO_COLORIZER = "papernodes-demo-colorizer"
 DEMO_LCM = "papernodes-demo-lcm"
@@ -43,22 +43,22 @@ def demo_scene(size: int = 96, seed: int = 0) -> np.ndarray:
 
 def world_demo_image() -> np.ndarray:
     """uint8 [128,128,3]: the demo input scene (see DEMO_SCENE)."""
-    from ..proving_ground.world import WorldDataset, render
+    from .proving_ground.world import WorldDataset, render
 
     ds = WorldDataset(DEMO_SCENE["index"] + 1, seed=DEMO_SCENE["seed"], split=DEMO_SCENE["split"])
     return render(ds.scene(DEMO_SCENE["index"]))
 
 
 def trained_models_shipped() -> bool:
-    from ..proving_ground import zoo
+    from .proving_ground import zoo
 
     return all(zoo.shipped().values())
 
 
 def write_trained_demo_models(base_dir: str | Path) -> dict[str, Path]:
     """The proving-ground models under the demo names (rebuilt each time: the checkout may have changed)."""
-    from ..proving_ground import zoo
-    from .loading import load_diffusers_folder
+    from .proving_ground import zoo
+    from .common.loading import load_diffusers_folder
 
     diffusers = Path(base_dir) / "models" / "diffusers"
     folder = zoo.assemble_pipeline("colorize", diffusers / DEMO_COLORIZER)
