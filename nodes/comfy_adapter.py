@@ -6,6 +6,7 @@ internal moved (HOST.md lists what changed between 0.3.75 and 0.33).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,9 +16,23 @@ import torch
 
 from ..models.common.errors import WeightsNotFoundError
 
+log = logging.getLogger("PaperNodes")
+_reported: set[str] = set()
+
 DIFFUSERS_PREFIX = "diffusers/"
 CHECKPOINTS_PREFIX = "checkpoints/"
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def host_call_failed(what: str, exc: BaseException) -> None:
+    """Log, once per `what`, that a guarded ComfyUI call failed and what the pack does instead.
+
+    The guards keep the pack running when a ComfyUI internal moves; without this line a user would lose
+    progress bars, Cancel or LoRAs silently."""
+    if what in _reported:
+        return
+    _reported.add(what)
+    log.warning("[PaperNodes] %s unavailable (%s: %s); continuing without it", what, type(exc).__name__, exc)
 
 
 def _folder_paths():
@@ -29,7 +44,8 @@ def _folder_paths():
 def model_folders(kind: str) -> list[str]:
     try:
         return list(_folder_paths().get_folder_paths(kind))
-    except Exception:
+    except Exception as exc:
+        host_call_failed(f"ComfyUI model folders ({kind})", exc)
         return []
 
 
@@ -48,7 +64,8 @@ def _diffusers_folders() -> list[str]:
 def _checkpoint_files() -> list[str]:
     try:
         names = _folder_paths().get_filename_list("checkpoints")
-    except Exception:
+    except Exception as exc:
+        host_call_failed("ComfyUI file list (checkpoints)", exc)
         return []
     return sorted(n for n in names if n.lower().endswith(WEIGHT_SUFFIXES))
 
@@ -92,7 +109,8 @@ def progress_callback(total: int):
         import comfy.utils
 
         bar = comfy.utils.ProgressBar(total)
-    except Exception:
+    except Exception as exc:
+        host_call_failed("ComfyUI progress bar and Cancel", exc)
         return lambda step, n: None
 
     def report(step: int, n: int) -> None:
@@ -108,7 +126,8 @@ def torch_device() -> torch.device:
         import comfy.model_management as mm
 
         return mm.get_torch_device()
-    except Exception:
+    except Exception as exc:
+        host_call_failed("ComfyUI device selection (comfy.model_management.get_torch_device)", exc)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -120,8 +139,8 @@ def prepare_modules(modules: list[torch.nn.Module], device: torch.device) -> Non
 
             need = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
             mm.free_memory(int(need * 1.5), device)
-        except Exception:
-            pass
+        except Exception as exc:
+            host_call_failed("ComfyUI memory manager (free_memory)", exc)
     for m in modules:
         m.to(device)
 
@@ -147,8 +166,8 @@ def offload_modules(modules: list[torch.nn.Module]) -> None:
         import comfy.model_management as mm
 
         mm.soft_empty_cache()
-    except Exception:
-        pass
+    except Exception as exc:
+        host_call_failed("ComfyUI cache release (soft_empty_cache)", exc)
 
 
 def file_choices(kind: str, none_label: str | None = None) -> list[str]:
@@ -157,7 +176,8 @@ def file_choices(kind: str, none_label: str | None = None) -> list[str]:
         names = sorted(
             n for n in _folder_paths().get_filename_list(kind) if n.lower().endswith(WEIGHT_SUFFIXES)
         )
-    except Exception:
+    except Exception as exc:
+        host_call_failed(f"ComfyUI file list ({kind})", exc)
         names = []
     return ([none_label] if none_label else []) + names
 

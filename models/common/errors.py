@@ -4,7 +4,19 @@ from __future__ import annotations
 
 
 class PaperNodesError(Exception):
-    """Base class: the message is meant for the person running the workflow."""
+    """Base class: the message is meant for the person running the workflow.
+
+    ComfyUI shows an error's type as `<module>.<qualname>`; inside a custom-node folder the module is a
+    file path ("…/custom_nodes/ComfyUI-PaperNodes.models.common.errors"), so every error of the pack
+    reports its module as "PaperNodes" and reads `PaperNodes.InputError`."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__module__ = ERROR_MODULE
+
+
+ERROR_MODULE = "PaperNodes"
+PaperNodesError.__module__ = ERROR_MODULE
 
 
 class WeightsNotFoundError(PaperNodesError, FileNotFoundError):
