@@ -93,13 +93,23 @@ def resolve_sd_model(choice: str, published: str) -> Path:
     kinds = [kind] if kind else ["diffusers", "checkpoints"]
     searched = [f for k in kinds for f in model_folders(k)]
     for root in searched:
-        base = Path(root).resolve()
-        candidate = (base / name).resolve()
-        if base not in candidate.parents:  # '..' or an absolute path: refuse to leave the folder
-            continue
-        if candidate.is_file() or (candidate / "unet" / "config.json").is_file():
+        candidate = path_inside(root, name)
+        if candidate is not None and (candidate.is_file() or (candidate / "unet" / "config.json").is_file()):
             return candidate
     raise WeightsNotFoundError(name or choice, searched, published)
+
+
+def path_inside(root: str | Path, name: str) -> Path | None:
+    """`root/name` if `name` stays inside `root` as written, else None.
+
+    The check is on the name, not on the resolved path: a file or folder in the model folder may be a
+    symlink to a shared model store (a common way to share models between installs), and the dropdown
+    lists it, so it must load. What is refused is a name that leaves the folder by itself: an absolute
+    path, a drive, or a `..` component."""
+    rel = Path(name)
+    if not name or rel.is_absolute() or rel.drive or ".." in rel.parts:
+        return None
+    return Path(root) / rel
 
 
 def progress_callback(total: int):
@@ -186,8 +196,7 @@ def resolve_file(kind: str, name: str, published: str) -> Path:
     """A file inside one of ComfyUI's `kind` folders; never a path outside them."""
     searched = model_folders(kind)
     for root in searched:
-        base = Path(root).resolve()
-        candidate = (base / name).resolve()
-        if base in candidate.parents and candidate.is_file():
+        candidate = path_inside(root, name)
+        if candidate is not None and candidate.is_file():
             return candidate
     raise WeightsNotFoundError(name, searched, published)

@@ -10,18 +10,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..models.common.controlnet import PUBLISHED as CONTROLNET_PUBLISHED
 from ..models.common.errors import WeightsNotFoundError
+from ..models.common.image_prompt import CLIP_VISION_URL, IP_ADAPTER_URL, load_clip_vision, load_ip_adapter
 from ..models.common.loading import load_components
-from ..models.dreamoving.ip_adapter import CLIP_VISION_URL, IP_ADAPTER_URL, load_clip_vision, load_ip_adapter
 from ..models.dreamoving.motion import load_motion_adapter
 from ..models.dreamoving.pipeline import ContentGuiderModels, DreaMovingPipeline
 from ..models.dreamoving.video_controlnet import (
     CONFIG_NAME,
     VideoControlNet,
     load_video_controlnet,
-)
-from ..models.dreamoving.video_controlnet import (
-    PUBLISHED as CONTROLNET_PUBLISHED,
 )
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import file_choices, model_folders, resolve_file, resolve_sd_model, sd_model_input

@@ -56,3 +56,26 @@ def test_paths_outside_the_model_folders_are_refused(adapter):
             ad.resolve_sd_model(name, "x")
     with pytest.raises(WeightsNotFoundError):
         ad.resolve_file("loras", "../secret.safetensors", "x")
+
+
+def test_symlinked_models_load_but_names_cannot_leave_the_folder(adapter, tmp_path_factory):
+    """A model folder may link to a shared store elsewhere: listed entries must resolve (issue: they were
+    refused as 'not found'). Names that leave the folder by themselves ('..', absolute) stay refused."""
+    ad, root = adapter
+    store = tmp_path_factory.mktemp("shared_store")
+    (store / "lora.safetensors").write_bytes(b"x")
+    (store / "sd15").mkdir()
+    (store / "sd15" / "model.safetensors").write_bytes(b"y")
+    (store / "pipe" / "unet").mkdir(parents=True)
+    (store / "pipe" / "unet" / "config.json").write_text("{}")
+    (root / "loras" / "linked.safetensors").symlink_to(store / "lora.safetensors")
+    (root / "checkpoints" / "shared").symlink_to(store / "sd15", target_is_directory=True)
+    (root / "diffusers" / "linked-pipe").symlink_to(store / "pipe", target_is_directory=True)
+
+    assert "linked.safetensors" in ad.file_choices("loras")
+    assert ad.resolve_file("loras", "linked.safetensors", "x").read_bytes() == b"x"
+    assert ad.resolve_sd_model("checkpoints/shared/model.safetensors", "x").read_bytes() == b"y"
+    assert ad.resolve_sd_model("diffusers/linked-pipe", "x").resolve() == (store / "pipe").resolve()
+    for name in ("../lora.safetensors", str(store / "lora.safetensors"), "shared/../../x.safetensors", ""):
+        with pytest.raises(WeightsNotFoundError):
+            ad.resolve_file("loras", name, "x")

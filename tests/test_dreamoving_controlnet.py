@@ -8,9 +8,9 @@ import copy
 
 import pytest
 import torch
+from papernodes.models.common import controlnet as cnio
 from papernodes.models.common import tiny
 from papernodes.models.common.errors import InputError, WeightsFormatError, WeightsNotFoundError
-from papernodes.models.dreamoving import controlnet as cnio
 from papernodes.models.dreamoving.video_controlnet import (
     DEPTH_SCALE,
     POSE_SCALE,
@@ -85,6 +85,24 @@ def _assert_residuals_close(a, b, tol: float) -> None:
     assert (ma - mb).abs().max().item() <= tol
 
 
+# Two distinct module instances with bit-equal weights are not bit-stable on the CPU: the kernel torch
+# picks depends on more than the weights (measured: scaled_dot_product_attention takes its flash kernel
+# when no input requires grad and the math kernel otherwise, so a freshly built, trainable Video ControlNet
+# and its reloaded, frozen copy differ by up to 1.1e-5 on residuals of magnitude ~18, ~6e-7 relative).
+# Weights are compared exactly; outputs of distinct instances within 1e-5 of the residual's magnitude:
+# 15x above that float noise, far below what one wrong weight or key causes (>1e-2).
+DISTINCT_INSTANCE_TOL = 1e-5
+
+
+def _assert_same_function(a, b) -> None:
+    """Residuals of two distinct instances holding the same weights (see DISTINCT_INSTANCE_TOL)."""
+    (da, ma), (db, mb) = a, b
+    assert len(da) == len(db)
+    for x, y in zip([*da, ma], [*db, mb]):
+        assert x.shape == y.shape
+        assert (x - y).abs().max().item() <= DISTINCT_INSTANCE_TOL * max(1.0, y.abs().max().item())
+
+
 # ----------------------------------------------------------------------------------------------------
 # ControlNet loading
 # ----------------------------------------------------------------------------------------------------
@@ -112,7 +130,7 @@ def test_single_file_loads_equal_to_diffusers_folder(pose_cn, tmp_path, prefix, 
     sample, text, cond = _inputs()
     out_a = from_folder(sample, 10, text, cond, return_dict=False)
     out_b = from_file(sample, 10, text, cond, return_dict=False)
-    _assert_residuals_close(out_a, out_b, 0.0)
+    _assert_same_function(out_a, out_b)
 
 
 def _config_diff(model, reference: dict) -> dict:
@@ -274,8 +292,10 @@ def test_save_load_roundtrip(pose_cn, tmp_path):
     save_video_controlnet(vcn, tmp_path / "vcn")
     loaded = load_video_controlnet(tmp_path / "vcn")
     assert loaded.motion_sources == vcn.motion_sources
+    a, b = vcn.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     sample, text, cond = _inputs()
-    _assert_residuals_close(vcn(sample, 7, text, cond, FRAMES), loaded(sample, 7, text, cond, FRAMES), 0.0)
+    _assert_same_function(vcn(sample, 7, text, cond, FRAMES), loaded(sample, 7, text, cond, FRAMES))
     (tmp_path / "vcn" / "motion_blocks.safetensors").unlink()
     with pytest.raises(WeightsFormatError, match="motion_blocks.safetensors"):
         load_video_controlnet(tmp_path / "vcn")

@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 from papernodes.kernels.processor import attention_hooks
+from papernodes.models.common import image_prompt as ipa
 from papernodes.models.common import tiny
 from papernodes.models.common.errors import WeightsFormatError, WeightsNotFoundError
-from papernodes.models.dreamoving import ip_adapter as ipa
 from papernodes.models.dreamoving.content_guider import ContentGuider, ImagePrompt
 
 torch.set_num_threads(1)
@@ -214,7 +214,9 @@ def test_variants_detected_and_bin_equals_safetensors(tmp_path, unet, adapters, 
         feats = torch.randn(1, 24) if a.variant == "plain" else hidden
         tokens = a.project(feats)
         assert tokens.shape == (1, expected[stem][1], 48)
-        assert torch.equal(tokens, b.project(feats))
+        # a and b are distinct instances: equal weights (above), outputs within float noise (CPU kernels
+        # are not bit-stable across instances; see test_dreamoving_controlnet.DISTINCT_INSTANCE_TOL)
+        torch.testing.assert_close(tokens, b.project(feats), rtol=1e-5, atol=1e-5)
         assert a.bind(unet) == {n: j for j, n in enumerate(n for n in unet.attn_processors if "attn2" in n)}
 
 
@@ -256,10 +258,13 @@ def test_clip_vision_single_file_equals_folder(tmp_path, clip_vision):
     for key, value in ipa.TINY_CLIP_VISION.items():
         assert getattr(b.config, key) == getattr(a.config, key) == value, key
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     oa = a(pixel_values=pixels, output_hidden_states=True)
     ob = b(pixel_values=pixels, output_hidden_states=True)
-    assert torch.equal(oa.image_embeds, ob.image_embeds)
-    assert torch.equal(oa.hidden_states[-2], ob.hidden_states[-2])
+    # distinct instances: outputs within float noise (see test_dreamoving_controlnet.DISTINCT_INSTANCE_TOL)
+    torch.testing.assert_close(oa.image_embeds, ob.image_embeds, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(oa.hidden_states[-2], ob.hidden_states[-2], rtol=1e-5, atol=1e-5)
     with pytest.raises(WeightsNotFoundError, match="nothing.safetensors"):
         ipa.load_clip_vision(tmp_path / "nothing.safetensors")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from papernodes.kernels.processor import attention_hooks, installed_processors
+from papernodes.models.common import image_prompt as ipa
 from papernodes.models.common import tiny
 from papernodes.models.common.errors import InputError
 from papernodes.models.common.text import encode_prompts
-from papernodes.models.dreamoving import ip_adapter as ipa
 from papernodes.models.dreamoving.motion import (
     build_tiny_motion_adapter,
     motion_modules_enabled,

@@ -31,6 +31,22 @@ def test_pose_workflow_writes_a_16_frame_video(comfy_host):
     assert video[0].size == maps[0].size == (64, 64)
 
 
+def test_pose_nodes_keep_their_ids_in_the_pose_category(comfy_host):
+    """Saved workflows name the pose nodes by their DreaMoving-era IDs; the server lists them under Pose."""
+    info = comfy_host.object_info()
+    names = {
+        "PaperNodes_DreaMovingLoadPoseKeypoints": "Pose: Load Keypoints (JSON)",
+        "PaperNodes_DreaMovingRenderPose": "Pose: Render OpenPose",
+        "PaperNodes_DreaMovingRetimePose": "Pose: Retime",
+    }
+    for key, display in names.items():
+        assert (info[key]["category"], info[key]["display_name"]) == ("PaperNodes/Pose", display)
+    assert "papernodes_demo_pose.json" in info["PaperNodes_DreaMovingLoadPoseKeypoints"]["input"]["required"][
+        "json_file"
+    ][0]
+    assert info["PaperNodes_DreaMovingGenerate"]["category"] == "PaperNodes/DreaMoving"
+
+
 def test_depth_workflow_retimes_and_runs_two_windows(comfy_host):
     entry = comfy_host.run(_api("depth"), timeout=900)
     video = _frames(comfy_host, entry, SAVE)

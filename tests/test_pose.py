@@ -1,14 +1,16 @@
-"""DreaMoving pose input: OpenPose-look renderer, POSE_KEYPOINT parsing, retiming of keypoints and maps."""
+"""Shared pose module (models/common/pose.py) and the Pose nodes: OpenPose-look renderer, POSE_KEYPOINT
+parsing, retiming of keypoints and maps; the nodes keep their saved-workflow IDs under PaperNodes/Pose."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from papernodes.models.common import pose as P
 from papernodes.models.common.errors import InputError
-from papernodes.models.dreamoving import pose as P
 
 W, H = 128, 96
 
@@ -239,3 +241,83 @@ def test_body_matches_opencv_reference_pixel_for_pixel():
         frame = P.parse_pose_keypoints([_frame(body.ravel().tolist())])[0]
         ours = P.render_pose_frame(frame, 320, 256)
         assert np.array_equal(ours, _reference_draw(frame.people[0], 320, 256, cv2))
+
+
+# ------------------------------------------------------------------------------------------------ nodes
+
+POSE_NODE_IDS = (  # the IDs saved workflows use; they predate the Pose category and must not change
+    "PaperNodes_DreaMovingLoadPoseKeypoints",
+    "PaperNodes_DreaMovingRenderPose",
+    "PaperNodes_DreaMovingRetimePose",
+)
+
+
+@pytest.fixture()
+def pose_nodes(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    fake = types.ModuleType("folder_paths")
+    fake.get_input_directory = lambda: str(tmp_path / "input")
+    (tmp_path / "input").mkdir()
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    from papernodes.nodes import pose as pose_nodes
+
+    return pose_nodes, tmp_path / "input"
+
+
+def test_old_pose_node_ids_are_registered_under_the_pose_category():
+    from papernodes import nodes
+    from papernodes.nodes import pose as pose_nodes
+
+    for key in POSE_NODE_IDS:
+        cls = nodes.NODE_CLASS_MAPPINGS[key]
+        assert cls is pose_nodes.NODE_CLASS_MAPPINGS[key]
+        assert cls.CATEGORY == "PaperNodes/Pose"
+        assert nodes.NODE_DISPLAY_NAME_MAPPINGS[key].startswith("Pose: ")
+    assert nodes.NODE_DISPLAY_NAME_MAPPINGS["PaperNodes_DreaMovingLoadPoseKeypoints"] == "Pose: Load Keypoints (JSON)"
+    dreamoving = [k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("PaperNodes_DreaMoving") and k not in POSE_NODE_IDS]
+    assert "PaperNodes_DreaMovingGenerate" in dreamoving and "PaperNodes_DreaMovingLoadModel" in dreamoving
+    assert {nodes.NODE_CLASS_MAPPINGS[k].CATEGORY for k in dreamoving} == {"PaperNodes/DreaMoving"}
+
+
+def test_example_workflows_use_the_kept_pose_ids():
+    from conftest import REPO_ROOT
+
+    used = set()
+    for path in (REPO_ROOT / "example_workflows").glob("dreamoving_*_api.json"):
+        used |= {n["class_type"] for n in json.loads(path.read_text()).values()}
+    assert {"PaperNodes_DreaMovingLoadPoseKeypoints", "PaperNodes_DreaMovingRenderPose"} <= used
+    assert "PaperNodes_DreaMovingRetimePose" in used
+
+
+def test_load_render_retime_nodes(pose_nodes):
+    mod, input_dir = pose_nodes
+    frames = _seq(4)
+    (input_dir / "dance").mkdir()
+    (input_dir / "dance" / "seq.json").write_text(json.dumps(frames))
+    assert "dance/seq.json" in mod.LoadPoseKeypoints.INPUT_TYPES()["required"]["json_file"][0]
+    (loaded,) = mod.LoadPoseKeypoints().load("dance/seq.json")
+    assert loaded == frames
+    (images,) = mod.RenderOpenPose().render(loaded, W, H, True, True, True)
+    assert torch.equal(images, P.render_openpose(frames, W, H))
+    out_pose, out_images = mod.RetimePose().retime(30.0, 15.0, 0, "nearest", pose_keypoint=loaded, images=images)
+    assert out_pose == P.retime_keypoints(frames, 30.0, dst_fps=15.0)
+    assert torch.equal(out_images, images[[0, 2]])
+    out_pose, out_images = mod.RetimePose().retime(30.0, 15.0, 3, "linear", images=images)
+    assert out_pose is None and torch.equal(out_images, P.resample_frames(images, 3, "linear"))
+
+
+def test_pose_node_errors_name_the_input(pose_nodes):
+    mod, input_dir = pose_nodes
+    (input_dir.parent / "outside.json").write_text("[]")
+    with pytest.raises(InputError, match="Input 'json_file'"):
+        mod.LoadPoseKeypoints().load("../outside.json")
+    (input_dir / "bad.json").write_text("{not json")
+    with pytest.raises(InputError, match="Input 'json_file': expected valid JSON"):
+        mod.LoadPoseKeypoints().load("bad.json")
+    (input_dir / "odd.json").write_text(json.dumps([{"people": [{"pose_keypoints_2d": [0.5, 0.5]}]}]))
+    with pytest.raises(InputError, match="Input 'pose_keypoints'.*frame 0, person 0"):
+        mod.LoadPoseKeypoints().load("odd.json")
+    with pytest.raises(InputError, match="Input 'pose_keypoint/images'"):
+        mod.RetimePose().retime(30.0, 15.0, 0, "nearest")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from ..common import ldm_layout
-from ..common.errors import WeightsFormatError, WeightsNotFoundError
-from ..common.loading import PICKLE_SUFFIXES, SAFE_SUFFIXES, load_state_dict
+from . import ldm_layout
+from .errors import WeightsFormatError, WeightsNotFoundError
+from .loading import PICKLE_SUFFIXES, SAFE_SUFFIXES, load_state_dict
 
 CONTROL_PREFIX = "control_model."
 PUBLISHED = "https://huggingface.co/lllyasviel/ControlNet-v1-1 (control_v11p_sd15_openpose, control_v11f1p_sd15_depth)"

@@ -1,8 +1,9 @@
-"""IP-Adapter weights (SD1.5 plain / plus / plus-face / full-face) and their CLIP vision encoder.
+"""Image prompts: IP-Adapter weights (SD1.5 plain / plus / plus-face / full-face) and their CLIP vision encoder.
 
-DreaMoving's Content Guider (Sec. 3.3) projects face and clothes image embeddings into extra cross-attention
-K/V sets, which is IP-Adapter's decoupled cross-attention (Ye et al. 2023, arXiv 2308.06721). DreaMoving
-ships no weights, so the guider runs on the IP-Adapter files users already have:
+IP-Adapter (Ye et al. 2023, arXiv 2308.06721) projects CLIP image features into extra cross-attention K/V
+sets (decoupled cross-attention). Methods that prompt a U-Net with images (DreaMoving's Content Guider,
+Sec. 3.3, wires one per face and clothes prompt in models/dreamoving/content_guider.py) run on the
+IP-Adapter files users already have:
 
 - `ip-adapter_sd15*.safetensors|.bin` (plain): `image_proj.proj` (CLIP image_embeds -> T*C) + `norm`;
 - `ip-adapter-plus_sd15` / `ip-adapter-plus-face_sd15`: a perceiver Resampler over the penultimate CLIP
@@ -31,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...kernels.processor import attention_modules, is_temporal_attention
-from ..common.errors import WeightsFormatError, WeightsNotFoundError
-from ..common.loading import PICKLE_SUFFIXES, SAFE_SUFFIXES, load_state_dict
+from .errors import WeightsFormatError, WeightsNotFoundError
+from .loading import PICKLE_SUFFIXES, SAFE_SUFFIXES, load_state_dict
 
 IP_ADAPTER_URL = "https://huggingface.co/h94/IP-Adapter (models/)"
 CLIP_VISION_URL = "https://huggingface.co/h94/IP-Adapter (models/image_encoder/)"
@@ -250,7 +251,7 @@ def detect_variant(image_proj: dict, source: str = "") -> str:
     ):
         raise WeightsFormatError(
             f"{source}: an IP-Adapter FaceID file; it needs InsightFace identity embeddings, which the "
-            "Content Guider does not compute. Use ip-adapter-plus-face_sd15 or ip-adapter_sd15."
+            "pack does not compute. Use ip-adapter-plus-face_sd15 or ip-adapter_sd15."
         )
     if "proj.weight" in image_proj and "norm.weight" in image_proj:
         return "plain"

@@ -1,11 +1,12 @@
-"""Pose input for DreaMoving: POSE_KEYPOINT parsing, OpenPose-style rendering and retiming.
+"""Pose sequences: POSE_KEYPOINT parsing, OpenPose-style rendering and retiming.
 
-DreaMoving's Video ControlNet is driven by pose sequences (arXiv 2312.05107, Sec. 3); users bring either
-rendered pose maps (IMAGE) or keypoints from the ComfyUI pose preprocessors (comfyui_controlnet_aux
-OpenPose/DWPose, `POSE_KEYPOINT`: one OpenPose-JSON-like dict per frame). The ControlNets users load
-were trained on maps drawn by controlnet_aux's `draw_poses`, so the renderer reproduces that look
-pixel-for-pixel where it matters (limb ellipses and joint discs are exact; the 2-px hand edges agree
-on ~94 % of their pixels, differing only at edge boundaries) in plain numpy: no OpenCV dependency.
+Shared by the pose-driven methods (first DreaMoving's Video ControlNet, arXiv 2312.05107 Sec. 3). Users
+bring either rendered pose maps (IMAGE) or keypoints from the ComfyUI pose preprocessors
+(comfyui_controlnet_aux OpenPose/DWPose, `POSE_KEYPOINT`: one OpenPose-JSON-like dict per frame). The
+OpenPose ControlNets users load were trained on maps drawn by controlnet_aux's `draw_poses`, so the
+renderer reproduces that look pixel-for-pixel where it matters (limb ellipses and joint discs are exact;
+the 2-px hand edges agree on ~94 % of their pixels, differing only at edge boundaries) in plain numpy: no
+OpenCV dependency.
 
 Coordinates. The preprocessors emit coordinates normalised to 0..1 (with `canvas_width/height` the
 detection resolution); OpenPose itself and pose editors emit pixels. A frame whose visible coordinates
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common.errors import InputError
+from .errors import InputError
 
 INPUT = "pose_keypoints"
 

@@ -12,7 +12,7 @@ Batch rows. The U-Net sees rows laid out as [branch][video][frame] (frames of on
 `fold_frames` expects). With `cfg=True` the first half of the rows is the unconditional branch and gets
 the adapter's unconditional tokens (IP-Adapter's convention: projection of a zero image embedding for
 plain, of the CLIP features of an all-zero pixel tensor for the hidden-state variants; see
-`ip_adapter.encode_images`). A prompt holds tokens for one video (shared by all rows) or for N videos;
+`common.image_prompt.encode_images`). A prompt holds tokens for one video (shared by all rows) or for N videos;
 with N videos each branch's rows split into N equal runs of frames, so no frame count is needed and
 sliding context windows of any length work.
 """
@@ -25,7 +25,7 @@ import torch
 
 from ...kernels.processor import AttentionHook, AttnCall
 from ...kernels.reference import Context
-from .ip_adapter import IPAdapter, encode_images
+from ..common.image_prompt import IPAdapter, encode_images
 
 # DreaMoving does not publish α_f / α_c; IP-Adapter's own default scale is 1.0 and its authors suggest ~0.5
 # when text must keep control. We default to 1.0 (the adapter as trained); nodes expose both.

@@ -149,10 +149,15 @@ def write_dreamoving_demo_assets(base_dir: str | Path) -> dict[str, Path]:
     """Write the DreaMoving demo models and inputs under `base_dir` (a ComfyUI base directory)."""
     from PIL import Image
 
+    from ..common.controlnet import save_controlnet_single_file
+    from ..common.image_prompt import (
+        build_tiny_clip_vision,
+        build_tiny_ip_adapter,
+        save_clip_vision,
+        save_ip_adapter,
+    )
     from ..common.saving import save_diffusers_folder
     from ..common.tiny import build_tiny_components
-    from .controlnet import save_controlnet_single_file
-    from .ip_adapter import build_tiny_clip_vision, build_tiny_ip_adapter, save_clip_vision, save_ip_adapter
     from .motion import build_tiny_motion_adapter, save_motion_adapter_original
 
     base = Path(base_dir)

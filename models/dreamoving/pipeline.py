@@ -27,11 +27,11 @@ import torch
 
 from ...kernels.processor import HookState, attention_hooks
 from ..common.errors import InputError
+from ..common.image_prompt import IPAdapter
 from ..common.loading import SDComponents
 from ..common.schedulers import make_scheduler
 from ..common.text import encode_prompts
 from .content_guider import DEFAULT_SCALE, ContentGuider, ImagePrompt
-from .ip_adapter import IPAdapter
 from .motion import inflate_unet, run_motion_unet
 from .video_controlnet import ControlSpec, control_residuals
 from .windows import WindowedDenoiser

@@ -9,7 +9,7 @@ Control clips (stage `controlnet`): a folder of videos, each with its control se
       dance02.mp4
       dance02.txt
       dance02.pose.json     ... or POSE_KEYPOINT (a JSON list, one OpenPose dict per frame), rendered
-                            OpenPose-style at the video's size by `pose.render_openpose`
+                            OpenPose-style at the video's size by `common.pose.render_openpose`
 
 With `control_suffix=".depth"` the sequence is read from `dance01.depth/` or `dance01.depth.pose.json`,
 so pose and depth sequences for the same videos can share a folder. The control sequence must have
@@ -27,7 +27,7 @@ or listed in `content/metadata.jsonl`, one JSON object per line with paths relat
     {"image": "frames/a.png", "face": "faces/a.png", "clothes": "clothes/a.png", "caption": "..."}
 
 Frames come back as [-1, 1] tensors; face and clothes crops as CLIP pixel values (shortest side to the
-encoder's size, centre crop, OpenAI mean/std; `ip_adapter.preprocess_clip_images`).
+encoder's size, centre crop, OpenAI mean/std; `common.image_prompt.preprocess_clip_images`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..common.errors import PaperNodesError
-from .ip_adapter import preprocess_clip_images
+from ..common.image_prompt import preprocess_clip_images
+from ..common.pose import parse_pose_keypoints, render_openpose
+from ..common.video_io import VideoFileError, read_video_frames, video_info
 
 VIDEO_SUFFIXES = (".mp4",)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -86,69 +88,12 @@ def read_image(path: Path) -> np.ndarray:
         raise DataLayoutError(f"{path}: cannot be read as an image ({exc})") from exc
 
 
-# ----------------------------------------------------------------------------------------------------
-# Video (PyAV)
-
-
-def _open_video(path: Path):
-    import av
-
+def _video(call, *args):
+    """Run a `video_io` reader; its file errors become DataLayoutError, the one error of a bad data folder."""
     try:
-        container = av.open(str(path))
-    except Exception as exc:  # PyAV raises several FFmpeg error classes
-        raise DataLayoutError(f"{path}: cannot be opened as a video ({exc})") from exc
-    if not container.streams.video:
-        container.close()
-        raise DataLayoutError(f"{path}: has no video stream")
-    return container
-
-
-def video_info(path: str | os.PathLike) -> tuple[int, int, int]:
-    """(frame count, width, height). Uses the container's frame count, or decodes to count if absent."""
-    path = Path(path)
-    container = _open_video(path)
-    try:
-        stream = container.streams.video[0]
-        count, width, height = int(stream.frames or 0), int(stream.width), int(stream.height)
-        if count <= 0:
-            try:
-                count = sum(1 for _ in container.decode(stream))
-            except Exception as exc:
-                raise DataLayoutError(f"{path}: video frames cannot be decoded ({exc})") from exc
-    finally:
-        container.close()
-    if count <= 0:
-        raise DataLayoutError(f"{path}: contains no video frames")
-    return count, width, height
-
-
-def read_video_frames(path: str | os.PathLike, indices: list[int]) -> np.ndarray:
-    """uint8 [len(indices), H, W, 3] RGB frames at `indices` (sorted or not), decoding only up to the last."""
-    path = Path(path)
-    wanted = sorted(set(indices))
-    wanted_set = set(wanted)
-    got: dict[int, np.ndarray] = {}
-    container = _open_video(path)
-    try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            if i in wanted_set:
-                got[i] = frame.to_ndarray(format="rgb24")
-            if i >= wanted[-1]:
-                break
-    except DataLayoutError:
-        raise
-    except Exception as exc:
-        raise DataLayoutError(f"{path}: video frames cannot be decoded ({exc})") from exc
-    finally:
-        container.close()
-    missing = [i for i in wanted if i not in got]
-    if missing:
-        raise DataLayoutError(
-            f"{path}: frame {missing[0]} requested but the video decodes to only {len(got) and max(got) + 1} frames"
-        )
-    return np.stack([got[i] for i in indices])
+        return call(*args)
+    except VideoFileError as exc:
+        raise DataLayoutError(str(exc)) from exc
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -184,8 +129,6 @@ def _control_images(folder: Path) -> list[Path]:
 
 
 def _load_pose(path: Path, num_frames: int) -> list:
-    from .pose import parse_pose_keypoints
-
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -220,7 +163,7 @@ def scan_control_clips(root: str | os.PathLike, control_suffix: str = "") -> lis
     for video in videos:
         name = video.stem
         caption = _read_caption(root / f"{name}.txt", "video")
-        count, width, height = video_info(video)
+        count, width, height = _video(video_info, video)
         folder = root / f"{name}{control_suffix}"
         pose_file = root / f"{name}{control_suffix}{POSE_SUFFIX}"
         if folder.is_dir() and pose_file.is_file():
@@ -296,8 +239,6 @@ class ControlClipDataset(Dataset):
     def control_frames(self, clip: ControlClip, indices: list[int]) -> torch.Tensor:
         """Control frames at `indices` as float [F, 3, H, W] in 0..1 at the video's own size."""
         if clip.pose is not None:
-            from .pose import render_openpose
-
             images = render_openpose([clip.pose[i] for i in indices], clip.width, clip.height)
             return images.permute(0, 3, 1, 2)
         out = []
@@ -311,7 +252,7 @@ class ControlClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         clip = self.clips[index]
         idx = self.frame_indices(index)
-        video = _to_float(read_video_frames(clip.video, idx))
+        video = _to_float(_video(read_video_frames, clip.video, idx))
         if tuple(video.shape[-2:]) != (clip.height, clip.width):  # rotated/odd containers: trust the pixels
             clip.height, clip.width = video.shape[-2:]
         control = self.control_frames(clip, idx)

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.controlnet import PUBLISHED, load_controlnet
 from ..common.errors import InputError, WeightsFormatError, WeightsNotFoundError
-from .controlnet import PUBLISHED, load_controlnet
 
 POSE_SCALE = 0.5  # official DreaMoving demo: pose control scale
 DEPTH_SCALE = 0.7  # official DreaMoving demo: depth control scale
