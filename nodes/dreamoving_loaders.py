@@ -22,7 +22,7 @@ from ..models.dreamoving.video_controlnet import (
     load_video_controlnet,
 )
 from .bridge import checkpoint_inputs, components_from_comfy
-from .comfy_adapter import file_choices, model_folders, resolve_file, resolve_sd_model, sd_model_input
+from .comfy_adapter import file_choices, model_folders, path_inside, resolve_file, resolve_sd_model, sd_model_input
 
 CATEGORY = "PaperNodes/DreaMoving"
 MOTION_PUBLISHED = (
@@ -73,9 +73,8 @@ def choices(kind: str, placeholder: str, folders: bool = False, none: bool = Fal
 def resolve_entry(kind: str, name: str, published: str) -> Path:
     """A file or a config.json folder inside the `kind` folders; never a path outside them."""
     for root in model_folders(kind):
-        base = Path(root).resolve()
-        candidate = (base / name).resolve()
-        if base in candidate.parents and (candidate / "config.json").is_file():
+        candidate = path_inside(root, name)
+        if candidate is not None and (candidate / "config.json").is_file():
             return candidate
     try:
         return resolve_file(kind, name, published)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..models.common import pose
 from ..models.common.errors import InputError
+from .comfy_adapter import host_call_failed, path_inside
 
 CATEGORY = "PaperNodes/Pose"
 NO_JSON = "(no .json files in the input folder)"
@@ -21,7 +22,8 @@ def _input_dir() -> Path | None:
         import folder_paths
 
         return Path(folder_paths.get_input_directory())
-    except Exception:
+    except Exception as exc:
+        host_call_failed("ComfyUI input folder", exc)
         return None
 
 
@@ -60,8 +62,8 @@ class LoadPoseKeypoints:
         base = _input_dir()
         if base is None:
             raise InputError("json_file", "ComfyUI's input folder", "no input folder configured")
-        path = (base / json_file).resolve()
-        if base.resolve() not in path.parents or not path.is_file():
+        path = path_inside(base, json_file)
+        if path is None or not path.is_file():
             raise InputError("json_file", f"a .json file inside {base}", repr(json_file))
         try:
             data = json.loads(path.read_text())
