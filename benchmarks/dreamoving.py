@@ -45,17 +45,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import diffusers
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if "papernodes" not in sys.modules:
-    _pkg = types.ModuleType("papernodes")
-    _pkg.__path__ = [str(REPO_ROOT)]
-    sys.modules["papernodes"] = _pkg
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import papernodes_bootstrap  # noqa: E402  (the one bootstrap: the checkout as the package `papernodes`)
+
+papernodes_bootstrap.register()
 for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_key, "1")
 

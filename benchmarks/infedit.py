@@ -21,16 +21,15 @@ import gc
 import json
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if "papernodes" not in sys.modules:
-    _pkg = types.ModuleType("papernodes")
-    _pkg.__path__ = [str(REPO_ROOT)]
-    sys.modules["papernodes"] = _pkg
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import papernodes_bootstrap  # noqa: E402  (the one bootstrap: the checkout as the package `papernodes`)
+
+papernodes_bootstrap.register()
 
 from papernodes.kernels.processor import AttentionHook, HookState, attention_hooks  # noqa: E402
 from papernodes.models.common import loading, tiny  # noqa: E402

@@ -16,16 +16,15 @@ import platform
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if "papernodes" not in sys.modules:  # import the pack as a package without ComfyUI
-    _pkg = types.ModuleType("papernodes")
-    _pkg.__path__ = [str(REPO_ROOT)]
-    sys.modules["papernodes"] = _pkg
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import papernodes_bootstrap  # noqa: E402  (the one bootstrap: the checkout as the package `papernodes`)
+
+papernodes_bootstrap.register()
 
 from papernodes.kernels import Context, ops  # noqa: E402
 from papernodes.kernels.processor import attention_hooks  # noqa: E402

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,8 +29,13 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-import conftest  # noqa: E402,F401  (registers the checkout as the package `papernodes`)
+for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                     "TOKENIZERS_PARALLELISM": "false"}.items():  # fmt: skip
+    os.environ[_key] = _value  # local files only (as the tests run)
+sys.path.insert(0, str(REPO / "scripts"))
+import papernodes_bootstrap  # noqa: E402  (the one bootstrap: the checkout as the package `papernodes`)
+
+papernodes_bootstrap.register()
 from papernodes.models.colorize.metrics import image_metrics  # noqa: E402
 from papernodes.models.colorize.pipeline import ColorizePipeline, ColorizeSettings  # noqa: E402
 from papernodes.models.colorize.train import expand_conv_in_for_ip2p  # noqa: E402

@@ -15,6 +15,7 @@ from ..models.swiftbrush.weights import STUDENT_PUBLISHED, TEACHER_PUBLISHED, lo
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
     file_choices,
+    host_call_failed,
     model_folders,
     offload_modules,
     on_device,
@@ -172,8 +173,8 @@ def _free_vram(device) -> None:
 
         mm.unload_all_models()
         mm.soft_empty_cache()
-    except Exception:
-        pass
+    except Exception as exc:
+        host_call_failed("ComfyUI model unloading before training", exc)
 
 
 def _output_folder(name: str, teacher_source: str) -> Path:

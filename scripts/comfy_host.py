@@ -420,23 +420,11 @@ def call_prepare_hook(spec: str, base_dir: Path) -> None:
     module_name, sep, func_name = spec.partition(":")
     if not sep or not func_name:
         raise SystemExit(f"--prepare expects MODULE:FUNC, got {spec!r}")
-    func = getattr(importlib.import_module(_in_pack_namespace(module_name)), func_name)
+    import papernodes_bootstrap  # a sibling in scripts/: the checkout as the package `papernodes`
+
+    # pack modules are imported as `papernodes.<module>`, so their relative imports reach kernels/ and models/
+    func = getattr(importlib.import_module(papernodes_bootstrap.in_pack(module_name)), func_name)
     func(base_dir)
-
-
-def _in_pack_namespace(module_name: str) -> str:
-    """Import pack modules as `papernodes.<module>` (the checkout registered as a package without running
-    its root __init__.py, as the tests do) so their relative imports reach `kernels/` and `models/`."""
-    import importlib.machinery
-    import types
-
-    if "papernodes" not in sys.modules:
-        spec = importlib.machinery.ModuleSpec("papernodes", None, is_package=True)
-        spec.submodule_search_locations = [str(REPO_ROOT)]
-        package = types.ModuleType("papernodes")
-        package.__spec__, package.__path__, package.__package__ = spec, [str(REPO_ROOT)], "papernodes"
-        sys.modules["papernodes"] = package
-    return module_name if module_name.startswith("papernodes.") else f"papernodes.{module_name}"
 
 
 def workflow_name(path: Path) -> str:

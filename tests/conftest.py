@@ -7,17 +7,17 @@
   `papernodes.models...` / `papernodes.nodes...` and relative imports inside the pack work.
 - Provides the session fixture `comfy_host`: a real ComfyUI 0.3.75 server with this checkout installed
   (scripts/comfy_host.py), started once per session because startup costs ~10 s and ~1 GB RAM.
-- Markers: `slow`, `host` (needs the real server), `gpu` (skipped without CUDA).
+- Markers: `slow`, `host` (needs the real server; added automatically to every test that uses
+  comfy_host; under CI=true a missing ComfyUI fails these tests instead of skipping), `gpu` (skipped
+  without CUDA).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 import logging
 import os
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -44,16 +44,9 @@ log = logging.getLogger(__name__)
 
 
 def _register_package() -> None:
-    """Make `import papernodes.x.y` resolve inside the checkout without executing the root __init__.py."""
-    if PACKAGE_NAME in sys.modules:
-        return
-    spec = importlib.machinery.ModuleSpec(PACKAGE_NAME, None, is_package=True)
-    spec.submodule_search_locations = [str(REPO_ROOT)]
-    module = types.ModuleType(PACKAGE_NAME)
-    module.__spec__ = spec
-    module.__path__ = [str(REPO_ROOT)]
-    module.__package__ = PACKAGE_NAME
-    sys.modules[PACKAGE_NAME] = module
+    """Make `import papernodes.x.y` resolve inside the checkout without executing the root __init__.py
+    (scripts/papernodes_bootstrap.py: the bootstrap the command-line entry points share)."""
+    importlib.import_module("papernodes_bootstrap").register(REPO_ROOT, PACKAGE_NAME)
 
 
 _register_package()
@@ -66,8 +59,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped when torch.cuda.is_available() is False")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the host marker added here must count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `gpu` tests on CPU-only machines; torch is imported only if such tests were collected."""
+    """Mark every test that uses the comfy_host fixture (also through another fixture) `host`, so
+    `-m "not host"` never starts the server; skip `gpu` tests on CPU-only machines (torch is imported
+    only if such tests were collected)."""
+    for item in items:
+        if "comfy_host" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("host"):
+            item.add_marker(pytest.mark.host)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
@@ -92,13 +91,23 @@ def _place_test_models(base_dir: Path) -> None:
     place(base_dir)
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
 @pytest.fixture(scope="session")
 def comfy_host(tmp_path_factory: pytest.TempPathFactory):
-    """A running ComfyUI server with this checkout in custom_nodes/ and the tiny test models in models/."""
+    """A running ComfyUI server with this checkout in custom_nodes/ and the tiny test models in models/.
+
+    Without a ComfyUI the host tests skip on a developer's machine, but FAIL under CI (`CI=true` or
+    `CI=1`): a CI run that silently skipped the whole host tier would report green without testing it."""
     try:
         comfyui_dir = _comfy_host.find_comfyui()
     except _comfy_host.ComfyError as err:
-        pytest.skip(f"no ComfyUI to host the pack: {err}")
+        reason = f"no ComfyUI to host the pack: {err}"
+        if _in_ci():
+            pytest.fail(f"{reason} (CI={os.environ.get('CI')}: the host tier must run in CI)", pytrace=False)
+        pytest.skip(reason)
     base_dir = tmp_path_factory.mktemp("comfy_base")
     host = _comfy_host.ComfyHost(comfyui_dir, base_dir, REPO_ROOT)
     host.prepare_base_dir()  # models/ must exist before the hook writes into it

@@ -95,6 +95,7 @@ def test_instructions_are_varied_and_sampled_reproducibly():
     assert len(picks) > 30
 
 
+@pytest.mark.slow  # trains (command line)
 def test_cli_trains_and_writes_loadable_diffusers_folder(assets, tmp_path, capsys):
     out = tmp_path / "run"
     rc = T.main(
@@ -166,6 +167,7 @@ def _fixed_batch_loss(folder, items, seeds=(11, 12, 13)) -> float:
     return float(np.mean(losses))
 
 
+@pytest.mark.slow  # trains
 def test_overfits_a_fixed_batch(assets, tmp_path):
     cfg = _config(
         assets,
@@ -284,6 +286,7 @@ def test_expand_conv_in_is_zero_init():
     assert T.expand_conv_in_for_ip2p(unet) is unet and unet.conv_in.in_channels == 8  # idempotent
 
 
+@pytest.mark.slow  # trains
 def test_plain_sd_model_is_expanded_and_trains(assets, tmp_path):
     sd = tmp_path / "sd"
     save_diffusers_folder(build_tiny_components(1, in_channels=4), sd)
@@ -291,6 +294,7 @@ def test_plain_sd_model_is_expanded_and_trains(assets, tmp_path):
     assert load_components(final).unet.config.in_channels == 8
 
 
+@pytest.mark.slow  # trains
 def test_resume_restores_step_count_and_stop(assets, tmp_path):
     out = tmp_path / "run"
     T.train(_config(assets, out, max_steps=2, save_every=2))

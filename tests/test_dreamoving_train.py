@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 import torch
 from papernodes.kernels.processor import attention_hooks
+from papernodes.models.common import image_prompt as ipa
 from papernodes.models.common import tiny
+from papernodes.models.common.pose import render_openpose
 from papernodes.models.common.saving import save_diffusers_folder
-from papernodes.models.dreamoving import ip_adapter as ipa
+from papernodes.models.common.training import collate, epoch_batches, micro_batch_generator
 from papernodes.models.dreamoving import train as T
 from papernodes.models.dreamoving import train_data as D
 from papernodes.models.dreamoving.content_guider import ContentGuider, ImagePrompt
 from papernodes.models.dreamoving.motion import build_tiny_motion_adapter, save_motion_adapter_original
-from papernodes.models.dreamoving.pose import render_openpose
 from papernodes.models.dreamoving.video_controlnet import VideoControlNet, load_video_controlnet
 
 RES, W, H, N_FRAMES = 32, 48, 40, 8
@@ -270,12 +271,12 @@ def test_bad_lengths_and_content_layouts(assets, tmp_path):
 
 def test_epoch_batches_shard_every_index_once():
     for procs in (1, 2, 3):
-        got = [i for r in range(procs) for b in T.epoch_batches(7, 2, 0, 1, procs, r) for i in b]
+        got = [i for r in range(procs) for b in epoch_batches(7, 2, 0, 1, procs, r) for i in b]
         full = 7 - (7 % (2 * procs) if 7 % (2 * procs) < procs else 0)
         assert sorted(got) == sorted(
             torch.randperm(7, generator=torch.Generator().manual_seed(1)).tolist()[:full]
         )
-    assert T.epoch_batches(5, 2, 3, 0) == T.epoch_batches(5, 2, 3, 0) != T.epoch_batches(5, 2, 3, 1)
+    assert epoch_batches(5, 2, 3, 0) == epoch_batches(5, 2, 3, 0) != epoch_batches(5, 2, 3, 1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -286,14 +287,14 @@ def _overfit(cfg, steps: int):
     comps = T.load_model_fresh(cfg.model)
     stage, frozen, ds = T.setup_stage(cfg, comps, torch.device("cpu"), torch.float32)
     stage.train()
-    batch = T._collate([ds[0]])
+    batch = collate([ds[0]])
     frozen_before = {n: _state(m) for n, m in (("unet", frozen.unet), ("vae", frozen.vae))}
     stage_before = _state(stage)
     params = [p for p in stage.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
 
     def loss():
-        return T.stage_loss(stage, frozen, batch, T.micro_generator(0, 0, 0), cfg)  # same draws every time
+        return T.stage_loss(stage, frozen, batch, micro_batch_generator(0, 0, 0), cfg)  # same draws every time
 
     losses = []
     for _ in range(steps):
@@ -312,6 +313,7 @@ def _overfit(cfg, steps: int):
     return losses, trained, moved, stage
 
 
+@pytest.mark.slow  # trains
 def test_controlnet_stage_overfits_and_trains_only_motion_blocks(assets, tmp_path):
     cfg = _cfg(assets, "controlnet", tmp_path, lr=3e-3)
     losses, trained, moved, stage = _overfit(cfg, 6)
@@ -328,6 +330,7 @@ def test_controlnet_stage_overfits_and_trains_only_motion_blocks(assets, tmp_pat
     assert "adapter" in next(iter(stage2.vcn.motion_sources.values()))
 
 
+@pytest.mark.slow  # trains
 def test_guider_stage_overfits_and_trains_only_the_adapters(assets, tmp_path):
     cfg = _cfg(assets, "guider", tmp_path, lr=3e-3, cond_dropout=0.0)
     losses, trained, moved, stage = _overfit(cfg, 6)
@@ -344,7 +347,7 @@ def test_gradient_checkpointing_gives_identical_gradients(assets, tmp_path, stag
         cfg = _cfg(assets, stage, tmp_path, gradient_checkpointing=gc, train_controlnet=True)
         st, frozen, ds = T.setup_stage(cfg, T.load_model_fresh(cfg.model), torch.device("cpu"), torch.float32)
         st.train()
-        T.stage_loss(st, frozen, T._collate([ds[0]]), T.micro_generator(0, 0, 0), cfg).backward()
+        T.stage_loss(st, frozen, collate([ds[0]]), micro_batch_generator(0, 0, 0), cfg).backward()
         frozen.close()
         grads.append({n: p.grad for n, p in st.named_parameters() if p.requires_grad})
     assert grads[0].keys() == grads[1].keys() and all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
@@ -367,8 +370,8 @@ def test_guider_dropout_replaces_image_prompts_by_the_unconditional_features(ass
     dropped the stage sees only the unconditional features - checked by recomputing the loss by hand."""
     cfg = _cfg(assets, "guider", tmp_path, cond_dropout=1 / 3)
     stage, frozen, ds = T.setup_stage(cfg, T.load_model_fresh(cfg.model), torch.device("cpu"), torch.float32)
-    batch = T._collate([ds[0], ds[1]])
-    gen = T.micro_generator(0, 0, 5)
+    batch = collate([ds[0], ds[1]])
+    gen = micro_batch_generator(0, 0, 5)
     with torch.no_grad():
         got = T.stage_loss(stage, frozen, batch, copy.deepcopy(gen), cfg)
         g = copy.deepcopy(gen)
@@ -397,6 +400,7 @@ def _log(out) -> list[dict]:
     return list(csv.DictReader((out / "log.csv").open()))
 
 
+@pytest.mark.slow  # trains
 def test_controlnet_training_exports_and_resumes_bit_identically(assets, tmp_path):
     kw = dict(grad_accum=2, save_every=2, max_grad_norm=1.0)
     full = T.train(_cfg(assets, "controlnet", tmp_path / "full", max_steps=4, **kw))
@@ -408,9 +412,12 @@ def test_controlnet_training_exports_and_resumes_bit_identically(assets, tmp_pat
     cond = torch.rand(3, 3, RES, RES, generator=g)
     with torch.no_grad():
         a, b = loaded(sample, 500, text, cond, 3), vcn(sample, 500, text, cond, 3)
-    assert all(torch.equal(x, y) for x, y in zip(a[0], b[0])) and torch.equal(a[1], b[1])
+    # distinct instances with equal weights (above): float noise only, CPU kernels are not bit-stable
+    # across instances (see test_dreamoving_controlnet.DISTINCT_INSTANCE_TOL)
+    for x, y in zip([*a[0], a[1]], [*b[0], b[1]]):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
     # the image ControlNet's weights are the input file's, bit for bit; the motion blocks trained
-    from papernodes.models.dreamoving.controlnet import load_controlnet
+    from papernodes.models.common.controlnet import load_controlnet
 
     assert _same(_state(loaded.controlnet), _state(load_controlnet(assets["cn"])))
     assert any(v.abs().sum() > 0 for k, v in loaded.motion_modules.state_dict().items() if ".proj_out." in k)
@@ -429,6 +436,7 @@ def test_controlnet_training_exports_and_resumes_bit_identically(assets, tmp_pat
     assert sorted(p.name for p in part.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
 
+@pytest.mark.slow  # trains
 def test_guider_training_exports_ip_adapter_files_and_resumes_with_ema(assets, tmp_path):
     kw = dict(ema_decay=0.9, adapter_variant="plus", num_tokens=4)  # batch 1: resume mid-epoch
     full = T.train(_cfg(assets, "guider", tmp_path / "full", max_steps=3, **kw))
@@ -452,7 +460,7 @@ def test_guider_training_exports_ip_adapter_files_and_resumes_with_ema(assets, t
         clothes = ImagePrompt.from_images(adapters["clothes"], clip, images, 0.7)
         with torch.no_grad(), attention_hooks(unet, [ContentGuider(face, clothes).hook(unet, cfg=False)]):
             outs.append(unet(x, 10, ctx).sample)
-    assert torch.equal(outs[0], outs[1])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)  # distinct instances: float noise only
     info = json.loads((full.final / "train_info.json").read_text())
     assert info["weights"] == "ema" and info["step"] == 3
 
@@ -497,6 +505,7 @@ def test_cli_and_config_errors(assets, tmp_path, capsys):
     assert cfg.lr == 2e-5 and cfg.cond_dropout == 0.05 and cfg.clip_vision == "c" and cfg.frames == 16
 
 
+@pytest.mark.slow  # trains in a subprocess
 def test_command_line_runs_from_the_repository_root(assets, tmp_path):
     """`python -m models.dreamoving.train` (the documented command) trains and exports, one thread, 1 step."""
     import os

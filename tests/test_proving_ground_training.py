@@ -61,6 +61,7 @@ def test_token_targets_on_world_captions_have_one_tag_per_group(tokenizer):
     assert (t["bg_color"] >= 0).sum(1).tolist() == [1] * 40
 
 
+@pytest.mark.slow  # trains
 def test_text_pretraining_makes_the_background_token_say_its_color(tokenizer):
     """After tagging, the hidden state at "background" separates captions that differ only in that color."""
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -93,6 +94,7 @@ def test_min_snr_weights_match_the_formula_and_cap_the_clean_steps():
     assert torch.equal(min_snr_weights(ac, None), torch.ones_like(ac))
 
 
+@pytest.mark.slow  # trains
 def test_decoder_only_phase_keeps_the_latent_space(monkeypatch):
     """The last VAE phase trains the decoder alone: encoder weights and the scaling factor stay the same."""
     from diffusers import AutoencoderKL
@@ -117,6 +119,7 @@ def test_decoder_only_phase_keeps_the_latent_space(monkeypatch):
     assert vae.config.scaling_factor == scale
 
 
+@pytest.mark.slow  # trains
 def test_teacher_phase_continues_from_init_and_reproduce_quick_runs(tmp_path, monkeypatch):
     """A later teacher phase starts from the given weights (lr 0: the EMA copies equal them exactly, offset
     noise on), and the one reproduce command runs both teacher phases end to end (quick mode)."""

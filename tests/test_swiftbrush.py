@@ -14,6 +14,7 @@ from papernodes.models.common.errors import InputError, WeightsFormatError, Weig
 from papernodes.models.common.loading import load_components, shipped_scheduler_config
 from papernodes.models.common.saving import save_diffusers_folder
 from papernodes.models.common.tiny import build_tiny_components
+from papernodes.models.common.training import make_accelerator
 from papernodes.models.swiftbrush import train as T
 from papernodes.models.swiftbrush.sampler import SwiftBrushPipeline, one_step_latents, training_alphas_cumprod
 from papernodes.models.swiftbrush.teacher import ADAPTER, LoraTeacher
@@ -153,7 +154,9 @@ def test_lora_teacher_is_rank_64_alpha_108_on_to_q_and_to_v_and_off_is_the_teach
             off = unet(x, t, encoder_hidden_states=emb).sample
         with teacher.lora(True):
             on = unet(x, t, encoder_hidden_states=emb).sample
-    assert torch.equal(off, ref), "adapter off must be the original teacher exactly"
+    # `original` is a distinct instance (a deep copy): float noise only (CPU kernels are not bit-stable
+    # across instances, see test_dreamoving_controlnet.DISTINCT_INSTANCE_TOL); the LoRA itself moves it far
+    torch.testing.assert_close(off, ref, rtol=1e-5, atol=1e-5, msg="adapter off must be the original teacher")
     assert not torch.allclose(on, ref)
     assert not teacher.lora_enabled  # the context restored the state
 
@@ -251,7 +254,7 @@ def _draws(cfg, step, n_prompts=4):
 def test_a_training_step_trains_the_right_things(tmp_path):
     comps = build_tiny_components(seed=2)
     cfg = T.TrainConfig(teacher="tiny", prompts="", out=str(tmp_path), batch_size=2, resolution=RES)
-    accelerator = T.make_accelerator("no", tmp_path, cpu=True)
+    accelerator = make_accelerator("no", tmp_path, cpu=True)
     student = copy.deepcopy(comps.unet).requires_grad_(True).train()
     torch.manual_seed(0)
     teacher = LoraTeacher(comps.unet)
@@ -293,7 +296,7 @@ def test_a_training_step_trains_the_right_things(tmp_path):
 def _two_steps(gradient_checkpointing: bool):
     comps = build_tiny_components(seed=2)
     cfg = T.TrainConfig(teacher="tiny", prompts="", out="unused", batch_size=2, resolution=RES)
-    accelerator = T.make_accelerator("no", Path("unused"), cpu=True)
+    accelerator = make_accelerator("no", Path("unused"), cpu=True)
     student = copy.deepcopy(comps.unet).requires_grad_(True).train()
     torch.manual_seed(0)
     teacher = LoraTeacher(comps.unet)
@@ -327,6 +330,7 @@ def _cli(assets, out, *extra):
                    "--preview-every", "1", "--preview-count", "2", "--cpu", *extra])
 
 
+@pytest.mark.slow  # trains (command line)
 def test_cli_writes_a_loadable_student_and_resume_is_bit_identical(assets, tmp_path, capsys):
     run_a, run_b = tmp_path / "a", tmp_path / "b"
     assert _cli(assets, run_a) == 0

@@ -1,4 +1,4 @@
-"""Fine-tune an InstructPix2Pix U-Net as a colorizer (An et al. 2023), built on accelerate.
+"""Fine-tune an InstructPix2Pix U-Net as a colorizer (An et al. 2023), on the shared trainer (common/training.py).
 
 Objective (Brooks et al. 2023, "InstructPix2Pix", Sec. 3.3): the U-Net sees, concatenated on channels,
 the noisy latent of the EDITED image (here: the color image; `latent_dist.sample() * scaling_factor`)
@@ -18,87 +18,106 @@ Usage (from the repository root; scales with `accelerate launch -m models.colori
 
     python -m models.colorize.train --model PATH --data FOLDER --out OUTDIR [--max-steps N] [...]
 
-Notes: accelerate ends an accumulation window at the end of each epoch, so with fewer images than
-batch x grad-accum x processes a step averages fewer micro-batches. Several processes on CPUs (DDP over
-gloo) work with `torchrun --nproc_per_node N -m models.colorize.train ...`. On a CPU shared with other
-jobs, intra-op threads wait on each other at every op; OMP_NUM_THREADS=1 can then be far faster.
+Notes: an accumulation window may span the end of an epoch (every optimizer step averages grad_accum
+micro-batches). Several processes on CPUs (DDP over gloo) work with `torchrun --nproc_per_node N -m
+models.colorize.train ...`. On a CPU shared with other jobs, intra-op threads wait on each other at every op;
+OMP_NUM_THREADS=1 can then be far faster. The random draws of the loss (latent sample, noise, timesteps,
+dropout) come from the global generator, seeded per process and restored on resume (the shipped
+proving-ground colorizer was trained so).
 
-Output: OUTDIR/final (a diffusers folder whose U-Net holds the EMA weights; VAE, text encoder,
-tokenizer and scheduler config from the input model), OUTDIR/unet_raw (the raw, non-EMA U-Net),
-OUTDIR/checkpoint-N (accelerate `save_state` folders for --resume), OUTDIR/log.csv (step, loss, lr).
+Output: OUTDIR/final (a diffusers folder whose U-Net holds the EMA weights; VAE, text encoder, tokenizer and
+scheduler config from the input model) and OUTDIR/unet_raw (the raw, non-EMA U-Net), rewritten at every
+checkpoint; OUTDIR/checkpoint-N for --resume; OUTDIR/log.csv (step, loss, lr, grad_norm).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import shutil
 import sys
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
 
-from ..common.loading import SDComponents, load_diffusers_folder, load_single_file
+if __name__ == "__main__":  # `python -m models.colorize.train`: run inside the pack (scripts/papernodes_bootstrap.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from papernodes_bootstrap import run_in_pack
+
+    run_in_pack(__spec__.name)
+
+from ..common.cli import TrainerCli, option
+from ..common.errors import InputError, WeightsFormatError
+from ..common.loading import SDComponents, load_model_fresh
 from ..common.saving import save_diffusers_folder
-from ..common.schedulers import scheduler_of_class
-from ..common.training_log import open_csv_log
+from ..common.training import (
+    MIXED_PRECISION,
+    Callbacks,
+    LoopSettings,
+    Run,
+    TextEmbeddingCache,
+    TrainingMethod,
+    TrainState,
+    atomic_write_dir,
+    fit,
+    make_noise_scheduler,
+    warmup_then_constant,
+)
 from .data import ColorFolderDataset, TripletDataset
 
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MODEL_PUBLISHED = ("an InstructPix2Pix model (e.g. timbrooks/instruct-pix2pix) or an SD1.x text-to-image model, "
+                   "as a diffusers folder or single .safetensors file")  # fmt: skip
 
 
 @dataclass
 class TrainConfig:
-    """Options of the colorization fine-tuning; see the module docstring for where defaults come from."""
+    """Options of the colorization fine-tuning (one command-line flag each); see the module docstring for
+    where the defaults come from."""
 
-    model: str
-    data: str
-    out: str
-    resolution: int = 256  # An et al. 2023
-    lr: float = 5e-6  # An et al. 2023
-    batch_size: int = 4  # An et al. 2023 (per process)
-    grad_accum: int = 4  # An et al. 2023
-    max_steps: int = 2000  # optimizer steps; ours
-    warmup_steps: int = 0  # constant LR after an optional linear warm-up
-    ema_decay: float = 0.9999  # EMA as in An et al. 2023 / Brooks et al. 2023; 0 disables EMA
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    save_every: int = 500  # checkpoint-N every N optimizer steps (and at the end); 0 = never
-    resume: str | None = None  # a checkpoint-N folder, or "latest" (newest in `out`)
-    triplets: bool = False  # data folder has metadata.jsonl (TripletDataset)
-    num_workers: int = 0
-    random_flip: bool = False
-    cond_dropout: float = 0.05  # Brooks et al. 2023, Sec. 3.4: 5% text, 5% image, 5% both
-    weight_decay: float = 1e-2
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0  # 0 disables clipping
+    model: str = option(help="InstructPix2Pix (or SD 1.x) diffusers folder or single file")
+    data: str = option(help="folder of color images (or of triplets with --triplets)")
+    out: str = option(help="output folder (checkpoints, log.csv, final/)")
+    resolution: int = option(256, "training size in px (paper: 256)")
+    lr: float = option(5e-6, "AdamW learning rate (paper: 5e-6)")
+    batch_size: int = option(4, "per-process micro-batch size (paper: 4)")
+    grad_accum: int = option(4, "micro-batches per optimizer step (paper: 4)")
+    max_steps: int = option(2000, "optimizer steps")
+    warmup_steps: int = option(0, "linear LR warm-up steps, then constant")
+    ema_decay: float = option(0.9999, "EMA decay of the U-Net weights (exported); 0 disables")
+    mixed_precision: str = option("no", "autocast precision (fp16/bf16 need a GPU)", choices=MIXED_PRECISION)
+    gradient_checkpointing: bool = option(False, "recompute activations in backward: less memory, slower")
+    seed: int = option(0, "seed of the data order and of every random draw")
+    save_every: int = option(500, "checkpoint + export every N optimizer steps; 0 = at the end only")
+    keep_checkpoints: int = option(2, "newest N checkpoint-N folders kept; 0 = all")
+    resume: str | None = option(None, "checkpoint-N folder, 'latest' (newest in --out) or 'auto' (latest if any)")
+    triplets: bool = option(False, "the data folder has metadata.jsonl (gray/color/instruction)")
+    num_workers: int = option(0, "data loader worker processes")
+    random_flip: bool = option(False, "random horizontal flips")
+    cond_dropout: float = option(0.05, "probability of each of: text dropped, image dropped, both (paper: 0.05)")
+    weight_decay: float = option(1e-2, "AdamW weight decay")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.999, "AdamW beta2")
+    adam_eps: float = option(1e-8, "AdamW epsilon")
+    max_grad_norm: float = option(1.0, "gradient clipping; 0 disables")
+    cpu: bool = option(False, "train on the CPU even where CUDA is available")
 
     def validate(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(
-                f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
-            )
+            raise InputError("mixed_precision", f"one of {MIXED_PRECISION}", repr(self.mixed_precision))
         if not 0 <= self.cond_dropout <= 1 / 3:
-            raise ValueError(
-                f"cond_dropout must be in [0, 1/3] (it is applied three times), got {self.cond_dropout}"
-            )
+            raise InputError("cond_dropout", "a value in [0, 1/3] (applied three times)", str(self.cond_dropout))
         if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise InputError("ema_decay", "a value in [0, 1)", str(self.ema_decay))
         for name in ("resolution", "batch_size", "grad_accum", "max_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(name, "at least 1", str(getattr(self, name)))
+        for name in ("warmup_steps", "save_every", "keep_checkpoints", "num_workers"):
+            if getattr(self, name) < 0:
+                raise InputError(name, "0 or more", str(getattr(self, name)))
         if self.resolution % 8:
-            raise ValueError(f"resolution must be a multiple of 8 (VAE downsampling), got {self.resolution}")
+            raise InputError("resolution", "a multiple of 8 (VAE downsampling)", str(self.resolution))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -116,7 +135,7 @@ def expand_conv_in_for_ip2p(unet: torch.nn.Module) -> torch.nn.Module:
     if conv.in_channels == 8:
         return unet
     if conv.in_channels != 4:
-        raise ValueError(f"expected a U-Net with 4 or 8 input channels, got {conv.in_channels}")
+        raise WeightsFormatError(f"expected a U-Net with 4 or 8 input channels, got {conv.in_channels}")
     new = torch.nn.Conv2d(
         8,
         conv.out_channels,
@@ -139,11 +158,6 @@ def expand_conv_in_for_ip2p(unet: torch.nn.Module) -> torch.nn.Module:
     unet.conv_in = new
     unet.register_to_config(in_channels=8)
     return unet
-
-
-def make_noise_scheduler(scheduler_config: dict):
-    """The model's training noise schedule as a DDPMScheduler (only schedule keys are taken over)."""
-    return scheduler_of_class("DDPMScheduler", scheduler_config)
 
 
 def conditioning_dropout_masks(
@@ -225,450 +239,122 @@ def ip2p_loss(
     return F.mse_loss(pred.float(), target.float())
 
 
-class TextEmbeddingCache:
-    """CLIP embeddings of instructions, each distinct string encoded once (the text encoder is frozen).
-
-    Kept on the CPU in float32, least-recently-used entries evicted beyond `max_entries`.
-    """
-
-    def __init__(self, tokenizer, text_encoder, device, max_entries: int = 2048):
-        self.tokenizer, self.text_encoder, self.device = tokenizer, text_encoder, torch.device(device)
-        self.max_entries = max_entries
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-    @torch.no_grad()
-    def _encode(self, prompts: list[str]) -> torch.Tensor:
-        ids = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        return self.text_encoder(ids.to(self.text_encoder.device))[0].float().cpu()
-
-    def __call__(self, prompts: list[str]) -> torch.Tensor:
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
-        if missing:
-            for p, emb in zip(missing, self._encode(missing)):
-                self._cache[p] = emb
-        out = []
-        for p in prompts:
-            self._cache.move_to_end(p)
-            out.append(self._cache[p])
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
-        return torch.stack(out).to(self.device)
-
-    def __len__(self) -> int:
-        return len(self._cache)
-
-
-class EMA:
-    """Exponential moving average of parameters (float32 shadow copies on the parameters' device).
-
-    decay_n = min(decay, (1 + n) / (10 + n)) after n updates: the usual warm-up, so the average of a
-    short run is not stuck at the initial weights. `state_dict`/`load_state_dict` make it resumable.
-    """
-
-    def __init__(self, params, decay: float = 0.9999):
-        self.decay, self.num_updates = float(decay), 0
-        self.shadow = [p.detach().float().clone() for p in params]
-
-    def current_decay(self) -> float:
-        n = self.num_updates
-        return min(self.decay, (1 + n) / (10 + n))
-
-    @torch.no_grad()
-    def step(self, params) -> None:
-        weight = 1.0 - self.current_decay()
-        for s, p in zip(self.shadow, params):
-            s.lerp_(p.detach().float(), weight)
-        self.num_updates += 1
-
-    @torch.no_grad()
-    def copy_to(self, params) -> None:
-        for s, p in zip(self.shadow, params):
-            p.copy_(s.to(p.dtype))
-
-    def state_dict(self) -> dict:
-        return {
-            "decay": self.decay,
-            "num_updates": self.num_updates,
-            "shadow": [s.cpu() for s in self.shadow],
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        if len(state["shadow"]) != len(self.shadow):
-            raise ValueError("EMA state does not match the model (different number of parameters)")
-        self.decay, self.num_updates = float(state["decay"]), int(state["num_updates"])
-        for s, v in zip(self.shadow, state["shadow"]):
-            s.copy_(v)
-
-
-class TrainProgress:
-    """Where training is: optimizer step, epoch, micro-batches consumed in that epoch (checkpointed)."""
-
-    def __init__(self):
-        self.step = self.epoch = self.batch_in_epoch = 0
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step, self.epoch, self.batch_in_epoch = (
-            int(state[k]) for k in ("step", "epoch", "batch_in_epoch")
-        )
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A permutation of the dataset seeded by (seed, epoch): reproducible and resumable."""
-
-    def __init__(self, n: int, seed: int = 0):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
 # ----------------------------------------------------------------------------------------------------
 # Training
 
 
-def load_model_fresh(path: str | Path) -> SDComponents:
-    """The input model as modules of our own: training changes the U-Net in place, so the shared loader's
-    cache (`load_components`) must not hand out the same objects to anyone else."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"Model {path} not found (expected a diffusers folder or a .safetensors file)"
+class ColorizeTraining(TrainingMethod):
+    """The colorizer's set-up, loss and export for the shared loop."""
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__()
+        self.cfg, self.out = cfg, Path(cfg.out).expanduser()
+        self.final = self.out / "final"
+        self.batch_size = cfg.batch_size
+        self._originals: tuple[torch.nn.Module, torch.nn.Module] | None = None
+
+    def setup(self, run: Run) -> None:
+        cfg, device, dtype = self.cfg, run.device, run.weight_dtype
+        self.run = run
+        comps = self.comps = load_model_fresh(cfg.model, MODEL_PUBLISHED)
+        unet = expand_conv_in_for_ip2p(comps.unet)
+        unet.requires_grad_(True).train()
+        if cfg.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        for m in (comps.vae, comps.text_encoder):
+            m.requires_grad_(False).eval().to(device)
+            if dtype != torch.float32:
+                m.to(dtype=dtype)
+        dataset_cls = TripletDataset if cfg.triplets else ColorFolderDataset
+        self.dataset = dataset_cls(cfg.data, size=cfg.resolution, random_flip=cfg.random_flip, seed=cfg.seed)
+        optimizer = torch.optim.AdamW(
+            unet.parameters(),
+            lr=cfg.lr,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            weight_decay=cfg.weight_decay,
+            eps=cfg.adam_eps,
         )
-    return load_diffusers_folder(path) if path.is_dir() else load_single_file(path)
+        self.lr_scheduler = warmup_then_constant(optimizer, cfg.warmup_steps)
+        self.module, self.optimizer = run.accelerator.prepare(unet, optimizer)
+        self.unet = run.accelerator.unwrap_model(self.module)
+        self.param_names, self.params = map(list, zip(*self.unet.named_parameters(), strict=True))
+        self.noise_scheduler = make_noise_scheduler(comps.scheduler_config)
+        self.texts = TextEmbeddingCache(comps.tokenizer, comps.text_encoder, device)
+        self.null_emb = self.texts([""])[0]
 
+    def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        # draws from the global generator, not `generator`: see the module docstring
+        return ip2p_loss(
+            self.module,
+            self.comps.vae,
+            self.noise_scheduler,
+            batch["color"],
+            batch["gray"],
+            self.texts(list(batch["instruction"])),
+            self.null_emb,
+            self.cfg.cond_dropout,
+            vae_dtype=self.run.weight_dtype,
+        )
 
-def find_latest_checkpoint(out: Path) -> Path | None:
-    ckpts = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
-    return max(ckpts, key=lambda p: int(p.name.split("-", 1)[1])) if ckpts else None
+    def describe(self, state: TrainState) -> str:
+        cfg, acc = self.cfg, self.run.accelerator
+        return (
+            f"training {cfg.model} on {len(self.dataset)} images: {acc.num_processes} process(es) on "
+            f"{acc.device}, mixed precision {acc.mixed_precision}, effective batch "
+            f"{cfg.batch_size * cfg.grad_accum * acc.num_processes}, steps {state.step}->{cfg.max_steps}"
+        )
 
+    def _frozen_originals(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """VAE and text encoder as the input model has them (float32): mixed precision cast the live ones."""
+        vae, text_encoder = self.comps.vae, self.comps.text_encoder
+        if all(p.dtype == torch.float32 for m in (vae, text_encoder) for p in m.parameters()):
+            return vae, text_encoder
+        if self._originals is None:
+            fresh = load_model_fresh(self.cfg.model, MODEL_PUBLISHED)
+            self._originals = (fresh.vae, fresh.text_encoder)
+        return self._originals
 
-def _make_accelerator(cfg: TrainConfig, out: Path):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import ProjectConfiguration
+    def _write_final(self, folder: Path) -> None:
+        vae, text_encoder = self._frozen_originals()
+        comps = self.comps
+        save_diffusers_folder(
+            SDComponents(self.unet, vae, text_encoder, comps.tokenizer, comps.scheduler_config, source=str(self.out)),
+            folder,
+        )
+        src_tok = Path(self.cfg.model).expanduser() / "tokenizer"
+        if src_tok.is_dir() and (src_tok / "vocab.json").is_file():
+            for f in src_tok.iterdir():
+                if f.is_file():
+                    shutil.copy(f, folder / "tokenizer" / f.name)
 
-    world = max(int(os.environ.get(k, "1") or 1) for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
-    if world == 1:
-        # A single process may train several times (tests, ComfyUI): accelerate keeps its settings in
-        # process-wide singletons and refuses a different mixed precision, so start them afresh.
-        AcceleratorState._reset_state(reset_partial_state=False)
-        GradientState._reset_state()
-    # Several processes on a machine without CUDA (torchrun / accelerate launch on CPUs): DDP over gloo.
-    cpu = world > 1 and not torch.cuda.is_available()
-    return Accelerator(
-        mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.grad_accum,
-        cpu=cpu,
-        project_config=ProjectConfiguration(project_dir=str(out)),
-    )
-
-
-def _save_final(accelerator, unet, ema: EMA | None, comps: SDComponents, cfg: TrainConfig, out: Path) -> Path:
-    raw = accelerator.unwrap_model(unet)
-    raw.save_pretrained(out / "unet_raw", safe_serialization=True)
-    if ema is not None:
-        ema.copy_to(raw.parameters())
-    vae, text_encoder = comps.vae, comps.text_encoder
-    if any(p.dtype != torch.float32 for p in list(vae.parameters()) + list(text_encoder.parameters())):
-        fresh = load_model_fresh(cfg.model)  # frozen parts were cast for mixed precision: save the originals
-        vae, text_encoder = fresh.vae, fresh.text_encoder
-    final_comps = SDComponents(
-        raw, vae, text_encoder, comps.tokenizer, comps.scheduler_config, source=str(out)
-    )
-    tmp, final = out / "final.partial", out / "final"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_diffusers_folder(final_comps, tmp)
-    src_tok = Path(cfg.model) / "tokenizer"
-    if src_tok.is_dir() and (src_tok / "vocab.json").is_file():
-        for f in src_tok.iterdir():
-            if f.is_file():
-                shutil.copy(f, tmp / "tokenizer" / f.name)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    return final
+    def export(self) -> None:
+        """OUTDIR/unet_raw (the trained weights) and OUTDIR/final (EMA weights in the U-Net)."""
+        atomic_write_dir(self.out / "unet_raw", lambda tmp: self.unet.save_pretrained(tmp, safe_serialization=True))
+        ema = self.run.ema
+        with ema.applied(self.params) if ema is not None else nullcontext():
+            atomic_write_dir(self.final, self._write_final)
 
 
 def train(
     config: TrainConfig,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Path:
-    """Fine-tune; returns OUTDIR/final. `progress(step, total, loss)` after every optimizer step;
-    `should_stop()` is polled after every micro-batch and ends the run early (a checkpoint and
-    OUTDIR/final are still written, so a stopped run can be used or resumed)."""
-    from accelerate.utils import set_seed
-
-    cfg = config
-    cfg.validate()
-    out = Path(cfg.out).expanduser()
-    accelerator = _make_accelerator(cfg, out)
-    is_main = accelerator.is_main_process
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    set_seed(cfg.seed, device_specific=True)
-
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
-        accelerator.mixed_precision, torch.float32
-    )
-    device = accelerator.device
-
-    comps = load_model_fresh(cfg.model)
-    unet = expand_conv_in_for_ip2p(comps.unet)
-    unet.requires_grad_(True).train()
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    vae, text_encoder = comps.vae, comps.text_encoder
-    for m in (vae, text_encoder):
-        m.requires_grad_(False).eval().to(device)
-        if weight_dtype != torch.float32:
-            m.to(dtype=weight_dtype)
-
-    dataset_cls = TripletDataset if cfg.triplets else ColorFolderDataset
-    dataset = dataset_cls(cfg.data, size=cfg.resolution, random_flip=cfg.random_flip, seed=cfg.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=EpochShuffleSampler(len(dataset), cfg.seed),
-        num_workers=cfg.num_workers,
-        drop_last=False,
-        pin_memory=device.type == "cuda",
-    )
-
-    optimizer = torch.optim.AdamW(
-        unet.parameters(),
-        lr=cfg.lr,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        weight_decay=cfg.weight_decay,
-        eps=cfg.adam_eps,
-    )
-    # accelerate steps a prepared scheduler once per process per optimizer step, hence the factor.
-    warmup = cfg.warmup_steps * accelerator.num_processes
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
-    )
-
-    unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
-    params = list(accelerator.unwrap_model(unet).parameters())
-    ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    state = TrainProgress()
-    accelerator.register_for_checkpointing(state)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
-
-    last_saved = -1
-    if cfg.resume:
-        ckpt = find_latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume).expanduser()
-        if ckpt is None or not ckpt.is_dir():
-            raise FileNotFoundError(f"No checkpoint to resume from: {cfg.resume} (looked in {out})")
-        accelerator.load_state(str(ckpt))
-        last_saved = state.step
-        if is_main:
-            print(f"resumed from {ckpt} at step {state.step}", flush=True)
-
-    noise_scheduler = make_noise_scheduler(comps.scheduler_config)
-    texts = TextEmbeddingCache(comps.tokenizer, text_encoder, device)
-    null_emb = texts([""])[0]
-
-    if is_main:
-        print(
-            f"training {cfg.model} on {len(dataset)} images: {accelerator.num_processes} process(es) on "
-            f"{device}, mixed precision {accelerator.mixed_precision}, effective batch "
-            f"{cfg.batch_size * cfg.grad_accum * accelerator.num_processes}, {cfg.max_steps} steps",
-            flush=True,
-        )
-
-    log_path = out / "log.csv"
-    log_file = writer = None
-    if is_main:
-        log_file, writer = open_csv_log(log_path, bool(cfg.resume), ["step", "loss", "lr", "elapsed_s"])
-
-    def save_checkpoint() -> None:
-        path = out / f"checkpoint-{state.step}"
-        accelerator.save_state(str(path))
-        if is_main:
-            (path / "trainer_state.json").write_text(json.dumps(state.state_dict()))
-
-    total, start, stopped = cfg.max_steps, time.time(), False
-    micro_losses: list[torch.Tensor] = []
-    try:
-        while state.step < total and not stopped:
-            loader.set_epoch(state.epoch)
-            dataset.set_epoch(state.epoch)
-            batches = (
-                accelerator.skip_first_batches(loader, state.batch_in_epoch)
-                if state.batch_in_epoch
-                else loader
-            )
-            for batch in batches:
-                state.batch_in_epoch += 1
-                with accelerator.accumulate(unet):
-                    loss = ip2p_loss(
-                        unet,
-                        vae,
-                        noise_scheduler,
-                        batch["color"],
-                        batch["gray"],
-                        texts(list(batch["instruction"])),
-                        null_emb,
-                        cfg.cond_dropout,
-                        vae_dtype=weight_dtype,
-                    )
-                    accelerator.backward(loss)
-                    lr = optimizer.param_groups[0][
-                        "lr"
-                    ]  # the rate this step uses (before the scheduler moves)
-                    if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    lr_scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                micro_losses.append(loss.detach())
-                if accelerator.sync_gradients:
-                    if ema is not None:
-                        ema.step(params)
-                    state.step += 1
-                    step_loss = accelerator.gather(torch.stack(micro_losses).mean()[None]).mean().item()
-                    micro_losses.clear()
-                    if is_main:
-                        elapsed = time.time() - start
-                        print(
-                            f"step {state.step}/{total} loss {step_loss:.6f} lr {lr:.3e} ({elapsed:.1f}s)",
-                            flush=True,
-                        )
-                        writer.writerow([state.step, f"{step_loss:.6f}", f"{lr:.6e}", f"{elapsed:.2f}"])
-                        log_file.flush()
-                    if progress is not None:
-                        progress(state.step, total, step_loss)
-                    if cfg.save_every and state.step % cfg.save_every == 0:
-                        save_checkpoint()
-                        last_saved = state.step
-                    if state.step >= total:
-                        break
-                if should_stop is not None and should_stop():
-                    # un-synced micro-batches lose their gradients: redo them after a resume
-                    state.batch_in_epoch -= len(micro_losses)
-                    micro_losses.clear()
-                    optimizer.zero_grad(set_to_none=True)
-                    stopped = True
-                    if is_main:
-                        print(f"stopped at step {state.step}", flush=True)
-                    break
-            else:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-        if cfg.save_every and last_saved != state.step:
-            save_checkpoint()
-    finally:
-        if log_file is not None:
-            log_file.close()
-
-    accelerator.wait_for_everyone()
-    final = out / "final"
-    if is_main:
-        final = _save_final(accelerator, unet, ema, comps, cfg, out)
-        print(f"saved {final}", flush=True)
-    accelerator.wait_for_everyone()
-    accelerator.free_memory()
-    return final
+    """Fine-tune; returns OUTDIR/final. `progress(step, total, metrics)` after every optimizer step (metrics:
+    loss, lr, grad_norm); `should_stop()` is polled after every micro-batch and ends the run early (a checkpoint
+    and OUTDIR/final are still written, so a stopped run can be used or resumed)."""
+    config.validate()
+    settings = LoopSettings.from_config(config, seed_per_process=True)
+    return fit(ColorizeTraining(config), settings, Callbacks(progress, should_stop))
 
 
 # ----------------------------------------------------------------------------------------------------
-# Command line
+# Command line: one flag per TrainConfig field (common/cli.py)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig(model="", data="", out="")
-    p = argparse.ArgumentParser(
-        prog="python -m models.colorize.train",
-        description="Fine-tune InstructPix2Pix for colorization (An et al. 2023).",
-    )
-    p.add_argument(
-        "--model", required=True, help="InstructPix2Pix (or SD 1.x) diffusers folder or single file"
-    )
-    p.add_argument("--data", required=True, help="folder of color images (or of triplets with --triplets)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--resolution", type=int, default=d.resolution, help="training size in px (paper: 256)")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (paper: 5e-6)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per-process batch size (paper: 4)")
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="gradient accumulation (paper: 4)")
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    p.add_argument(
-        "--warmup-steps", type=int, default=d.warmup_steps, help="linear LR warm-up, then constant"
-    )
-    p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="EMA decay of the U-Net; 0 disables")
-    p.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=d.mixed_precision)
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps; 0 = never")
-    p.add_argument("--resume", default=None, help="checkpoint-N folder saved by this command, or 'latest'")
-    p.add_argument(
-        "--triplets", action="store_true", help="data folder has metadata.jsonl (gray/color/instruction)"
-    )
-    p.add_argument("--num-workers", type=int, default=d.num_workers)
-    p.add_argument("--random-flip", action="store_true", help="random horizontal flips")
-    p.add_argument(
-        "--cond-dropout",
-        type=float,
-        default=d.cond_dropout,
-        help="probability of each of: text dropped, image dropped, both (InstructPix2Pix: 0.05)",
-    )
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="0 disables clipping")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        model=args.model,
-        data=args.data,
-        out=args.out,
-        resolution=args.resolution,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        max_steps=args.max_steps,
-        warmup_steps=args.warmup_steps,
-        ema_decay=args.ema_decay,
-        mixed_precision=args.mixed_precision,
-        gradient_checkpointing=args.gradient_checkpointing,
-        seed=args.seed,
-        save_every=args.save_every,
-        resume=args.resume,
-        triplets=args.triplets,
-        num_workers=args.num_workers,
-        random_flip=args.random_flip,
-        cond_dropout=args.cond_dropout,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = build_parser().parse_args(argv)
-    final = train(config_from_args(args))
-    print(final)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+CLI = TrainerCli(
+    TrainConfig,
+    train,
+    prog="python -m models.colorize.train",
+    description="Fine-tune InstructPix2Pix for colorization (An et al. 2023).",
+)
+build_parser, config_from_args, main = CLI.parser, CLI.config, CLI.main

@@ -23,7 +23,7 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from . import ldm_layout
-from .errors import WeightsFormatError
+from .errors import WeightsFormatError, WeightsNotFoundError
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -184,6 +184,39 @@ def components_from_ldm(
 def load_single_file(path: str | os.PathLike) -> SDComponents:
     """A single-file checkpoint in the original LDM layout; configs are inferred + shipped templates."""
     return components_from_ldm(load_state_dict(path), source=str(path))
+
+
+WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def has_weights(folder: Path) -> bool:
+    """A diffusers module folder holds a weights file (or a sharded index)."""
+    return any(next(Path(folder).glob(g), None) is not None for g in WEIGHT_GLOBS)
+
+
+def check_weights_present(folder: Path, published: str = "") -> None:
+    """A diffusers folder whose configs are there but whose weights file is not: name the missing file
+    (from_pretrained's own error does not)."""
+    expected = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
+                "text_encoder": "model.safetensors"}  # fmt: skip
+    for sub, filename in expected.items():
+        if (folder / sub / "config.json").is_file() and not has_weights(folder / sub):
+            raise WeightsNotFoundError(f"{sub}/{filename}", [str(folder / sub)], published)
+
+
+def load_model_fresh(path: str | os.PathLike, published: str = "") -> SDComponents:
+    """A diffusers folder or single file as modules of our own, for training: never the shared cache of
+    `load_components` (training changes the modules in place). Errors name the missing file and, when
+    given, where the weights are `published`."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise WeightsNotFoundError(path.name, [str(path.parent)], published)
+    if path.is_dir():
+        if not is_diffusers_folder(path):
+            raise WeightsNotFoundError("unet/config.json", [str(path)], published)
+        check_weights_present(path, published)
+        return load_diffusers_folder(path)
+    return load_single_file(path)
 
 
 def load_components(path: str | os.PathLike) -> SDComponents:

@@ -1,4 +1,4 @@
-"""DreaMoving trainer (Feng et al. 2023, arXiv 2312.05107), built on accelerate.
+"""DreaMoving trainer (Feng et al. 2023, arXiv 2312.05107), on the shared trainer (common/training.py).
 
 DreaMoving trains its parts in stages (arXiv v2, "Model Training", Sec. 2.4 in the v2 numbering where
 Sec. 2 is the architecture): Content Guider training, long-frame pretraining of the U-Net's motion blocks,
@@ -39,45 +39,28 @@ uninterrupted one (bit-identical on the CPU).
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
-import os
-import shutil
 import sys
-import time
 from collections.abc import Callable
-from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
-if __name__ == "__main__" and __package__ == "models.dreamoving":
-    # `python -m models.dreamoving.train` from the repository root: `models` is then the top-level package and
-    # the pack-level `kernels` is out of reach of relative imports, so run this module inside the pack's
-    # package (registered without executing the ComfyUI entry point, as tests/conftest.py does).
-    import types
+if __name__ == "__main__":  # `python -m models.dreamoving.train`: run inside the pack (scripts/papernodes_bootstrap.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from papernodes_bootstrap import run_in_pack
 
-    if "papernodes" not in sys.modules:
-        _pkg = types.ModuleType("papernodes")
-        _pkg.__path__ = [str(Path(__file__).resolve().parents[2])]
-        sys.modules["papernodes"] = _pkg
-    from papernodes.models.dreamoving.train import main as _main
-
-    sys.exit(_main())
+    run_in_pack(__spec__.name)
 
 from ...kernels.dispatch import use_backend
-from ...kernels.processor import attention_modules, attention_hooks
-from ..colorize.train import EMA, TextEmbeddingCache, TrainProgress, load_model_fresh, make_noise_scheduler
-from ..common.errors import InputError, PaperNodesError, WeightsFormatError
-from ..common.training_log import open_csv_log
-from ..swiftbrush.train import make_accelerator, resolve_resume
-from .content_guider import ContentGuiderHook, ImagePrompt
-from .ip_adapter import (
+from ...kernels.processor import attention_hooks, attention_modules
+from ..common.cli import TrainerCli, option
+from ..common.errors import InputError, WeightsFormatError
+from ..common.image_prompt import (
     RESAMPLER_DIM_HEAD,
     ImageProjection,
     IPAdapter,
@@ -87,6 +70,21 @@ from .ip_adapter import (
     load_ip_adapter,
     save_ip_adapter,
 )
+from ..common.loading import load_model_fresh
+from ..common.training import (
+    MIXED_PRECISION,
+    Callbacks,
+    LoopSettings,
+    Run,
+    TextEmbeddingCache,
+    TrainingMethod,
+    TrainState,
+    atomic_write_dir,
+    averaged_copy,
+    fit,
+    make_noise_scheduler,
+)
+from .content_guider import ContentGuiderHook, ImagePrompt
 from .motion import inflate_unet, load_motion_adapter, run_motion_unet
 from .train_data import ContentDataset, ControlClipDataset
 from .video_controlnet import (
@@ -97,63 +95,78 @@ from .video_controlnet import (
 )
 
 STAGES = ("controlnet", "guider")
-MIXED_PRECISION = ("no", "fp16", "bf16")
 MOTION_INITS = ("zero", "adapter")
 VARIANTS = ("plain", "plus")
 CONFIG_FILE = "dreamoving_train.json"
 PROMPTS = ("face", "clothes")
+MODEL_PUBLISHED = ("an SD1.5 model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) as a diffusers folder or "
+                   "single .safetensors file")  # fmt: skip
+CN, GUIDER, OPT = "stage controlnet", "stage guider", "optimisation"
 
 
 @dataclass
 class TrainConfig:
-    """Options of both stages; `validate` names the option that is wrong."""
+    """Options of both stages (one command-line flag each); `validate` names the option that is wrong."""
 
-    stage: str  # "controlnet" | "guider"
-    model: str  # SD1.5 diffusers folder or single file
-    data: str  # clips folder (controlnet) or content folder (guider); layouts in train_data.py
-    out: str
-    final_dir: str | None = None  # default OUT/final
-    # stage controlnet
-    motion_module: str | None = None  # AnimateDiff motion module (original file or MotionAdapter folder)
-    controlnet: str | None = None  # image ControlNet (folder/file) or a saved Video ControlNet folder
-    motion_init: str = (
-        "zero"  # new motion blocks: "zero" (identity, AnimateDiff's init) or "adapter" (copied)
+    stage: str = option(help="controlnet: the Video ControlNet's motion blocks; guider: the face/clothes adapters",
+                        choices=STAGES)  # fmt: skip
+    model: str = option(help="SD1.5 diffusers folder or single .safetensors (frozen)")
+    data: str = option(help="clips folder (controlnet) or content folder (guider); layouts in train_data.py")
+    out: str = option(help="run folder (checkpoints, log.csv, final/)")
+    final_dir: str | None = option(None, "export folder (default OUT/final)")
+    motion_module: str | None = option(
+        None, "AnimateDiff motion module (mm_sd_v15_v2.ckpt or a MotionAdapter folder)", group=CN
     )
-    train_controlnet: bool = False  # also train the image ControlNet (default: only its motion blocks)
-    frames: int = 16  # frames per clip (AnimateDiff's training length)
-    stride: int = 4  # frame stride inside a clip (AnimateDiff's sample_stride)
-    control_suffix: str = (
-        ""  # control sequence beside <name>.mp4: <name><suffix>/ or <name><suffix>.pose.json
+    controlnet: str | None = option(
+        None, "image ControlNet (openpose/depth; folder or file) or a saved Video ControlNet folder", group=CN
     )
-    conditioning_scale: float = 1.0  # ControlNet residual scale during training
-    text_dropout: float = 0.0  # controlnet stage: captions replaced by "" with this probability
-    # stage guider
-    clip_vision: str | None = None  # CLIP vision encoder (folder or .safetensors)
-    face_adapter: str | None = None  # start from this IP-Adapter file (e.g. ip-adapter-plus-face_sd15)
-    clothes_adapter: str | None = None  # start from this IP-Adapter file (e.g. ip-adapter-plus_sd15)
-    adapter_variant: str = "plus"  # new adapters: "plain" (4 tokens) or "plus" (Resampler, 16 tokens)
-    num_tokens: int | None = None  # new adapters' image tokens (default 4 plain / 16 plus, IP-Adapter's)
-    cond_dropout: float = 0.05  # IP-Adapter: 5 % text, 5 % image, 5 % both
-    # common
-    resolution: int = 512  # px, square (short side resized, centre crop)
-    batch_size: int = 1  # clips (controlnet) or images (guider) per process and micro-batch
-    grad_accum: int = 1
-    max_steps: int = 10_000  # optimizer steps
-    lr: float = 1e-4  # IP-Adapter's and AnimateDiff's rate
-    weight_decay: float = 1e-2  # IP-Adapter's AdamW weight decay
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0  # 0 disables clipping
-    ema_decay: float = 0.0  # EMA of the trained weights; 0 disables
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    save_every: int = 500  # checkpoint + export every N steps (and at the end); 0 = end only
-    keep_checkpoints: int = 2  # newest checkpoint-N folders kept; 0 = all
-    resume: str | None = None  # checkpoint-N folder, "latest" or "auto"
-    num_workers: int = 0
-    cpu: bool = False
+    motion_init: str = option(
+        "zero",
+        "new motion blocks: zero (identity at start, AnimateDiff's init) or adapter (copied from the motion module)",
+        choices=MOTION_INITS,
+        group=CN,
+    )
+    train_controlnet: bool = option(False, "also train the image ControlNet (default: only its motion blocks)", group=CN)
+    frames: int = option(16, "frames per clip (AnimateDiff's training length)", group=CN)
+    stride: int = option(4, "frame stride inside a clip (AnimateDiff's sample_stride)", group=CN)
+    control_suffix: str = option(
+        "", "control sequence beside <name>.mp4: <name><suffix>/ or <name><suffix>.pose.json", group=CN
+    )
+    conditioning_scale: float = option(1.0, "ControlNet residual scale during training", group=CN)
+    text_dropout: float = option(0.0, "probability of an empty caption", group=CN)
+    clip_vision: str | None = option(None, "CLIP vision encoder (folder or .safetensors)", group=GUIDER)
+    face_adapter: str | None = option(
+        None, "start the face prompt from this IP-Adapter file (e.g. ip-adapter-plus-face_sd15)", group=GUIDER
+    )
+    clothes_adapter: str | None = option(
+        None, "start the clothes prompt from this IP-Adapter file (e.g. ip-adapter-plus_sd15)", group=GUIDER
+    )
+    adapter_variant: str = option(
+        "plus", "new adapters: plain (4 tokens) or plus (Resampler, 16 tokens)", choices=VARIANTS, group=GUIDER
+    )
+    num_tokens: int | None = option(None, "new adapters' image tokens (default 4 plain / 16 plus)", group=GUIDER)
+    cond_dropout: float = option(
+        0.05, "probability of each of: text, image prompts, both dropped (IP-Adapter: 0.05)", group=GUIDER
+    )
+    resolution: int = option(512, "square training size in px (short side resized, centre crop)", group=OPT)
+    batch_size: int = option(1, "clips (controlnet) or images (guider) per process and micro-batch", group=OPT)
+    grad_accum: int = option(1, "micro-batches per optimizer step", group=OPT)
+    max_steps: int = option(10_000, "optimizer steps", group=OPT)
+    lr: float = option(1e-4, "AdamW learning rate (IP-Adapter's and AnimateDiff's)", group=OPT)
+    weight_decay: float = option(1e-2, "AdamW weight decay (IP-Adapter's)", group=OPT)
+    adam_beta1: float = option(0.9, "AdamW beta1", group=OPT)
+    adam_beta2: float = option(0.999, "AdamW beta2", group=OPT)
+    adam_eps: float = option(1e-8, "AdamW epsilon", group=OPT)
+    max_grad_norm: float = option(1.0, "gradient clipping; 0 disables", group=OPT)
+    ema_decay: float = option(0.0, "EMA of the trained weights (exported); 0 disables", group=OPT)
+    mixed_precision: str = option("no", "autocast precision (fp16/bf16 need a GPU)", choices=MIXED_PRECISION, group=OPT)
+    gradient_checkpointing: bool = option(False, "recompute activations in backward: less memory, slower", group=OPT)
+    seed: int = option(0, "seed of the data order and of every random draw", group=OPT)
+    save_every: int = option(500, "checkpoint + export every N optimizer steps; 0 = at the end only", group=OPT)
+    keep_checkpoints: int = option(2, "newest N checkpoint-N folders kept; 0 = all", group=OPT)
+    resume: str | None = option(None, "checkpoint-N folder, 'latest' or 'auto' (latest if any)", group=OPT)
+    num_workers: int = option(0, "data loader worker processes", group=OPT)
+    cpu: bool = option(False, "train on the CPU even where CUDA is available", group=OPT)
 
     def validate(self) -> None:
         if self.stage not in STAGES:
@@ -311,12 +324,6 @@ class Frozen:
             self._installed = None
 
 
-def micro_generator(seed: int, epoch: int, batch: int, process: int = 0) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed(
-        (int(seed) * 1_000_003 + int(epoch) * 100_019 + int(batch) * 1_009 + int(process)) % 2**63
-    )
-
-
 @torch.no_grad()
 def _encode_latents(vae, pixels: torch.Tensor, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
     dist = vae.encode(pixels.to(next(vae.parameters()).device, dtype)).latent_dist
@@ -387,7 +394,7 @@ def stage_loss(
 
 def build_video_controlnet(cfg: TrainConfig, adapter) -> VideoControlNet:
     """A saved Video ControlNet folder is continued; an image ControlNet gets new motion blocks."""
-    from .controlnet import load_controlnet
+    from ..common.controlnet import load_controlnet
 
     path = Path(cfg.controlnet).expanduser()
     if path.is_dir() and (path / CONFIG_NAME).is_file():
@@ -491,30 +498,6 @@ def setup_stage(cfg: TrainConfig, comps, device, weight_dtype):
     return stage, frozen, dataset
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, processes: int = 1, rank: int = 0):
-    """This process's index batches of one epoch: a (seed, epoch) permutation cut into global batches of
-    batch_size * processes; a last global batch too small to give every process an item is dropped."""
-    g = torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
-    perm = torch.randperm(n, generator=g).tolist()
-    step = batch_size * processes
-    out = []
-    for i in range(0, n, step):
-        chunk = perm[i : i + step]
-        if len(chunk) < processes:
-            break
-        per = -(-len(chunk) // processes)
-        out.append(chunk[rank * per : (rank + 1) * per])
-    return [b for b in out if b]
-
-
-def _collate(items: list[dict]) -> dict:
-    out = {}
-    for k in items[0]:
-        vals = [it[k] for it in items]
-        out[k] = torch.stack(vals) if torch.is_tensor(vals[0]) else vals
-    return out
-
-
 @dataclass
 class TrainResult:
     final: Path  # the exported folder
@@ -527,316 +510,102 @@ class TrainResult:
 # Training
 
 
-def train(
-    config: TrainConfig,
-    progress: Callable[[int, int, float], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> TrainResult:
-    """Train one stage; `progress(step, total, loss)` after every optimizer step, `should_stop()` polled there
-    too (a checkpoint and the export are still written)."""
-    from accelerate.utils import set_seed
+class DreaMovingTraining(TrainingMethod):
+    """One stage's set-up, loss and export for the shared loop."""
 
-    cfg = config
-    cfg.validate()
-    out = Path(cfg.out).expanduser()
-    final_dir = Path(cfg.final_dir).expanduser() if cfg.final_dir else out / "final"
-    ckpt = resolve_resume(cfg, out)
-    if ckpt is not None:
-        saved = json.loads((ckpt / "trainer_state.json").read_text())
-        if saved.get("stage") != cfg.stage:
-            raise InputError(
-                "resume", f"a checkpoint of stage {cfg.stage!r}", f"{ckpt} (stage {saved.get('stage')!r})"
-            )
+    def __init__(self, cfg: TrainConfig):
+        super().__init__()
+        self.cfg, self.out = cfg, Path(cfg.out).expanduser()
+        self.final = Path(cfg.final_dir).expanduser() if cfg.final_dir else self.out / "final"
+        self.batch_size = cfg.batch_size
+        self.frozen: Frozen | None = None
 
-    accelerator = make_accelerator(cfg.mixed_precision, out, cfg.cpu)
-    is_main, device = accelerator.is_main_process, accelerator.device
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
-        accelerator.mixed_precision, torch.float32
-    )
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(json.dumps(asdict(cfg), indent=2))
-    set_seed(cfg.seed)
+    def setup(self, run: Run) -> None:
+        cfg = self.cfg
+        self.run = run
+        if run.checkpoint is not None and run.resumed_state.get("stage") != cfg.stage:
+            raise InputError("resume", f"a checkpoint of stage {cfg.stage!r}",
+                             f"{run.checkpoint} (stage {run.resumed_state.get('stage')!r})")  # fmt: skip
+        comps = load_model_fresh(cfg.model, MODEL_PUBLISHED)
+        stage, self.frozen, self.dataset = setup_stage(cfg, comps, run.device, run.weight_dtype)
+        stage.to(run.device).train()
+        optimizer = torch.optim.AdamW(
+            [p for p in stage.parameters() if p.requires_grad], lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+            weight_decay=cfg.weight_decay, eps=cfg.adam_eps,
+        )  # fmt: skip
+        self.module, self.optimizer = run.accelerator.prepare(stage, optimizer)
+        self.raw = run.accelerator.unwrap_model(self.module)
+        trainable = [(n, p) for n, p in self.raw.named_parameters() if p.requires_grad]
+        self.param_names, self.params = [n for n, _ in trainable], [p for _, p in trainable]
 
-    comps = load_model_fresh(cfg.model)
-    stage, frozen, dataset = setup_stage(cfg, comps, device, weight_dtype)
-    stage.to(device).train()
-    trainable = [(n, p) for n, p in stage.named_parameters() if p.requires_grad]
-    names = [n for n, _ in trainable]
-    optimizer = torch.optim.AdamW(
-        [p for _, p in trainable], lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-        weight_decay=cfg.weight_decay, eps=cfg.adam_eps,
-    )  # fmt: skip
-    stage, optimizer = accelerator.prepare(stage, optimizer)
-    raw = accelerator.unwrap_model(stage)
-    params = [p for p in raw.parameters() if p.requires_grad]
-    ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    state = TrainProgress()
-    accelerator.register_for_checkpointing(state)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
-    if ckpt is not None:
-        accelerator.load_state(str(ckpt))
-        if is_main:
-            print(f"resumed from {ckpt} at step {state.step}", flush=True)
+    def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        with self.run.accelerator.autocast(), use_backend("torch"):  # Triton kernels have no backward
+            return stage_loss(self.module, self.frozen, batch, generator, self.cfg)
 
-    def exported_modules() -> dict[str, nn.Module]:
-        copy_ = copy.deepcopy(raw).cpu()
-        if ema is not None:
-            lookup = dict(copy_.named_parameters())
-            with torch.no_grad():
-                for n, s in zip(names, ema.shadow):
-                    lookup[n].copy_(s)
-        copy_.eval().requires_grad_(False)
-        if isinstance(copy_, VideoControlNetStage):
-            return {"video_controlnet": copy_.vcn}
-        return dict(copy_.adapters.items())
-
-    def export() -> dict[str, nn.Module]:
-        mods = exported_modules()
-        tmp = final_dir.with_name(final_dir.name + ".partial")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        if "video_controlnet" in mods:
-            save_video_controlnet(mods["video_controlnet"], tmp / "video_controlnet")
-        else:
-            for name in PROMPTS:
-                save_ip_adapter(mods[name], tmp / f"{name}_ip_adapter.safetensors")
-        info = {"method": "DreaMoving (arXiv 2312.05107)", "stage": cfg.stage, "step": state.step,
-                "weights": "ema" if ema is not None else "raw", "model": cfg.model}  # fmt: skip
-        (tmp / "train_info.json").write_text(json.dumps(info, indent=2))
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        tmp.rename(final_dir)
-        return mods
-
-    def save_checkpoint() -> None:
-        path = out / f"checkpoint-{state.step}"
-        accelerator.save_state(str(path))
-        if is_main:
-            (path / "trainer_state.json").write_text(
-                json.dumps({**state.state_dict(), "stage": cfg.stage, "model": cfg.model}, indent=2)
-            )
-            if cfg.keep_checkpoints:
-                ckpts = sorted(
-                    (p for p in out.glob("checkpoint-*") if p.name.split("-", 1)[1].isdigit()),
-                    key=lambda p: int(p.name.split("-", 1)[1]),
-                )
-                for old in ckpts[: -cfg.keep_checkpoints]:
-                    shutil.rmtree(old, ignore_errors=True)
-            export()
-        accelerator.wait_for_everyone()
-
-    log_path = out / "log.csv"
-    log_file = writer = None
-    if is_main:
-        header = ["step", "loss", "lr", "grad_norm", "elapsed_s"]
-        log_file, writer = open_csv_log(log_path, ckpt is not None, header)
-        print(
-            f"DreaMoving stage {cfg.stage}: {len(dataset)} samples, {accelerator.num_processes} process(es) on "
-            f"{device}, mixed precision {accelerator.mixed_precision}, effective batch "
-            f"{cfg.batch_size * cfg.grad_accum * accelerator.num_processes}, steps {state.step}->{cfg.max_steps}, "
-            f"{sum(p.numel() for p in params)} trainable parameters",
-            flush=True,
+    def describe(self, state: TrainState) -> str:
+        cfg, acc = self.cfg, self.run.accelerator
+        return (
+            f"DreaMoving stage {cfg.stage}: {len(self.dataset)} samples, {acc.num_processes} process(es) on "
+            f"{acc.device}, mixed precision {acc.mixed_precision}, effective batch "
+            f"{cfg.batch_size * cfg.grad_accum * acc.num_processes}, steps {state.step}->{cfg.max_steps}, "
+            f"{sum(p.numel() for p in self.params)} trainable parameters"
         )
 
-    total, start = cfg.max_steps, time.time()
-    last_saved = state.step if ckpt is not None else -1
-    rank, procs = accelerator.process_index, accelerator.num_processes
-    micro, micro_losses, stopped = 0, [], False
-    try:
-        while state.step < total and not stopped:
-            dataset.set_epoch(state.epoch)
-            batches = epoch_batches(len(dataset), cfg.batch_size, cfg.seed, state.epoch, procs, rank)
-            if not batches:
-                raise InputError("data", f"at least {procs} samples (one per process)", f"{len(dataset)}")
-            loader = DataLoader(
-                dataset,
-                batch_sampler=batches[state.batch_in_epoch :],
-                num_workers=cfg.num_workers,
-                collate_fn=_collate,
-            )
-            for batch in loader:
-                gen = micro_generator(cfg.seed, state.epoch, state.batch_in_epoch, rank)
-                state.batch_in_epoch += 1
-                micro += 1
-                sync = micro == cfg.grad_accum
-                with accelerator.no_sync(stage) if not sync else nullcontext():
-                    with accelerator.autocast(), use_backend("torch"):  # Triton kernels have no backward
-                        loss = stage_loss(stage, frozen, batch, gen, cfg)
-                    accelerator.backward(loss / cfg.grad_accum)
-                micro_losses.append(loss.detach())
-                if not sync:
-                    continue
-                if cfg.max_grad_norm > 0:
-                    grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
-                else:
-                    grad_norm = float(
-                        torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-                    )
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.step(params)
-                state.step += 1
-                micro = 0
-                step_loss = torch.stack(micro_losses).mean()
-                micro_losses.clear()
-                if procs > 1:
-                    step_loss = accelerator.reduce(step_loss, reduction="mean")
-                step_loss = float(step_loss)
-                if is_main:
-                    elapsed = time.time() - start
-                    print(f"step {state.step}/{total} loss {step_loss:.6f} ({elapsed:.1f}s)", flush=True)
-                    writer.writerow(
-                        [state.step, f"{step_loss:.8g}", f"{lr:.6e}", f"{grad_norm:.6g}", f"{elapsed:.2f}"]
-                    )
-                    log_file.flush()
-                if progress is not None:
-                    progress(state.step, total, step_loss)
-                if cfg.save_every and state.step % cfg.save_every == 0 and state.step < total:
-                    save_checkpoint()
-                    last_saved = state.step
-                if state.step >= total:
-                    break
-                if should_stop is not None and should_stop():
-                    stopped = True
-                    if is_main:
-                        print(f"stopped at step {state.step}", flush=True)
-                    break
-            else:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-        if last_saved != state.step:
-            save_checkpoint()
-        elif is_main and not final_dir.is_dir():
-            export()
-    finally:
-        frozen.close()
-        if log_file is not None:
-            log_file.close()
+    def checkpoint_info(self) -> dict:
+        return {"stage": self.cfg.stage, "model": self.cfg.model}
 
-    modules = exported_modules()
-    accelerator.wait_for_everyone()
-    if is_main:
-        print(f"saved {final_dir}", flush=True)
-    accelerator.free_memory()
-    return TrainResult(final_dir, modules)
+    def exported_modules(self) -> dict[str, nn.Module]:
+        """The trained modules (EMA weights when on), frozen copies on the CPU."""
+        trained = averaged_copy(self.raw, self.run.ema).cpu()
+        if isinstance(trained, VideoControlNetStage):
+            return {"video_controlnet": trained.vcn}
+        return dict(trained.adapters.items())
+
+    def export(self) -> None:
+        cfg, mods = self.cfg, self.exported_modules()
+
+        def write(folder: Path) -> None:
+            if "video_controlnet" in mods:
+                save_video_controlnet(mods["video_controlnet"], folder / "video_controlnet")
+            else:
+                for name in PROMPTS:
+                    save_ip_adapter(mods[name], folder / f"{name}_ip_adapter.safetensors")
+            info = {"method": "DreaMoving (arXiv 2312.05107)", "stage": cfg.stage, "step": self.run.state.step,
+                    "weights": "ema" if self.run.ema is not None else "raw", "model": cfg.model}  # fmt: skip
+            (folder / "train_info.json").write_text(json.dumps(info, indent=2))
+
+        atomic_write_dir(self.final, write)
+
+    def close(self) -> None:
+        if self.frozen is not None:
+            self.frozen.close()
+
+    def result(self) -> TrainResult:
+        return TrainResult(self.final, self.exported_modules())
+
+
+def train(
+    config: TrainConfig,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train one stage; `progress(step, total, metrics)` after every optimizer step (metrics: loss, lr,
+    grad_norm); `should_stop()` polled after every micro-batch ends the run early (a checkpoint and the export
+    are still written)."""
+    config.validate()
+    settings = LoopSettings.from_config(config, config_file=CONFIG_FILE)
+    return fit(DreaMovingTraining(config), settings, Callbacks(progress, should_stop))
 
 
 # ----------------------------------------------------------------------------------------------------
-# Command line
+# Command line: one flag per TrainConfig field (common/cli.py)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig(stage="controlnet", model="", data="", out="")
-    p = argparse.ArgumentParser(
-        prog="python -m models.dreamoving.train",
-        description="DreaMoving (arXiv 2312.05107): train the Video ControlNet or the Content Guider on top of "
-        "a frozen SD1.5 (+ AnimateDiff) U-Net.",
-    )
-    a = p.add_argument
-    a(
-        "--stage",
-        required=True,
-        choices=STAGES,
-        help="controlnet: Video ControlNet motion blocks; guider: face/clothes adapters",
-    )
-    a("--model", required=True, help="SD1.5 diffusers folder or single .safetensors (frozen)")
-    a("--data", required=True, help="clips folder (controlnet) or content folder (guider); see the README")
-    a("--out", required=True, help="run folder (checkpoints, log.csv, final/)")
-    a("--final-dir", default=None, help="export folder (default OUT/final)")
-    g = p.add_argument_group("stage controlnet")
-    g.add_argument(
-        "--motion-module",
-        default=None,
-        help="AnimateDiff motion module (mm_sd_v15_v2.ckpt or MotionAdapter folder)",
-    )
-    g.add_argument(
-        "--controlnet",
-        default=None,
-        help="image ControlNet (openpose/depth) or a saved Video ControlNet folder",
-    )
-    g.add_argument(
-        "--motion-init",
-        choices=MOTION_INITS,
-        default=d.motion_init,
-        help="new motion blocks: zero (identity at start) or adapter (copied from the motion module)",
-    )
-    g.add_argument(
-        "--train-controlnet", action="store_true", help="also train the image ControlNet's weights"
-    )
-    g.add_argument("--frames", type=int, default=d.frames, help="frames per clip (16)")
-    g.add_argument("--stride", type=int, default=d.stride, help="frame stride in a clip (4)")
-    g.add_argument(
-        "--control-suffix",
-        default=d.control_suffix,
-        help="control beside <name>.mp4: <name><suffix>/ or .pose.json",
-    )
-    g.add_argument(
-        "--conditioning-scale",
-        type=float,
-        default=d.conditioning_scale,
-        help="ControlNet scale in training (1.0)",
-    )
-    g.add_argument("--text-dropout", type=float, default=d.text_dropout, help="empty-caption probability (0)")
-    g = p.add_argument_group("stage guider")
-    g.add_argument("--clip-vision", default=None, help="CLIP vision encoder (folder or .safetensors)")
-    g.add_argument("--face-adapter", default=None, help="start the face prompt from this IP-Adapter file")
-    g.add_argument(
-        "--clothes-adapter", default=None, help="start the clothes prompt from this IP-Adapter file"
-    )
-    g.add_argument(
-        "--adapter-variant", choices=VARIANTS, default=d.adapter_variant, help="new adapters' projection"
-    )
-    g.add_argument(
-        "--num-tokens", type=int, default=None, help="new adapters' image tokens (4 plain / 16 plus)"
-    )
-    g.add_argument(
-        "--cond-dropout", type=float, default=d.cond_dropout, help="each of: text, image, both dropped (0.05)"
-    )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--resolution", type=int, default=d.resolution, help="square training size in px (512)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process and micro-batch")
-    g.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    g.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    g.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (1e-4)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="0 disables clipping")
-    g.add_argument(
-        "--ema-decay", type=float, default=d.ema_decay, help="EMA of the trained weights; 0 disables"
-    )
-    g.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=d.mixed_precision)
-    g.add_argument("--gradient-checkpointing", action="store_true")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument(
-        "--save-every", type=int, default=d.save_every, help="checkpoint + export every N steps; 0 = end only"
-    )
-    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="newest N kept; 0 = all")
-    g.add_argument("--resume", default=None, help="checkpoint-N folder, 'latest' or 'auto'")
-    g.add_argument("--num-workers", type=int, default=d.num_workers)
-    g.add_argument("--cpu", action="store_true", help="train on the CPU even if CUDA is available")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    fields = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights are local files; never reach a hub
-    args = build_parser().parse_args(argv)
-    try:
-        result = train(config_from_args(args))
-    except (PaperNodesError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(result.final)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+CLI = TrainerCli(
+    TrainConfig,
+    train,
+    prog="python -m models.dreamoving.train",
+    description="DreaMoving (arXiv 2312.05107): train the Video ControlNet or the Content Guider on top of a "
+    "frozen SD1.5 (+ AnimateDiff) U-Net.",
+    result_line=lambda result: str(result.final),
+)
+build_parser, config_from_args, main = CLI.parser, CLI.config, CLI.main

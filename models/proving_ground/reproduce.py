@@ -21,6 +21,14 @@ from pathlib import Path
 
 import torch
 
+if __name__ == "__main__":  # `python -m models.proving_ground.reproduce`: run inside the pack (the shared bootstrap)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from papernodes_bootstrap import run_in_pack
+
+    run_in_pack(__spec__.name)
+
+from ..common.cli import report_user_errors
+from ..common.text import encode_prompts
 from . import zoo
 
 log = logging.getLogger("proving_ground.reproduce")
@@ -33,6 +41,13 @@ def _progress(every: int = 50):
             log.info("%s %d/%d loss %.4f  %.0f s", stage, step, total, loss, elapsed)
 
     return report
+
+
+def _run_trainer(main, argv: list[str]) -> None:
+    """A trainer's command line inside this run; its error (already reported in one line) stops the run."""
+    code = main(argv)
+    if code:
+        raise SystemExit(code)
 
 
 def _save_fp16(module: torch.nn.Module, folder: Path) -> None:
@@ -124,13 +139,13 @@ def stage_colorize(weights: Path, cache: Path, quick: bool) -> None:
         "--max-steps", str(steps), "--warmup-steps", "50", "--ema-decay", "0.995", "--seed", "0",
         "--save-every", "0", "--random-flip",
     ]  # fmt: skip
-    colorize_train.main(argv)
+    _run_trainer(colorize_train.main, argv)
     _export_unet(out / "final" / "unet", zoo.derived_unet_dir("colorize", weights))
 
 
 def stage_lcm(weights: Path, cache: Path, quick: bool) -> None:
     from ..common.loading import load_components
-    from .train_base import PosteriorLatents, scaled_linear_alphas_cumprod, to_pixels, tokenize, world_images
+    from .train_base import PosteriorLatents, scaled_linear_alphas_cumprod, to_pixels, world_images
     from .train_lcm import LCMSettings, distill_lcm
 
     comps = load_components(zoo.base_dir(weights))
@@ -140,8 +155,7 @@ def stage_lcm(weights: Path, cache: Path, quick: bool) -> None:
     latents_fn = PosteriorLatents(comps.vae, to_pixels(images))
 
     def encode_text(texts: list[str]) -> torch.Tensor:
-        with torch.no_grad():
-            return comps.text_encoder(tokenize(comps.tokenizer, texts))[0]
+        return encode_prompts(comps, texts, "cpu")
 
     settings = LCMSettings(steps=3, batch_size=2) if quick else LCMSettings()
     student = distill_lcm(
@@ -173,7 +187,7 @@ def stage_swiftbrush(weights: Path, cache: Path, quick: bool) -> None:
         "--lora-alpha", "16", "--ema-decay", "0", "--save-every", "0", "--preview-every", "0",
         "--seed", "0", "--cpu",
     ]  # fmt: skip
-    swiftbrush_train.main(argv)
+    _run_trainer(swiftbrush_train.main, argv)
     _export_unet(out / "final" / "unet", zoo.derived_unet_dir("swiftbrush", weights))
 
 
@@ -200,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         p.error(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
+    return report_user_errors(lambda: _run_stages(stages, args))
+
+
+def _run_stages(stages: list[str], args: argparse.Namespace) -> None:
     weights, cache = Path(args.weights), Path(args.cache)
     record = weights / "training_times.json"
     old = json.loads(record.read_text()) if record.is_file() and not args.quick else {}
@@ -220,8 +238,4 @@ def main(argv: list[str] | None = None) -> int:
     # read again: stages run side by side in other processes may have written meanwhile
     now = json.loads(record.read_text()) if record.is_file() and not args.quick else {}
     record.write_text(json.dumps({**now, **times}, indent=2))
-    return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

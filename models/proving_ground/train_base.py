@@ -17,7 +17,6 @@ Our interpretation (the issue fixes the architectures, not the recipes):
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -29,6 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from ..common.loading import load_tokenizer, shipped_scheduler_config
+from ..common.text import tokenize_prompts as tokenize  # captions -> ids [n, 77]: the pack's one tokenization
+from ..common.training import EMA, averaged_copy
 from . import zoo
 from .text_pretrain import TextPretrainSettings, pretrain_text_encoder
 from .world import WorldDataset
@@ -57,20 +58,6 @@ def world_images(n: int, seed: int, split: str = "train", cache_dir: Path | None
 def to_pixels(images: np.ndarray) -> torch.Tensor:
     """uint8 [n,H,W,3] -> float [-1, 1] [n,3,H,W], the VAE's input range."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-class EMA:
-    """Exponential moving average of parameters with the usual warm-up decay min(d, (1+n)/(10+n))."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.model, self.decay, self.n = copy.deepcopy(model).eval().requires_grad_(False), decay, 0
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.n += 1
-        d = min(self.decay, (1 + self.n) / (10 + self.n))
-        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            e.lerp_(p.detach(), 1 - d)
 
 
 @dataclass(frozen=True)
@@ -224,12 +211,6 @@ def scaled_linear_alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0).float()
 
 
-def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
-    return tokenizer(
-        captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
-    ).input_ids
-
-
 def train_teacher(vae, settings: TeacherSettings, cache_dir: Path | None = None, progress=None, init=None):
     """(text_encoder, unet) trained jointly; returns the EMA copies. `init` = (text_encoder, unet) to continue
     from (a later phase); the training scenes are the same in every phase (seed 1)."""
@@ -256,7 +237,9 @@ def train_teacher(vae, settings: TeacherSettings, cache_dir: Path | None = None,
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-2)
     sched = _cosine(opt, settings.steps, warmup=100)
-    ema_unet, ema_text = EMA(unet, settings.ema_decay), EMA(text_encoder, settings.ema_decay)
+    # the shipped teachers' warm-up counted the current update: decay min(d, (1 + n) / (10 + n)) from n = 1
+    ema_unet = EMA(unet.parameters(), settings.ema_decay, warmup_offset=1)
+    ema_text = EMA(text_encoder.parameters(), settings.ema_decay, warmup_offset=1)
     ac = scaled_linear_alphas_cumprod()
     t0 = time.time()
     for step in range(settings.steps):
@@ -279,11 +262,11 @@ def train_teacher(vae, settings: TeacherSettings, cache_dir: Path | None = None,
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        ema_unet.update(unet)
-        ema_text.update(text_encoder)
+        ema_unet.step(unet.parameters())
+        ema_text.step(text_encoder.parameters())
         if progress:
             progress("teacher", step + 1, settings.steps, float(loss.detach()), time.time() - t0)
-    return ema_text.model, ema_unet.model
+    return averaged_copy(text_encoder, ema_text), averaged_copy(unet, ema_unet)
 
 
 def _cosine(opt, steps: int, warmup: int):

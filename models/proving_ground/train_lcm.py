@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..common.training import EMA
+
 SIGMA_DATA = 0.5
 TIMESTEP_SCALING = 10.0
 
@@ -80,6 +82,8 @@ def distill_lcm(
     teacher = teacher_unet.eval().requires_grad_(False)
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     target = copy.deepcopy(teacher).eval().requires_grad_(False)
+    # the target network: a fixed-decay EMA of the student, averaged into `target`'s own parameters
+    target_ema = EMA(student.parameters(), settings.target_ema, warmup=False, shadow=list(target.parameters()))
     opt = torch.optim.AdamW(student.parameters(), lr=settings.lr, weight_decay=0.0)
     ts = solver_timesteps(len(alphas_cumprod), settings.solver_steps)
     k = int(ts[1] - ts[0])
@@ -118,9 +122,7 @@ def distill_lcm(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
-        with torch.no_grad():
-            for p_t, p_s in zip(target.parameters(), student.parameters(), strict=True):
-                p_t.lerp_(p_s, 1 - settings.target_ema)
+        target_ema.step(student.parameters())
         if progress:
             progress("lcm", step + 1, settings.steps, float(loss.detach()), time.time() - t0)
     return student.eval().requires_grad_(False)

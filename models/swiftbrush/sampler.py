@@ -21,6 +21,7 @@ import torch
 from ..common.errors import InputError
 from ..common.loading import SDComponents
 from ..common.schedulers import scheduler_of_class
+from ..common.text import encode_prompts
 from .weights import check_text_to_image
 
 ProgressFn = Callable[[int, int], None]
@@ -107,13 +108,11 @@ class SwiftBrushPipeline:
         if n > limit:
             raise InputError(name, f"a prompt of at most {limit - 2} tokens", f"{n - 2} tokens")
 
-    @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str], device) -> torch.Tensor:
+        """Checked prompts -> CLIP embeddings [P, L, D] (the pack's one prompt encoder)."""
         for p in prompts:
             self.check_prompt(p)
-        tok = self.components.tokenizer(list(prompts), padding="max_length", max_length=self.components.tokenizer.model_max_length,
-                               truncation=True, return_tensors="pt")
-        return self.components.text_encoder(tok.input_ids.to(device))[0]
+        return encode_prompts(self.components, prompts, device)
 
     def check_size(self, height: int, width: int) -> None:
         m = self.vae_scale_factor

@@ -17,14 +17,9 @@ from pathlib import Path
 import torch
 
 from ..common.errors import WeightsFormatError, WeightsNotFoundError
-from ..common.loading import (
-    SDComponents,
-    is_diffusers_folder,
-    load_diffusers_folder,
-    load_single_file,
-    load_state_dict,
-)
+from ..common.loading import SDComponents, has_weights, is_diffusers_folder, load_single_file, load_state_dict
 from ..common.saving import save_diffusers_folder
+from ..common.training import atomic_write_dir
 
 TEACHER_PUBLISHED = ("any Stable-Diffusion-family epsilon-prediction text-to-image model, e.g. "
                      "stabilityai/stable-diffusion-2-1-base (the paper's teacher) or an SD1.5 model, "
@@ -32,36 +27,8 @@ TEACHER_PUBLISHED = ("any Stable-Diffusion-family epsilon-prediction text-to-ima
 STUDENT_PUBLISHED = ("thuanz123/swiftbrush on Hugging Face (diffusers folder, SD2.1-base architecture: "
                      "put it in models/diffusers/), or a student written by 'SwiftBrush: Distill' / "
                      "python -m models.swiftbrush.train")
-WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 # Config entries that do not change what a U-Net computes.
 _IGNORED_CONFIG = {"sample_size"}
-
-
-def _has_weights(folder: Path) -> bool:
-    return any(next(folder.glob(g), None) is not None for g in WEIGHT_GLOBS)
-
-
-def check_weights_present(folder: Path, published: str) -> None:
-    """A diffusers folder whose config is there but whose weights file is not: name the missing file."""
-    expected = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
-                "text_encoder": "model.safetensors"}
-    for sub, filename in expected.items():
-        if (folder / sub / "config.json").is_file() and not _has_weights(folder / sub):
-            raise WeightsNotFoundError(f"{sub}/{filename}", [str(folder / sub)], published)
-
-
-def load_model_fresh(path: str | os.PathLike, published: str = TEACHER_PUBLISHED) -> SDComponents:
-    """A diffusers folder or single file as modules of our own (never the shared loader cache: training
-    changes them), with errors that name the missing file."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise WeightsNotFoundError(path.name, [str(path.parent)], published)
-    if path.is_dir():
-        if not is_diffusers_folder(path):
-            raise WeightsNotFoundError("unet/config.json", [str(path)], published)
-        check_weights_present(path, published)
-        return load_diffusers_folder(path)
-    return load_single_file(path)
 
 
 def check_text_to_image(comps: SDComponents, role: str = "teacher") -> None:
@@ -126,7 +93,7 @@ def load_unet_like(path: str | os.PathLike, template: torch.nn.Module, reference
         folder = path / "unet" if (path / "unet" / "config.json").is_file() else path
         if not (folder / "config.json").is_file():
             raise WeightsNotFoundError("unet/config.json", [str(path)], STUDENT_PUBLISHED)
-        if not _has_weights(folder):
+        if not has_weights(folder):
             raise WeightsNotFoundError("diffusion_pytorch_model.safetensors", [str(folder)], STUDENT_PUBLISHED)
         unet = UNet2DConditionModel.from_pretrained(str(folder), local_files_only=True)
         check_same_architecture(template, unet, str(path), reference)
@@ -177,25 +144,16 @@ def save_unet_weights(unet: torch.nn.Module, folder: Path, weights: dict[str, to
     module's own values (e.g. the EMA average) without touching the live module."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    unet.save_config(str(tmp))
     sd = unet.state_dict()
     if weights:
         sd = {k: weights.get(k, v) for k, v in sd.items()}
     sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sd.items()}
-    save_file(sd, str(tmp / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
-    old = folder.with_name(folder.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    if old.exists():
-        shutil.rmtree(old)
+
+    def write(tmp: Path) -> None:
+        unet.save_config(str(tmp))
+        save_file(sd, str(tmp / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+
+    atomic_write_dir(folder, write)
 
 
 def export_student(folder: str | os.PathLike, unet: torch.nn.Module, teacher: SDComponents,
