@@ -8,9 +8,13 @@ the files it wrote. It is stdlib-only so it runs with any Python that can run Co
 
 Used as a module (tests/conftest.py) and as a CLI:
 
-    python scripts/comfy_host.py run-workflows --out ./output [--workflows example_workflows] [--base DIR]
-                                               [--prepare MODULE:FUNC]
-    python scripts/comfy_host.py serve [--base DIR] [--port N]
+    python scripts/comfy_host.py run-workflows --out ./output [--workflows example_workflows/api] [--base DIR]
+                                               [--prepare MODULE:FUNC | --no-demo]
+    python scripts/comfy_host.py serve [--base DIR] [--port N] [--no-demo]
+    python scripts/comfy_host.py install-demo --base /path/to/ComfyUI   # demo models + inputs into any ComfyUI
+
+`serve` and `run-workflows` write the demo models into the base directory first (the example workflows
+name them); `--no-demo` skips that.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFF
 # Keys of a history "outputs" entry that hold files, as {filename, subfolder, type} dicts. Any list of such
 # dicts is resolved (see output_files); this tuple only documents the usual ones.
 KNOWN_FILE_KEYS = ("images", "gifs", "gltf", "3d", "audio", "video", "files")
+DEMO_HOOK = "models.demo_assets:write_demo_assets"  # writes the models and inputs the example workflows name
+API_WORKFLOWS = REPO_ROOT / "example_workflows" / "api"
 
 
 class ComfyError(RuntimeError):
@@ -428,8 +434,35 @@ def call_prepare_hook(spec: str, base_dir: Path) -> None:
 
 
 def workflow_name(path: Path) -> str:
-    name = path.name
-    return name[: -len("_api.json")] if name.endswith("_api.json") else path.stem
+    return path.stem
+
+
+def copy_inputs(host: ComfyHost, prompt: dict, out_dir: Path, prefix: str) -> list[Path]:
+    """The files the prompt's LoadImage nodes read, as <prefix>_input_<name>: inputs sit beside outputs."""
+    copied = []
+    for node in prompt.values():
+        name = node.get("inputs", {}).get("image") if node.get("class_type") == "LoadImage" else None
+        src = host.base_dir / "input" / name if isinstance(name, str) else None
+        if src is not None and src.is_file():
+            dst = out_dir / f"{prefix}_input_{src.name}"
+            shutil.copy2(src, dst)
+            copied.append(dst)
+    return copied
+
+
+def write_reports(entry: dict, prompt: dict, out_dir: Path, prefix: str) -> list[Path]:
+    """Text a node showed in the UI (e.g. the metrics report), as <prefix>_report.txt."""
+    lines = []
+    for node_id, node_output in (entry.get("outputs") or {}).items():
+        texts = [t for t in node_output.get("text") or [] if isinstance(t, str)]
+        if texts:
+            title = prompt.get(node_id, {}).get("_meta", {}).get("title", node_id)
+            lines += [f"# {title}", *texts, ""]
+    if not lines:
+        return []
+    path = out_dir / f"{prefix}_report.txt"
+    path.write_text("\n".join(lines))
+    return [path]
 
 
 def copy_outputs(files: list[Path], out_dir: Path, prefix: str) -> list[Path]:
@@ -453,16 +486,17 @@ def run_one_workflow(host: ComfyHost, path: Path, out_dir: Path, timeout: float)
     try:
         prompt = json.loads(path.read_text())
         entry = host.run(prompt, timeout=timeout)
-        return True, "ok", copy_outputs(host.output_files(entry), out_dir, name)
+        files = copy_outputs(host.output_files(entry), out_dir, name)
+        return True, "ok", copy_inputs(host, prompt, out_dir, name) + files + write_reports(entry, prompt, out_dir, name)
     except (ComfyError, TimeoutError, ValueError, OSError) as err:
         print(f"--- {name} failed:\n{err}", file=sys.stderr)
         return False, type(err).__name__, []
 
 
 def cmd_run_workflows(args: argparse.Namespace) -> int:
-    workflows = sorted(Path(args.workflows).glob("*_api.json"))
+    workflows = sorted(Path(args.workflows).glob("*.json"))
     if not workflows:
-        print(f"no *_api.json workflows in {args.workflows}", file=sys.stderr)
+        print(f"no API-format workflows (*.json) in {args.workflows}", file=sys.stderr)
         return 1
     out_dir = Path(args.out).resolve()
     failures = 0
@@ -511,9 +545,21 @@ def start_host(args: argparse.Namespace) -> ComfyHost:
     comfy = Path(args.comfyui) if args.comfyui else find_comfyui()
     host = ComfyHost(comfy, Path(args.base), REPO_ROOT, port=args.port)
     host.prepare_base_dir()
-    if args.prepare:
-        call_prepare_hook(args.prepare, host.base_dir)
+    prepare = args.prepare or (None if args.no_demo else DEMO_HOOK)
+    if prepare:
+        call_prepare_hook(prepare, host.base_dir)
     return host.start(timeout=args.start_timeout)
+
+
+def cmd_install_demo(args: argparse.Namespace) -> int:
+    """Write the demo models and inputs into a ComfyUI folder the user names (models/ and input/ under it)."""
+    base = Path(args.base).expanduser()
+    if not (base / "models").is_dir():
+        print(f"{base} has no models/ folder: pass your ComfyUI folder (the one holding main.py)", file=sys.stderr)
+        return 2
+    call_prepare_hook(DEMO_HOOK, base)
+    print(f"demo models written under {base / 'models'} and inputs under {base / 'input'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -532,20 +578,25 @@ def build_parser() -> argparse.ArgumentParser:
             dest="prepare",
             default=None,
             metavar="MODULE:FUNC",
-            help="callable run with the base dir before start, e.g. to write demo models",
+            help=f"callable run with the base dir before start (default: {DEMO_HOOK})",
         )
+        p.add_argument("--no-demo", action="store_true", help="start without writing the demo models")
         p.add_argument("--start-timeout", type=float, default=180)
 
-    run = sub.add_parser("run-workflows", help="run example_workflows/*_api.json and collect outputs")
+    run = sub.add_parser("run-workflows", help="run the API-format example workflows and collect outputs")
     common(run)
     run.add_argument("--out", required=True, help="directory receiving <workflow>_<file> copies")
-    run.add_argument("--workflows", default=str(REPO_ROOT / "example_workflows"))
+    run.add_argument("--workflows", default=str(API_WORKFLOWS), help="folder of API-format workflows")
     run.add_argument("--timeout", type=float, default=900, help="seconds per workflow")
     run.set_defaults(func=cmd_run_workflows)
 
     serve = sub.add_parser("serve", help="start the server and block until Ctrl-C")
     common(serve)
     serve.set_defaults(func=cmd_serve)
+
+    install = sub.add_parser("install-demo", help="write the demo models and inputs into a ComfyUI folder")
+    install.add_argument("--base", required=True, help="your ComfyUI folder (holding models/ and input/)")
+    install.set_defaults(func=cmd_install_demo)
     return parser
 
 

@@ -7,4 +7,4 @@ cd "$ROOT"
 eval "$(bash scripts/env.sh)"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec "$VENV/bin/python" scripts/comfy_host.py run-workflows --comfyui "$COMFYUI" --out ./output \
-  --base ./.work/demo_base --prepare models.demo_assets:write_demo_assets "$@"
+  --base ./.work/demo_base "$@"

@@ -1,7 +1,10 @@
-"""Write each example workflow twice from one graph description: UI format (drag into ComfyUI) and API format.
+"""Write each example workflow twice from one graph description: UI format (a template in ComfyUI's
+browser, titled by its file name) and API format (example_workflows/api/, for POST /prompt and the tests).
 
 Keeping both files generated from one source means they cannot drift; tests/test_workflows.py checks
-both against the live server's /object_info. Run: `python scripts/make_workflows.py` (no ComfyUI needed).
+both against the live server's /object_info, and the UI files for overlapping nodes, cut titles and a
+view that shows the whole graph. Run: `python scripts/make_workflows.py` (no ComfyUI needed).
+Node positions are computed (columns by longest path), never hand-placed.
 
 Widget order per node class is declared here (it is the order of the non-link inputs in INPUT_TYPES);
 an INT input named `seed` gets the UI's extra "control_after_generate" widget value.
@@ -93,6 +96,40 @@ LINK_TYPES: dict[str, dict[str, str]] = {
 }
 
 
+DISPLAY: dict[str, str] = {  # the title the UI draws for a node without its own title (/object_info)
+    "LoadImage": "Load Image",
+    "SaveImage": "Save Image",
+    "PreviewImage": "Preview Image",
+    "MaskToImage": "Convert Mask to Image",
+    "SaveAnimatedWEBP": "SaveAnimatedWEBP",
+    "PaperNodes_LoadColorizer": "Colorize: Load Model",
+    "PaperNodes_ToGrayscale": "Colorize: To Grayscale",
+    "PaperNodes_Colorize": "Colorize: Colorize Image",
+    "PaperNodes_ColorizationMetrics": "Colorize: Image Metrics (PSNR/SSIM)",
+    "PaperNodes_InfEditLoadLCM": "InfEdit: Load LCM Model",
+    "PaperNodes_InfEditEditImage": "InfEdit: Edit Image",
+    "PaperNodes_SwiftBrushLoadStudent": "SwiftBrush: Load Student",
+    "PaperNodes_SwiftBrushGenerate": "SwiftBrush: Generate (one step)",
+    "PaperNodes_DreaMovingLoadPoseKeypoints": "Pose: Load Keypoints (JSON)",
+    "PaperNodes_DreaMovingRenderPose": "Pose: Render OpenPose",
+    "PaperNodes_DreaMovingRetimePose": "Pose: Retime",
+    "PaperNodes_DreaMovingLoadMotionModule": "DreaMoving: Load Motion Module",
+    "PaperNodes_DreaMovingLoadModel": "DreaMoving: Load Model",
+    "PaperNodes_DreaMovingLoadVideoControlNet": "DreaMoving: Load Video ControlNet",
+    "PaperNodes_DreaMovingApplyVideoControlNet": "DreaMoving: Apply Video ControlNet",
+    "PaperNodes_DreaMovingLoadContentGuider": "DreaMoving: Load Content Guider",
+    "PaperNodes_DreaMovingGenerate": "DreaMoving: Generate Video",
+}
+# Text inputs the UI draws as multi-line boxes (taller than a one-line widget).
+MULTILINE = {"instruction", "source_prompt", "target_prompt", "prompt", "negative_prompt"}
+
+# Layout, in LiteGraph units (what the saved "pos"/"size" mean). The title bar is drawn ABOVE pos.
+TITLE_H, SLOT_H, WIDGET_H, TEXT_H = 30, 22, 26, 90
+CHAR_W = 8.5  # generous width of one title character (LiteGraph draws titles in 14 px sans-serif)
+MIN_W, COL_GAP, ROW_GAP = 300, 90, 50
+VIEW_W, VIEW_H, SIDEBAR, TOP = 1500, 820, 110, 50  # the canvas a template should fit at first sight
+
+
 @dataclass
 class Node:
     id: int
@@ -100,7 +137,75 @@ class Node:
     widgets: dict = field(default_factory=dict)
     links: dict = field(default_factory=dict)  # input name -> (node id, output slot)
     title: str = ""
-    pos: tuple[int, int] = (0, 0)
+
+
+@dataclass
+class Workflow:
+    slug: str  # API twin and test name: example_workflows/api/<slug>.json
+    title: str  # UI file name = the template card's title
+    note: str  # what the workflow shows and where each model file goes (a Note node at the top)
+    build: object  # () -> list[Node]
+
+
+def shown_title(n: Node) -> str:
+    return n.title or DISPLAY[n.class_type]
+
+
+def node_size(n: Node) -> tuple[int, int]:
+    """A size at least as large as the UI computes for the node (so saved layouts never overlap)."""
+    widgets = [w for w in WIDGETS[n.class_type] if w != "upload"]
+    height = SLOT_H * max(len(n.links), len(OUTPUTS[n.class_type]), 1)
+    height += sum(TEXT_H if w in MULTILINE else WIDGET_H for w in widgets) + 12
+    if "upload" in WIDGETS[n.class_type]:
+        height += WIDGET_H + 256  # upload button + image preview
+    width = max(MIN_W, round(title_width(shown_title(n)) + 40))
+    return width, height
+
+
+def title_width(title: str) -> float:
+    return CHAR_W * len(title)
+
+
+def note_size(text: str) -> tuple[int, int]:
+    lines = sum(max(1, -(-len(line) // 95)) for line in text.split("\n"))
+    return 820, 40 + 20 * lines
+
+
+def layout(nodes: list[Node], note: str) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
+    """Columns by longest path from the sources, nodes stacked in each column; the Note above all."""
+    by_id = {n.id: n for n in nodes}
+    depth: dict[int, int] = {}
+
+    def column(i: int) -> int:
+        if i not in depth:
+            depth[i] = 1 + max((column(src) for src, _ in by_id[i].links.values()), default=-1)
+        return depth[i]
+
+    columns: dict[int, list[Node]] = {}
+    for n in nodes:
+        columns.setdefault(column(n.id), []).append(n)
+    sizes = {n.id: node_size(n) for n in nodes}
+    note_w, note_h = note_size(note)
+    top = note_h + TITLE_H + ROW_GAP
+    pos, x = {}, 0
+    for c in sorted(columns):
+        y = top
+        for n in columns[c]:
+            pos[n.id] = (x, y)
+            y += sizes[n.id][1] + TITLE_H + ROW_GAP
+        x += max(sizes[n.id][0] for n in columns[c]) + COL_GAP
+    pos[0], sizes[0] = (0, 0), (note_w, note_h)  # id 0: the Note
+    return pos, sizes
+
+
+def view_to_fit(pos: dict, sizes: dict) -> dict:
+    """extra.ds: scale and offset that show the whole graph below the top bar and right of the sidebar."""
+    x0 = min(x for x, _ in pos.values())
+    y0 = min(y for _, y in pos.values()) - TITLE_H
+    x1 = max(pos[i][0] + sizes[i][0] for i in pos)
+    y1 = max(pos[i][1] + sizes[i][1] for i in pos)
+    scale = round(min(1.0, VIEW_W / (x1 - x0), VIEW_H / (y1 - y0)), 3)
+    return {"scale": scale, "offset": [round(SIDEBAR / scale - x0, 1), round(TOP / scale - y0, 1)]}
 
 
 def api_format(nodes: list[Node]) -> dict:
@@ -108,14 +213,15 @@ def api_format(nodes: list[Node]) -> dict:
     for n in nodes:
         inputs = {k: v for k, v in n.widgets.items() if k != "upload"}
         inputs.update({k: [str(src), slot] for k, (src, slot) in n.links.items()})
-        prompt[str(n.id)] = {"class_type": n.class_type, "inputs": inputs,
-                             "_meta": {"title": n.title or n.class_type}}
+        prompt[str(n.id)] = {"class_type": n.class_type, "inputs": inputs, "_meta": {"title": shown_title(n)}}
     return prompt
 
 
-def ui_format(nodes: list[Node]) -> dict:
+def ui_format(nodes: list[Node], note: str) -> dict:
     links, ui_nodes = [], []
     by_id = {n.id: n for n in nodes}
+    assert 0 not in by_id, "node id 0 is the Note"
+    pos, sizes = layout(nodes, note)
     out_links: dict[tuple[int, int], list[int]] = {}
     link_id = 0
     for n in nodes:
@@ -124,14 +230,19 @@ def ui_format(nodes: list[Node]) -> dict:
             links.append([link_id, src, slot, n.id, list(n.links).index(name), LINK_TYPES[n.class_type][name]])
             out_links.setdefault((src, slot), []).append(link_id)
     link_of = {(link[3], link[4]): link[0] for link in links}
-    for order, n in enumerate(nodes):
+    ui_nodes.append({
+        "id": 0, "type": "Note", "pos": list(pos[0]), "size": list(sizes[0]), "flags": {}, "order": 0,
+        "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
+        "title": "About this workflow", "color": "#432", "bgcolor": "#653",
+    })
+    for order, n in enumerate(nodes, start=1):
         values = []
         for w in WIDGETS[n.class_type]:
             values.append(n.widgets.get(w, "image" if w == "upload" else None))
             if w == "seed":
                 values.append("fixed")
         ui_nodes.append({
-            "id": n.id, "type": n.class_type, "pos": list(n.pos), "size": [320, 120 + 24 * len(values)],
+            "id": n.id, "type": n.class_type, "pos": list(pos[n.id]), "size": list(sizes[n.id]),
             "flags": {}, "order": order, "mode": 0,
             "inputs": [{"name": name, "type": LINK_TYPES[n.class_type][name], "link": link_of[(n.id, i)]}
                        for i, name in enumerate(n.links)],
@@ -143,49 +254,45 @@ def ui_format(nodes: list[Node]) -> dict:
         })
     assert all(src in by_id for _, src, *_ in links)
     return {"last_node_id": max(by_id), "last_link_id": link_id, "nodes": ui_nodes, "links": links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 1, "offset": [0, 0]}}, "version": 0.4}
+            "groups": [], "config": {}, "extra": {"ds": view_to_fit(pos, sizes)}, "version": 0.4}
 
 
 def colorize_graph() -> list[Node]:
     """Color demo image -> grayscale -> colorize -> save, and score the result against the original."""
     return [
-        Node(1, "LoadImage", {"image": "papernodes_demo_color.png", "upload": "image"}, pos=(0, 0),
+        Node(1, "LoadImage", {"image": "papernodes_demo_color.png", "upload": "image"},
              title="Color reference"),
-        Node(2, "PaperNodes_ToGrayscale", links={"image": (1, 0)}, pos=(340, 0)),
-        Node(3, "PaperNodes_LoadColorizer", {"model_name": "diffusers/papernodes-demo-colorizer"}, pos=(340, 160)),
+        Node(2, "PaperNodes_ToGrayscale", links={"image": (1, 0)}),
+        Node(3, "PaperNodes_LoadColorizer", {"model_name": "diffusers/papernodes-demo-colorizer"}),
         Node(4, "PaperNodes_Colorize", {
             "instruction": "Colorize this black and white photo with natural, realistic colors",
             "steps": 20, "text_guidance": 7.5, "image_guidance": 1.5, "scheduler": "euler_ancestral",
             "seed": 42, "keep_luminance": True, "resize_mode": "pad"},
-            links={"colorizer": (3, 0), "image": (2, 0)}, pos=(700, 0)),
-        Node(5, "SaveImage", {"filename_prefix": "PaperNodes/colorized"}, links={"images": (4, 0)}, pos=(1060, 0)),
-        Node(6, "SaveImage", {"filename_prefix": "PaperNodes/grayscale"}, links={"images": (2, 0)},
-             pos=(700, 420)),
-        Node(7, "PaperNodes_ColorizationMetrics", links={"image": (4, 0), "reference": (1, 0)}, pos=(1060, 380)),
+            links={"colorizer": (3, 0), "image": (2, 0)}),
+        Node(5, "SaveImage", {"filename_prefix": "PaperNodes/colorized"}, links={"images": (4, 0)}),
+        Node(6, "SaveImage", {"filename_prefix": "PaperNodes/grayscale"}, links={"images": (2, 0)}),
+        Node(7, "PaperNodes_ColorizationMetrics", links={"image": (4, 0), "reference": (1, 0)}),
     ]
 
 
 def infedit_graph() -> list[Node]:
     """Demo scene -> InfEdit (recolor the star, keep the rest) -> edited, mask and reconstruction saved."""
     return [
-        Node(1, "LoadImage", {"image": "papernodes_demo_color.png", "upload": "image"}, pos=(0, 0),
+        Node(1, "LoadImage", {"image": "papernodes_demo_color.png", "upload": "image"},
              title="Image to edit"),
         Node(2, "PaperNodes_InfEditLoadLCM", {"model_name": "diffusers/papernodes-demo-lcm", "lcm_lora": "none",
-                                             "lora_strength": 1.0}, pos=(0, 360)),
+                                             "lora_strength": 1.0}),
         Node(3, "PaperNodes_InfEditEditImage", {
             "source_prompt": "a black star and a red cross on a striped purple background",
             "target_prompt": "a green star and a red cross on a striped purple background",
             "source_blend_words": "", "target_blend_words": "green star",
             "steps": 15, "source_guidance": 1.0, "target_guidance": 2.0, "cross_replace": 0.7,
             "self_replace": 0.3, "thresh_e": 0.6, "thresh_m": 0.6, "eta": 1.0, "seed": 0, "resize_mode": "pad"},
-            links={"infedit_pipe": (2, 0), "image": (1, 0)}, pos=(360, 0)),
-        Node(4, "SaveImage", {"filename_prefix": "PaperNodes/infedit_edited"}, links={"images": (3, 0)},
-             pos=(760, 0)),
-        Node(5, "MaskToImage", links={"mask": (3, 1)}, pos=(760, 360)),
-        Node(6, "SaveImage", {"filename_prefix": "PaperNodes/infedit_mask"}, links={"images": (5, 0)},
-             pos=(1000, 360)),
-        Node(7, "SaveImage", {"filename_prefix": "PaperNodes/infedit_reconstruction"}, links={"images": (3, 2)},
-             pos=(760, 620)),
+            links={"infedit_pipe": (2, 0), "image": (1, 0)}),
+        Node(4, "SaveImage", {"filename_prefix": "PaperNodes/infedit_edited"}, links={"images": (3, 0)}),
+        Node(5, "MaskToImage", links={"mask": (3, 1)}),
+        Node(6, "SaveImage", {"filename_prefix": "PaperNodes/infedit_mask"}, links={"images": (5, 0)}),
+        Node(7, "SaveImage", {"filename_prefix": "PaperNodes/infedit_reconstruction"}, links={"images": (3, 2)}),
     ]
 
 
@@ -193,11 +300,11 @@ def swiftbrush_graph() -> list[Node]:
     """One-step text to image: load a SwiftBrush student -> generate (1 U-Net evaluation per image) -> save."""
     return [
         Node(1, "PaperNodes_SwiftBrushLoadStudent", {"model_name": "diffusers/papernodes-demo-swiftbrush",
-                                                     "unet_name": "none"}, pos=(0, 0)),
+                                                     "unet_name": "none"}),
         Node(2, "PaperNodes_SwiftBrushGenerate", {
             "prompt": "two yellow circles on a dotted blue background", "seed": 0, "batch_size": 4,
-            "width": 128, "height": 128}, links={"student": (1, 0)}, pos=(360, 0)),
-        Node(3, "SaveImage", {"filename_prefix": "PaperNodes/swiftbrush"}, links={"images": (2, 0)}, pos=(760, 0)),
+            "width": 128, "height": 128}, links={"student": (1, 0)}),
+        Node(3, "SaveImage", {"filename_prefix": "PaperNodes/swiftbrush"}, links={"images": (2, 0)}),
     ]
 
 
@@ -205,19 +312,18 @@ def _dreamoving_common(controlnet: str, control_frames: tuple[int, int], strengt
     """Motion module -> model; Video ControlNet (motion blocks from the module) on the control frames;
     Content Guider with the person image as face and clothes reference; generate; save an animated WEBP."""
     return [
-        Node(20, "PaperNodes_DreaMovingLoadMotionModule", {"motion_name": "papernodes-demo-motion.safetensors"},
-             pos=(0, 420)),
+        Node(20, "PaperNodes_DreaMovingLoadMotionModule", {"motion_name": "papernodes-demo-motion.safetensors"}),
         Node(21, "PaperNodes_DreaMovingLoadModel", {"model_name": "diffusers/papernodes-demo-dreamoving"},
-             links={"motion_module": (20, 0)}, pos=(360, 420)),
+             links={"motion_module": (20, 0)}),
         Node(22, "PaperNodes_DreaMovingLoadVideoControlNet", {"controlnet_name": controlnet},
-             links={"motion_module": (20, 0)}, pos=(360, 560)),
+             links={"motion_module": (20, 0)}),
         Node(23, "PaperNodes_DreaMovingApplyVideoControlNet",
              {"strength": strength, "start_percent": 0.0, "end_percent": 1.0},
-             links={"video_controlnet": (22, 0), "frames": control_frames}, pos=(720, 300)),
+             links={"video_controlnet": (22, 0), "frames": control_frames}),
         Node(24, "PaperNodes_DreaMovingLoadContentGuider", {
             "face_ipadapter": "papernodes-demo-ip-adapter.safetensors", "clothes_ipadapter": "none",
-            "clip_vision": "papernodes-demo-clip-vision.safetensors"}, pos=(360, 720)),
-        Node(25, "LoadImage", {"image": "papernodes_demo_person.png", "upload": "image"}, pos=(0, 720),
+            "clip_vision": "papernodes-demo-clip-vision.safetensors"}),
+        Node(25, "LoadImage", {"image": "papernodes_demo_person.png", "upload": "image"},
              title="Reference person (face and clothes)"),
         Node(26, "PaperNodes_DreaMovingGenerate", {
             "prompt": "a woman in a red top and blue jeans dancing, best quality",
@@ -225,24 +331,24 @@ def _dreamoving_common(controlnet: str, control_frames: tuple[int, int], strengt
             "num_frames": 0, "width": 64, "height": 64, "steps": 4, "guidance": 7.5, "scheduler": "ddim", "seed": 0,
             "context_window": 16, "context_overlap": 4},
             links={"dreamoving_pipe": (21, 0), "control": (23, 0), "content_guider": (24, 0),
-                   "face_image": (25, 0), "clothes_image": (25, 0)}, pos=(1080, 300)),
+                   "face_image": (25, 0), "clothes_image": (25, 0)}),
     ]
 
 
 def dreamoving_pose_graph() -> list[Node]:
     """Pose keypoints (JSON) -> OpenPose maps -> Video ControlNet (0.5) -> DreaMoving with a reference person."""
     return [
-        Node(1, "PaperNodes_DreaMovingLoadPoseKeypoints", {"json_file": "papernodes_demo_pose.json"}, pos=(0, 0)),
+        Node(1, "PaperNodes_DreaMovingLoadPoseKeypoints", {"json_file": "papernodes_demo_pose.json"}),
         Node(2, "PaperNodes_DreaMovingRenderPose", {"width": 64, "height": 64, "draw_body": True,
                                                     "draw_hands": True, "draw_face": True},
-             links={"pose_keypoint": (1, 0)}, pos=(360, 0)),
+             links={"pose_keypoint": (1, 0)}),
         *_dreamoving_common("papernodes-demo-openpose.safetensors", (2, 0), 0.5),
         Node(30, "SaveAnimatedWEBP", {"filename_prefix": "PaperNodes/dreamoving_pose", "fps": 8.0,
                                       "lossless": False, "quality": 90, "method": "default"},
-             links={"images": (26, 0)}, pos=(1480, 300)),
+             links={"images": (26, 0)}),
         Node(31, "SaveAnimatedWEBP", {"filename_prefix": "PaperNodes/dreamoving_pose_maps", "fps": 8.0,
                                       "lossless": True, "quality": 90, "method": "default"},
-             links={"images": (2, 0)}, pos=(720, 0)),
+             links={"images": (2, 0)}),
     ]
 
 
@@ -250,29 +356,87 @@ def dreamoving_depth_graph() -> list[Node]:
     """Depth frames (animated image, 8 fps) -> retimed to 12 fps (24 frames: two context windows) -> Video
     ControlNet (0.7) -> DreaMoving with a reference person."""
     return [
-        Node(1, "LoadImage", {"image": "papernodes_demo_depth.webp", "upload": "image"}, pos=(0, 0),
+        Node(1, "LoadImage", {"image": "papernodes_demo_depth.webp", "upload": "image"},
              title="Depth frames (from a depth preprocessor)"),
         Node(2, "PaperNodes_DreaMovingRetimePose", {"source_fps": 8.0, "target_fps": 12.0, "num_frames": 0,
                                                     "image_mode": "linear"},
-             links={"images": (1, 0)}, pos=(360, 0)),
+             links={"images": (1, 0)}),
         *_dreamoving_common("papernodes-demo-depth.safetensors", (2, 1), 0.7),
         Node(30, "SaveAnimatedWEBP", {"filename_prefix": "PaperNodes/dreamoving_depth", "fps": 12.0,
                                       "lossless": False, "quality": 90, "method": "default"},
-             links={"images": (26, 0)}, pos=(1480, 300)),
+             links={"images": (26, 0)}),
     ]
 
 
-WORKFLOWS = {"colorize": colorize_graph, "infedit": infedit_graph, "swiftbrush": swiftbrush_graph,
-             "dreamoving_pose": dreamoving_pose_graph, "dreamoving_depth": dreamoving_depth_graph}
+DEMO = (
+    "Demo models: `bash scripts/demo.sh` (in the pack's folder) writes them into its own ComfyUI; "
+    "`python scripts/comfy_host.py install-demo --base <your ComfyUI folder>` writes them into yours."
+)
+
+WORKFLOWS = [
+    Workflow(
+        "colorize",
+        "Colorization - grayscale photo to color",
+        "Colorization (An et al. 2023): a color photo is turned to grayscale, colorized by an InstructPix2Pix "
+        "model fine-tuned for colorization, and scored against the original (PSNR/SSIM on the metrics node).\n\n"
+        "Model: an InstructPix2Pix-architecture diffusers folder in models/diffusers/ (published: "
+        "annyorange/colorization-finetuned, or timbrooks/instruct-pix2pix) or a single .safetensors in "
+        "models/checkpoints/. The demo uses papernodes-demo-colorizer, trained on the pack's procedural world.\n\n"
+        + DEMO,
+        colorize_graph,
+    ),
+    Workflow(
+        "infedit",
+        "InfEdit - edit an image with words",
+        "InfEdit (Xu et al. 2023): change what the source prompt says into the target prompt, without "
+        "inversion, in 15 steps. Target blend words mark what may change; the mask output shows where it did; "
+        "the reconstruction shows the source branch.\n\n"
+        "Model: a latent-consistency model as a diffusers folder in models/diffusers/ (published: "
+        "SimianLuo/LCM_Dreamshaper_v7), or an SD1.5 checkpoint in models/checkpoints/ plus an LCM-LoRA in "
+        "models/loras/ (latent-consistency/lcm-lora-sdv1-5). The demo uses papernodes-demo-lcm.\n\n" + DEMO,
+        infedit_graph,
+    ),
+    Workflow(
+        "swiftbrush",
+        "SwiftBrush - one-step text to image",
+        "SwiftBrush (Nguyen & Tran 2023): a student distilled without images makes each picture in exactly one "
+        "U-Net evaluation.\n\n"
+        "Model: a student as a diffusers folder in models/diffusers/ (published: thuanz123/swiftbrush), or one "
+        "you distilled with the SwiftBrush: Distill node. The demo uses papernodes-demo-swiftbrush.\n\n" + DEMO,
+        swiftbrush_graph,
+    ),
+    Workflow(
+        "dreamoving_pose",
+        "DreaMoving - dance video from pose keypoints",
+        "DreaMoving (Feng et al. 2023): OpenPose keypoints drive a Video ControlNet; a reference person gives "
+        "face and clothes (Content Guider); the motion module makes the frames move together.\n\n"
+        "Models: SD1.5 in models/diffusers/ or models/checkpoints/; mm_sd_v15_v2.ckpt in "
+        "models/animatediff_models/ (guoyww/animatediff); control_v11p_sd15_openpose in models/controlnet/ "
+        "(lllyasviel/ControlNet-v1-1); ip-adapter-plus-face_sd15 in models/ipadapter/ and the ViT-H image "
+        "encoder in models/clip_vision/ (h94/IP-Adapter). The demo's models are tiny random ones in these "
+        "formats: the frames are noise until you put real weights there.\n\n" + DEMO,
+        dreamoving_pose_graph,
+    ),
+    Workflow(
+        "dreamoving_depth",
+        "DreaMoving - dance video from depth frames",
+        "DreaMoving with a depth sequence: depth frames at 8 fps are retimed to 12 fps (24 frames, two "
+        "context windows) and drive a depth Video ControlNet.\n\n"
+        "Models: as the pose workflow, with control_v11f1p_sd15_depth in models/controlnet/. The demo's models "
+        "are tiny random ones: the frames are noise until you put real weights there.\n\n" + DEMO,
+        dreamoving_depth_graph,
+    ),
+]
+OUT_DIR_API = OUT_DIR / "api"  # outside the folder ComfyUI scans for templates (it reads *.json, not subfolders)
 
 
 def main() -> None:
-    OUT_DIR.mkdir(exist_ok=True)
-    for name, build in WORKFLOWS.items():
-        nodes = build()
-        (OUT_DIR / f"{name}.json").write_text(json.dumps(ui_format(nodes), indent=2) + "\n")
-        (OUT_DIR / f"{name}_api.json").write_text(json.dumps(api_format(nodes), indent=2) + "\n")
-        print(f"wrote example_workflows/{name}.json and {name}_api.json")
+    OUT_DIR_API.mkdir(parents=True, exist_ok=True)
+    for wf in WORKFLOWS:
+        nodes = wf.build()
+        (OUT_DIR / f"{wf.title}.json").write_text(json.dumps(ui_format(nodes, wf.note), indent=2) + "\n")
+        (OUT_DIR_API / f"{wf.slug}.json").write_text(json.dumps(api_format(nodes), indent=2) + "\n")
+        print(f"wrote example_workflows/{wf.title}.json and api/{wf.slug}.json")
 
 
 if __name__ == "__main__":

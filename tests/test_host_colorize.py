@@ -13,11 +13,11 @@ from PIL import Image
 
 pytestmark = pytest.mark.host
 
-WORKFLOWS = REPO_ROOT / "example_workflows"
+WORKFLOWS = REPO_ROOT / "example_workflows" / "api"
 
 
 def _api(name: str) -> dict:
-    return json.loads((WORKFLOWS / f"{name}_api.json").read_text())
+    return json.loads((WORKFLOWS / f"{name}.json").read_text())
 
 
 def test_every_pack_node_is_registered(comfy_host):

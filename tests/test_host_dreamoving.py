@@ -14,7 +14,7 @@ GENERATE, SAVE, POSE_MAPS_SAVE = "26", "30", "31"
 
 
 def _api(name: str) -> dict:
-    return json.loads((REPO_ROOT / "example_workflows" / f"dreamoving_{name}_api.json").read_text())
+    return json.loads((REPO_ROOT / "example_workflows" / "api" / f"dreamoving_{name}.json").read_text())
 
 
 def _frames(comfy_host, entry, node: str) -> list[Image.Image]:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.host
 
 
 def _api() -> dict:
-    return json.loads((REPO_ROOT / "example_workflows" / "infedit_api.json").read_text())
+    return json.loads((REPO_ROOT / "example_workflows" / "api" / "infedit.json").read_text())
 
 
 def _saved(comfy_host, entry, node: str) -> list[np.ndarray]:

@@ -20,7 +20,7 @@ SDVAE_FILE = "papernodes-test-sdvae.safetensors"
 
 
 def _api() -> dict:
-    return json.loads((REPO_ROOT / "example_workflows" / "swiftbrush_api.json").read_text())
+    return json.loads((REPO_ROOT / "example_workflows" / "api" / "swiftbrush.json").read_text())
 
 
 def _saved(comfy_host, entry, node: str) -> list[np.ndarray]:

@@ -285,7 +285,7 @@ def test_example_workflows_use_the_kept_pose_ids():
     from conftest import REPO_ROOT
 
     used = set()
-    for path in (REPO_ROOT / "example_workflows").glob("dreamoving_*_api.json"):
+    for path in (REPO_ROOT / "example_workflows" / "api").glob("dreamoving_*.json"):
         used |= {n["class_type"] for n in json.loads(path.read_text()).values()}
     assert {"PaperNodes_DreaMovingLoadPoseKeypoints", "PaperNodes_DreaMovingRenderPose"} <= used
     assert "PaperNodes_DreaMovingRetimePose" in used

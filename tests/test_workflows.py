@@ -7,11 +7,24 @@ import json
 import pytest
 from conftest import REPO_ROOT
 
-pytestmark = pytest.mark.host
+# Tests that take the comfy_host fixture are marked `host` by conftest.py; the file checks run in the fast tier.
 
 WORKFLOW_DIR = REPO_ROOT / "example_workflows"
-UI_FILES = sorted(p for p in WORKFLOW_DIR.glob("*.json") if not p.name.endswith("_api.json"))
+API_DIR = WORKFLOW_DIR / "api"
+UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+VIRTUAL_NODES = {"Note", "MarkdownNote"}  # drawn by the frontend only; not in /object_info, not in API prompts
+
+
+def _workflows():
+    import make_workflows
+
+    return make_workflows, {f"{wf.title}.json": wf for wf in make_workflows.WORKFLOWS}
+
+
+def _api_twin(ui_path):
+    _, by_file = _workflows()
+    return json.loads((API_DIR / f"{by_file[ui_path.name].slug}.json").read_text())
 
 
 def _inputs_in_order(info: dict) -> list[tuple[str, list]]:
@@ -39,32 +52,81 @@ def _widget_names(info: dict) -> list[str]:
 
 
 def test_there_is_a_workflow_per_shipped_method():
-    assert [p.stem for p in UI_FILES] == [
+    mw, by_file = _workflows()
+    assert sorted(wf.slug for wf in mw.WORKFLOWS) == [
         "colorize",
         "dreamoving_depth",
         "dreamoving_pose",
         "infedit",
         "swiftbrush",
     ]
-    for ui in UI_FILES:
-        assert (WORKFLOW_DIR / f"{ui.stem}_api.json").is_file(), f"{ui.name} has no API twin"
+    assert [p.name for p in UI_FILES] == sorted(by_file), "the template folder holds only the UI workflows"
+    for wf in mw.WORKFLOWS:
+        assert (API_DIR / f"{wf.slug}.json").is_file(), f"{wf.title} has no API twin"
+        thumb = WORKFLOW_DIR / f"{wf.title}.jpg"
+        assert thumb.is_file(), f"{wf.title} has no thumbnail (python scripts/make_thumbnails.py after the main job)"
+        from PIL import Image
+
+        with Image.open(thumb) as im:
+            assert im.format == "JPEG" and im.height >= 128 and im.width >= 128
 
 
 def test_generated_files_are_up_to_date():
-    import make_workflows
+    mw, _ = _workflows()
+    for wf in mw.WORKFLOWS:
+        nodes = wf.build()
+        assert json.loads((WORKFLOW_DIR / f"{wf.title}.json").read_text()) == mw.ui_format(nodes, wf.note)
+        assert json.loads((API_DIR / f"{wf.slug}.json").read_text()) == mw.api_format(nodes)
 
-    for name, build in make_workflows.WORKFLOWS.items():
-        nodes = build()
-        assert json.loads((WORKFLOW_DIR / f"{name}.json").read_text()) == make_workflows.ui_format(nodes)
-        assert json.loads((WORKFLOW_DIR / f"{name}_api.json").read_text()) == make_workflows.api_format(nodes)
+
+def _boxes(ui: dict, title_h: int) -> dict[int, tuple[float, float, float, float]]:
+    """Each node's drawn rectangle (x0, y0, x1, y1), title bar included (drawn above pos)."""
+    return {
+        n["id"]: (n["pos"][0], n["pos"][1] - title_h, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+        for n in ui["nodes"]
+    }
+
+
+@pytest.mark.parametrize("ui_path", UI_FILES, ids=lambda p: p.stem)
+def test_layout_opens_readable(ui_path):
+    """No two nodes overlap, no title is wider than its node, and the saved view shows the whole graph
+    right of the sidebar and below the top bar (scale ≤ 1)."""
+    mw, by_file = _workflows()
+    ui = json.loads(ui_path.read_text())
+    boxes = _boxes(ui, mw.TITLE_H)
+    ids = sorted(boxes)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = boxes[a], boxes[b]
+            overlap = ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1
+            assert not overlap, f"nodes {a} and {b} overlap"
+    for n in ui["nodes"]:
+        title = n.get("title") or mw.DISPLAY.get(n["type"], n["type"])
+        assert mw.title_width(title) + 20 <= n["size"][0], f"title {title!r} is cut"
+    ds = ui["extra"]["ds"]
+    scale, (ox, oy) = ds["scale"], ds["offset"]
+    assert 0.3 <= scale <= 1
+    x0 = min(b[0] for b in boxes.values())
+    y0 = min(b[1] for b in boxes.values())
+    x1 = max(b[2] for b in boxes.values())
+    y1 = max(b[3] for b in boxes.values())
+    assert (x0 + ox) * scale >= 100 and (y0 + oy) * scale >= 40, "graph starts under the sidebar or top bar"
+    assert (x1 + ox) * scale <= 1700 and (y1 + oy) * scale <= 950, "graph does not fit a 1700x950 canvas"
+    notes = [n for n in ui["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1 and "models/" in notes[0]["widgets_values"][0], "a Note says where models go"
+    assert by_file[ui_path.name].note == notes[0]["widgets_values"][0]
 
 
 @pytest.mark.parametrize("ui_path", UI_FILES, ids=lambda p: p.stem)
 def test_ui_workflow_matches_server_and_api_twin(comfy_host, ui_path):
     info = comfy_host.object_info()
     ui = json.loads(ui_path.read_text())
-    api = json.loads((WORKFLOW_DIR / f"{ui_path.stem}_api.json").read_text())
-    nodes = {n["id"]: n for n in ui["nodes"]}
+    api = _api_twin(ui_path)
+    nodes = {n["id"]: n for n in ui["nodes"] if n["type"] not in VIRTUAL_NODES}
+    mw, _ = _workflows()
+    for node in nodes.values():  # the layout's title widths assume the names the server gives
+        if not node.get("title"):
+            assert info[node["type"]]["display_name"] == mw.DISPLAY[node["type"]]
     assert set(map(str, nodes)) == set(api)
     for link_id, src, src_slot, dst, dst_slot, typ in ui["links"]:
         assert src in nodes and dst in nodes, f"link {link_id} points at a missing node"
@@ -94,13 +156,21 @@ def test_ui_workflow_matches_server_and_api_twin(comfy_host, ui_path):
 
 @pytest.mark.parametrize("ui_path", UI_FILES, ids=lambda p: p.stem)
 def test_api_twin_runs(comfy_host, ui_path):
-    api = json.loads((WORKFLOW_DIR / f"{ui_path.stem}_api.json").read_text())
-    entry = comfy_host.run(api, timeout=900)
+    entry = comfy_host.run(_api_twin(ui_path), timeout=900)
     assert comfy_host.output_files(entry), "the workflow wrote no files"
 
 
 def test_templates_are_served(comfy_host):
+    """The templates browser lists the UI workflows by title (not the API twins) and finds each thumbnail."""
+    from urllib.parse import quote
+
+    mw, _ = _workflows()
     status, listing = comfy_host.request("GET", "/api/workflow_templates")
     assert status == 200
-    names = [n for names in listing.values() for n in names] if isinstance(listing, dict) else listing
-    assert "colorize" in names
+    ours = {k: v for k, v in listing.items() if "PaperNodes" in k}
+    assert len(ours) == 1, listing
+    (module, names), = ours.items()
+    assert sorted(names) == sorted(wf.title for wf in mw.WORKFLOWS)
+    for wf in mw.WORKFLOWS:
+        status, _ = comfy_host.request("GET", f"/api/workflow_templates/{quote(module)}/{quote(wf.title)}.jpg")
+        assert status == 200, f"thumbnail of {wf.title}"

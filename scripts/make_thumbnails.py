@@ -1,0 +1,71 @@
+"""Template thumbnails from a main-job run: `example_workflows/<title>.jpg` next to each UI workflow.
+
+ComfyUI's templates browser shows `<name>.jpg` beside `<name>.json` on each card. A thumbnail here is what
+the workflow really did on the demo models: its input image(s), then its saved outputs (first frame of an
+animation), side by side. Run after the main job:
+
+    bash scripts/demo.sh && python scripts/make_thumbnails.py --output ./output
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_workflows  # noqa: E402  (scripts/ is not a package)
+
+PANEL_H, MAX_PANELS = 192, 4
+IMAGE_SUFFIXES = (".png", ".webp", ".jpg")
+
+
+def panels_for(slug: str, output_dir: Path) -> list[Path]:
+    """The main job copies each workflow's inputs and outputs to <output>/<slug>_<name> (comfy_host.py)."""
+    files = sorted(p for p in output_dir.glob(f"{slug}_*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    inputs = [p for p in files if "_input_" in p.name]
+    return (inputs + [p for p in files if p not in inputs])[:MAX_PANELS]
+
+
+def first_frame(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        im.seek(0)
+        frame = im.convert("RGB")
+    w, h = frame.size
+    return frame.resize((max(1, round(w * PANEL_H / h)), PANEL_H), Image.Resampling.NEAREST if h < 96 else Image.Resampling.LANCZOS)
+
+
+def strip(paths: list[Path]) -> Image.Image:
+    frames = [first_frame(p) for p in paths]
+    gap = 6
+    out = Image.new("RGB", (sum(f.width for f in frames) + gap * (len(frames) - 1), PANEL_H), (32, 32, 32))
+    x = 0
+    for f in frames:
+        out.paste(f, (x, 0))
+        x += f.width + gap
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default="output", help="the main job's output folder")
+    args = parser.parse_args(argv)
+    missing = []
+    for wf in make_workflows.WORKFLOWS:
+        paths = panels_for(wf.slug, Path(args.output))
+        if not paths:
+            missing.append(wf.slug)
+            continue
+        dest = make_workflows.OUT_DIR / f"{wf.title}.jpg"
+        strip(paths).save(dest, quality=85)
+        print(f"wrote {dest.relative_to(make_workflows.REPO_ROOT)} from {[p.name for p in paths]}")
+    if missing:
+        print(f"no outputs for {missing} in {args.output}: run the main job first", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
