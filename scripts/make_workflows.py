@@ -101,7 +101,7 @@ DISPLAY: dict[str, str] = {  # the title the UI draws for a node without its own
     "SaveImage": "Save Image",
     "PreviewImage": "Preview Image",
     "MaskToImage": "Convert Mask to Image",
-    "SaveAnimatedWEBP": "SaveAnimatedWEBP",
+    "SaveAnimatedWEBP": "Save Animated WEBP",  # 0.33's name; 0.3.75 shows "SaveAnimatedWEBP"
     "PaperNodes_LoadColorizer": "Colorize: Load Model",
     "PaperNodes_ToGrayscale": "Colorize: To Grayscale",
     "PaperNodes_Colorize": "Colorize: Colorize Image",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 WORLD_COLORIZER = "papernodes-world-colorizer"
+WORLD_COLORIZER_INIT = "papernodes-world-colorizer-init"  # the same model before colorization training
 WORLD_IMAGE = "papernodes_world_scene.png"
 
 
 def place_test_models(base_dir: str | Path) -> None:
-    """Tiny models under the demo names (fast), plus the trained proving-ground colorizer and a world scene."""
+    """Tiny models under the demo names (fast), plus the trained proving-ground colorizer, its untrained
+    InstructPix2Pix init (the control that shows what the training added) and a world scene."""
     from papernodes.models.demo_assets import world_demo_image, write_demo_assets
     from papernodes.models.proving_ground import zoo
     from PIL import Image
@@ -18,5 +22,29 @@ def place_test_models(base_dir: str | Path) -> None:
     write_demo_assets(base, trained=False)
     shipped = zoo.shipped()
     if shipped["base"] and shipped["colorize"]:  # test_host_proving_ground fails loudly otherwise
-        zoo.assemble_pipeline("colorize", base / "models" / "diffusers" / WORLD_COLORIZER)
+        diffusers = base / "models" / "diffusers"
+        zoo.assemble_pipeline("colorize", diffusers / WORLD_COLORIZER)
+        write_colorizer_init(diffusers / WORLD_COLORIZER_INIT)
     Image.fromarray(world_demo_image()).save(base / "input" / WORLD_IMAGE)
+
+
+def write_colorizer_init(dest: Path) -> Path:
+    """The proving-ground teacher with the InstructPix2Pix input expansion (zero weights on the 4 image
+    channels), i.e. what the colorizer's training started from, as a diffusers folder at `dest`."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from papernodes.models.colorize.train import expand_conv_in_for_ip2p
+    from papernodes.models.proving_ground import zoo
+
+    folder = zoo.assemble_pipeline("base", dest)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32)
+    expand_conv_in_for_ip2p(unet)
+    # The assembled files are hard links into the shipped weights: replace them, never write through them.
+    shutil.rmtree(folder / "unet")
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["_class_name"] = "StableDiffusionInstructPix2PixPipeline"
+    index_path.unlink()
+    index_path.write_text(json.dumps(index, indent=2))
+    return folder

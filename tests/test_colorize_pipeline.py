@@ -160,6 +160,7 @@ def test_metrics_reject_mismatched_batches():
         image_metrics(torch.rand(3, 8, 8, 3), torch.rand(2, 8, 8, 3))
 
 
+@pytest.mark.slow  # spawns a Python subprocess
 def test_models_package_imports_without_comfyui():
     code = (
         "import sys, types; m = types.ModuleType('papernodes'); m.__path__ = [sys.argv[1]]; "

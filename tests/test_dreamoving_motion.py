@@ -57,7 +57,9 @@ def test_original_file_equals_diffusers_folder(comps, inputs, tmp_path, suffix):
     latents, text = inputs
     a = motion.run_motion_unet(motion.inflate_unet(comps.unet, from_file), latents, 500, text)
     b = motion.run_motion_unet(motion.inflate_unet(comps.unet, from_folder), latents, 500, text)
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # distinct instances with equal weights (above): float noise only, as CPU kernels are not bit-stable
+    # across instances (see test_dreamoving_controlnet.DISTINCT_INSTANCE_TOL)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_round_trip_is_key_and_value_exact(tmp_path):
@@ -144,8 +146,11 @@ def test_tiny_v1_v2_files_infer_config(comps, inputs, tmp_path, style):
     model = motion.inflate_unet(comps.unet, loaded)
     assert hasattr(model.mid_block, "motion_modules") is (style == "v2")
     latents, text = inputs
+    sd = loaded.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in adapter.state_dict().items())
     ref = motion.run_motion_unet(motion.inflate_unet(comps.unet, adapter), latents, 500, text)
-    torch.testing.assert_close(motion.run_motion_unet(model, latents, 500, text), ref, rtol=0, atol=0)
+    # distinct instances: float noise only (see test_dreamoving_controlnet.DISTINCT_INSTANCE_TOL)
+    torch.testing.assert_close(motion.run_motion_unet(model, latents, 500, text), ref, rtol=1e-5, atol=1e-5)
     too_long = torch.zeros(1, 4, loaded.config.motion_max_seq_length + 1, 8, 8)
     with pytest.raises(InputError, match="frames"):
         motion.run_motion_unet(model, too_long, 500, text)

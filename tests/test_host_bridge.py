@@ -18,13 +18,13 @@ pytestmark = [pytest.mark.host, pytest.mark.slow]
 CKPT = "papernodes-bridge-ip2p.safetensors"
 
 
-def _sd15_shaped_ip2p(seed: int = 0) -> SDComponents:
+def _sd15_shaped_ip2p(seed: int = 0, in_channels: int = 8) -> SDComponents:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        in_channels=8,
+        in_channels=in_channels,
         out_channels=4,
         layers_per_block=1,
         block_out_channels=(320,),
@@ -93,3 +93,73 @@ def test_core_checkpoint_through_bridge_equals_single_file_loader(comfy_host, br
     assert a.shape == b.shape
     assert np.abs(a - b).max() <= 1, "bridge and single-file loader disagree"
     assert a.std() > 1  # not a blank image
+
+
+LORA_CKPT = "papernodes-bridge-sd15.safetensors"
+LORA_FILE = "papernodes-bridge-lora.safetensors"
+
+
+@pytest.fixture(scope="module")
+def bridge_sd15_with_lora(comfy_host):
+    """A 4-channel SD1.5-shaped checkpoint and a kohya-layout LoRA on its attention projections."""
+    from papernodes.models.demo_assets import write_demo_lora
+
+    comps = _sd15_shaped_ip2p(seed=1, in_channels=4)
+    saving.save_single_file(comps, comfy_host.base_dir / "models" / "checkpoints" / LORA_CKPT, dtype=torch.float16)
+    write_demo_lora(comps.unet, comfy_host.base_dir / "models" / "loras" / LORA_FILE, rank=4, seed=5)
+
+
+def _edit(loader: dict, extra: dict, prefix: str) -> dict:
+    prompt = {
+        "img": {"class_type": "LoadImage", "inputs": {"image": "papernodes_demo_color.png"}},
+        "load": loader,
+        "edit": {
+            "class_type": "PaperNodes_InfEditEditImage",
+            "inputs": {
+                "infedit_pipe": ["load", 0],
+                "image": ["img", 0],
+                "source_prompt": "a black star",
+                "target_prompt": "a green star",
+                "source_blend_words": "",
+                "target_blend_words": "",
+                "steps": 2,
+                "source_guidance": 1.0,
+                "target_guidance": 2.0,
+                "cross_replace": 0.7,
+                "self_replace": 0.3,
+                "thresh_e": 0.6,
+                "thresh_m": 0.6,
+                "eta": 1.0,
+                "seed": 4,
+                "resize_mode": "pad",
+            },
+        },
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["edit", 0], "filename_prefix": prefix}},
+    }
+    prompt.update(extra)
+    return prompt
+
+
+def test_core_lora_reaches_the_bridge(comfy_host, bridge_sd15_with_lora):
+    """Core LoraLoader -> bridge equals our own loader fusing the same LoRA file at the same strength, and
+    differs from the bridge without it: the LoRA arrives (ComfyUI 0.3.75 and 0.33, whose dynamic-VRAM
+    patcher keeps LoRAs out of the weights, are both run by CI)."""
+    ckpt = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": LORA_CKPT}}}
+    lora = {
+        "lora": {
+            "class_type": "LoraLoader",
+            "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1], "lora_name": LORA_FILE,
+                       "strength_model": 0.8, "strength_clip": 0.0},
+        }
+    }
+    bridge = {"class_type": "PaperNodes_InfEditFromCheckpoint",
+              "inputs": {"model": ["lora", 0], "clip": ["lora", 1], "vae": ["ckpt", 2]}}
+    plain_bridge = {"class_type": "PaperNodes_InfEditFromCheckpoint",
+                    "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2]}}
+    ours = {"class_type": "PaperNodes_InfEditLoadLCM",
+            "inputs": {"model_name": f"checkpoints/{LORA_CKPT}", "lcm_lora": LORA_FILE, "lora_strength": 0.8}}
+    with_core_lora = _saved(comfy_host, comfy_host.run(_edit(bridge, {**ckpt, **lora}, "PaperNodes/lora_core"), 900))
+    with_our_lora = _saved(comfy_host, comfy_host.run(_edit(ours, {}, "PaperNodes/lora_ours"), 900))
+    without = _saved(comfy_host, comfy_host.run(_edit(plain_bridge, ckpt, "PaperNodes/lora_none"), 900))
+    assert np.abs(with_core_lora - with_our_lora).max() <= 2, "core LoRA and our fused LoRA disagree"
+    assert np.abs(with_core_lora - without).mean() > 1.0, "the LoRA did not change the bridged model"

@@ -1,6 +1,6 @@
 """Triton attention kernels (kernels/triton_attention.py) against the torch reference.
 
-Tiers (see /work/shared/KERNELS.md for why each exists):
+Tiers (docs/kernels.md: how the kernels are verified on a machine without a GPU):
 - (a) wrapper contract, in-process: validation errors, availability, KERNEL_CONFIGS shape.
 - (b) interpreter: every kernel runs on the CPU under TRITON_INTERPRET=1 in a subprocess (the
   interpreter must be on before triton is imported) and is compared case by case with the reference
@@ -144,6 +144,7 @@ def interp_results():
 
 
 @needs_triton
+@pytest.mark.slow  # one subprocess runs every case under the Triton interpreter: ~14 s
 @pytest.mark.parametrize("case_id", checks.CASE_IDS + [checks.COVERAGE_ID])
 def test_interpreter_matches_reference(interp_results, case_id):
     result = interp_results["results"].get(case_id)
