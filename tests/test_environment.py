@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 import tomllib
 
+import pytest
 from conftest import REPO_ROOT
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-LOCK = REPO_ROOT / "requirements.lock"
+LOCK = REPO_ROOT / "requirements.lock"  # the vendored ComfyUI 0.3.75 host (and users' default)
+LOCKS = [LOCK, REPO_ROOT / "requirements-comfyui-0.33.lock"]  # every host CI runs
 
 
 def _requirements(path) -> list[Requirement]:
@@ -29,9 +31,9 @@ def _requirements(path) -> list[Requirement]:
     return reqs
 
 
-def _lock() -> dict[str, Version]:
+def _lock(lock=LOCK) -> dict[str, Version]:
     pins = {}
-    for req in _requirements(LOCK):
+    for req in _requirements(lock):
         specs = list(req.specifier)
         assert len(specs) == 1 and specs[0].operator == "==", f"requirements.lock: {req} is not a pin (name==x)"
         name = canonicalize_name(req.name)
@@ -40,22 +42,24 @@ def _lock() -> dict[str, Version]:
     return pins
 
 
-def test_lock_pins_every_requirement_within_its_range():
-    pins = _lock()
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.name)
+def test_lock_pins_every_requirement_within_its_range(lock):
+    pins = _lock(lock)
     files = ["requirements.txt", "requirements-dev.txt", "scripts/constraints.txt"]
     for name in files:
         for req in _requirements(REPO_ROOT / name):
             key = canonicalize_name(req.name)
-            assert key in pins, f"{name}: {req.name} is not pinned in requirements.lock (relock: see scripts/env.sh)"
+            assert key in pins, f"{name}: {req.name} is not pinned in {lock.name} (relock: see scripts/env.sh)"
             assert req.specifier.contains(pins[key], prereleases=True), (
-                f"{name}: {req} but requirements.lock pins {req.name}=={pins[key]}"
+                f"{name}: {req} but {lock.name} pins {req.name}=={pins[key]}"
             )
 
 
-def test_lock_does_not_pin_the_pack_itself():
-    pins = _lock()
+@pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.name)
+def test_lock_does_not_pin_the_pack_itself(lock):
+    pins = _lock(lock)
     assert "comfyui-papernodes" not in pins
-    assert not any(re.match(r"^-e\b|@ file:", line) for line in LOCK.read_text().splitlines())
+    assert not any(re.match(r"^-e\b|@ file:", line) for line in lock.read_text().splitlines())
 
 
 def test_pyproject_dependencies_equal_requirements_txt():
