@@ -163,8 +163,8 @@ def test_metrics_reject_mismatched_batches():
 @pytest.mark.slow  # spawns a Python subprocess
 def test_models_package_imports_without_comfyui():
     code = (
-        "import sys, types; m = types.ModuleType('papernodes'); m.__path__ = [sys.argv[1]]; "
-        "sys.modules['papernodes'] = m; "
+        "import sys; sys.path.insert(0, sys.argv[1] + '/scripts'); "
+        "import papernodes_bootstrap; papernodes_bootstrap.register(); "
         "import papernodes.models.colorize.pipeline, papernodes.models.colorize.metrics, "
         "papernodes.models.common.loading, papernodes.models.common.tiny; "
         "bad = [n for n in sys.modules if n == 'comfy' or n.startswith('comfy.') or n == 'folder_paths']; "

@@ -18,7 +18,6 @@ import os
 import sys
 import time
 import traceback
-import types
 import zlib
 from pathlib import Path
 
@@ -155,13 +154,13 @@ COVERAGE_ID = "launched-configs-in-KERNEL_CONFIGS"
 
 
 def import_pack():
-    """Register the checkout as package `papernodes` (root __init__ not run) and import the two backends."""
-    if PACKAGE_NAME not in sys.modules:
-        module = types.ModuleType(PACKAGE_NAME)
-        module.__path__ = [str(REPO_ROOT)]
-        sys.modules[PACKAGE_NAME] = module
+    """Register the checkout as package `papernodes` (the pack's one bootstrap) and import the two backends."""
     import importlib
 
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import papernodes_bootstrap
+
+    papernodes_bootstrap.register()
     reference = importlib.import_module(f"{PACKAGE_NAME}.kernels.reference")
     triton_attention = importlib.import_module(f"{PACKAGE_NAME}.kernels.triton_attention")
     return reference, triton_attention
