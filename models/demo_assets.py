@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .dreamoving.demo import write_dreamoving_demo_assets
 from .common.saving import save_diffusers_folder, save_single_file
 from .common.tiny import build_tiny_components
+from .dreamoving.demo import write_dreamoving_demo_assets
 
 DEMO_COLORIZER = "papernodes-demo-colorizer"
 DEMO_LCM = "papernodes-demo-lcm"
@@ -57,8 +57,8 @@ def trained_models_shipped() -> bool:
 
 def write_trained_demo_models(base_dir: str | Path) -> dict[str, Path]:
     """The proving-ground models under the demo names (rebuilt each time: the checkout may have changed)."""
-    from .proving_ground import zoo
     from .common.loading import load_diffusers_folder
+    from .proving_ground import zoo
 
     diffusers = Path(base_dir) / "models" / "diffusers"
     folder = zoo.assemble_pipeline("colorize", diffusers / DEMO_COLORIZER)

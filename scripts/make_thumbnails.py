@@ -34,7 +34,8 @@ def first_frame(path: Path) -> Image.Image:
         im.seek(0)
         frame = im.convert("RGB")
     w, h = frame.size
-    return frame.resize((max(1, round(w * PANEL_H / h)), PANEL_H), Image.Resampling.NEAREST if h < 96 else Image.Resampling.LANCZOS)
+    resample = Image.Resampling.NEAREST if h < 96 else Image.Resampling.LANCZOS  # keep tiny outputs crisp
+    return frame.resize((max(1, round(w * PANEL_H / h)), PANEL_H), resample)
 
 
 def strip(paths: list[Path]) -> Image.Image:
