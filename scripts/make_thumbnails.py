@@ -2,7 +2,7 @@
 
 ComfyUI's templates browser shows `<name>.jpg` beside `<name>.json` on each card. A thumbnail here is what
 the workflow really did on the demo models: its input image(s), then its saved outputs (first frame of an
-animation), side by side. Run after the main job:
+animation), in a 2x2 grid. Run after the main job:
 
     bash scripts/demo.sh && python scripts/make_thumbnails.py --output ./output
 """
@@ -38,14 +38,17 @@ def first_frame(path: Path) -> Image.Image:
     return frame.resize((max(1, round(w * PANEL_H / h)), PANEL_H), resample)
 
 
-def strip(paths: list[Path]) -> Image.Image:
+def grid(paths: list[Path]) -> Image.Image:
+    """Up to four panels, two per row: the templates browser shows thumbnails in square cards."""
     frames = [first_frame(p) for p in paths]
-    gap = 6
-    out = Image.new("RGB", (sum(f.width for f in frames) + gap * (len(frames) - 1), PANEL_H), (32, 32, 32))
-    x = 0
-    for f in frames:
-        out.paste(f, (x, 0))
-        x += f.width + gap
+    cols = 1 if len(frames) == 1 else 2
+    rows = -(-len(frames) // cols)
+    cell, gap = PANEL_H, 6
+    out = Image.new("RGB", (cols * cell + (cols - 1) * gap, rows * cell + (rows - 1) * gap), (32, 32, 32))
+    for i, f in enumerate(frames):
+        f.thumbnail((cell, cell))
+        x, y = (i % cols) * (cell + gap), (i // cols) * (cell + gap)
+        out.paste(f, (x + (cell - f.width) // 2, y + (cell - f.height) // 2))
     return out
 
 
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             missing.append(wf.slug)
             continue
         dest = make_workflows.OUT_DIR / f"{wf.title}.jpg"
-        strip(paths).save(dest, quality=85)
+        grid(paths).save(dest, quality=85)
         print(f"wrote {dest.relative_to(make_workflows.REPO_ROOT)} from {[p.name for p in paths]}")
     if missing:
         print(f"no outputs for {missing} in {args.output}: run the main job first", file=sys.stderr)

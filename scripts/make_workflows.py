@@ -125,9 +125,15 @@ MULTILINE = {"instruction", "source_prompt", "target_prompt", "prompt", "negativ
 
 # Layout, in LiteGraph units (what the saved "pos"/"size" mean). The title bar is drawn ABOVE pos.
 TITLE_H, SLOT_H, WIDGET_H, TEXT_H = 30, 22, 26, 90
+PREVIEW_H = 260  # nodes that show an image (loaders with upload, savers) grow by about this after a run
+SHOWS_IMAGE = {"LoadImage", "SaveImage", "PreviewImage", "SaveAnimatedWEBP"}
 CHAR_W = 8.5  # generous width of one title character (LiteGraph draws titles in 14 px sans-serif)
+NOTE_W, NOTE_CHARS, NOTE_LINE_H = 900, 120, 16  # the Note draws ~7 px monospace characters
 MIN_W, COL_GAP, ROW_GAP = 300, 90, 50
-VIEW_W, VIEW_H, SIDEBAR, TOP = 1500, 820, 110, 50  # the canvas a template should fit at first sight
+# The canvas a template should fit at first sight: 1600x900 minus the sidebar (left), the top bar, tabs and
+# banners (measured in screenshots of both hosts' frontends: scripts/ui_screenshots.py), and the minimap.
+VIEW_W, VIEW_H, SIDEBAR, TOP = 1300, 720, 110, 150
+MIN_SCALE = 0.6  # below ~0.57 the frontend draws nodes as blank boxes (no titles, no Note text)
 
 
 @dataclass
@@ -152,12 +158,15 @@ def shown_title(n: Node) -> str:
 
 
 def node_size(n: Node) -> tuple[int, int]:
-    """A size at least as large as the UI computes for the node (so saved layouts never overlap)."""
+    """A size at least as large as the UI computes for the node (so saved layouts never overlap), with
+    room below image-showing nodes for the picture they get after a run."""
     widgets = [w for w in WIDGETS[n.class_type] if w != "upload"]
     height = SLOT_H * max(len(n.links), len(OUTPUTS[n.class_type]), 1)
     height += sum(TEXT_H if w in MULTILINE else WIDGET_H for w in widgets) + 12
     if "upload" in WIDGETS[n.class_type]:
-        height += WIDGET_H + 256  # upload button + image preview
+        height += WIDGET_H  # the upload button
+    if n.class_type in SHOWS_IMAGE:
+        height += PREVIEW_H
     width = max(MIN_W, round(title_width(shown_title(n)) + 40))
     return width, height
 
@@ -167,33 +176,52 @@ def title_width(title: str) -> float:
 
 
 def note_size(text: str) -> tuple[int, int]:
-    lines = sum(max(1, -(-len(line) // 95)) for line in text.split("\n"))
-    return 820, 40 + 20 * lines
+    lines = sum(max(1, -(-len(line) // NOTE_CHARS)) for line in text.split("\n"))
+    return NOTE_W, 24 + NOTE_LINE_H * lines
 
 
-def layout(nodes: list[Node], note: str) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
-    """Columns by longest path from the sources, nodes stacked in each column; the Note above all."""
+def columns_of(nodes: list[Node]) -> dict[int, int]:
+    """Column of each node: one after its latest input; a node without inputs (loader, image) sits just
+    before its first consumer, so sources spread over the columns instead of piling up in the first."""
     by_id = {n.id: n for n in nodes}
     depth: dict[int, int] = {}
 
-    def column(i: int) -> int:
+    def after_inputs(i: int) -> int:
         if i not in depth:
-            depth[i] = 1 + max((column(src) for src, _ in by_id[i].links.values()), default=-1)
+            depth[i] = 1 + max((after_inputs(src) for src, _ in by_id[i].links.values()), default=-1)
         return depth[i]
 
+    column = {n.id: after_inputs(n.id) for n in nodes}
+    last = max(column.values())
+    for n in nodes:
+        consumers = [m.id for m in nodes if any(src == n.id for src, _ in m.links.values())]
+        if not n.links and consumers:
+            column[n.id] = min(column[c] for c in consumers) - 1
+        elif not consumers and n.class_type in SHOWS_IMAGE:
+            column[n.id] = last  # every saver in the last column: results are read side by side
+    return column
+
+
+def layout(nodes: list[Node], note: str) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
+    """Columns left to right in data-flow order, nodes stacked in each column; the Note above all."""
+    column = columns_of(nodes)
     columns: dict[int, list[Node]] = {}
     for n in nodes:
-        columns.setdefault(column(n.id), []).append(n)
+        columns.setdefault(column[n.id], []).append(n)
     sizes = {n.id: node_size(n) for n in nodes}
     note_w, note_h = note_size(note)
     top = note_h + TITLE_H + ROW_GAP
+    bottom = VIEW_H / MIN_SCALE  # a column taller than this would leave the view: it wraps to a new one
     pos, x = {}, 0
     for c in sorted(columns):
-        y = top
+        y, width = top, 0
         for n in columns[c]:
+            if y > top and y + TITLE_H + sizes[n.id][1] > bottom:
+                x, y, width = x + width + COL_GAP, top, 0
             pos[n.id] = (x, y)
             y += sizes[n.id][1] + TITLE_H + ROW_GAP
-        x += max(sizes[n.id][0] for n in columns[c]) + COL_GAP
+            width = max(width, sizes[n.id][0])
+        x += width + COL_GAP
     pos[0], sizes[0] = (0, 0), (note_w, note_h)  # id 0: the Note
     return pos, sizes
 
@@ -204,7 +232,7 @@ def view_to_fit(pos: dict, sizes: dict) -> dict:
     y0 = min(y for _, y in pos.values()) - TITLE_H
     x1 = max(pos[i][0] + sizes[i][0] for i in pos)
     y1 = max(pos[i][1] + sizes[i][1] for i in pos)
-    scale = round(min(1.0, VIEW_W / (x1 - x0), VIEW_H / (y1 - y0)), 3)
+    scale = round(max(MIN_SCALE, min(1.0, VIEW_W / (x1 - x0), VIEW_H / (y1 - y0))), 3)
     return {"scale": scale, "offset": [round(SIDEBAR / scale - x0, 1), round(TOP / scale - y0, 1)]}
 
 
