@@ -1,0 +1,5 @@
+"""HandDiffuse (Lin et al. 2023, arXiv 2312.04867): two-hand interaction motion by diffusion.
+
+hand (open kinematic hand, FK/IK), rotations (6D, swing, Kabsch), motion (HAND_MOTION), world
+(procedural two-hand interactions), metrics, losses (interaction loss). See docs/handdiffuse.md.
+"""

@@ -1,0 +1,43 @@
+"""The interaction loss: how the two hands relate, compared between prediction and ground truth.
+
+D[t, i, j] = |x_right,i(t) - x_left,j(t)| is the 21 x 21 matrix of right-to-left joint distances.
+
+    L_inter = mean |D_pred - D_gt|  +  w_vel * mean |dD_pred - dD_gt|,   dD(t) = D(t + 1) - D(t)
+
+Our choices (the paper fixes only "dynamic inter-hand relations"): L1, because the pairs that matter
+(near contact) have small errors that a square would shrink next to the errors of far pairs; per-frame
+differences (metres per frame, not per second) so the two terms stay comparable at any fps; all
+21 x 21 pairs equally weighted; w_vel = 1 by default.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..common.errors import InputError
+from .hand import NUM_JOINTS
+
+
+def distance_matrices(joints: Tensor) -> Tensor:
+    """World joints [..., 2, 21, 3] (right, left) -> right-to-left distances [..., 21, 21]."""
+    if joints.dim() < 3 or tuple(joints.shape[-3:]) != (2, NUM_JOINTS, 3):
+        raise InputError("joints", "world joints [..., 2, 21, 3]", str(tuple(joints.shape)))
+    diff = joints[..., 0, :, None, :] - joints[..., 1, None, :, :]
+    return diff.square().sum(-1).clamp_min(1e-12).sqrt()  # clamp keeps the gradient finite at contact
+
+
+def interaction_loss(
+    pred: Tensor, gt: Tensor, velocity_weight: float = 1.0, frame_dim: int = -4
+) -> dict[str, Tensor]:
+    """Static and temporal interaction terms and their weighted sum for joints [..., T, 2, 21, 3]."""
+    if pred.shape != gt.shape:
+        raise InputError("pred", f"the ground truth's shape {tuple(gt.shape)}", str(tuple(pred.shape)))
+    dp, dg = distance_matrices(pred), distance_matrices(gt)
+    static = (dp - dg).abs().mean()
+    dim = frame_dim + 1 if frame_dim < 0 else frame_dim  # distance matrices drop one trailing dim
+    if dp.shape[dim] > 1:
+        temporal = (torch.diff(dp, dim=dim) - torch.diff(dg, dim=dim)).abs().mean()
+    else:
+        temporal = dp.new_zeros(())
+    return {"static": static, "temporal": temporal, "total": static + velocity_weight * temporal}
