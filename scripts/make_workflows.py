@@ -127,6 +127,7 @@ MULTILINE = {"instruction", "source_prompt", "target_prompt", "prompt", "negativ
 TITLE_H, SLOT_H, WIDGET_H, TEXT_H = 30, 22, 26, 90
 PREVIEW_H = 260  # nodes that show an image (loaders with upload, savers) grow by about this after a run
 SHOWS_IMAGE = {"LoadImage", "SaveImage", "PreviewImage", "SaveAnimatedWEBP"}
+SHOWS_REPORT = {"PaperNodes_ColorizationMetrics": 110}  # the report box web/js adds after a run
 CHAR_W = 8.5  # generous width of one title character (LiteGraph draws titles in 14 px sans-serif)
 NOTE_W, NOTE_CHARS, NOTE_LINE_H = 900, 120, 16  # the Note draws ~7 px monospace characters
 MIN_W, COL_GAP, ROW_GAP = 300, 90, 50
@@ -167,6 +168,7 @@ def node_size(n: Node) -> tuple[int, int]:
         height += WIDGET_H  # the upload button
     if n.class_type in SHOWS_IMAGE:
         height += PREVIEW_H
+    height += SHOWS_REPORT.get(n.class_type, 0)
     width = max(MIN_W, round(title_width(shown_title(n)) + 40))
     return width, height
 
@@ -206,7 +208,7 @@ def layout(nodes: list[Node], note: str) -> tuple[dict[int, tuple[int, int]], di
     """Columns left to right in data-flow order, nodes stacked in each column; the Note above all."""
     column = columns_of(nodes)
     columns: dict[int, list[Node]] = {}
-    for n in nodes:
+    for n in sorted(nodes, key=lambda n: n.class_type in SHOWS_IMAGE):  # savers below the other nodes
         columns.setdefault(column[n.id], []).append(n)
     sizes = {n.id: node_size(n) for n in nodes}
     note_w, note_h = note_size(note)
