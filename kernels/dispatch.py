@@ -1,8 +1,10 @@
 """Backend selection for the attention ops: a registry of backends, each with the checks it needs.
 
-`auto` takes the first registered backend whose `supports(device, dtype)` holds (triton on CUDA, else
-torch). `PAPERNODES_ATTENTION_BACKEND=torch|triton|auto` forces a choice process-wide; `use_backend(...)`
-does so within a block. An op a backend does not implement falls back to the torch reference.
+`auto` runs an op on a backend other than torch (SDPA where no probabilities are needed) only where a
+recorded GPU benchmark showed it faster for that op and dtype (`MEASURED_FASTER`); none is recorded yet,
+so `auto` is torch everywhere. `PAPERNODES_ATTENTION_BACKEND=torch|triton|auto` forces a choice
+process-wide; `use_backend(...)` does so within a block. An op a backend does not implement falls back to
+the torch reference.
 """
 
 from __future__ import annotations
@@ -36,16 +38,24 @@ def _triton_supports(device: torch.device, dtype: torch.dtype) -> bool:
     return bool(mod.is_available(device, dtype))
 
 
-# Order = preference for `auto`.
+# Order = preference for `auto` among the backends measured faster than torch for an op.
 _BACKENDS: dict[str, Backend] = {
     "triton": Backend("triton", ".triton_attention", _triton_supports),
     "torch": Backend("torch", ".reference", lambda device, dtype: True),
 }
 _local = threading.local()
 
+# (backend, op, dtype) measured faster than the torch backend on a GPU (`benchmarks/kernels.py --device
+# cuda`, run once with PAPERNODES_ATTENTION_BACKEND=triton and once with =torch); `auto` picks a non-torch
+# backend only for these. Add an entry together with the recorded result, e.g.
+# ("triton", "attention_with_probs", torch.float16). Empty: no GPU measurement exists yet, and PyTorch's
+# SDPA is a strong default on CUDA.
+MEASURED_FASTER: set[tuple[str, str, torch.dtype]] = set()
+
 
 def register_backend(backend: Backend, first: bool = False) -> None:
-    """Add a backend (e.g. a vendor kernel); `first=True` makes `auto` prefer it."""
+    """Add a backend (e.g. a vendor kernel); `first=True` makes `auto` prefer it where it is measured faster
+    (`MEASURED_FASTER`)."""
     global _BACKENDS
     items = [(backend.name, backend)] + [(k, v) for k, v in _BACKENDS.items() if k != backend.name]
     _BACKENDS = dict(
@@ -73,10 +83,19 @@ def use_backend(name: str):
         _local.forced = previous
 
 
-def select_backend(device: torch.device, dtype: torch.dtype) -> str:
+def select_backend(device: torch.device, dtype: torch.dtype, op: str | None = None) -> str:
+    """The backend for `op` on these inputs: the forced one (checked), else for `auto` the first backend
+    measured faster than torch for (op, dtype) that supports them, else torch."""
     name = requested_backend()
     if name == "auto":
-        return next(b.name for b in _BACKENDS.values() if b.supports(device, dtype))
+        return next(
+            (
+                b.name
+                for b in _BACKENDS.values()
+                if b.name != "torch" and (b.name, op, dtype) in MEASURED_FASTER and b.supports(device, dtype)
+            ),
+            "torch",
+        )
     if name not in _BACKENDS:
         raise ValueError(f"{ENV_VAR}={name!r} is not a known backend ({', '.join(_BACKENDS)})")
     if not _BACKENDS[name].supports(device, dtype):
@@ -89,7 +108,7 @@ def select_backend(device: torch.device, dtype: torch.dtype) -> str:
 
 def resolve(op: str, device: torch.device, dtype: torch.dtype) -> Callable:
     """The implementation of `op` for these inputs: the selected backend's, else the reference's."""
-    name = select_backend(device, dtype)
+    name = select_backend(device, dtype, op)
     module = importlib.import_module(_BACKENDS[name].module, __package__)
     fn = getattr(module, op, None)
     if fn is None:

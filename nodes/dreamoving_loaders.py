@@ -22,7 +22,15 @@ from ..models.dreamoving.video_controlnet import (
     load_video_controlnet,
 )
 from .bridge import checkpoint_inputs, components_from_comfy
-from .comfy_adapter import file_choices, model_folders, path_inside, resolve_file, resolve_sd_model, sd_model_input
+from .comfy_adapter import (
+    file_choices,
+    model_dirs_with,
+    model_folders,
+    path_inside,
+    resolve_file,
+    resolve_sd_model,
+    sd_model_input,
+)
 
 CATEGORY = "PaperNodes/DreaMoving"
 MOTION_PUBLISHED = (
@@ -55,13 +63,9 @@ register_folders()
 
 
 def _folders_with_config(kind: str) -> list[str]:
-    """Sub-folders (any depth) of the `kind` folders that hold a config.json: diffusers-layout models."""
-    found = set()
-    for root in model_folders(kind):
-        base = Path(root)
-        if base.is_dir():
-            found.update(c.parent.relative_to(base).as_posix() for c in base.glob("**/config.json"))
-    return sorted(found - {"."})
+    """Sub-folders (any depth) of the `kind` folders that hold a config.json: diffusers-layout models.
+    Scanned once and cached until a folder changes (comfy_adapter.model_dirs_with)."""
+    return [name for name in model_dirs_with(kind, "config.json") if name != "."]
 
 
 def choices(kind: str, placeholder: str, folders: bool = False, none: bool = False) -> list[str]:

@@ -6,7 +6,6 @@ import sys
 import types
 
 import pytest
-
 from papernodes.models.common.errors import WeightsNotFoundError
 
 
@@ -79,3 +78,92 @@ def test_symlinked_models_load_but_names_cannot_leave_the_folder(adapter, tmp_pa
     for name in ("../lora.safetensors", str(store / "lora.safetensors"), "shared/../../x.safetensors", ""):
         with pytest.raises(WeightsNotFoundError):
             ad.resolve_file("loras", name, "x")
+
+
+def _age(root, seconds=120):
+    """Date every directory under `root` back, as if the tree was last changed `seconds` ago."""
+    import os
+    import time
+
+    past = time.time() - seconds
+    for folder, _, _ in os.walk(root):
+        os.utime(folder, (past, past))
+
+
+@pytest.fixture()
+def counted_scans(adapter, monkeypatch):
+    ad, root = adapter
+    monkeypatch.setattr(ad, "_SCANS", {})
+    calls = []
+    real = ad._scan_tree
+    monkeypatch.setattr(ad, "_scan_tree", lambda folder, marker: calls.append(folder) or real(folder, marker))
+    return ad, root, calls
+
+
+def test_folder_scans_are_cached_until_a_folder_changes_at_any_depth(counted_scans):
+    ad, root, calls = counted_scans
+    base = root / "diffusers"
+    (base / "group" / "a" / "unet").mkdir(parents=True)
+    (base / "group" / "a" / "unet" / "config.json").write_text("{}")
+    (base / "group" / "b" / "unet").mkdir(parents=True)  # a download in progress: no config.json yet
+    _age(base)
+    assert ad.sd_model_choices("(none)") == ["diffusers/group/a"]
+    assert len(calls) == 1
+    assert ad.sd_model_choices("(none)") == ["diffusers/group/a"]
+    assert len(calls) == 1  # nothing changed: no rescan
+
+    # Deep inside an existing folder: neither diffusers/ nor its immediate subfolder changes its mtime.
+    (base / "group" / "b" / "unet" / "config.json").write_text("{}")
+    assert ad.sd_model_choices("(none)") == ["diffusers/group/a", "diffusers/group/b"]
+    assert len(calls) == 2
+    # A brand-new model folder appears too.
+    (base / "c" / "unet").mkdir(parents=True)
+    (base / "c" / "unet" / "config.json").write_text("{}")
+    assert ad.sd_model_choices("(none)") == ["diffusers/c", "diffusers/group/a", "diffusers/group/b"]
+    # ... and one removed disappears.
+    (base / "group" / "a" / "unet" / "config.json").unlink()
+    assert ad.sd_model_choices("(none)") == ["diffusers/c", "diffusers/group/b"]
+    _age(base)
+    ad.sd_model_choices("(none)")
+    n = len(calls)
+    assert ad.sd_model_choices("(none)") == ["diffusers/c", "diffusers/group/b"] and len(calls) == n
+
+
+def test_fresh_changes_are_rescanned_until_older_than_the_mtime_resolution(counted_scans):
+    """A change within the same mtime tick as a scan would not change the mtime again: such a scan is not
+    trusted, the next call scans again."""
+    ad, root, calls = counted_scans
+    (root / "diffusers" / "m" / "unet").mkdir(parents=True)
+    (root / "diffusers" / "m" / "unet" / "config.json").write_text("{}")
+    ad.sd_model_choices("(none)")
+    ad.sd_model_choices("(none)")
+    assert len(calls) == 2  # just written: mtimes within MTIME_RESOLUTION_NS of the scan
+
+
+def test_dreamoving_config_folders_share_the_cached_scan(counted_scans, monkeypatch):
+    ad, root, calls = counted_scans
+    from papernodes.nodes import dreamoving_loaders
+
+    controlnet = root / "controlnet"
+    monkeypatch.setattr(ad, "model_folders", lambda kind: [str(root / kind)])
+    (controlnet / "pose" / "nested").mkdir(parents=True)
+    (controlnet / "pose" / "config.json").write_text("{}")
+    (controlnet / "config.json").write_text("{}")  # the folder itself is not an entry
+    _age(controlnet)
+    assert dreamoving_loaders._folders_with_config("controlnet") == ["pose"]
+    assert dreamoving_loaders._folders_with_config("controlnet") == ["pose"]
+    assert len(calls) == 1
+    (controlnet / "pose" / "nested" / "config.json").write_text("{}")
+    assert dreamoving_loaders._folders_with_config("controlnet") == ["pose", "pose/nested"]
+    assert len(calls) == 2
+
+
+def test_symlinked_model_folders_are_listed_and_cycles_end(counted_scans, tmp_path_factory):
+    ad, root, calls = counted_scans
+    store = tmp_path_factory.mktemp("store")
+    (store / "pipe" / "unet").mkdir(parents=True)
+    (store / "pipe" / "unet" / "config.json").write_text("{}")
+    (root / "diffusers" / "linked").symlink_to(store / "pipe", target_is_directory=True)
+    (store / "pipe" / "loop").symlink_to(root / "diffusers", target_is_directory=True)  # a cycle
+    assert ad.sd_model_choices("(none)") == ["diffusers/linked"]
+    assert ad.resolve_sd_model("diffusers/linked", "x").resolve() == (store / "pipe").resolve()

@@ -145,3 +145,30 @@ def test_dispatch_env_var_and_context(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with dispatch.use_backend("triton"), pytest.raises(RuntimeError, match="forced but cannot run"):
         ops.attention(q, q, q)
+
+
+OPS = ("attention", "multi_context_attention", "attention_with_probs", "attention_with_supplied_probs",
+       "temporal_attention")  # fmt: skip
+
+
+def test_auto_is_torch_unless_a_gpu_measurement_says_otherwise(monkeypatch):
+    """`auto` never prefers a backend because it can run (as triton can on CUDA): only an (op, dtype) that a
+    recorded GPU benchmark showed faster (`MEASURED_FASTER`) moves off torch/SDPA. None is recorded."""
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    monkeypatch.setattr(dispatch, "_BACKENDS", dict(dispatch._BACKENDS))  # restored after the test
+    capable = lambda device, dtype: True  # noqa: E731  (what triton reports on a GPU)
+    dispatch.register_backend(dispatch.Backend("triton", ".triton_attention", capable), first=True)
+    cuda = torch.device("cuda")  # selection only: nothing runs, so no GPU is needed
+    assert dispatch.MEASURED_FASTER == set()
+    for op in OPS:
+        for dtype in (torch.float16, torch.bfloat16, torch.float32):
+            assert dispatch.select_backend(cuda, dtype, op) == "torch", (op, dtype)
+    monkeypatch.setattr(dispatch, "MEASURED_FASTER", {("triton", "attention_with_probs", torch.float16)})
+    assert dispatch.select_backend(cuda, torch.float16, "attention_with_probs") == "triton"
+    assert dispatch.select_backend(cuda, torch.bfloat16, "attention_with_probs") == "torch"
+    assert dispatch.select_backend(cuda, torch.float16, "attention") == "torch"
+    monkeypatch.setattr(dispatch, "MEASURED_FASTER", set())
+    monkeypatch.setenv(dispatch.ENV_VAR, "triton")  # forcing still works
+    assert all(dispatch.select_backend(cuda, torch.float16, op) == "triton" for op in OPS)
+    with dispatch.use_backend("auto"):
+        assert dispatch.select_backend(cuda, torch.float16, "attention") == "torch"

@@ -335,3 +335,25 @@ def test_cuda_matches_reference(tri, case_id, dtype, precision):
         pytest.skip("TRITON_INTERPRET=1 in the test process: kernels were built for the CPU interpreter")
     result = checks.run_case(_CASES[case_id], device="cuda", dtype=dtype, precision=precision)
     assert result["ok"], result["message"]
+
+
+@needs_triton
+@pytest.mark.gpu
+def test_cuda_auto_uses_torch_and_triton_only_when_forced(tri, monkeypatch):
+    """No GPU benchmark shows the Triton kernels faster than SDPA (kernels/dispatch.py MEASURED_FASTER is
+    empty): on CUDA `auto` runs every op on torch; PAPERNODES_ATTENTION_BACKEND=triton runs Triton's."""
+    import torch
+    from papernodes.kernels import dispatch
+
+    if tri._interpreting():
+        pytest.skip("TRITON_INTERPRET=1 in the test process: kernels were built for the CPU interpreter")
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    cuda = torch.device("cuda")
+    ops = ("attention", "multi_context_attention", "attention_with_probs", "temporal_attention")
+    for op in ops:
+        for dtype in (torch.float16, torch.bfloat16, torch.float32):
+            assert dispatch.select_backend(cuda, dtype, op) == "torch", (op, dtype)
+    monkeypatch.setenv(dispatch.ENV_VAR, "triton")
+    for op in ops:
+        assert dispatch.select_backend(cuda, torch.float16, op) == "triton"
+        assert dispatch.resolve(op, cuda, torch.float16) is getattr(tri, op)

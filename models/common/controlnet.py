@@ -24,7 +24,7 @@ import torch
 
 from . import ldm_layout
 from .errors import WeightsFormatError, WeightsNotFoundError
-from .loading import PICKLE_SUFFIXES, SAFE_SUFFIXES, load_state_dict
+from .loading import PICKLE_SUFFIXES, SAFE_SUFFIXES, build_loaded, load_state_dict
 
 CONTROL_PREFIX = "control_model."
 PUBLISHED = "https://huggingface.co/lllyasviel/ControlNet-v1-1 (control_v11p_sd15_openpose, control_v11f1p_sd15_depth)"
@@ -125,13 +125,9 @@ def controlnet_from_ldm(state_dict: dict, source: str = "", template: dict | Non
     absent = sorted(k for k, v in converted.items() if v is None)
     if absent:
         raise WeightsFormatError(f"{name}: ControlNet tensors missing for {absent[:5]}")
-    model = ControlNetModel.from_config(cfg)
-    result = model.load_state_dict(converted, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise WeightsFormatError(
-            f"{name}: ControlNet weights do not match the inferred architecture "
-            f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
-        )
+    # Built without random initialisation; the file's tensors become the weights (a missing one raises).
+    model = build_loaded(lambda: ControlNetModel.from_config(cfg), converted, "ControlNet", name)
+    del state_dict, sd, converted  # a half-precision file's tensors are freed one by one by _finish's cast
     return _finish(model)
 
 
@@ -156,12 +152,15 @@ def load_controlnet(path: str | os.PathLike):
         if not any((path / n).is_file() for n in _WEIGHT_NAMES):
             raise WeightsFormatError(f"{path}: no weights; expected {' or '.join(_WEIGHT_NAMES)}")
         diffusers_logging.disable_progress_bar()
-        return _finish(ControlNetModel.from_pretrained(str(path), local_files_only=True))
+        # low_cpu_mem_usage: no random initialisation (diffusers' default with accelerate; relied upon)
+        return _finish(
+            ControlNetModel.from_pretrained(str(path), local_files_only=True, low_cpu_mem_usage=True)
+        )
     if path.suffix.lower() not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
         raise WeightsFormatError(
             f"{path.name}: unsupported ControlNet file type {path.suffix!r}; expected .safetensors or .pth"
         )
-    return controlnet_from_ldm(load_state_dict(path), source=str(path))
+    return controlnet_from_ldm(load_state_dict(path, torch.float32), source=str(path))
 
 
 def controlnet_to_ldm(controlnet, prefix: str = CONTROL_PREFIX) -> dict:
@@ -207,5 +206,5 @@ def save_controlnet_single_file(controlnet, path: str | os.PathLike, prefix: str
 
 def _finish(model):
     if any(p.dtype != torch.float32 for p in model.parameters()):
-        model.to(torch.float32)
+        model.float()  # (diffusers' .to(dtype) logs a warning on every call)
     return model.eval().requires_grad_(False)

@@ -33,7 +33,7 @@ from torch import nn
 
 from ...kernels.processor import attention_modules, is_temporal_attention
 from .errors import WeightsFormatError, WeightsNotFoundError
-from .loading import PICKLE_SUFFIXES, SAFE_SUFFIXES, load_state_dict
+from .loading import PICKLE_SUFFIXES, SAFE_SUFFIXES, assign_weights, empty_parameters, load_state_dict
 
 IP_ADAPTER_URL = "https://huggingface.co/h94/IP-Adapter (models/)"
 CLIP_VISION_URL = "https://huggingface.co/h94/IP-Adapter (models/image_encoder/)"
@@ -297,7 +297,9 @@ def _build_projection(variant: str, p: dict, cross_dim: int, source: str) -> nn.
 
 
 def ip_adapter_from_state_dict(sd: dict, source: str = "IP-Adapter") -> IPAdapter:
-    """Build an `IPAdapter` from a flat or nested IP-Adapter state dict (strict: every key must fit)."""
+    """Build an `IPAdapter` from a flat or nested IP-Adapter state dict (strict: every key must fit).
+
+    Float32 tensors of `sd` become the adapter's weights without a copy."""
     proj_sd, ip_sd = _split(sd, source)
     variant = detect_variant(proj_sd, source)
     ids = sorted({int(m.group(1)) for k in ip_sd if (m := re.match(r"(\d+)\.to_k_ip\.weight$", k))})
@@ -308,14 +310,16 @@ def ip_adapter_from_state_dict(sd: dict, source: str = "IP-Adapter") -> IPAdapte
             raise WeightsFormatError(f"{source}: 'ip_adapter.{i}.to_v_ip.weight' is missing")
     shapes = [tuple(ip_sd[f"{i}.to_k_ip.weight"].shape) for i in ids]
     cross_dim = shapes[0][1]
-    proj = _build_projection(variant, proj_sd, cross_dim, source)
-    adapter = IPAdapter(proj, variant, ids, shapes, source=source)
+    with empty_parameters():  # no random initialisation: every weight comes from the file just below
+        proj = _build_projection(variant, proj_sd, cross_dim, source)
+        adapter = IPAdapter(proj, variant, ids, shapes, source=source)
+    weights = {f"image_proj.{k}": v.float() for k, v in proj_sd.items()}
+    for j, i in enumerate(ids):
+        weights[f"to_k_ip.{j}.weight"] = ip_sd[f"{i}.to_k_ip.weight"].float()
+        weights[f"to_v_ip.{j}.weight"] = ip_sd[f"{i}.to_v_ip.weight"].float()
     try:
-        proj.load_state_dict({k: v.float() for k, v in proj_sd.items()}, strict=True)
-        for j, i in enumerate(ids):
-            adapter.to_k_ip[j].weight.data.copy_(ip_sd[f"{i}.to_k_ip.weight"].float())
-            adapter.to_v_ip[j].weight.data.copy_(ip_sd[f"{i}.to_v_ip.weight"].float())
-    except (RuntimeError, ValueError) as exc:
+        assign_weights(adapter, weights, f"IP-Adapter ({variant})", source)
+    except RuntimeError as exc:  # shape mismatches
         raise WeightsFormatError(f"{source}: IP-Adapter ({variant}) weights do not fit: {exc}") from exc
     return adapter.eval().requires_grad_(False)
 
@@ -337,7 +341,7 @@ def load_ip_adapter(path: str | os.PathLike) -> IPAdapter:
         if not isinstance(sd, dict):
             raise WeightsFormatError(f"{path.name}: expected a dict, found {type(sd).__name__}")
     elif suffix in SAFE_SUFFIXES:
-        sd = load_state_dict(path)
+        sd = load_state_dict(path, torch.float32)
     else:
         raise WeightsFormatError(f"{path.name}: unsupported IP-Adapter format {suffix!r}")
     return ip_adapter_from_state_dict(sd, source=str(path))
@@ -423,20 +427,16 @@ def load_clip_vision(path: str | os.PathLike):
             local_files_only=True,
         )
     else:
-        sd = load_state_dict(path)
+        sd = load_state_dict(path, torch.float32)
         if any(k.startswith("visual.") for k in sd):
             raise WeightsFormatError(
                 f"{path.name}: an OpenCLIP-layout vision tower; convert it to the transformers layout "
                 f"(the file IP-Adapter publishes is {CLIP_VISION_URL})"
             )
-        model = CLIPVisionModelWithProjection(CLIPVisionConfig(**infer_clip_vision_config(sd, path.name)))
+        with empty_parameters():  # no random initialisation; position_ids (a buffer) is computed
+            model = CLIPVisionModelWithProjection(CLIPVisionConfig(**infer_clip_vision_config(sd, path.name)))
         sd = {k: v for k, v in sd.items() if not k.endswith("position_ids")}
-        result = model.load_state_dict(sd, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise WeightsFormatError(
-                f"{path.name}: CLIP vision weights do not fit the inferred config (missing "
-                f"{result.missing_keys[:4]}, unexpected {result.unexpected_keys[:4]})"
-            )
+        assign_weights(model, sd, "CLIP vision", path.name)
     return model.float().eval().requires_grad_(False)
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,14 +55,45 @@ class SDComponents:
         return vae_factor * unet_factor
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a weights file: safetensors directly, pickles only with `weights_only=True` (no code runs)."""
+class StateDict(dict):
+    """A weights file's tensors, plus its header metadata (safetensors' `__metadata__`; empty for pickles).
+
+    The metadata travels with the tensors because some formats need it to be read right: diffusers'
+    `save_lora_weights` stores a PEFT LoRA's alpha there and nowhere else (models/common/lora.py)."""
+
+    def __init__(self, tensors=(), metadata: dict[str, str] | None = None):
+        super().__init__(tensors)
+        self.metadata: dict[str, str] = dict(metadata or {})
+
+
+def load_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -> StateDict:
+    """Read a weights file: safetensors directly, pickles only with `weights_only=True` (no code runs).
+
+    With `dtype`, floating tensors come back in that dtype, each converted right after it is read (peak
+    memory: the result plus one tensor). The loaders below ask for float32 and make the tensors the
+    modules' parameters without another copy (`assign_weights`); so the tensors always have memory of
+    their own, never a mapping of the file, which would crash the process (SIGBUS) on the next access to a
+    cached model once the file is rewritten in place.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in SAFE_SUFFIXES:
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
-        return load_file(str(path), device="cpu")
+        try:  # pread into memory of our own (safetensors >= 0.8; its default maps the file)
+            handle, mapped = safe_open(str(path), framework="pt", device="cpu", backend="pread"), False
+        except TypeError:  # older safetensors map the file: every tensor is copied out below
+            handle, mapped = safe_open(str(path), framework="pt", device="cpu"), True
+        tensors = {}
+        with handle as f:
+            for key in f.keys():
+                t = f.get_tensor(key)
+                if dtype is not None and t.is_floating_point() and t.dtype != dtype:
+                    t = t.to(dtype)
+                elif mapped:
+                    t = t.clone()
+                tensors[key] = t
+            return StateDict(tensors, f.metadata())
     if suffix in PICKLE_SUFFIXES:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -73,7 +106,12 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = obj["state_dict"]
         if not isinstance(obj, dict):
             raise WeightsFormatError(f"{path.name}: expected a state dict, found {type(obj).__name__}")
-        return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        tensors = {}
+        for key in list(obj):  # popped one by one: each original is freed once converted
+            t = obj.pop(key)
+            if isinstance(t, torch.Tensor):
+                tensors[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+        return StateDict(tensors)
     raise WeightsFormatError(
         f"{path.name}: unsupported weights format {suffix!r}; expected one of "
         f"{', '.join(SAFE_SUFFIXES + PICKLE_SUFFIXES)}"
@@ -120,11 +158,14 @@ def load_diffusers_folder(path: str | os.PathLike) -> SDComponents:
         raise WeightsFormatError(
             f"{path}: not a complete diffusers folder, missing {', '.join(s + '/config.json' for s in missing)}"
         )
+    # low_cpu_mem_usage: parameters built on the meta device, then the file's tensors assigned (no random
+    # initialisation; diffusers' default when accelerate is installed, spelled out since the speed relies
+    # on it). transformers 5 builds on the meta device by itself.
     kw = dict(local_files_only=True)
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    unet = UNet2DConditionModel.from_pretrained(str(path), subfolder="unet", **kw)
-    vae = AutoencoderKL.from_pretrained(str(path), subfolder="vae", **kw)
+    unet = UNet2DConditionModel.from_pretrained(str(path), subfolder="unet", low_cpu_mem_usage=True, **kw)
+    vae = AutoencoderKL.from_pretrained(str(path), subfolder="vae", low_cpu_mem_usage=True, **kw)
     text_encoder = CLIPTextModel.from_pretrained(str(path), subfolder="text_encoder", **kw)
     tok_dir = path / "tokenizer"
     tokenizer = load_tokenizer(tok_dir if (tok_dir / "vocab.json").is_file() else None)
@@ -141,12 +182,16 @@ def components_from_ldm(
     scheduler_config: dict | None = None,
     unet_template: dict | None = None,
 ) -> SDComponents:
-    """Build diffusers modules from an LDM-layout state dict (a single file, or a host's models)."""
+    """Build diffusers modules from an LDM-layout state dict (a single file, or a host's models).
+
+    The modules are built without random initialisation and take the state dict's tensors as their
+    parameters (no copy): the caller hands over tensors it does not modify afterwards."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
     from transformers import CLIPTextConfig, CLIPTextModel
 
     parts = ldm_layout.split_components(state_dict)
+    del state_dict  # each part is dropped once its module holds it, so file tensors are freed as we go
     for name, prefix in (
         ("unet", ldm_layout.UNET_PREFIX),
         ("vae", ldm_layout.VAE_PREFIX),
@@ -157,18 +202,38 @@ def components_from_ldm(
                 f"{source or 'checkpoint'}: no {name} tensors (keys starting with {prefix!r}); "
                 "expected a full Stable-Diffusion-1.x-family checkpoint in the original layout"
             )
-    unet_cfg = ldm_layout.infer_unet_config(parts["unet"], unet_template)
-    unet = UNet2DConditionModel.from_config(unet_cfg)
-    _load_strict(unet, convert_ldm_unet_checkpoint(parts["unet"], unet_cfg), "U-Net", source)
-
-    vae_cfg = ldm_layout.infer_vae_config(parts["vae"])
-    vae = AutoencoderKL.from_config(vae_cfg)
-    _load_strict(vae, convert_ldm_vae_checkpoint(parts["vae"], vae_cfg), "VAE", source)
-
-    clip_cfg = ldm_layout.infer_clip_config(parts["clip"])
-    text_encoder = CLIPTextModel(CLIPTextConfig(**clip_cfg))
-    clip_sd = ldm_layout.clip_from_ldm(parts["clip"], text_encoder.state_dict().keys())
-    _load_strict(text_encoder, clip_sd, "text encoder", source)
+    unet_cfg = _infer(
+        ldm_layout.infer_unet_config, parts["unet"], "U-Net", ldm_layout.UNET_PREFIX, source, unet_template
+    )
+    vae_cfg = _infer(ldm_layout.infer_vae_config, parts["vae"], "VAE", ldm_layout.VAE_PREFIX, source)
+    clip_cfg = _infer(
+        ldm_layout.infer_clip_config, parts["clip"], "text encoder", ldm_layout.CLIP_PREFIX, source
+    )
+    # .float() right after each build: a no-op for files (read as float32); a half-precision state dict
+    # handed over by a caller is then held by the modules only, and freed tensor by tensor as it is cast.
+    unet = build_loaded(
+        lambda: UNet2DConditionModel.from_config(unet_cfg),
+        convert_ldm_unet_checkpoint(parts.pop("unet"), unet_cfg),
+        "U-Net",
+        source,
+    ).float()
+    vae = build_loaded(
+        lambda: AutoencoderKL.from_config(vae_cfg),
+        convert_ldm_vae_checkpoint(parts.pop("vae"), vae_cfg),
+        "VAE",
+        source,
+    ).float()
+    with empty_parameters():
+        text_encoder = CLIPTextModel(CLIPTextConfig(**clip_cfg))
+    # Unused extras like text_model.embeddings.position_ids (a buffer the model computes itself) are skipped.
+    clip_sd = {
+        k: v
+        for k, v in ldm_layout.clip_from_ldm(parts.pop("clip"), text_encoder.state_dict().keys()).items()
+        if not k.endswith("position_ids")
+    }
+    assign_weights(text_encoder, clip_sd, "text encoder", source)
+    del clip_sd
+    text_encoder.float()
     return _finish(
         SDComponents(
             unet,
@@ -181,9 +246,21 @@ def components_from_ldm(
     )
 
 
+def _infer(infer, part: dict, what: str, prefix: str, source: str, *template) -> dict:
+    """An architecture read from tensor shapes; a tensor the reading needs that is absent is named."""
+    try:
+        return infer(part, *template)
+    except KeyError as exc:
+        raise WeightsFormatError(
+            f"{source or 'checkpoint'}: {what} tensor {prefix + str(exc.args[0])!r} is missing"
+        ) from exc
+    except ValueError as exc:
+        raise WeightsFormatError(f"{source or 'checkpoint'}: {what}: {exc}") from exc
+
+
 def load_single_file(path: str | os.PathLike) -> SDComponents:
     """A single-file checkpoint in the original LDM layout; configs are inferred + shipped templates."""
-    return components_from_ldm(load_state_dict(path), source=str(path))
+    return components_from_ldm(load_state_dict(path, torch.float32), source=str(path))
 
 
 WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
@@ -246,20 +323,77 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _load_strict(module: torch.nn.Module, sd: dict, what: str, source: str) -> None:
-    # Unused extras like text_model.embeddings.position_ids (older transformers) are fine to skip.
-    sd = {k: v for k, v in sd.items() if not k.endswith("position_ids")}
-    result = module.load_state_dict(sd, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+@contextmanager
+def empty_parameters() -> Iterator[None]:
+    """Build modules with their parameters on the meta device and their buffers real.
+
+    Why: random initialisation of weights that a file overwrites right after was most of the load time
+    (8.9 of 15.9 CPU-seconds for a full SD1.5 U-Net). Buffers stay real because files need not hold them
+    (CLIP's position_ids, sinusoidal tables, non-persistent buffers): they keep their computed values.
+    Parameters left empty are caught by `assign_weights`. accelerate patches nn.Module.register_parameter
+    process-wide while the block runs: keep the block to the construction.
+    """
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        yield
+
+
+def assign_weights(
+    module: torch.nn.Module,
+    state_dict: dict,
+    what: str,
+    source: str,
+    may_lack: Iterable[str] = (),
+) -> torch.nn.Module:
+    """Make `state_dict`'s tensors the parameters/buffers of `module` (built under `empty_parameters`).
+
+    Any key the module does not have, or any module key the file lacks (except buffers whose names end with
+    one of `may_lack`, which keep their computed values), raises WeightsFormatError naming them: a missing
+    tensor never stays empty or random. Returns `module`.
+    """
+    # (diffusers' converters map an absent tensor to None: that is a missing key too)
+    present = {k: v for k, v in state_dict.items() if v is not None}
+    result = module.load_state_dict(present, strict=False, assign=True)
+    may_lack = tuple(may_lack)
+    buffers = {name for name, _ in module.named_buffers()}
+    missing = [k for k in result.missing_keys if not (k in buffers and k.endswith(may_lack))]
+    if missing or result.unexpected_keys:
         raise WeightsFormatError(
             f"{source or 'checkpoint'}: {what} weights do not match the inferred architecture "
-            f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
+            f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})"
         )
+    empty = meta_tensors(module)
+    if empty:  # e.g. a parameter registered outside state_dict(); never hand out a module without weights
+        raise WeightsFormatError(f"{source or 'checkpoint'}: {what} has no weights for {empty[:5]}")
+    return module
+
+
+def build_loaded(
+    factory: Callable[[], torch.nn.Module],
+    state_dict: dict,
+    what: str,
+    source: str,
+    may_lack: Iterable[str] = (),
+) -> torch.nn.Module:
+    """`factory()` built under `empty_parameters`, then `assign_weights(state_dict)`."""
+    with empty_parameters():
+        module = factory()
+    return assign_weights(module, state_dict, what, source, may_lack)
+
+
+def meta_tensors(module: torch.nn.Module) -> list[str]:
+    """Names of parameters and buffers still on the meta device (i.e. without data)."""
+    tensors = [
+        *module.named_parameters(remove_duplicate=False),
+        *module.named_buffers(remove_duplicate=False),
+    ]
+    return [name for name, t in tensors if t.is_meta]
 
 
 def _finish(comps: SDComponents) -> SDComponents:
     for module in comps.modules():
         if any(p.dtype != torch.float32 for p in module.parameters()):
-            module.to(torch.float32)
+            module.float()  # (diffusers' .to(dtype) logs a warning on every call)
         module.eval().requires_grad_(False)
     return comps

@@ -24,7 +24,14 @@ from diffusers.utils import logging as diffusers_logging
 
 from ...kernels.processor import AttentionHook, HookState, attention_hooks
 from ..common.errors import InputError, WeightsFormatError
-from ..common.loading import PICKLE_SUFFIXES, SAFE_SUFFIXES, load_state_dict
+from ..common.loading import (
+    PICKLE_SUFFIXES,
+    SAFE_SUFFIXES,
+    assign_weights,
+    build_loaded,
+    empty_parameters,
+    load_state_dict,
+)
 from . import motion_layout
 from .motion_layout import detect_layout, diffusers_to_original, infer_motion_config, original_to_diffusers
 
@@ -79,15 +86,10 @@ def _adapter_from_state_dict(sd: dict[str, torch.Tensor], source: str, config: d
         raise WeightsFormatError(f"{source}: not a motion module; expected {EXPECTED}. Found {sample}.{hint}")
     sd = original_to_diffusers(sd, source)
     config = config or infer_motion_config(sd, source)
-    adapter = MotionAdapter.from_config(config)
-    result = adapter.load_state_dict(sd, strict=False)
-    # Files converted by diffusers' script may lack the sinusoidal tables: the recomputed ones are equal.
-    missing = [k for k in result.missing_keys if not k.endswith("pos_embed.pe")]
-    if missing or result.unexpected_keys:
-        raise WeightsFormatError(
-            f"{source}: {layout}-layout weights do not match the inferred motion-module architecture "
-            f"{config} (missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})"
-        )
+    # Built without random initialisation. Files converted by diffusers' script may lack the sinusoidal
+    # tables: those buffers keep their computed values, which equal the stored ones.
+    what = f"{layout}-layout motion-module (inferred config {config})"
+    adapter = build_loaded(lambda: MotionAdapter.from_config(config), sd, what, source, ("pos_embed.pe",))
     return _finish(adapter)
 
 
@@ -111,10 +113,10 @@ def load_motion_adapter(path: str | os.PathLike) -> MotionAdapter:
                 f"{path}: config.json describes a {config['_class_name']}, not a MotionAdapter"
             )
         config = {k: v for k, v in config.items() if not k.startswith("_")}
-        return _adapter_from_state_dict(load_state_dict(weights), str(path), config)
+        return _adapter_from_state_dict(load_state_dict(weights, torch.float32), str(path), config)
     if path.suffix.lower() not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
         raise WeightsFormatError(f"{path.name}: unsupported file type {path.suffix!r}; expected {EXPECTED}")
-    return _adapter_from_state_dict(load_state_dict(path), path.name)
+    return _adapter_from_state_dict(load_state_dict(path, torch.float32), path.name)
 
 
 def save_motion_adapter_original(adapter: torch.nn.Module, path: str | os.PathLike) -> Path:
@@ -177,9 +179,23 @@ def inflate_unet(unet: torch.nn.Module, adapter: MotionAdapter) -> UNetMotionMod
         raise WeightsFormatError(
             f"motion module has {adapter_layers} layers per block, the U-Net {unet_layers}"
         )
-    with _quiet_diffusers():
-        model = UNetMotionModel.from_unet2d(unet, adapter)  # loads copies, cast to the U-Net's dtype
-    return model.to(device=unet.device).eval().requires_grad_(False)
+    if getattr(unet, "encoder_hid_proj", None) is not None or adapter.config.get("conv_in_channels"):
+        # diffusers' IP-Adapter projection on the U-Net, or a PIA adapter: from_unet2d handles those
+        # (building the model with random weights first, then copying over them).
+        with _quiet_diffusers():
+            model = UNetMotionModel.from_unet2d(unet, adapter)
+        return model.to(device=unet.device).eval().requires_grad_(False)
+    with _quiet_diffusers(), empty_parameters():
+        model = UNetMotionModel.from_unet2d(unet, adapter, load_weights=False)
+    # What from_unet2d copies, without initialising weights first: the 2D layers from the U-Net and the
+    # motion modules from the adapter (same parameter names in both), as copies in the U-Net's dtype.
+    sources = unet.state_dict()
+    sources.update((k, v) for k, v in adapter.state_dict().items() if ".motion_modules." in k)
+    copy = lambda t: t.detach().to(unet.device, unet.dtype if t.is_floating_point() else t.dtype, copy=True)
+    sd = {k: copy(sources[k]) for k in model.state_dict() if k in sources}
+    # buffers the model computes itself (positional tables) may be absent from both
+    assign_weights(model, sd, "motion U-Net", "U-Net + motion module", may_lack=("pos_embed.pe",))
+    return model.eval().requires_grad_(False)
 
 
 _MISSING = object()

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..common.controlnet import PUBLISHED, load_controlnet
 from ..common.errors import InputError, WeightsFormatError, WeightsNotFoundError
+from ..common.loading import assign_weights, empty_parameters, load_state_dict
 
 POSE_SCALE = 0.5  # official DreaMoving demo: pose control scale
 DEPTH_SCALE = 0.7  # official DreaMoving demo: depth control scale
@@ -119,7 +120,8 @@ class VideoControlNet(nn.Module):
                 )
             self.motion_modules = nn.ModuleDict(modules)
             param = next(controlnet.parameters())
-            self.motion_modules.to(device=param.device, dtype=param.dtype)
+            if not any(p.is_meta for p in self.motion_modules.parameters()):  # else weights are assigned next
+                self.motion_modules.to(device=param.device, dtype=param.dtype)
 
     # -- construction ---------------------------------------------------------------------------------
 
@@ -325,8 +327,6 @@ def save_video_controlnet(vcn: VideoControlNet, folder: str | os.PathLike) -> Pa
 
 def load_video_controlnet(path: str | os.PathLike) -> VideoControlNet:
     """A saved Video ControlNet folder; a plain image ControlNet (folder or file) becomes a zero-init one."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.exists():
         raise WeightsNotFoundError(path.name, [str(path.parent)], PUBLISHED)
@@ -339,20 +339,18 @@ def load_video_controlnet(path: str | os.PathLike) -> VideoControlNet:
         raise WeightsFormatError(f"{meta_path}: not valid JSON ({exc})") from exc
     if meta.get("format") != FORMAT:
         raise WeightsFormatError(f"{meta_path}: expected format {FORMAT!r}, found {meta.get('format')!r}")
-    vcn = VideoControlNet(load_controlnet(path), meta.get("motion"))
+    controlnet = load_controlnet(path)
+    with empty_parameters():  # the motion blocks' weights come from MOTION_WEIGHTS: no random initialisation
+        vcn = VideoControlNet(controlnet, meta.get("motion"))
     if vcn.motion_modules is not None:
         weights = path / MOTION_WEIGHTS
         if not weights.is_file():
             raise WeightsFormatError(
                 f"{path}: {CONFIG_NAME} lists motion blocks but {MOTION_WEIGHTS} is missing"
             )
-        result = vcn.motion_modules.load_state_dict(load_file(str(weights)), strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise WeightsFormatError(
-                f"{weights}: motion blocks do not match {CONFIG_NAME} (missing {result.missing_keys[:5]}, "
-                f"unexpected {result.unexpected_keys[:5]})"
-            )
-        vcn.motion_modules.to(torch.float32)
+        what = f"motion blocks (as {CONFIG_NAME} lists them)"
+        assign_weights(vcn.motion_modules, load_state_dict(weights, torch.float32), what, str(weights))
+        vcn.motion_modules.to(device=next(controlnet.parameters()).device, dtype=torch.float32)
     vcn.motion_sources = dict(meta.get("sources") or {})
     return vcn.eval().requires_grad_(False)
 
