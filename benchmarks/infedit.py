@@ -191,8 +191,12 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=128, help="image size in pixels")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per method (best is reported)")
     parser.add_argument("--json", default=str(REPO_ROOT / "benchmarks" / "results" / "infedit-cpu.json"))
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 gives stable numbers on a shared 2-core machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 gives stable numbers on a shared 2-core machine)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = run(args)

@@ -154,8 +154,12 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default=None, help="float32 (CPU default) or float16 (GPU default)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", default=None, help="where to write results (default benchmarks/results/)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 gives stable numbers on a shared 2-core machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 gives stable numbers on a shared 2-core machine)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

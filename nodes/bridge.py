@@ -31,7 +31,9 @@ def _patched_state_dict(patcher, module: torch.nn.Module, prefix: str) -> dict:
 
         mm.load_models_gpu([patcher])  # applies the patches into the live weights
     except Exception as exc:
-        host_call_failed("ComfyUI patch application (load_models_gpu): LoRAs on this model are not applied", exc)
+        host_call_failed(
+            "ComfyUI patch application (load_models_gpu): LoRAs on this model are not applied", exc
+        )
     return {k: v.detach().to("cpu", torch.float32).clone() for k, v in module.state_dict().items()}
 
 

@@ -487,7 +487,11 @@ def run_one_workflow(host: ComfyHost, path: Path, out_dir: Path, timeout: float)
         prompt = json.loads(path.read_text())
         entry = host.run(prompt, timeout=timeout)
         files = copy_outputs(host.output_files(entry), out_dir, name)
-        return True, "ok", copy_inputs(host, prompt, out_dir, name) + files + write_reports(entry, prompt, out_dir, name)
+        return (
+            True,
+            "ok",
+            copy_inputs(host, prompt, out_dir, name) + files + write_reports(entry, prompt, out_dir, name),
+        )
     except (ComfyError, TimeoutError, ValueError, OSError) as err:
         print(f"--- {name} failed:\n{err}", file=sys.stderr)
         return False, type(err).__name__, []
@@ -555,7 +559,10 @@ def cmd_install_demo(args: argparse.Namespace) -> int:
     """Write the demo models and inputs into a ComfyUI folder the user names (models/ and input/ under it)."""
     base = Path(args.base).expanduser()
     if not (base / "models").is_dir():
-        print(f"{base} has no models/ folder: pass your ComfyUI folder (the one holding main.py)", file=sys.stderr)
+        print(
+            f"{base} has no models/ folder: pass your ComfyUI folder (the one holding main.py)",
+            file=sys.stderr,
+        )
         return 2
     call_prepare_hook(DEMO_HOOK, base)
     print(f"demo models written under {base / 'models'} and inputs under {base / 'input'}")

@@ -6,7 +6,8 @@ in headless Chromium at 1600x900, waits for the app, loads the workflow the way 
 colorize workflow, polls GET /history until that prompt finished, and saves `<out>/colorize_after_run.png`
 (plus `colorize_metrics_node.png`, a close-up of the "Colorize: Image Metrics" node, and `report_widget.json`,
 what that node's report widget holds), then does the same once more with the frontend's "Nodes 2.0" (Vue
-nodes) switched on: `<colorize>_nodes2.png`, `colorize_after_run_nodes2.png`, `colorize_metrics_node_nodes2.png`. It also tries to open the templates browser on the pack's category
+nodes) switched on: `<colorize>_nodes2.png`, `colorize_after_run_nodes2.png`,
+`colorize_metrics_node_nodes2.png`. It also tries to open the templates browser on the pack's category
 (`templates_dialog.png`, best effort).
 
 Logs written next to the screenshots:
@@ -51,7 +52,8 @@ OFFLINE_NOISE = "violates the following Content Security Policy"
 # Modal dialogs: PrimeVue's in frontend 1.32 (ComfyUI 0.3.75), role=dialog (reka-ui) in 1.49 (ComfyUI 0.33).
 DIALOG = ".p-dialog:visible, [role=dialog]:visible"
 DIALOG_CLOSE = (
-    "button[aria-label='Close'], button[aria-label='Close dialog'], .p-dialog-close-button, .p-dialog-header-close"
+    "button[aria-label='Close'], button[aria-label='Close dialog'], "
+    ".p-dialog-close-button, .p-dialog-header-close"
 )
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -106,12 +108,17 @@ class ConsoleLog:
         # page's CSP blocks that. Those lines only name our node types: kept, but apart from the real ones.
         registry = [e for e in ours if OFFLINE_NOISE in e]
         real = [e for e in ours if OFFLINE_NOISE not in e]
-        lines = real or ["(no console errors/warnings mentioning PaperNodes" + (
-            ", other than the registry look-ups below)" if registry else ")")]
+        lines = real or [
+            "(no console errors/warnings mentioning PaperNodes"
+            + (", other than the registry look-ups below)" if registry else ")")
+        ]
         if registry:
-            lines += ["", f"# {len(registry)} blocked look-ups of our node types in the online node registry "
-                      "(frontend behaviour on an offline host, harmless):", *dict.fromkeys(
-                          e.split("] ", 1)[-1] for e in registry)]
+            lines += [
+                "",
+                f"# {len(registry)} blocked look-ups of our node types in the online node registry "
+                "(frontend behaviour on an offline host, harmless):",
+                *dict.fromkeys(e.split("] ", 1)[-1] for e in registry),
+            ]
         (out / "console.txt").write_text("\n".join(lines) + "\n")
         (out / "console_all.txt").write_text("\n".join(self.entries) + "\n" if self.entries else "(none)\n")
         (out / "extension_requests.txt").write_text("\n".join(dict.fromkeys(self.requests)) + "\n")
@@ -134,7 +141,9 @@ def open_app(page: Page, url: str, log: ConsoleLog, first: bool = False) -> None
             timeout=15_000,
         )
     except PlaywrightError:
-        log.entries.append(f"[{log.context}] note: extension PaperNodes.NodeReports not registered after 15 s")
+        log.entries.append(
+            f"[{log.context}] note: extension PaperNodes.NodeReports not registered after 15 s"
+        )
     if first:
         try:
             page.wait_for_selector(DIALOG, timeout=6000)
@@ -278,8 +287,12 @@ def run_colorize(page: Page, url: str, out: Path, timeout: float, suffix: str = 
     entry = None
     while time.monotonic() < deadline:
         new = {k: v for k, v in http_json(f"{url}/history").items() if k not in before}
-        done = [v for v in new.values() if (v.get("status") or {}).get("completed") is not None
-                or (v.get("status") or {}).get("status_str") in ("success", "error")]
+        done = [
+            v
+            for v in new.values()
+            if (v.get("status") or {}).get("completed") is not None
+            or (v.get("status") or {}).get("status_str") in ("success", "error")
+        ]
         if done:
             entry = done[0]
             break
@@ -322,7 +335,9 @@ def run_nodes2(page: Page, url: str, out: Path, log: ConsoleLog, path: Path, tim
 def templates_dialog(page: Page, out: Path) -> None:
     """Best effort: open the templates browser, pick the pack's category, screenshot it."""
     try:
-        page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+        page.evaluate(
+            "async () => { await window.app.extensionManager.command.execute('Comfy.BrowseTemplates'); }"
+        )
         page.wait_for_selector(DIALOG, timeout=10_000)
         page.wait_for_timeout(1500)
         category = page.locator(DIALOG).last.get_by_text(PACK_NAME, exact=False).first
@@ -344,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the colorize run")
     parser.add_argument("--no-run", action="store_true", help="only screenshot the workflows as opened")
-    parser.add_argument("--no-nodes2", action="store_true", help="skip the second run with Nodes 2.0 (Vue nodes)")
+    parser.add_argument(
+        "--no-nodes2", action="store_true", help="skip the second run with Nodes 2.0 (Vue nodes)"
+    )
     args = parser.parse_args(argv)
 
     url = args.url.rstrip("/")

@@ -88,7 +88,11 @@ def test_errors_read_as_papernodes_types_in_the_ui():
     from papernodes.models.common import errors
 
     def full_type_name(klass):  # what ComfyUI 0.3.75 and 0.33 do
-        return klass.__qualname__ if klass.__module__ == "builtins" else f"{klass.__module__}.{klass.__qualname__}"
+        return (
+            klass.__qualname__
+            if klass.__module__ == "builtins"
+            else f"{klass.__module__}.{klass.__qualname__}"
+        )
 
     assert full_type_name(errors.InputError) == "PaperNodes.InputError"
     assert full_type_name(errors.WeightsNotFoundError) == "PaperNodes.WeightsNotFoundError"

@@ -31,7 +31,9 @@ def test_points_along_a_pixel_ray_project_onto_that_pixel():
     origins, dirs = C.pixel_rays(K, E, H, W)
     assert origins.shape == dirs.shape == (2, H, W, 3)
     torch.testing.assert_close(origins, eye[:, None, None, :].expand(2, H, W, 3), rtol=0, atol=1e-14)
-    torch.testing.assert_close(dirs.norm(dim=-1), torch.ones(2, H, W, dtype=torch.float64), rtol=0, atol=1e-14)
+    torch.testing.assert_close(
+        dirs.norm(dim=-1), torch.ones(2, H, W, dtype=torch.float64), rtol=0, atol=1e-14
+    )
     centres = C.pixel_centers(H, W, torch.float64)
     for t in (0.5, 2.0, 7.25):
         points = (origins + t * dirs).reshape(2, -1, 3)
@@ -105,7 +107,9 @@ def test_fov_intrinsics_values():
     want = torch.tensor([[100.0, 0.0, 100.0], [0.0, 100.0, 50.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     torch.testing.assert_close(K, want, rtol=0, atol=1e-12)
     # A point 45 degrees off axis lands on the image's right edge.
-    uv, _ = C.project(torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64), K, torch.eye(4, dtype=torch.float64))
+    uv, _ = C.project(
+        torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64), K, torch.eye(4, dtype=torch.float64)
+    )
     torch.testing.assert_close(uv, torch.tensor([[200.0, 50.0]], dtype=torch.float64), rtol=0, atol=1e-12)
     Kv = C.intrinsics_from_fov(torch.tensor([60.0, 90.0], dtype=torch.float64), 64, 48, axis="vertical")
     assert Kv.shape == (2, 3, 3)

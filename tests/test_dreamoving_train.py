@@ -294,7 +294,9 @@ def _overfit(cfg, steps: int):
     opt = torch.optim.Adam(params, lr=cfg.lr)
 
     def loss():
-        return T.stage_loss(stage, frozen, batch, micro_batch_generator(0, 0, 0), cfg)  # same draws every time
+        return T.stage_loss(
+            stage, frozen, batch, micro_batch_generator(0, 0, 0), cfg
+        )  # same draws every time
 
     losses = []
     for _ in range(steps):

@@ -35,7 +35,9 @@ def _lock(lock=LOCK) -> dict[str, Version]:
     pins = {}
     for req in _requirements(lock):
         specs = list(req.specifier)
-        assert len(specs) == 1 and specs[0].operator == "==", f"requirements.lock: {req} is not a pin (name==x)"
+        assert len(specs) == 1 and specs[0].operator == "==", (
+            f"requirements.lock: {req} is not a pin (name==x)"
+        )
         name = canonicalize_name(req.name)
         assert name not in pins, f"requirements.lock pins {name} twice"
         pins[name] = Version(specs[0].version)
@@ -49,7 +51,9 @@ def test_lock_pins_every_requirement_within_its_range(lock):
     for name in files:
         for req in _requirements(REPO_ROOT / name):
             key = canonicalize_name(req.name)
-            assert key in pins, f"{name}: {req.name} is not pinned in {lock.name} (relock: see scripts/env.sh)"
+            assert key in pins, (
+                f"{name}: {req.name} is not pinned in {lock.name} (relock: see scripts/env.sh)"
+            )
             assert req.specifier.contains(pins[key], prereleases=True), (
                 f"{name}: {req} but {lock.name} pins {req.name}=={pins[key]}"
             )
@@ -64,8 +68,12 @@ def test_lock_does_not_pin_the_pack_itself(lock):
 
 def test_pyproject_dependencies_equal_requirements_txt():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    declared = {canonicalize_name(r.name): str(r.specifier) for r in map(Requirement, project["dependencies"])}
-    runtime = {canonicalize_name(r.name): str(r.specifier) for r in _requirements(REPO_ROOT / "requirements.txt")}
+    declared = {
+        canonicalize_name(r.name): str(r.specifier) for r in map(Requirement, project["dependencies"])
+    }
+    runtime = {
+        canonicalize_name(r.name): str(r.specifier) for r in _requirements(REPO_ROOT / "requirements.txt")
+    }
     assert declared == runtime
 
 

@@ -105,7 +105,9 @@ def bridge_sd15_with_lora(comfy_host):
     from papernodes.models.demo_assets import write_demo_lora
 
     comps = _sd15_shaped_ip2p(seed=1, in_channels=4)
-    saving.save_single_file(comps, comfy_host.base_dir / "models" / "checkpoints" / LORA_CKPT, dtype=torch.float16)
+    saving.save_single_file(
+        comps, comfy_host.base_dir / "models" / "checkpoints" / LORA_CKPT, dtype=torch.float16
+    )
     write_demo_lora(comps.unet, comfy_host.base_dir / "models" / "loras" / LORA_FILE, rank=4, seed=5)
 
 
@@ -148,17 +150,30 @@ def test_core_lora_reaches_the_bridge(comfy_host, bridge_sd15_with_lora):
     lora = {
         "lora": {
             "class_type": "LoraLoader",
-            "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1], "lora_name": LORA_FILE,
-                       "strength_model": 0.8, "strength_clip": 0.0},
+            "inputs": {
+                "model": ["ckpt", 0],
+                "clip": ["ckpt", 1],
+                "lora_name": LORA_FILE,
+                "strength_model": 0.8,
+                "strength_clip": 0.0,
+            },
         }
     }
-    bridge = {"class_type": "PaperNodes_InfEditFromCheckpoint",
-              "inputs": {"model": ["lora", 0], "clip": ["lora", 1], "vae": ["ckpt", 2]}}
-    plain_bridge = {"class_type": "PaperNodes_InfEditFromCheckpoint",
-                    "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2]}}
-    ours = {"class_type": "PaperNodes_InfEditLoadLCM",
-            "inputs": {"model_name": f"checkpoints/{LORA_CKPT}", "lcm_lora": LORA_FILE, "lora_strength": 0.8}}
-    with_core_lora = _saved(comfy_host, comfy_host.run(_edit(bridge, {**ckpt, **lora}, "PaperNodes/lora_core"), 900))
+    bridge = {
+        "class_type": "PaperNodes_InfEditFromCheckpoint",
+        "inputs": {"model": ["lora", 0], "clip": ["lora", 1], "vae": ["ckpt", 2]},
+    }
+    plain_bridge = {
+        "class_type": "PaperNodes_InfEditFromCheckpoint",
+        "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2]},
+    }
+    ours = {
+        "class_type": "PaperNodes_InfEditLoadLCM",
+        "inputs": {"model_name": f"checkpoints/{LORA_CKPT}", "lcm_lora": LORA_FILE, "lora_strength": 0.8},
+    }
+    with_core_lora = _saved(
+        comfy_host, comfy_host.run(_edit(bridge, {**ckpt, **lora}, "PaperNodes/lora_core"), 900)
+    )
     with_our_lora = _saved(comfy_host, comfy_host.run(_edit(ours, {}, "PaperNodes/lora_ours"), 900))
     without = _saved(comfy_host, comfy_host.run(_edit(plain_bridge, ckpt, "PaperNodes/lora_none"), 900))
     assert np.abs(with_core_lora - with_our_lora).max() <= 2, "core LoRA and our fused LoRA disagree"

@@ -41,9 +41,10 @@ def test_pose_nodes_keep_their_ids_in_the_pose_category(comfy_host):
     }
     for key, display in names.items():
         assert (info[key]["category"], info[key]["display_name"]) == ("PaperNodes/Pose", display)
-    assert "papernodes_demo_pose.json" in info["PaperNodes_DreaMovingLoadPoseKeypoints"]["input"]["required"][
-        "json_file"
-    ][0]
+    assert (
+        "papernodes_demo_pose.json"
+        in info["PaperNodes_DreaMovingLoadPoseKeypoints"]["input"]["required"]["json_file"][0]
+    )
     assert info["PaperNodes_DreaMovingGenerate"]["category"] == "PaperNodes/DreaMoving"
 
 

@@ -13,8 +13,12 @@ from PIL import Image
 
 pytestmark = pytest.mark.host
 
-NODES = ("PaperNodes_SwiftBrushLoadStudent", "PaperNodes_SwiftBrushFromCheckpoint", "PaperNodes_SwiftBrushGenerate",
-         "PaperNodes_SwiftBrushDistill")
+NODES = (
+    "PaperNodes_SwiftBrushLoadStudent",
+    "PaperNodes_SwiftBrushFromCheckpoint",
+    "PaperNodes_SwiftBrushGenerate",
+    "PaperNodes_SwiftBrushDistill",
+)
 SDVAE_STUDENT = "papernodes-test-swiftbrush-sdvae"
 SDVAE_FILE = "papernodes-test-sdvae.safetensors"
 
@@ -29,12 +33,24 @@ def _saved(comfy_host, entry, node: str) -> list[np.ndarray]:
 
 
 def _generate(student: list, prompt: str, size: int = 64, batch: int = 1, seed: int = 0) -> dict:
-    return {"class_type": "PaperNodes_SwiftBrushGenerate", "inputs": {
-        "student": student, "prompt": prompt, "seed": seed, "batch_size": batch, "width": size, "height": size}}
+    return {
+        "class_type": "PaperNodes_SwiftBrushGenerate",
+        "inputs": {
+            "student": student,
+            "prompt": prompt,
+            "seed": seed,
+            "batch_size": batch,
+            "width": size,
+            "height": size,
+        },
+    }
 
 
 def _load(model_name: str) -> dict:
-    return {"class_type": "PaperNodes_SwiftBrushLoadStudent", "inputs": {"model_name": model_name, "unet_name": "none"}}
+    return {
+        "class_type": "PaperNodes_SwiftBrushLoadStudent",
+        "inputs": {"model_name": model_name, "unet_name": "none"},
+    }
 
 
 def _save(images: list, prefix: str) -> dict:
@@ -68,14 +84,23 @@ def test_loader_swaps_in_a_unet_file(comfy_host):
     unet_dir = comfy_host.base_dir / "models" / "unet"
     unet_dir.mkdir(parents=True, exist_ok=True)
     sd = build_tiny_components(seed=4).unet.state_dict()
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(unet_dir / "papernodes-test-student-unet.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in sd.items()}, str(unet_dir / "papernodes-test-student-unet.safetensors")
+    )
     wrong = UNet2DConditionModel(**{**TINY_UNET, "cross_attention_dim": 32}).state_dict()
-    save_file({k: v.contiguous() for k, v in wrong.items()}, str(unet_dir / "papernodes-test-wrong-unet.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in wrong.items()},
+        str(unet_dir / "papernodes-test-wrong-unet.safetensors"),
+    )
 
     def run(unet_name, prefix):
         load = _load("diffusers/papernodes-demo-swiftbrush")
         load["inputs"]["unet_name"] = unet_name
-        prompt = {"load": load, "gen": _generate(["load", 0], "a red circle"), "save": _save(["gen", 0], prefix)}
+        prompt = {
+            "load": load,
+            "gen": _generate(["load", 0], "a red circle"),
+            "save": _save(["gen", 0], prefix),
+        }
         return _saved(comfy_host, comfy_host.run(prompt, timeout=600), "save")[0]
 
     plain = run("none", "PaperNodes/swiftbrush_plain_unet")
@@ -125,13 +150,30 @@ def test_core_vae_decode_of_our_latent_equals_our_image(comfy_host, sdvae_studen
         assert np.abs(a - b).max() <= 1, "core VAEDecode of our LATENT differs from our IMAGE"
 
 
-def _distill(name: str, steps: int, resume: bool = False, prompts: str = "a red circle\na green square") -> dict:
+def _distill(
+    name: str, steps: int, resume: bool = False, prompts: str = "a red circle\na green square"
+) -> dict:
     return {
-        "distill": {"class_type": "PaperNodes_SwiftBrushDistill", "inputs": {
-            "teacher_name": "diffusers/papernodes-demo-swiftbrush", "prompts": prompts, "output_name": name,
-            "steps": steps, "batch_size": 1, "resolution": 64, "student_lr": 1e-6, "lora_lr": 1e-3,
-            "guidance": 4.5, "seed": 0, "save_every": 0, "preview_every": 1, "mixed_precision": "no",
-            "gradient_checkpointing": False, "resume": resume}},
+        "distill": {
+            "class_type": "PaperNodes_SwiftBrushDistill",
+            "inputs": {
+                "teacher_name": "diffusers/papernodes-demo-swiftbrush",
+                "prompts": prompts,
+                "output_name": name,
+                "steps": steps,
+                "batch_size": 1,
+                "resolution": 64,
+                "student_lr": 1e-6,
+                "lora_lr": 1e-3,
+                "guidance": 4.5,
+                "seed": 0,
+                "save_every": 0,
+                "preview_every": 1,
+                "mixed_precision": "no",
+                "gradient_checkpointing": False,
+                "resume": resume,
+            },
+        },
         "preview": _save(["distill", 0], "PaperNodes/swiftbrush_preview"),
         "gen": _generate(["distill", 2], "a red circle"),
         "save": _save(["gen", 0], "PaperNodes/swiftbrush_distilled"),
@@ -151,10 +193,18 @@ def test_distill_writes_a_student_the_loader_lists(comfy_host):
     assert np.asarray(Image.open(grids[-1])).shape == (64, 64 * 2, 3)  # prompts side by side
     assert _saved(comfy_host, entry, "save")[0].shape == (64, 64, 3)
 
-    choices = comfy_host.object_info()["PaperNodes_SwiftBrushLoadStudent"]["input"]["required"]["model_name"][0]
+    choices = comfy_host.object_info()["PaperNodes_SwiftBrushLoadStudent"]["input"]["required"]["model_name"][
+        0
+    ]
     assert f"diffusers/{name}" in choices
-    entry = comfy_host.run({"load": _load(f"diffusers/{name}"), "gen": _generate(["load", 0], "a green square"),
-                            "save": _save(["gen", 0], "PaperNodes/swiftbrush_reloaded")}, timeout=600)
+    entry = comfy_host.run(
+        {
+            "load": _load(f"diffusers/{name}"),
+            "gen": _generate(["load", 0], "a green square"),
+            "save": _save(["gen", 0], "PaperNodes/swiftbrush_reloaded"),
+        },
+        timeout=600,
+    )
     assert _saved(comfy_host, entry, "save")[0].shape == (64, 64, 3)
 
     with pytest.raises(ExecutionFailed, match="already exists"):  # never overwrite a finished run silently
@@ -163,17 +213,23 @@ def test_distill_writes_a_student_the_loader_lists(comfy_host):
     assert len((folder / "log.csv").read_text().splitlines()) == 4  # continued with step 3
 
 
-@pytest.mark.parametrize("node,change,expected", [
-    ("gen", {"prompt": "word " * 90}, "at most 75 tokens"),
-    ("gen", {"prompt": "   "}, "Input 'prompt'"),
-    ("distill", {"prompts": "\n \n"}, "Input 'prompts'"),
-    ("distill", {"output_name": "../escape"}, "Input 'output_name'"),
-])
+@pytest.mark.parametrize(
+    "node,change,expected",
+    [
+        ("gen", {"prompt": "word " * 90}, "at most 75 tokens"),
+        ("gen", {"prompt": "   "}, "Input 'prompt'"),
+        ("distill", {"prompts": "\n \n"}, "Input 'prompts'"),
+        ("distill", {"output_name": "../escape"}, "Input 'output_name'"),
+    ],
+)
 def test_bad_inputs_fail_with_clear_messages(comfy_host, node, change, expected):
     prompt = _distill("papernodes-test-never-written", steps=1)
     if node == "gen":
-        prompt = {"load": _load("diffusers/papernodes-demo-swiftbrush"), "gen": _generate(["load", 0], "x"),
-                  "save": _save(["gen", 0], "PaperNodes/swiftbrush_bad")}
+        prompt = {
+            "load": _load("diffusers/papernodes-demo-swiftbrush"),
+            "gen": _generate(["load", 0], "x"),
+            "save": _save(["gen", 0], "PaperNodes/swiftbrush_bad"),
+        }
     prompt[node]["inputs"].update(change)
     with pytest.raises(ExecutionFailed) as info:
         comfy_host.run(prompt, timeout=300)

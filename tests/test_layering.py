@@ -136,7 +136,9 @@ def violations(root: Path) -> list[str]:
                 found.append(f"{where}: method {src_pkg} imports another method {dst_pkg} ({imp.target})")
             private = [n for n in imp.names if n.startswith("_") and not n.startswith("__")]
             if private and dst_pkg != src_pkg:
-                found.append(f"{where}: imports private {', '.join(private)} from {imp.target} (another package)")
+                found.append(
+                    f"{where}: imports private {', '.join(private)} from {imp.target} (another package)"
+                )
             if imp.target.split(".")[-1].startswith("_") and not imp.target.endswith("__init__"):
                 if dst_pkg != src_pkg and not imp.target.split(".")[-1].startswith("__"):
                     found.append(f"{where}: imports private module {imp.target} (another package)")
@@ -151,7 +153,13 @@ def test_the_pack_keeps_its_layers():
 def test_every_pack_module_is_checked():
     """The walk really covers the pack: every method package and the three top-level folders."""
     names = {module_name(p, REPO_ROOT) for p in pack_files(REPO_ROOT)}
-    for expected in ("kernels.processor", "models.common.loading", "models.infedit.pipeline", "nodes.infedit", ""):
+    for expected in (
+        "kernels.processor",
+        "models.common.loading",
+        "models.infedit.pipeline",
+        "nodes.infedit",
+        "",
+    ):
         assert expected in names
 
 
@@ -166,12 +174,24 @@ def _write(root: Path, rel: str, text: str) -> None:
     [
         ("models/common/a.py", "from ..alpha.x import f\n", "common (models.common.a) imports method"),
         ("models/alpha/x.py", "from ..beta.y import g\n", "method models.alpha imports another method"),
-        ("models/alpha/x.py", "import comfy.model_management\n", "imports ComfyUI module 'comfy.model_management'"),
+        (
+            "models/alpha/x.py",
+            "import comfy.model_management\n",
+            "imports ComfyUI module 'comfy.model_management'",
+        ),
         ("kernels/k.py", "import folder_paths\n", "imports ComfyUI module 'folder_paths'"),
         ("models/alpha/x.py", "from ...kernels.processor import _hidden\n", "imports private _hidden"),
         ("kernels/k.py", "from ..models.common import a\n", "kernels (kernels.k) imports common"),
-        ("models/alpha/x.py", "from ..proving_ground import world\n", "method (models.alpha.x) imports above"),
-        ("models/common/a.py", "def f():\n    from ...nodes import n\n", "common (models.common.a) imports nodes"),
+        (
+            "models/alpha/x.py",
+            "from ..proving_ground import world\n",
+            "method (models.alpha.x) imports above",
+        ),
+        (
+            "models/common/a.py",
+            "def f():\n    from ...nodes import n\n",
+            "common (models.common.a) imports nodes",
+        ),
     ],
 )
 def test_each_rule_fires_on_a_violating_tree(tmp_path, rel, text, expected):
@@ -187,7 +207,11 @@ def test_each_rule_fires_on_a_violating_tree(tmp_path, rel, text, expected):
 def test_allowed_imports_pass_on_a_synthetic_tree(tmp_path):
     _write(tmp_path, "__init__.py", "from .nodes import x\n")
     _write(tmp_path, "nodes/x.py", "import folder_paths\nfrom ..models.alpha.p import run\n")
-    _write(tmp_path, "models/alpha/p.py", "from ..common.a import f\nfrom ...kernels.k import op\nfrom .q import _own\n")
+    _write(
+        tmp_path,
+        "models/alpha/p.py",
+        "from ..common.a import f\nfrom ...kernels.k import op\nfrom .q import _own\n",
+    )
     _write(tmp_path, "models/alpha/q.py", "_own = 1\n")
     _write(tmp_path, "models/common/a.py", "from ...kernels.k import op\n")
     _write(tmp_path, "models/proving_ground/r.py", "from ..alpha.p import run\n")

@@ -148,8 +148,14 @@ def test_folder_tokenizer_keeps_its_special_tokens(tmp_path):
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(loading.TOKENIZER_DIR / name, tmp_path / name)
     (tmp_path / "special_tokens_map.json").write_text(
-        json.dumps({"pad_token": "!", "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-                    "unk_token": "<|endoftext|>"})
+        json.dumps(
+            {
+                "pad_token": "!",
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "unk_token": "<|endoftext|>",
+            }
+        )
     )
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 77}))
     sd2 = loading.load_tokenizer(tmp_path)(["a cat"], padding="max_length", max_length=77).input_ids[0]
@@ -229,8 +235,14 @@ def test_single_file_and_folder_load_without_random_init(ip2p_tiny, tmp_path):
 @pytest.mark.parametrize(
     "gone,message",
     [
-        ("model.diffusion_model.out.2.weight", r"U-Net tensor 'model\.diffusion_model\.out\.2\.weight' is missing"),
-        ("model.diffusion_model.out.0.weight", r"U-Net weights do not match.*missing \['conv_norm_out\.weight'\]"),
+        (
+            "model.diffusion_model.out.2.weight",
+            r"U-Net tensor 'model\.diffusion_model\.out\.2\.weight' is missing",
+        ),
+        (
+            "model.diffusion_model.out.0.weight",
+            r"U-Net weights do not match.*missing \['conv_norm_out\.weight'\]",
+        ),
         (
             "first_stage_model.encoder.down.2.downsample.conv.bias",
             r"VAE weights do not match.*missing \['encoder\.down_blocks\.2\.downsamplers\.0\.conv\.bias'\]",
@@ -379,4 +391,6 @@ def test_safetensors_are_read_into_memory_not_mapped(tmp_path):
         assert path.name not in maps.read_text()
         assert sd.metadata == {"note": "kept"}
         assert torch.equal(sd["a"], tensors["a"]) and torch.equal(sd["i"], tensors["i"])
-        assert sd["h"].dtype == (dtype or torch.float16) and torch.equal(sd["h"], tensors["h"].to(sd["h"].dtype))
+        assert sd["h"].dtype == (dtype or torch.float16) and torch.equal(
+            sd["h"], tensors["h"].to(sd["h"].dtype)
+        )

@@ -103,7 +103,9 @@ def test_core_mesh_tensors_both_ways():
 def test_core_mesh_batch_needs_equal_counts():
     a, fa, _ = _random_mesh(7, n=20, m=30)
     b, fb, _ = _random_mesh(8, n=21, m=30)
-    with pytest.raises(InputError, match=r"Input 'meshes': expected meshes with equal vertex and face counts"):
+    with pytest.raises(
+        InputError, match=r"Input 'meshes': expected meshes with equal vertex and face counts"
+    ):
         M.to_core_mesh([M.to_trimesh(a, fa), M.to_trimesh(b, fb)], name="meshes")
 
 
@@ -124,13 +126,33 @@ def test_preview_glb_files_number_up_and_load(tmp_path):
 @pytest.mark.parametrize(
     ("vertices", "faces", "colors", "match"),
     [
-        (torch.zeros(4, 3), torch.tensor([[0, 1, 4]]), None, r"face indices in 0\.\.3 \(4 vertices\), got index 4"),
+        (
+            torch.zeros(4, 3),
+            torch.tensor([[0, 1, 4]]),
+            None,
+            r"face indices in 0\.\.3 \(4 vertices\), got index 4",
+        ),
         (torch.zeros(4, 3), torch.tensor([[0, -1, 2]]), None, r"face indices in 0\.\.3 .*got index -1"),
-        (torch.zeros(4, 2), torch.tensor([[0, 1, 2]]), None, r"vertices of shape \[N, 3\], got vertices of shape \[4, 2\]"),
+        (
+            torch.zeros(4, 2),
+            torch.tensor([[0, 1, 2]]),
+            None,
+            r"vertices of shape \[N, 3\], got vertices of shape \[4, 2\]",
+        ),
         (torch.zeros(4, 3), torch.tensor([[0, 1, 2, 3]]), None, r"triangle faces of shape \[M, 3\]"),
         (torch.zeros(4, 3), torch.tensor([[0.0, 1.0, 2.0]]), None, "integer face indices"),
-        (torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, float("nan"), 0]]), torch.tensor([[0, 1, 2]]), None, "finite"),
-        (torch.zeros(3, 3), torch.tensor([[0, 1, 2]]), torch.zeros(2, 3), r"vertex colours of shape \[3, 3\]"),
+        (
+            torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, float("nan"), 0]]),
+            torch.tensor([[0, 1, 2]]),
+            None,
+            "finite",
+        ),
+        (
+            torch.zeros(3, 3),
+            torch.tensor([[0, 1, 2]]),
+            torch.zeros(2, 3),
+            r"vertex colours of shape \[3, 3\]",
+        ),
         (torch.zeros(3, 3), torch.tensor([[0, 1, 2]]), torch.full((3, 3), 1.5), "vertex colours in 0..1"),
     ],
 )

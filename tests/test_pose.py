@@ -275,8 +275,15 @@ def test_old_pose_node_ids_are_registered_under_the_pose_category():
         assert cls is pose_nodes.NODE_CLASS_MAPPINGS[key]
         assert cls.CATEGORY == "PaperNodes/Pose"
         assert nodes.NODE_DISPLAY_NAME_MAPPINGS[key].startswith("Pose: ")
-    assert nodes.NODE_DISPLAY_NAME_MAPPINGS["PaperNodes_DreaMovingLoadPoseKeypoints"] == "Pose: Load Keypoints (JSON)"
-    dreamoving = [k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("PaperNodes_DreaMoving") and k not in POSE_NODE_IDS]
+    assert (
+        nodes.NODE_DISPLAY_NAME_MAPPINGS["PaperNodes_DreaMovingLoadPoseKeypoints"]
+        == "Pose: Load Keypoints (JSON)"
+    )
+    dreamoving = [
+        k
+        for k in nodes.NODE_CLASS_MAPPINGS
+        if k.startswith("PaperNodes_DreaMoving") and k not in POSE_NODE_IDS
+    ]
     assert "PaperNodes_DreaMovingGenerate" in dreamoving and "PaperNodes_DreaMovingLoadModel" in dreamoving
     assert {nodes.NODE_CLASS_MAPPINGS[k].CATEGORY for k in dreamoving} == {"PaperNodes/DreaMoving"}
 
@@ -301,7 +308,9 @@ def test_load_render_retime_nodes(pose_nodes):
     assert loaded == frames
     (images,) = mod.RenderOpenPose().render(loaded, W, H, True, True, True)
     assert torch.equal(images, P.render_openpose(frames, W, H))
-    out_pose, out_images = mod.RetimePose().retime(30.0, 15.0, 0, "nearest", pose_keypoint=loaded, images=images)
+    out_pose, out_images = mod.RetimePose().retime(
+        30.0, 15.0, 0, "nearest", pose_keypoint=loaded, images=images
+    )
     assert out_pose == P.retime_keypoints(frames, 30.0, dst_fps=15.0)
     assert torch.equal(out_images, images[[0, 2]])
     out_pose, out_images = mod.RetimePose().retime(30.0, 15.0, 3, "linear", images=images)

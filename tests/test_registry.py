@@ -16,8 +16,13 @@ from packaging.version import Version
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 VALID_OS = {"OS Independent", "Microsoft :: Windows", "POSIX :: Linux", "MacOS"}
-VALID_ACCELERATORS = {"GPU :: NVIDIA CUDA", "GPU :: AMD ROCm", "GPU :: Intel Arc", "NPU :: Huawei Ascend",
-                      "GPU :: Apple Metal"}
+VALID_ACCELERATORS = {
+    "GPU :: NVIDIA CUDA",
+    "GPU :: AMD ROCm",
+    "GPU :: Intel Arc",
+    "NPU :: Huawei Ascend",
+    "GPU :: Apple Metal",
+}
 
 
 def test_tool_comfy_fields():
@@ -31,9 +36,14 @@ def test_tool_comfy_fields():
 
 def test_project_fields():
     project = PYPROJECT["project"]
-    assert project["license"] == {"file": "LICENSE"} and "GNU GENERAL PUBLIC LICENSE" in (REPO_ROOT / "LICENSE").read_text()
+    assert (
+        project["license"] == {"file": "LICENSE"}
+        and "GNU GENERAL PUBLIC LICENSE" in (REPO_ROOT / "LICENSE").read_text()
+    )
     assert Version(project["version"])
-    os_values = [c.removeprefix("Operating System :: ") for c in project["classifiers"] if c.startswith("Operating")]
+    os_values = [
+        c.removeprefix("Operating System :: ") for c in project["classifiers"] if c.startswith("Operating")
+    ]
     accel = [c.removeprefix("Environment :: ") for c in project["classifiers"] if c.startswith("Environment")]
     assert os_values and set(os_values) <= VALID_OS
     assert accel and set(accel) <= VALID_ACCELERATORS
@@ -41,8 +51,19 @@ def test_project_fields():
 
 
 def test_comfyignore_keeps_what_users_need():
-    ignored = [line.strip() for line in (REPO_ROOT / ".comfyignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
-    for needed in ("models/", "nodes/", "kernels/", "web/", "example_workflows/", "__init__.py", "requirements.txt"):
+    ignored = [
+        line.strip()
+        for line in (REPO_ROOT / ".comfyignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for needed in (
+        "models/",
+        "nodes/",
+        "kernels/",
+        "web/",
+        "example_workflows/",
+        "__init__.py",
+        "requirements.txt",
+    ):
         assert not any(needed == pattern or needed.startswith(pattern) for pattern in ignored), needed
     assert "tests/" in ignored and "benchmarks/" in ignored

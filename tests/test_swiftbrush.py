@@ -80,8 +80,12 @@ def test_one_step_sampler_equals_the_formula():
     assert out.unet_evaluations == 2 and len(seen) == 1  # one U-Net evaluation per image, one call
 
     # independently: noise of image k from seed 7 + k, eps of the U-Net at t = 999 ON z itself
-    z = torch.stack([torch.randn((4, RES // 8, RES // 8), generator=torch.Generator().manual_seed(7 + k))
-                     for k in range(2)])
+    z = torch.stack(
+        [
+            torch.randn((4, RES // 8, RES // 8), generator=torch.Generator().manual_seed(7 + k))
+            for k in range(2)
+        ]
+    )
     args, kw = seen[0]
     assert torch.equal(args[0], z), "the student must see z, not sqrt(1 - a_T) z"
     assert args[1].tolist() == [999, 999]
@@ -105,7 +109,9 @@ def test_one_step_sampler_equals_the_formula():
     # one_step_latents on its own, and seeds per image: image 1 of seed 7 == image 0 of seed 8
     torch.testing.assert_close(one_step_latents(comps.unet, emb, z, a_T).double(), x0, rtol=1e-5, atol=1e-5)
     alone = pipe(PROMPTS[0], seed=8, batch=1, height=RES, width=RES, decode=False)
-    torch.testing.assert_close(alone.latents[0], out.latents[1], rtol=0, atol=2e-4)  # batch-size rounding only
+    torch.testing.assert_close(
+        alone.latents[0], out.latents[1], rtol=0, atol=2e-4
+    )  # batch-size rounding only
 
 
 def test_sampler_rejects_bad_inputs():
@@ -190,6 +196,7 @@ def test_vsd_gradient_reaching_x0_is_weighted_score_difference_over_numel():
     a = alphas.double()[t].view(-1, 1, 1, 1)
     x_t = (a.sqrt() * x0.detach().double() + (1 - a).sqrt() * noise.double()).float()
     with torch.no_grad():
+
         def cfg(model):
             eu = model(x_t, t, encoder_hidden_states=uncond.expand(2, -1, -1)).sample.double()
             ec = model(x_t, t, encoder_hidden_states=cond).sample.double()
@@ -209,7 +216,9 @@ def test_vsd_gradient_is_exactly_zero_with_a_fresh_lora():
     comps, cond, uncond, x0, t, noise = _vsd_inputs(seed=1)
     teacher = LoraTeacher(comps.unet)  # lora_B = 0: the LoRA teacher equals the teacher
     x0 = x0.clone().requires_grad_(True)
-    loss, g = vsd_student_loss(x0, teacher, cond, uncond, t, noise, training_alphas_cumprod(comps.scheduler_config))
+    loss, g = vsd_student_loss(
+        x0, teacher, cond, uncond, t, noise, training_alphas_cumprod(comps.scheduler_config)
+    )
     loss.backward()
     assert torch.count_nonzero(g) == 0 and torch.count_nonzero(x0.grad) == 0 and loss.item() == 0
 
@@ -241,7 +250,9 @@ def test_prompt_embeddings_are_encoded_once_and_cached(tmp_path):
     lazy = T.PromptTable(PROMPTS, comps.tokenizer, comps.text_encoder, "cpu", None, max_cached=2)
     assert lazy.lazy and torch.equal(lazy.rows(idx), table.rows(idx))
     with torch.no_grad():
-        norm = next(p for n, p in comps.text_encoder.named_parameters() if n.endswith("final_layer_norm.weight"))
+        norm = next(
+            p for n, p in comps.text_encoder.named_parameters() if n.endswith("final_layer_norm.weight")
+        )
         norm.mul_(2)  # another encoder: the cache is not reused
     other = T.PromptTable(PROMPTS, comps.tokenizer, comps.text_encoder, "cpu", cache, max_cached=100)
     assert not torch.allclose(other.rows(idx), table.rows(idx))
@@ -265,16 +276,30 @@ def test_a_training_step_trains_the_right_things(tmp_path):
     alphas = training_alphas_cumprod(comps.scheduler_config)
 
     def snap():
-        return ({n: p.detach().clone() for n, p in student.named_parameters()},
-                {n: p.detach().clone() for n, p in teacher.base_named_params()},
-                {n: p.detach().clone() for n, p in teacher.named_params})
+        return (
+            {n: p.detach().clone() for n, p in student.named_parameters()},
+            {n: p.detach().clone() for n, p in teacher.base_named_params()},
+            {n: p.detach().clone() for n, p in teacher.named_params},
+        )
 
     def changed(before, module_params):
         return {n for n, p in module_params if not torch.equal(before[n], p)}
 
     s0, b0, l0 = snap()
-    stats = T.distill_step(accelerator, student, teacher, opt_s, opt_l, cond, uncond, _draws(cfg, 0), alphas,
-                           float(alphas[999]), cfg.guidance, cfg.max_grad_norm)
+    stats = T.distill_step(
+        accelerator,
+        student,
+        teacher,
+        opt_s,
+        opt_l,
+        cond,
+        uncond,
+        _draws(cfg, 0),
+        alphas,
+        float(alphas[999]),
+        cfg.guidance,
+        cfg.max_grad_norm,
+    )
     # step 1: the LoRA teacher starts equal to the teacher, so the VSD gradient is 0 and the student stays
     assert stats["loss_vsd"].item() == 0 and stats["loss_lora"].item() > 0
     assert not changed(s0, student.named_parameters())
@@ -283,8 +308,20 @@ def test_a_training_step_trains_the_right_things(tmp_path):
     assert lora_changed and all("lora_B" in n for n in lora_changed)  # lora_A has no gradient while B = 0
 
     s1, _, l1 = snap()
-    stats = T.distill_step(accelerator, student, teacher, opt_s, opt_l, cond, uncond, _draws(cfg, 1), alphas,
-                           float(alphas[999]), cfg.guidance, cfg.max_grad_norm)
+    stats = T.distill_step(
+        accelerator,
+        student,
+        teacher,
+        opt_s,
+        opt_l,
+        cond,
+        uncond,
+        _draws(cfg, 1),
+        alphas,
+        float(alphas[999]),
+        cfg.guidance,
+        cfg.max_grad_norm,
+    )
     assert stats["loss_vsd"].item() > 0
     assert len(changed(s1, student.named_parameters())) > len(s1) // 2, "the student did not train"
     assert not changed(b0, teacher.base_named_params()), "the frozen teacher changed"
@@ -309,8 +346,20 @@ def _two_steps(gradient_checkpointing: bool):
     cond, uncond = _embed(comps, PROMPTS[:2]), _embed(comps, [""])
     alphas = training_alphas_cumprod(comps.scheduler_config)
     for step in range(2):
-        T.distill_step(accelerator, student, teacher, opt_s, opt_l, cond, uncond, _draws(cfg, step), alphas,
-                       float(alphas[999]), cfg.guidance, cfg.max_grad_norm)
+        T.distill_step(
+            accelerator,
+            student,
+            teacher,
+            opt_s,
+            opt_l,
+            cond,
+            uncond,
+            _draws(cfg, step),
+            alphas,
+            float(alphas[999]),
+            cfg.guidance,
+            cfg.max_grad_norm,
+        )
     return dict(student.named_parameters()), dict(teacher.named_params)
 
 
@@ -325,9 +374,30 @@ def test_gradient_checkpointing_gives_the_same_updates():
 
 
 def _cli(assets, out, *extra):
-    return T.main(["--teacher", str(assets["teacher"]), "--prompts", str(assets["prompts"]), "--out", str(out),
-                   "--resolution", str(RES), "--batch-size", "2", "--max-steps", "2", "--save-every", "1",
-                   "--preview-every", "1", "--preview-count", "2", "--cpu", *extra])
+    return T.main(
+        [
+            "--teacher",
+            str(assets["teacher"]),
+            "--prompts",
+            str(assets["prompts"]),
+            "--out",
+            str(out),
+            "--resolution",
+            str(RES),
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "2",
+            "--save-every",
+            "1",
+            "--preview-every",
+            "1",
+            "--preview-count",
+            "2",
+            "--cpu",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.slow  # trains (command line)
@@ -338,10 +408,14 @@ def test_cli_writes_a_loadable_student_and_resume_is_bit_identical(assets, tmp_p
     assert "step 2/2 loss_vsd" in printed and "loss_lora" in printed
     rows = (run_a / "log.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss_vsd,loss_lora") and len(rows) == 3
-    assert sorted(p.name for p in (run_a / "previews").glob("*.png")) == ["step-000001.png", "step-000002.png"]
+    assert sorted(p.name for p in (run_a / "previews").glob("*.png")) == [
+        "step-000001.png",
+        "step-000002.png",
+    ]
     ckpt = run_a / "checkpoint-2"
     assert {"model.safetensors", "lora_teacher.safetensors", "ema.safetensors", "trainer_state.json"} <= {
-        p.name for p in ckpt.iterdir()}
+        p.name for p in ckpt.iterdir()
+    }
     assert (run_a / "text_embeddings.safetensors").is_file()
 
     final = run_a / "final"
@@ -350,8 +424,10 @@ def test_cli_writes_a_loadable_student_and_resume_is_bit_identical(assets, tmp_p
     for sub in ("vae", "text_encoder"):  # the teacher's, byte for byte
         name = "diffusion_pytorch_model.safetensors" if sub == "vae" else "model.safetensors"
         assert (final / sub / name).read_bytes() == (assets["teacher"] / sub / name).read_bytes()
-    assert any(not torch.equal(a, b) for a, b in zip(comps.unet.state_dict().values(),
-                                                       teacher.unet.state_dict().values()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(comps.unet.state_dict().values(), teacher.unet.state_dict().values())
+    )
     assert json.loads((final / "swiftbrush.json").read_text())["step"] == 2
     out = SwiftBrushPipeline(comps)(PROMPTS[0], seed=0, height=RES, width=RES)
     assert out.images.shape == (1, RES, RES, 3) and torch.isfinite(out.images).all()
@@ -372,8 +448,17 @@ def test_cli_writes_a_loadable_student_and_resume_is_bit_identical(assets, tmp_p
 
 
 def _config(assets, out, **kw):
-    base = dict(teacher=str(assets["teacher"]), prompts=str(assets["prompts"]), out=str(out), resolution=RES,
-                batch_size=1, max_steps=1, save_every=0, preview_every=0, cpu=True)
+    base = dict(
+        teacher=str(assets["teacher"]),
+        prompts=str(assets["prompts"]),
+        out=str(out),
+        resolution=RES,
+        batch_size=1,
+        max_steps=1,
+        save_every=0,
+        preview_every=0,
+        cpu=True,
+    )
     base.update(kw)
     return T.TrainConfig(**base)
 
@@ -385,7 +470,10 @@ def test_empty_or_missing_prompt_file_is_a_clear_error(assets, tmp_path, capsys)
         T.train(_config(assets, tmp_path / "o", prompts=str(empty)))
     with pytest.raises(FileNotFoundError, match="prompt file .*nope.txt not found"):
         T.train(_config(assets, tmp_path / "o", prompts=str(tmp_path / "nope.txt")))
-    assert T.main(["--teacher", str(assets["teacher"]), "--prompts", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        T.main(["--teacher", str(assets["teacher"]), "--prompts", str(empty), "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "contains no prompts" in capsys.readouterr().err
 
 
@@ -395,7 +483,9 @@ def test_teacher_student_architecture_mismatch_is_a_clear_error(assets, tmp_path
 
     other = UNet2DConditionModel(**{**TINY_UNET, "cross_attention_dim": 32})
     other.save_pretrained(tmp_path / "other_unet", safe_serialization=True)
-    with pytest.raises(WeightsFormatError, match="does not have the teacher's architecture.*cross_attention_dim"):
+    with pytest.raises(
+        WeightsFormatError, match="does not have the teacher's architecture.*cross_attention_dim"
+    ):
         T.train(_config(assets, tmp_path / "o", student_init=str(tmp_path / "other_unet")))
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "other.safetensors"))
     with pytest.raises(WeightsFormatError, match="do not match the teacher's architecture"):
@@ -415,7 +505,7 @@ def test_student_unet_files_load_in_every_layout(assets, tmp_path):
     diffusers_file, ldm_file = tmp_path / "unet_diffusers.safetensors", tmp_path / "unet_ldm.safetensors"
     save_file({k: v.contiguous() for k, v in want.items()}, str(diffusers_file))
     ldm = ldm_layout.unet_to_ldm(want, dict(other.config))
-    save_file({k[len(ldm_layout.UNET_PREFIX):]: v.contiguous() for k, v in ldm.items()}, str(ldm_file))
+    save_file({k[len(ldm_layout.UNET_PREFIX) :]: v.contiguous() for k, v in ldm.items()}, str(ldm_file))
     other.save_pretrained(tmp_path / "unet_folder", safe_serialization=True)
     for path in (diffusers_file, ldm_file, tmp_path / "unet_folder"):
         got = load_unet_like(path, template).state_dict()
@@ -427,7 +517,9 @@ def test_missing_weights_file_is_a_clear_error(assets, tmp_path):
     broken = tmp_path / "broken_teacher"
     shutil.copytree(assets["teacher"], broken)
     (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
-    with pytest.raises(WeightsNotFoundError, match=r"unet/diffusion_pytorch_model.safetensors.*broken_teacher"):
+    with pytest.raises(
+        WeightsNotFoundError, match=r"unet/diffusion_pytorch_model.safetensors.*broken_teacher"
+    ):
         T.train(_config(assets, tmp_path / "o", teacher=str(broken)))
     with pytest.raises(WeightsNotFoundError, match="'missing_teacher' was not found"):
         T.train(_config(assets, tmp_path / "o", teacher=str(tmp_path / "missing_teacher")))

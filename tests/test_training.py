@@ -140,7 +140,9 @@ def test_resolve_resume_latest_auto_explicit_and_missing(tmp_path):
     _checkpoint(out, 5)
     newest = _checkpoint(out, 12)
     _checkpoint(out, 20, complete=False)  # interrupted while saving: no trainer_state.json
-    assert resolve_resume("latest", out) == newest == resolve_resume("auto", out) == find_latest_checkpoint(out)
+    assert (
+        resolve_resume("latest", out) == newest == resolve_resume("auto", out) == find_latest_checkpoint(out)
+    )
     assert resolve_resume(str(out / "checkpoint-5"), out) == out / "checkpoint-5"
     for bad in (out / "checkpoint-20", out / "checkpoint-99", tmp_path):
         with pytest.raises(CheckpointError, match=f"{bad}.*not a checkpoint"):
@@ -225,7 +227,9 @@ class _ToyMethod(TrainingMethod):
         self.run = run
         model = torch.nn.Linear(3, 1)  # initialised from the global generator, seeded by fit
         self.dataset = _Toy(5)
-        self.module, self.optimizer = run.accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))
+        self.module, self.optimizer = run.accelerator.prepare(
+            model, torch.optim.SGD(model.parameters(), lr=0.1)
+        )
         self.param_names, self.params = map(list, zip(*model.named_parameters()))
 
     def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
@@ -267,7 +271,9 @@ def test_loop_accumulates_checkpoints_stops_and_resumes_exactly(tmp_path):
     # stopped after 7 micro-batches: step 1 done, the window of step 2 began at epoch 1, micro-batch 1
     part = tmp_path / "part"
     method = _ToyMethod(part)
-    stop_settings = LoopSettings(out=part, max_steps=3, seed=3, grad_accum=4, ema_decay=0.5, save_every=2, cpu=True)
+    stop_settings = LoopSettings(
+        out=part, max_steps=3, seed=3, grad_accum=4, ema_decay=0.5, save_every=2, cpu=True
+    )
     fit(method, stop_settings, Callbacks(should_stop=lambda: method.calls == 7))
     state = json.loads((part / "checkpoint-1" / STATE_FILE).read_text())
     assert state == {"step": 1, "epoch": 1, "batch_in_epoch": 1, "ema_updates": 1}
@@ -369,14 +375,21 @@ def _run_module(module: str, *args: str) -> subprocess.CompletedProcess:
     [
         ("colorize", ["--model", "m", "--data", "d", "--out", "o"]),
         ("swiftbrush", ["--teacher", "t", "--prompts", "p.txt", "--out", "o"]),
-        ("dreamoving", ["--stage", "guider", "--model", "m", "--data", "d", "--out", "o", "--clip-vision", "c"]),
+        (
+            "dreamoving",
+            ["--stage", "guider", "--model", "m", "--data", "d", "--out", "o", "--clip-vision", "c"],
+        ),
     ],
 )
 def test_trainers_run_from_the_checkout_root_with_one_line_errors(method, required, tmp_path):
     module = f"models.{method}.train"
     done = _run_module(module, "--help")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"python -m {module}" in done.stdout and "--resume RESUME" in done.stdout and "--seed SEED" in done.stdout
+    assert (
+        f"python -m {module}" in done.stdout
+        and "--resume RESUME" in done.stdout
+        and "--seed SEED" in done.stdout
+    )
 
     done = _run_module(module, *required, "--max-steps", "many")  # a bad flag value: argparse
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--max-steps" in done.stderr, done.stderr

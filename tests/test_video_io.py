@@ -66,7 +66,9 @@ def test_errors_name_the_file_or_argument(clip, tmp_path):
     broken.write_bytes(b"\x00" * 64)
     with pytest.raises(V.VideoFileError, match=r"broken\.mp4"):
         V.read_video_frames(broken, [0])
-    with pytest.raises(V.VideoFileError, match=rf"clip\.mp4: frame {N} requested but the video decodes to only {N}"):
+    with pytest.raises(
+        V.VideoFileError, match=rf"clip\.mp4: frame {N} requested but the video decodes to only {N}"
+    ):
         V.read_video_frames(clip, [0, N])
     for bad in ([], [-1], [1.5], [True]):
         with pytest.raises(InputError, match="Input 'indices'"):

@@ -13,7 +13,10 @@ WORKFLOW_DIR = REPO_ROOT / "example_workflows"
 API_DIR = WORKFLOW_DIR / "api"
 UI_FILES = sorted(WORKFLOW_DIR.glob("*.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-VIRTUAL_NODES = {"Note", "MarkdownNote"}  # drawn by the frontend only; not in /object_info, not in API prompts
+VIRTUAL_NODES = {
+    "Note",
+    "MarkdownNote",
+}  # drawn by the frontend only; not in /object_info, not in API prompts
 
 
 def _workflows():
@@ -64,7 +67,9 @@ def test_there_is_a_workflow_per_shipped_method():
     for wf in mw.WORKFLOWS:
         assert (API_DIR / f"{wf.slug}.json").is_file(), f"{wf.title} has no API twin"
         thumb = WORKFLOW_DIR / f"{wf.title}.jpg"
-        assert thumb.is_file(), f"{wf.title} has no thumbnail (python scripts/make_thumbnails.py after the main job)"
+        assert thumb.is_file(), (
+            f"{wf.title} has no thumbnail (python scripts/make_thumbnails.py after the main job)"
+        )
         from PIL import Image
 
         with Image.open(thumb) as im:
@@ -170,8 +175,10 @@ def test_templates_are_served(comfy_host):
     assert status == 200
     ours = {k: v for k, v in listing.items() if "PaperNodes" in k}
     assert len(ours) == 1, listing
-    (module, names), = ours.items()
+    ((module, names),) = ours.items()
     assert sorted(names) == sorted(wf.title for wf in mw.WORKFLOWS)
     for wf in mw.WORKFLOWS:
-        status, _ = comfy_host.request("GET", f"/api/workflow_templates/{quote(module)}/{quote(wf.title)}.jpg")
+        status, _ = comfy_host.request(
+            "GET", f"/api/workflow_templates/{quote(module)}/{quote(wf.title)}.jpg"
+        )
         assert status == 200, f"thumbnail of {wf.title}"

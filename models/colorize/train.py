@@ -42,7 +42,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-if __name__ == "__main__":  # `python -m models.colorize.train`: run inside the pack (scripts/papernodes_bootstrap.py)
+if (
+    __name__ == "__main__"
+):  # `python -m models.colorize.train`: run inside the pack (scripts/papernodes_bootstrap.py)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
     from papernodes_bootstrap import run_in_pack
 
@@ -91,11 +93,15 @@ class TrainConfig:
     seed: int = option(0, "seed of the data order and of every random draw")
     save_every: int = option(500, "checkpoint + export every N optimizer steps; 0 = at the end only")
     keep_checkpoints: int = option(2, "newest N checkpoint-N folders kept; 0 = all")
-    resume: str | None = option(None, "checkpoint-N folder, 'latest' (newest in --out) or 'auto' (latest if any)")
+    resume: str | None = option(
+        None, "checkpoint-N folder, 'latest' (newest in --out) or 'auto' (latest if any)"
+    )
     triplets: bool = option(False, "the data folder has metadata.jsonl (gray/color/instruction)")
     num_workers: int = option(0, "data loader worker processes")
     random_flip: bool = option(False, "random horizontal flips")
-    cond_dropout: float = option(0.05, "probability of each of: text dropped, image dropped, both (paper: 0.05)")
+    cond_dropout: float = option(
+        0.05, "probability of each of: text dropped, image dropped, both (paper: 0.05)"
+    )
     weight_decay: float = option(1e-2, "AdamW weight decay")
     adam_beta1: float = option(0.9, "AdamW beta1")
     adam_beta2: float = option(0.999, "AdamW beta2")
@@ -107,7 +113,9 @@ class TrainConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise InputError("mixed_precision", f"one of {MIXED_PRECISION}", repr(self.mixed_precision))
         if not 0 <= self.cond_dropout <= 1 / 3:
-            raise InputError("cond_dropout", "a value in [0, 1/3] (applied three times)", str(self.cond_dropout))
+            raise InputError(
+                "cond_dropout", "a value in [0, 1/3] (applied three times)", str(self.cond_dropout)
+            )
         if not 0 <= self.ema_decay < 1:
             raise InputError("ema_decay", "a value in [0, 1)", str(self.ema_decay))
         for name in ("resolution", "batch_size", "grad_accum", "max_steps"):
@@ -318,7 +326,9 @@ class ColorizeTraining(TrainingMethod):
         vae, text_encoder = self._frozen_originals()
         comps = self.comps
         save_diffusers_folder(
-            SDComponents(self.unet, vae, text_encoder, comps.tokenizer, comps.scheduler_config, source=str(self.out)),
+            SDComponents(
+                self.unet, vae, text_encoder, comps.tokenizer, comps.scheduler_config, source=str(self.out)
+            ),
             folder,
         )
         src_tok = Path(self.cfg.model).expanduser() / "tokenizer"
@@ -329,7 +339,9 @@ class ColorizeTraining(TrainingMethod):
 
     def export(self) -> None:
         """OUTDIR/unet_raw (the trained weights) and OUTDIR/final (EMA weights in the U-Net)."""
-        atomic_write_dir(self.out / "unet_raw", lambda tmp: self.unet.save_pretrained(tmp, safe_serialization=True))
+        atomic_write_dir(
+            self.out / "unet_raw", lambda tmp: self.unet.save_pretrained(tmp, safe_serialization=True)
+        )
         ema = self.run.ema
         with ema.applied(self.params) if ema is not None else nullcontext():
             atomic_write_dir(self.final, self._write_final)

@@ -69,7 +69,11 @@ def intrinsics(
         *(torch.as_tensor(p, dtype=dtype, device=device) for p in parts)
     )
     zero, one = torch.zeros_like(fx), torch.ones_like(fx)
-    rows = [torch.stack([fx, skew, cx], -1), torch.stack([zero, fy, cy], -1), torch.stack([zero, zero, one], -1)]
+    rows = [
+        torch.stack([fx, skew, cx], -1),
+        torch.stack([zero, fy, cy], -1),
+        torch.stack([zero, zero, one], -1),
+    ]
     return torch.stack(rows, -2)
 
 

@@ -47,7 +47,11 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "%(default)" not in text and not action.required and action.default not in (None, argparse.SUPPRESS):
+        if (
+            "%(default)" not in text
+            and not action.required
+            and action.default not in (None, argparse.SUPPRESS)
+        ):
             text += " (default: %(default)s)"
         return text
 

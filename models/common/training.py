@@ -251,7 +251,11 @@ class EMA:
         self.num_updates = int(num_updates)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": [s.cpu() for s in self.shadow]}
+        return {
+            "decay": self.decay,
+            "num_updates": self.num_updates,
+            "shadow": [s.cpu() for s in self.shadow],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["shadow"]) != len(self.shadow):
@@ -457,7 +461,9 @@ class LoopSettings:
 class Run:
     """What `method.setup` is given: the accelerator and where the run stands."""
 
-    def __init__(self, settings: LoopSettings, accelerator: Accelerator, checkpoint: Path | None, callbacks: Callbacks):
+    def __init__(
+        self, settings: LoopSettings, accelerator: Accelerator, checkpoint: Path | None, callbacks: Callbacks
+    ):
         self.settings, self.accelerator, self.callbacks = settings, accelerator, callbacks
         self.out = settings.out
         self.checkpoint = checkpoint  # the checkpoint this run resumes from, if any
@@ -571,7 +577,9 @@ def fit(method: TrainingMethod, settings: LoopSettings, callbacks: Callbacks | N
                 method.lr_scheduler.load_state_dict(saved["lr_scheduler"])
             if ema is not None:
                 if not (ckpt / EMA_FILE).is_file():
-                    raise CheckpointError("resume", f"a checkpoint with {EMA_FILE} (EMA is on)", f"{ckpt} (EMA off?)")
+                    raise CheckpointError(
+                        "resume", f"a checkpoint with {EMA_FILE} (EMA is on)", f"{ckpt} (EMA off?)"
+                    )
                 ema.load_named(load_file(str(ckpt / EMA_FILE)), names, saved.get("ema_updates", 0))
             method.load_checkpoint(ckpt, saved)
             if is_main:
@@ -666,7 +674,9 @@ def _data_loop(method: TrainingMethod, run: Run, finish_step: Callable[[dict], N
         batches = epoch_batches(len(dataset), method.batch_size, settings.seed, state.epoch,
                                 run.num_processes, run.process_index)  # fmt: skip
         if not batches:
-            raise InputError("data", f"at least {run.num_processes} samples (one per process)", str(len(dataset)))
+            raise InputError(
+                "data", f"at least {run.num_processes} samples (one per process)", str(len(dataset))
+            )
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(state.epoch)
         loader = DataLoader(

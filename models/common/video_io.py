@@ -77,7 +77,9 @@ def read_video_frames(path: str | os.PathLike, indices: Sequence[int] | None = N
     path = Path(path)
     if indices is not None:
         indices = list(indices)
-        if not indices or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0 for i in indices):
+        if not indices or any(
+            isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0 for i in indices
+        ):
             raise InputError("indices", "a non-empty list of frame numbers >= 0", repr(indices[:8]))
         indices = [int(i) for i in indices]
     wanted = set(indices) if indices is not None else None

@@ -209,7 +209,9 @@ class DreaMovingPipeline:
         dtype = next(self.unet.parameters()).dtype
         cfg = float(guidance) != 1.0  # guidance 1 is the conditional prediction alone: no uncond rows
 
-        text = encode_prompts(self.components, [negative_prompt, prompt] if cfg else [prompt], device).to(dtype)
+        text = encode_prompts(self.components, [negative_prompt, prompt] if cfg else [prompt], device).to(
+            dtype
+        )
         sched = self.scheduler(scheduler)
         sched.set_timesteps(steps, device=device)
         timesteps = list(sched.timesteps)

@@ -50,7 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-if __name__ == "__main__":  # `python -m models.dreamoving.train`: run inside the pack (scripts/papernodes_bootstrap.py)
+if (
+    __name__ == "__main__"
+):  # `python -m models.dreamoving.train`: run inside the pack (scripts/papernodes_bootstrap.py)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
     from papernodes_bootstrap import run_in_pack
 
@@ -126,7 +128,9 @@ class TrainConfig:
         choices=MOTION_INITS,
         group=CN,
     )
-    train_controlnet: bool = option(False, "also train the image ControlNet (default: only its motion blocks)", group=CN)
+    train_controlnet: bool = option(
+        False, "also train the image ControlNet (default: only its motion blocks)", group=CN
+    )
     frames: int = option(16, "frames per clip (AnimateDiff's training length)", group=CN)
     stride: int = option(4, "frame stride inside a clip (AnimateDiff's sample_stride)", group=CN)
     control_suffix: str = option(
@@ -142,14 +146,21 @@ class TrainConfig:
         None, "start the clothes prompt from this IP-Adapter file (e.g. ip-adapter-plus_sd15)", group=GUIDER
     )
     adapter_variant: str = option(
-        "plus", "new adapters: plain (4 tokens) or plus (Resampler, 16 tokens)", choices=VARIANTS, group=GUIDER
+        "plus",
+        "new adapters: plain (4 tokens) or plus (Resampler, 16 tokens)",
+        choices=VARIANTS,
+        group=GUIDER,
     )
-    num_tokens: int | None = option(None, "new adapters' image tokens (default 4 plain / 16 plus)", group=GUIDER)
+    num_tokens: int | None = option(
+        None, "new adapters' image tokens (default 4 plain / 16 plus)", group=GUIDER
+    )
     cond_dropout: float = option(
         0.05, "probability of each of: text, image prompts, both dropped (IP-Adapter: 0.05)", group=GUIDER
     )
     resolution: int = option(512, "square training size in px (short side resized, centre crop)", group=OPT)
-    batch_size: int = option(1, "clips (controlnet) or images (guider) per process and micro-batch", group=OPT)
+    batch_size: int = option(
+        1, "clips (controlnet) or images (guider) per process and micro-batch", group=OPT
+    )
     grad_accum: int = option(1, "micro-batches per optimizer step", group=OPT)
     max_steps: int = option(10_000, "optimizer steps", group=OPT)
     lr: float = option(1e-4, "AdamW learning rate (IP-Adapter's and AnimateDiff's)", group=OPT)
@@ -159,10 +170,16 @@ class TrainConfig:
     adam_eps: float = option(1e-8, "AdamW epsilon", group=OPT)
     max_grad_norm: float = option(1.0, "gradient clipping; 0 disables", group=OPT)
     ema_decay: float = option(0.0, "EMA of the trained weights (exported); 0 disables", group=OPT)
-    mixed_precision: str = option("no", "autocast precision (fp16/bf16 need a GPU)", choices=MIXED_PRECISION, group=OPT)
-    gradient_checkpointing: bool = option(False, "recompute activations in backward: less memory, slower", group=OPT)
+    mixed_precision: str = option(
+        "no", "autocast precision (fp16/bf16 need a GPU)", choices=MIXED_PRECISION, group=OPT
+    )
+    gradient_checkpointing: bool = option(
+        False, "recompute activations in backward: less memory, slower", group=OPT
+    )
     seed: int = option(0, "seed of the data order and of every random draw", group=OPT)
-    save_every: int = option(500, "checkpoint + export every N optimizer steps; 0 = at the end only", group=OPT)
+    save_every: int = option(
+        500, "checkpoint + export every N optimizer steps; 0 = at the end only", group=OPT
+    )
     keep_checkpoints: int = option(2, "newest N checkpoint-N folders kept; 0 = all", group=OPT)
     resume: str | None = option(None, "checkpoint-N folder, 'latest' or 'auto' (latest if any)", group=OPT)
     num_workers: int = option(0, "data loader worker processes", group=OPT)

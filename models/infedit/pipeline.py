@@ -222,9 +222,13 @@ class InfEditPipeline:
         )
         hooks = [SelfAttentionControl(layout, s.self_replace), cross]
 
-        cond = encode_prompts(self.components, [source_prompt, *targets, *([source_prompt] * n)], device).to(dtype)
+        cond = encode_prompts(self.components, [source_prompt, *targets, *([source_prompt] * n)], device).to(
+            dtype
+        )
         text = (
-            torch.cat([encode_prompts(self.components, [""], device).to(dtype).expand(layout.items, -1, -1), cond])
+            torch.cat(
+                [encode_prompts(self.components, [""], device).to(dtype).expand(layout.items, -1, -1), cond]
+            )
             if cfg
             else cond
         )

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-if __name__ == "__main__":  # `python -m models.proving_ground.reproduce`: run inside the pack (the shared bootstrap)
+if (
+    __name__ == "__main__"
+):  # `python -m models.proving_ground.reproduce`: run inside the pack (the shared bootstrap)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
     from papernodes_bootstrap import run_in_pack
 
@@ -238,4 +240,3 @@ def _run_stages(stages: list[str], args: argparse.Namespace) -> None:
     # read again: stages run side by side in other processes may have written meanwhile
     now = json.loads(record.read_text()) if record.is_file() and not args.quick else {}
     record.write_text(json.dumps({**now, **times}, indent=2))
-

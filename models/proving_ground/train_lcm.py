@@ -83,7 +83,9 @@ def distill_lcm(
     student = copy.deepcopy(teacher).train().requires_grad_(True)
     target = copy.deepcopy(teacher).eval().requires_grad_(False)
     # the target network: a fixed-decay EMA of the student, averaged into `target`'s own parameters
-    target_ema = EMA(student.parameters(), settings.target_ema, warmup=False, shadow=list(target.parameters()))
+    target_ema = EMA(
+        student.parameters(), settings.target_ema, warmup=False, shadow=list(target.parameters())
+    )
     opt = torch.optim.AdamW(student.parameters(), lr=settings.lr, weight_decay=0.0)
     ts = solver_timesteps(len(alphas_cumprod), settings.solver_steps)
     k = int(ts[1] - ts[0])

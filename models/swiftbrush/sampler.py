@@ -44,8 +44,13 @@ def student_x0(z: torch.Tensor, eps: torch.Tensor, alpha_T: float | torch.Tensor
     return (z.float() - math.sqrt(1.0 - a) * eps.float()) / math.sqrt(a)
 
 
-def one_step_latents(unet: torch.nn.Module, text_emb: torch.Tensor, noise: torch.Tensor,
-                     alpha_T: float | torch.Tensor, timestep: int = 999) -> torch.Tensor:
+def one_step_latents(
+    unet: torch.nn.Module,
+    text_emb: torch.Tensor,
+    noise: torch.Tensor,
+    alpha_T: float | torch.Tensor,
+    timestep: int = 999,
+) -> torch.Tensor:
     """The student's clean latent x0 (diffusion latent space: VAE latent * scaling_factor) from noise z.
     Exactly one U-Net evaluation per image; the U-Net sees z itself at timestep T."""
     dtype = next(unet.parameters()).dtype
@@ -101,8 +106,9 @@ class SwiftBrushPipeline:
     # ----- inputs ----------------------------------------------------------------------------------------
     def check_prompt(self, prompt: str, name: str = "prompt") -> None:
         if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError(name, "a non-empty text prompt (the student was distilled on text prompts)",
-                             repr(prompt))
+            raise InputError(
+                name, "a non-empty text prompt (the student was distilled on text prompts)", repr(prompt)
+            )
         n = len(self.components.tokenizer(prompt).input_ids)
         limit = self.components.tokenizer.model_max_length
         if n > limit:
@@ -122,10 +128,20 @@ class SwiftBrushPipeline:
 
     # ----- run -------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, prompts: str | Sequence[str] | None = None, *, embeds: torch.Tensor | None = None,
-                 seed: int = 0, batch: int = 1, height: int = 512, width: int = 512, device="cpu",
-                 dtype: torch.dtype | None = None, progress: ProgressFn | None = None,
-                 decode: bool = True) -> SwiftBrushResult:
+    def __call__(
+        self,
+        prompts: str | Sequence[str] | None = None,
+        *,
+        embeds: torch.Tensor | None = None,
+        seed: int = 0,
+        batch: int = 1,
+        height: int = 512,
+        width: int = 512,
+        device="cpu",
+        dtype: torch.dtype | None = None,
+        progress: ProgressFn | None = None,
+        decode: bool = True,
+    ) -> SwiftBrushResult:
         """`batch` images per prompt (prompt-major order); image k uses noise seeded seed + k.
         Give `prompts` (str or list) or pre-encoded `embeds` ([P, L, D])."""
         if batch < 1:
@@ -151,8 +167,10 @@ class SwiftBrushPipeline:
 
         latents, images = [], []
         for start in range(0, total, CHUNK):
-            z = noise[start:start + CHUNK].to(device)
-            x0 = one_step_latents(self.components.unet, embeds[start:start + CHUNK], z, self.alpha_T, self.timestep)
+            z = noise[start : start + CHUNK].to(device)
+            x0 = one_step_latents(
+                self.components.unet, embeds[start : start + CHUNK], z, self.alpha_T, self.timestep
+            )
             latents.append(x0)
             if decode:
                 images.append(self.decode(x0))

@@ -23,13 +23,23 @@ ADAPTER = "swiftbrush_lora"
 class LoraTeacher:
     """`with t.lora(False): unet(...)` is the frozen teacher, `with t.lora(True): unet(...)` the LoRA one."""
 
-    def __init__(self, unet: torch.nn.Module, rank: int = LORA_RANK, alpha: float = LORA_ALPHA,
-                 targets: Sequence[str] = LORA_TARGETS):
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        rank: int = LORA_RANK,
+        alpha: float = LORA_ALPHA,
+        targets: Sequence[str] = LORA_TARGETS,
+    ):
         from peft import LoraConfig
 
         unet.requires_grad_(False)
-        config = LoraConfig(r=int(rank), lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
-                            init_lora_weights=True)  # lora_B = 0: the LoRA teacher starts as the teacher
+        config = LoraConfig(
+            r=int(rank),
+            lora_alpha=alpha,
+            target_modules=list(targets),
+            lora_dropout=0.0,
+            init_lora_weights=True,
+        )  # lora_B = 0: the LoRA teacher starts as the teacher
         unet.add_adapter(config, adapter_name=ADAPTER)
         self.unet = unet
         self.named_params = [(n, p) for n, p in unet.named_parameters() if f".{ADAPTER}." in n]
@@ -78,8 +88,10 @@ class LoraTeacher:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         names = {n for n, _ in self.named_params}
         if set(state) != names:
-            raise ValueError(f"LoRA teacher state does not match (missing {sorted(names - set(state))[:3]}, "
-                             f"unexpected {sorted(set(state) - names)[:3]})")
+            raise ValueError(
+                f"LoRA teacher state does not match (missing {sorted(names - set(state))[:3]}, "
+                f"unexpected {sorted(set(state) - names)[:3]})"
+            )
         with torch.no_grad():
             for n, p in self.named_params:
                 p.copy_(state[n])

@@ -41,7 +41,9 @@ from pathlib import Path
 
 import torch
 
-if __name__ == "__main__":  # `python -m models.swiftbrush.train`: run inside the pack (scripts/papernodes_bootstrap.py)
+if (
+    __name__ == "__main__"
+):  # `python -m models.swiftbrush.train`: run inside the pack (scripts/papernodes_bootstrap.py)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
     from papernodes_bootstrap import run_in_pack
 
@@ -96,7 +98,9 @@ class TrainConfig:
     out: str = option(help="run folder (checkpoints, log.csv, previews)")
     final_dir: str | None = option(None, "student diffusers folder (default OUT/final)")
     student_init: str | None = option(None, "start the student from these weights (same architecture)")
-    resolution: int = option(512, "image size the student learns in px (latent = resolution / 8; SD2.1-base: 512)")
+    resolution: int = option(
+        512, "image size the student learns in px (latent = resolution / 8; SD2.1-base: 512)"
+    )
     batch_size: int = option(16, "prompts per step per process (paper: 16)")
     max_steps: int = option(20000, "training steps (one student + one LoRA update each)")
     student_lr: float = option(1e-6, "student Adam learning rate (paper: 1e-6)")
@@ -116,12 +120,18 @@ class TrainConfig:
     gradient_checkpointing: bool = option(False, "recompute activations in backward: less memory, slower")
     seed: int = option(0, "seed of every random draw")
     save_every: int = option(500, "checkpoint + student export every N steps; 0 = at the end only")
-    keep_checkpoints: int = option(2, "newest N checkpoint-N folders kept (each holds optimizer states); 0 = all")
+    keep_checkpoints: int = option(
+        2, "newest N checkpoint-N folders kept (each holds optimizer states); 0 = all"
+    )
     preview_every: int = option(500, "preview PNG every N steps; 0 = at the end only")
     preview_count: int = option(4, "previews show the first N prompts of the file")
-    resume: str | None = option(None, "checkpoint-N folder, 'latest' (newest in OUT) or 'auto' (latest if any)")
+    resume: str | None = option(
+        None, "checkpoint-N folder, 'latest' (newest in OUT) or 'auto' (latest if any)"
+    )
     cpu: bool = option(False, "train on the CPU even where CUDA is available")
-    max_cached_prompts: int = option(50_000, "pre-encode up to this many prompts; more are encoded per batch (LRU)")
+    max_cached_prompts: int = option(
+        50_000, "pre-encode up to this many prompts; more are encoded per batch (LRU)"
+    )
 
     def validate(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -182,8 +192,17 @@ class PromptTable:
     front, cached in OUT/text_embeddings.safetensors, or - beyond `max_cached` prompts - per batch with an
     LRU cache. `rows(idx)` -> [B, L, D] on the training device; `null` is the empty prompt's embedding."""
 
-    def __init__(self, prompts: list[str], tokenizer, text_encoder, device, cache_file: Path | None,
-                 max_cached: int, is_main: bool = True, barrier: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        prompts: list[str],
+        tokenizer,
+        text_encoder,
+        device,
+        cache_file: Path | None,
+        max_cached: int,
+        is_main: bool = True,
+        barrier: Callable[[], None] = lambda: None,
+    ):
         self.prompts, self.device = prompts, torch.device(device)
         text = TextModel(tokenizer, text_encoder)
         self.null = _encode_all(text, [""], device).to(self.device)
@@ -240,11 +259,19 @@ class StepDraws:
 
 
 def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed((int(seed) * 1_000_003 + int(step) * 1_009 + int(process)) % 2**63)
+    return torch.Generator("cpu").manual_seed(
+        (int(seed) * 1_000_003 + int(step) * 1_009 + int(process)) % 2**63
+    )
 
 
-def draw_step(gen: torch.Generator, n_prompts: int, batch: int, latent_shape: tuple[int, int, int],
-              cfg: TrainConfig, num_train_timesteps: int) -> StepDraws:
+def draw_step(
+    gen: torch.Generator,
+    n_prompts: int,
+    batch: int,
+    latent_shape: tuple[int, int, int],
+    cfg: TrainConfig,
+    num_train_timesteps: int,
+) -> StepDraws:
     shape = (batch, *latent_shape)
     return StepDraws(
         idx=torch.randint(0, n_prompts, (batch,), generator=gen),
@@ -263,13 +290,31 @@ def draw_step(gen: torch.Generator, n_prompts: int, batch: int, latent_shape: tu
 
 def copy_components(comps: SDComponents) -> SDComponents:
     """Private copies of a (possibly cached, shared) model: training moves, casts and patches them."""
-    return SDComponents(copy.deepcopy(comps.unet), copy.deepcopy(comps.vae), copy.deepcopy(comps.text_encoder),
-                        comps.tokenizer, dict(comps.scheduler_config), source=comps.source, extras=dict(comps.extras))
+    return SDComponents(
+        copy.deepcopy(comps.unet),
+        copy.deepcopy(comps.vae),
+        copy.deepcopy(comps.text_encoder),
+        comps.tokenizer,
+        dict(comps.scheduler_config),
+        source=comps.source,
+        extras=dict(comps.extras),
+    )
 
 
-def distill_step(accelerator, student, teacher: LoraTeacher, opt_s, opt_l, cond: torch.Tensor, uncond: torch.Tensor,
-                 d: StepDraws, alphas_cumprod: torch.Tensor, alpha_T: float, guidance: float,
-                 max_grad_norm: float) -> dict[str, torch.Tensor]:
+def distill_step(
+    accelerator,
+    student,
+    teacher: LoraTeacher,
+    opt_s,
+    opt_l,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    d: StepDraws,
+    alphas_cumprod: torch.Tensor,
+    alpha_T: float,
+    guidance: float,
+    max_grad_norm: float,
+) -> dict[str, torch.Tensor]:
     """One SwiftBrush step on one batch: a student (VSD) update, then a LoRA-teacher update on the same
     batch's detached x0. `student`, `opt_s`, `opt_l` as returned by `accelerator.prepare`. (The student's EMA
     is the shared loop's, after the step: the LoRA update does not touch the student.)"""
@@ -282,11 +327,15 @@ def distill_step(accelerator, student, teacher: LoraTeacher, opt_s, opt_l, cond:
     with accelerator.autocast():
         eps = student(z, t_student, encoder_hidden_states=cond).sample
         x0 = student_x0(z, eps, alpha_T)
-        loss_vsd, _ = vsd_student_loss(x0, teacher, cond, uncond, d.t_vsd.to(device), d.n_vsd.to(device),
-                                       alphas_cumprod, guidance)
+        loss_vsd, _ = vsd_student_loss(
+            x0, teacher, cond, uncond, d.t_vsd.to(device), d.n_vsd.to(device), alphas_cumprod, guidance
+        )
     accelerator.backward(loss_vsd)
-    gn_s = (accelerator.clip_grad_norm_(student.parameters(), max_grad_norm) if max_grad_norm > 0
-            else torch.tensor(0.0))
+    gn_s = (
+        accelerator.clip_grad_norm_(student.parameters(), max_grad_norm)
+        if max_grad_norm > 0
+        else torch.tensor(0.0)
+    )
     opt_s.step()
     opt_s.zero_grad(set_to_none=True)
     x0 = x0.detach()
@@ -295,21 +344,25 @@ def distill_step(accelerator, student, teacher: LoraTeacher, opt_s, opt_l, cond:
     # backward inside the adapter context: gradient checkpointing recomputes the forward during backward
     with teacher.lora(True):
         with accelerator.autocast():
-            loss_lora = lora_teacher_step_loss(x0, teacher, cond, uncond, d.t_lora.to(device), d.n_lora.to(device),
-                                               d.drop, alphas_cumprod)
+            loss_lora = lora_teacher_step_loss(
+                x0, teacher, cond, uncond, d.t_lora.to(device), d.n_lora.to(device), d.drop, alphas_cumprod
+            )
         accelerator.backward(loss_lora)
     if accelerator.num_processes > 1:  # the teacher is not wrapped in DDP: average the LoRA gradients here
         for p in teacher.params:
             if p.grad is not None:
                 p.grad = accelerator.reduce(p.grad, reduction="mean")
-    gn_l = (accelerator.clip_grad_norm_(teacher.params, max_grad_norm) if max_grad_norm > 0
-            else torch.tensor(0.0))
+    gn_l = (
+        accelerator.clip_grad_norm_(teacher.params, max_grad_norm) if max_grad_norm > 0 else torch.tensor(0.0)
+    )
     opt_l.step()
     opt_l.zero_grad(set_to_none=True)
-    return {"loss_vsd": loss_vsd.detach().float(), "loss_lora": loss_lora.detach().float(),
-            "grad_norm_student": torch.as_tensor(gn_s).detach().float(),
-            "grad_norm_lora": torch.as_tensor(gn_l).detach().float()}
-
+    return {
+        "loss_vsd": loss_vsd.detach().float(),
+        "loss_lora": loss_lora.detach().float(),
+        "grad_norm_student": torch.as_tensor(gn_s).detach().float(),
+        "grad_norm_lora": torch.as_tensor(gn_l).detach().float(),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -346,18 +399,27 @@ class SwiftBrushTraining(TrainingMethod):
         self.T = student_timestep(alphas)
         self.alpha_T = float(alphas[self.T])
         self.n_timesteps, self.alphas_dev = len(alphas), alphas.to(device)
-        self.latent_shape = (comps.unet.config.in_channels, cfg.resolution // vae_factor, cfg.resolution // vae_factor)
+        self.latent_shape = (
+            comps.unet.config.in_channels,
+            cfg.resolution // vae_factor,
+            cfg.resolution // vae_factor,
+        )
 
         if cfg.student_init:
             student = load_unet_like(cfg.student_init, comps.unet)
         else:
             student = copy.deepcopy(comps.unet)  # the paper's initialization: the teacher's weights
-        if run.checkpoint is not None:  # before any heavy set-up: a checkpoint of another architecture fails clearly
-            diff = architecture_difference({"config": run.resumed_state["student_config"], "shapes": {}},
-                                           {"config": architecture(student)["config"], "shapes": {}})
+        if (
+            run.checkpoint is not None
+        ):  # before any heavy set-up: a checkpoint of another architecture fails clearly
+            diff = architecture_difference(
+                {"config": run.resumed_state["student_config"], "shapes": {}},
+                {"config": architecture(student)["config"], "shapes": {}},
+            )
             if diff:
                 raise WeightsFormatError(
-                    f"{run.checkpoint}: checkpoint was written for another U-Net architecture ({diff})")
+                    f"{run.checkpoint}: checkpoint was written for another U-Net architecture ({diff})"
+                )
 
         set_seed(cfg.seed)  # the LoRA's lora_A initialization draws from the global generator
         teacher_unet = comps.unet
@@ -371,9 +433,16 @@ class SwiftBrushTraining(TrainingMethod):
             self.teacher.unet.enable_gradient_checkpointing()
 
         comps.text_encoder.to(device)
-        self.table = PromptTable(self.prompts, comps.tokenizer, comps.text_encoder, device,
-                                 self.out / EMBEDDINGS_FILE, cfg.max_cached_prompts, run.is_main,
-                                 run.accelerator.wait_for_everyone)
+        self.table = PromptTable(
+            self.prompts,
+            comps.tokenizer,
+            comps.text_encoder,
+            device,
+            self.out / EMBEDDINGS_FILE,
+            cfg.max_cached_prompts,
+            run.is_main,
+            run.accelerator.wait_for_everyone,
+        )
         if not self.table.lazy:
             comps.text_encoder.to("cpu")  # only needed again for the export
         self.uncond = self.table.null
@@ -390,22 +459,49 @@ class SwiftBrushTraining(TrainingMethod):
         self.raw = run.accelerator.unwrap_model(self.student)
         self.param_names, self.params = map(list, zip(*self.raw.named_parameters(), strict=True))
         self.comps = comps
-        self.pipe = SwiftBrushPipeline(SDComponents(self.raw, comps.vae, comps.text_encoder, comps.tokenizer,
-                                                    comps.scheduler_config, source=str(self.final)))
+        self.pipe = SwiftBrushPipeline(
+            SDComponents(
+                self.raw,
+                comps.vae,
+                comps.text_encoder,
+                comps.tokenizer,
+                comps.scheduler_config,
+                source=str(self.final),
+            )
+        )
 
     def train_step(self, state: TrainState) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        d = draw_step(step_generator(cfg.seed, state.step, self.run.process_index), len(self.prompts),
-                      cfg.batch_size, self.latent_shape, cfg, self.n_timesteps)
-        return distill_step(self.run.accelerator, self.student, self.teacher, self.opt_s, self.opt_l,
-                            self.table.rows(d.idx), self.uncond, d, self.alphas_dev, self.alpha_T, cfg.guidance,
-                            cfg.max_grad_norm)
+        d = draw_step(
+            step_generator(cfg.seed, state.step, self.run.process_index),
+            len(self.prompts),
+            cfg.batch_size,
+            self.latent_shape,
+            cfg,
+            self.n_timesteps,
+        )
+        return distill_step(
+            self.run.accelerator,
+            self.student,
+            self.teacher,
+            self.opt_s,
+            self.opt_l,
+            self.table.rows(d.idx),
+            self.uncond,
+            d,
+            self.alphas_dev,
+            self.alpha_T,
+            cfg.guidance,
+            cfg.max_grad_norm,
+        )
 
     def describe(self, state: TrainState) -> str:
         cfg, acc = self.cfg, self.run.accelerator
-        return (f"distilling {cfg.teacher} into a one-step student: {len(self.prompts)} prompts, "
-                f"{acc.num_processes} process(es) on {acc.device}, mixed precision {acc.mixed_precision}, "
-                f"batch {cfg.batch_size} per process, {cfg.resolution}px, steps {state.step}->{cfg.max_steps}")
+        return (
+            f"distilling {cfg.teacher} into a one-step student: {len(self.prompts)} prompts, "
+            f"{acc.num_processes} process(es) on {acc.device}, mixed precision {acc.mixed_precision}, "
+            f"batch {cfg.batch_size} per process, {cfg.resolution}px, steps {state.step}->{cfg.max_steps}"
+        )
 
     def checkpoint_info(self) -> dict:
         return {"student_config": architecture(self.raw)["config"], "teacher": str(self.cfg.teacher)}
@@ -436,18 +532,27 @@ class SwiftBrushTraining(TrainingMethod):
         was_training = self.raw.training
         self.raw.eval()
         with acc.autocast():
-            images = self.pipe(embeds=self.preview_emb, seed=cfg.seed, batch=1, height=cfg.resolution,
-                               width=cfg.resolution, device=acc.device).images
+            images = self.pipe(
+                embeds=self.preview_emb,
+                seed=cfg.seed,
+                batch=1,
+                height=cfg.resolution,
+                width=cfg.resolution,
+                device=acc.device,
+            ).images
         self.raw.train(was_training)
         if self.run.is_main:
             _save_grid(images, self.out / "previews" / f"step-{step:06d}.png")
         return images
 
 
-def train(config: TrainConfig, progress: Callable[[int, int, dict[str, float]], None] | None = None,
-          should_stop: Callable[[], bool] | None = None,
-          preview: Callable[[int, torch.Tensor], None] | None = None,
-          teacher_components: SDComponents | None = None) -> Path:
+def train(
+    config: TrainConfig,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    preview: Callable[[int, torch.Tensor], None] | None = None,
+    teacher_components: SDComponents | None = None,
+) -> Path:
     """Distill; returns the student's diffusers folder. `progress(step, total, metrics)` after every step
     (metrics: loss_vsd, loss_lora, grad_norm_student, grad_norm_lora); `should_stop()` is polled after every
     step and ends the run early (checkpoint and student are still written); `preview(step, images)` receives

@@ -38,8 +38,14 @@ def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) 
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
-def guided_eps(unet: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-               uncond: torch.Tensor, scale: float) -> torch.Tensor:
+def guided_eps(
+    unet: torch.nn.Module,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
     """CFG noise prediction with one batched U-Net call ([uncond; cond]); float32 out.
     `cond`: [B, L, D]; `uncond`: the empty prompt's embedding, [1, L, D] or [B, L, D]."""
     b = x_t.shape[0]
@@ -78,9 +84,16 @@ def drop_prompts(cond: torch.Tensor, uncond: torch.Tensor, drop: torch.Tensor) -
 # teacher, `teacher.lora(True)` the LoRA teacher, both the same U-Net object.
 
 
-def vsd_student_loss(x0: torch.Tensor, teacher, cond: torch.Tensor, uncond: torch.Tensor, t: torch.Tensor,
-                     noise: torch.Tensor, alphas_cumprod: torch.Tensor, guidance: float = GUIDANCE
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def vsd_student_loss(
+    x0: torch.Tensor,
+    teacher,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    guidance: float = GUIDANCE,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, g) for the student's x0: both teachers are evaluated without gradients on x_t of the
     detached x0, so the only gradient is the surrogate's, g / x0.numel() on x0."""
     a_t = alphas_at(alphas_cumprod, t)
@@ -94,8 +107,16 @@ def vsd_student_loss(x0: torch.Tensor, teacher, cond: torch.Tensor, uncond: torc
     return vsd_loss(x0, g), g
 
 
-def lora_teacher_step_loss(x0: torch.Tensor, teacher, cond: torch.Tensor, uncond: torch.Tensor, t: torch.Tensor,
-                           noise: torch.Tensor, drop: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+def lora_teacher_step_loss(
+    x0: torch.Tensor,
+    teacher,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    drop: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+) -> torch.Tensor:
     """The LoRA teacher's denoising loss on the student's DETACHED x0 (gradients reach only the LoRA)."""
     a_t = alphas_at(alphas_cumprod, t)
     x_t = add_noise(x0.detach().float(), noise.float(), a_t)

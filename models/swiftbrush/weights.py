@@ -21,12 +21,16 @@ from ..common.loading import SDComponents, has_weights, is_diffusers_folder, loa
 from ..common.saving import save_diffusers_folder
 from ..common.training import atomic_write_dir
 
-TEACHER_PUBLISHED = ("any Stable-Diffusion-family epsilon-prediction text-to-image model, e.g. "
-                     "stabilityai/stable-diffusion-2-1-base (the paper's teacher) or an SD1.5 model, "
-                     "as a diffusers folder or single .safetensors file")
-STUDENT_PUBLISHED = ("thuanz123/swiftbrush on Hugging Face (diffusers folder, SD2.1-base architecture: "
-                     "put it in models/diffusers/), or a student written by 'SwiftBrush: Distill' / "
-                     "python -m models.swiftbrush.train")
+TEACHER_PUBLISHED = (
+    "any Stable-Diffusion-family epsilon-prediction text-to-image model, e.g. "
+    "stabilityai/stable-diffusion-2-1-base (the paper's teacher) or an SD1.5 model, "
+    "as a diffusers folder or single .safetensors file"
+)
+STUDENT_PUBLISHED = (
+    "thuanz123/swiftbrush on Hugging Face (diffusers folder, SD2.1-base architecture: "
+    "put it in models/diffusers/), or a student written by 'SwiftBrush: Distill' / "
+    "python -m models.swiftbrush.train"
+)
 # Config entries that do not change what a U-Net computes.
 _IGNORED_CONFIG = {"sample_size"}
 
@@ -39,12 +43,14 @@ def check_text_to_image(comps: SDComponents, role: str = "teacher") -> None:
         raise WeightsFormatError(
             f"{role} {comps.source or ''}: expected a text-to-image U-Net with {latent} input and output "
             f"channels (the VAE latent), found {cfg.in_channels} in / {cfg.out_channels} out "
-            "(an InstructPix2Pix or inpainting model cannot be a SwiftBrush teacher or student)")
+            "(an InstructPix2Pix or inpainting model cannot be a SwiftBrush teacher or student)"
+        )
     pred = comps.scheduler_config.get("prediction_type", "epsilon") or "epsilon"
     if pred != "epsilon":
         raise WeightsFormatError(
             f"{role} {comps.source or ''}: SwiftBrush's student is epsilon-parameterized; this model's "
-            f"scheduler says prediction_type={pred!r}. Use an epsilon model such as SD2.1-base or SD1.5.")
+            f"scheduler says prediction_type={pred!r}. Use an epsilon model such as SD2.1-base or SD1.5."
+        )
 
 
 def architecture(unet: torch.nn.Module) -> dict:
@@ -66,21 +72,31 @@ def architecture_difference(a: dict, b: dict) -> str:
         only_b = sorted(set(b["shapes"]) - set(a["shapes"]))
         diffs += [f"tensor {k} only in the first" for k in only_a[:3]]
         diffs += [f"tensor {k} only in the second" for k in only_b[:3]]
-        diffs += [f"{k}: shape {a['shapes'][k]} vs {b['shapes'][k]}" for k in sorted(set(a["shapes"]) & set(b["shapes"]))
-                  if a["shapes"][k] != b["shapes"][k]][:3]
+        diffs += [
+            f"{k}: shape {a['shapes'][k]} vs {b['shapes'][k]}"
+            for k in sorted(set(a["shapes"]) & set(b["shapes"]))
+            if a["shapes"][k] != b["shapes"][k]
+        ][:3]
     return "; ".join(diffs[:5])
 
 
-def check_same_architecture(teacher_unet: torch.nn.Module, student_unet: torch.nn.Module,
-                            student_source: str = "student", reference: str = "the teacher") -> None:
+def check_same_architecture(
+    teacher_unet: torch.nn.Module,
+    student_unet: torch.nn.Module,
+    student_source: str = "student",
+    reference: str = "the teacher",
+) -> None:
     diff = architecture_difference(architecture(teacher_unet), architecture(student_unet))
     if diff:
         raise WeightsFormatError(
             f"{student_source}: this U-Net does not have {reference}'s architecture ({diff}). "
-            "A SwiftBrush student is a full copy of its teacher's U-Net: use a student of the same model family.")
+            "A SwiftBrush student is a full copy of its teacher's U-Net: use a student of the same model family."
+        )
 
 
-def load_unet_like(path: str | os.PathLike, template: torch.nn.Module, reference: str = "the teacher") -> torch.nn.Module:
+def load_unet_like(
+    path: str | os.PathLike, template: torch.nn.Module, reference: str = "the teacher"
+) -> torch.nn.Module:
     """A U-Net with `template`'s architecture and the weights at `path`: a diffusers pipeline folder, a
     `unet/` folder, a U-Net-only file (diffusers or LDM keys) or a full single-file checkpoint.
     Raises WeightsNotFoundError / WeightsFormatError (naming the file and the mismatch)."""
@@ -94,7 +110,9 @@ def load_unet_like(path: str | os.PathLike, template: torch.nn.Module, reference
         if not (folder / "config.json").is_file():
             raise WeightsNotFoundError("unet/config.json", [str(path)], STUDENT_PUBLISHED)
         if not has_weights(folder):
-            raise WeightsNotFoundError("diffusion_pytorch_model.safetensors", [str(folder)], STUDENT_PUBLISHED)
+            raise WeightsNotFoundError(
+                "diffusion_pytorch_model.safetensors", [str(folder)], STUDENT_PUBLISHED
+            )
         unet = UNet2DConditionModel.from_pretrained(str(folder), local_files_only=True)
         check_same_architecture(template, unet, str(path), reference)
         return unet.float().eval().requires_grad_(False)
@@ -114,7 +132,9 @@ def load_unet_like(path: str | os.PathLike, template: torch.nn.Module, reference
         try:
             sd = convert_ldm_unet_checkpoint(sd, dict(template.config))
         except Exception as exc:
-            raise WeightsFormatError(f"{path.name}: U-Net weights do not fit {reference}'s architecture ({exc})") from exc
+            raise WeightsFormatError(
+                f"{path.name}: U-Net weights do not fit {reference}'s architecture ({exc})"
+            ) from exc
     unet = copy.deepcopy(template)
     expected = unet.state_dict()
     missing = sorted(set(expected) - set(sd))
@@ -124,22 +144,32 @@ def load_unet_like(path: str | os.PathLike, template: torch.nn.Module, reference
         raise WeightsFormatError(
             f"{path.name}: U-Net weights do not match {reference}'s architecture (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shapes {sorted(wrong)[:3]}). A SwiftBrush student is a full "
-            "copy of its teacher's U-Net.")
+            "copy of its teacher's U-Net."
+        )
     unet.load_state_dict({k: v.float() for k, v in sd.items()})
     return unet.eval().requires_grad_(False)
 
 
 def with_unet(comps: SDComponents, unet: torch.nn.Module, source: str = "") -> SDComponents:
     """The same model with another U-Net (the other modules are shared, not copied)."""
-    return SDComponents(unet, comps.vae, comps.text_encoder, comps.tokenizer, dict(comps.scheduler_config),
-                        source=source or comps.source, extras=dict(comps.extras))
+    return SDComponents(
+        unet,
+        comps.vae,
+        comps.text_encoder,
+        comps.tokenizer,
+        dict(comps.scheduler_config),
+        source=source or comps.source,
+        extras=dict(comps.extras),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # Export
 
 
-def save_unet_weights(unet: torch.nn.Module, folder: Path, weights: dict[str, torch.Tensor] | None = None) -> None:
+def save_unet_weights(
+    unet: torch.nn.Module, folder: Path, weights: dict[str, torch.Tensor] | None = None
+) -> None:
     """Write `unet` as a diffusers `unet/` folder, atomically; `weights` (name -> tensor) replace the
     module's own values (e.g. the EMA average) without touching the live module."""
     from safetensors.torch import save_file
@@ -156,9 +186,14 @@ def save_unet_weights(unet: torch.nn.Module, folder: Path, weights: dict[str, to
     atomic_write_dir(folder, write)
 
 
-def export_student(folder: str | os.PathLike, unet: torch.nn.Module, teacher: SDComponents,
-                   teacher_path: str | os.PathLike | None, weights: dict[str, torch.Tensor] | None = None,
-                   info: dict | None = None) -> Path:
+def export_student(
+    folder: str | os.PathLike,
+    unet: torch.nn.Module,
+    teacher: SDComponents,
+    teacher_path: str | os.PathLike | None,
+    weights: dict[str, torch.Tensor] | None = None,
+    info: dict | None = None,
+) -> Path:
     """Write (or update) the student's diffusers folder: unet/ from `unet` (+ `weights`); the VAE, text
     encoder, tokenizer and scheduler are the teacher's, copied byte for byte from a teacher diffusers
     folder (or written from the modules for a single-file teacher) the first time only."""
@@ -176,19 +211,31 @@ def export_student(folder: str | os.PathLike, unet: torch.nn.Module, teacher: SD
             if not (folder / "scheduler").is_dir():  # a teacher folder without one: the shipped SD schedule
                 (folder / "scheduler").mkdir()
                 (folder / "scheduler" / "scheduler_config.json").write_text(
-                    json.dumps(teacher.scheduler_config, indent=2))
+                    json.dumps(teacher.scheduler_config, indent=2)
+                )
         else:
             vae, text_encoder = teacher.vae, teacher.text_encoder
-            if any(p.dtype != torch.float32 for p in list(vae.parameters()) + list(text_encoder.parameters())):
+            if any(
+                p.dtype != torch.float32 for p in list(vae.parameters()) + list(text_encoder.parameters())
+            ):
                 vae, text_encoder = copy.deepcopy(vae).float(), copy.deepcopy(text_encoder).float()
-            save_diffusers_folder(SDComponents(unet, vae, text_encoder, teacher.tokenizer,
-                                               teacher.scheduler_config), folder)
+            save_diffusers_folder(
+                SDComponents(unet, vae, text_encoder, teacher.tokenizer, teacher.scheduler_config), folder
+            )
     if not (folder / "model_index.json").is_file():
-        (folder / "model_index.json").write_text(json.dumps({
-            "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-            "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
-            "tokenizer": ["transformers", "CLIPTokenizer"],
-            "scheduler": ["diffusers", teacher.scheduler_config.get("_class_name", "DDPMScheduler")]}, indent=2))
+        (folder / "model_index.json").write_text(
+            json.dumps(
+                {
+                    "_class_name": "StableDiffusionPipeline",
+                    "unet": ["diffusers", "UNet2DConditionModel"],
+                    "vae": ["diffusers", "AutoencoderKL"],
+                    "text_encoder": ["transformers", "CLIPTextModel"],
+                    "tokenizer": ["transformers", "CLIPTokenizer"],
+                    "scheduler": ["diffusers", teacher.scheduler_config.get("_class_name", "DDPMScheduler")],
+                },
+                indent=2,
+            )
+        )
     save_unet_weights(unet, folder / "unet", weights)
     if info is not None:
         (folder / "swiftbrush.json").write_text(json.dumps(info, indent=2))
