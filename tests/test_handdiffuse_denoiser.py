@@ -109,10 +109,35 @@ def test_imputation_keeps_keyframes_bit_exactly():
     known[:, [0, 15]] = True  # first and last frame, both hands
     known[:, 7, 0, :6] = True  # one joint rotation of the right hand at frame 7
     with torch.no_grad():
-        out = S.ddim_sample(lambda x, t: m(x, t), shape, 4, torch.Generator().manual_seed(0), keyframes=keys, known=known)
+        out = S.ddim_sample(
+            lambda x, t: m(x, t), shape, 4, torch.Generator().manual_seed(0), keyframes=keys, known=known
+        )
     assert torch.equal(out[known], keys[known])
     assert not torch.equal(out[~known], keys[~known])
     with pytest.raises(InputError, match="'keyframes'"):
         S.ddim_sample(lambda x, t: x, shape, 2, torch.Generator(), keyframes=keys)
     with pytest.raises(InputError, match="'steps'"):
         S.ddim_sample(lambda x, t: x, shape, 0, torch.Generator())
+
+
+def test_clean_keyframes_are_what_the_model_sees_on_known_entries():
+    """`clean_keyframes=True` (how train.py conditions the model): at every step the model's input holds the
+    keyframe values themselves on the known entries, bit for bit; without it they are noised."""
+    shape = (1, 8, 2, HAND_FEATURES)
+    keys = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    known = torch.zeros(shape, dtype=torch.bool)
+    known[:, [0, 7]] = True
+    seen = []
+
+    def spy(x, t):
+        seen.append(x.clone())
+        return torch.zeros_like(x)
+
+    out = S.ddim_sample(
+        spy, shape, 4, torch.Generator().manual_seed(0), keyframes=keys, known=known, clean_keyframes=True
+    )
+    assert len(seen) == 4 and all(torch.equal(x[known], keys[known]) for x in seen)
+    assert torch.equal(out[known], keys[known])
+    seen.clear()
+    S.ddim_sample(spy, shape, 4, torch.Generator().manual_seed(0), keyframes=keys, known=known)
+    assert (seen[0][known] - keys[known]).abs().max() > 0.1  # noised to t ~ T

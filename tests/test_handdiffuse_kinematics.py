@@ -82,9 +82,11 @@ def test_rest_pose_fk_and_left_hand_is_the_mirror():
     pr = H.forward_kinematics(torch.cat([eye8, H.rotations_from_angles(ang, "right")], 1), zero, "right")
     pl = H.forward_kinematics(torch.cat([eye8, H.rotations_from_angles(ang, "left")], 1), zero, "left")
     assert torch.allclose(pl, pr * torch.tensor([1.0, -1.0, 1.0], dtype=F64), atol=TOL)
+
     # left is a true mirror (handedness flips): signed palm volume changes sign
     def vol(p):
         return torch.linalg.det(torch.stack([p[..., 5, :], p[..., 17, :], p[..., 1, :] + p[..., 9, :]], -2))
+
     assert torch.all(vol(pr) * vol(pl) < 0)
 
 

@@ -116,7 +116,12 @@ def test_zero_frames_and_wrong_joint_counts():
         HandMotion.from_global(torch.zeros(0, 2, 21, 3, dtype=F64), fps=30)
     with pytest.raises(InputError, match="'rot6d'.*T = 0"):
         HandMotion(torch.zeros(0, 2, 16, 6), torch.zeros(0, 2, 3), fps=30)
-    for bad in (torch.zeros(5, 2, 20, 3), torch.zeros(5, 2, 42, 3), torch.zeros(5, 42, 3), torch.zeros(5, 1, 21, 3)):
+    for bad in (
+        torch.zeros(5, 2, 20, 3),
+        torch.zeros(5, 2, 42, 3),
+        torch.zeros(5, 42, 3),
+        torch.zeros(5, 1, 21, 3),
+    ):
         with pytest.raises(InputError, match="'joints'.*21 joints"):
             HandMotion.from_global(bad, fps=30)
     with pytest.raises(InputError, match="'rot6d'"):

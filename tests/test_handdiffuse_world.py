@@ -102,7 +102,9 @@ def test_mpjpe_keyframe_error_and_jitter_on_known_cases():
     frames[4] = True
     joint_mask = torch.zeros(t, 2, 21, dtype=torch.bool)
     joint_mask[4, 1, 7] = True
-    assert Mx.keyframe_error(pred, gt, frames, joint_mask).item() == pytest.approx((0.003**2 + 0.04**2) ** 0.5)
+    assert Mx.keyframe_error(pred, gt, frames, joint_mask).item() == pytest.approx(
+        (0.003**2 + 0.04**2) ** 0.5
+    )
     # constant acceleration a along x: jitter = a exactly; constant velocity: 0
     time = torch.arange(t, dtype=torch.float64) / 30
     acc = gt.clone()

@@ -69,7 +69,9 @@ class HandDenoiser(nn.Module):
         self.frame_emb = nn.Parameter(torch.randn(max_frames + 1, width) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.label_emb = nn.Embedding(num_labels + 1, width)  # last index = no label (CFG)
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout, batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout, batch_first=True, norm_first=True
+        )
         self.single = nn.TransformerEncoder(layer, single_layers, enable_nested_tensor=False)
         self.interact = nn.ModuleList([InteractBlock(width, heads, dropout) for _ in range(interact_layers)])
         self.out_norm = nn.LayerNorm(width)
@@ -88,7 +90,9 @@ class HandDenoiser(nn.Module):
         h = self.inp(x).permute(0, 2, 1, 3) + self.hand_emb[None, :, None]  # [B, 2, T, W]
         h = torch.cat([cond[:, None, None].expand(b, hands, 1, self.width), h], 2)
         h = h + self.frame_emb[: frames + 1]
-        h = self.single(h.reshape(b * hands, frames + 1, self.width)).reshape(b, hands, frames + 1, self.width)
+        h = self.single(h.reshape(b * hands, frames + 1, self.width)).reshape(
+            b, hands, frames + 1, self.width
+        )
         for block in self.interact:
             h = block(h)
         return self.out(self.out_norm(h[:, :, 1:])).permute(0, 2, 1, 3)

@@ -74,9 +74,11 @@ _LIMITS_DEG = {
     "ring": ((-25, 90, -15, 15), (0, 110, 0, 0), (-5, 80, 0, 0)),
     "little": ((-25, 90, -25, 25), (0, 110, 0, 0), (-5, 80, 0, 0)),
 }
-JOINT_LIMITS = torch.tensor(
-    [lim for finger in _FINGERS for lim in _LIMITS_DEG[finger]], dtype=torch.float64
-).mul(math.pi / 180).reshape(15, 2, 2)  # [15, (flex, abd), (min, max)] in radians
+JOINT_LIMITS = (
+    torch.tensor([lim for finger in _FINGERS for lim in _LIMITS_DEG[finger]], dtype=torch.float64)
+    .mul(math.pi / 180)
+    .reshape(15, 2, 2)
+)  # [15, (flex, abd), (min, max)] in radians
 
 
 def side_index(side: str) -> int:
@@ -133,7 +135,9 @@ class HandSkeleton:
         return HandSkeleton(pos * scale, frames)
 
     def to(self, dtype=None, device=None) -> HandSkeleton:
-        return HandSkeleton(self.rest.to(dtype=dtype, device=device), self.frames.to(dtype=dtype, device=device))
+        return HandSkeleton(
+            self.rest.to(dtype=dtype, device=device), self.frames.to(dtype=dtype, device=device)
+        )
 
     def rest_positions(self, side: str = "right") -> Tensor:
         """[21, 3] rest joints of the given hand in its own wrist frame."""

@@ -24,7 +24,9 @@ _FINGER_RADII = {
 }
 KNUCKLE_BONES = ((5, 9), (9, 13), (13, 17))
 CAPSULES = BONES + KNUCKLE_BONES
-CAPSULE_RADII = torch.tensor([r for f in _FINGER_RADII.values() for r in f] + [0.010] * 3, dtype=torch.float64)
+CAPSULE_RADII = torch.tensor(
+    [r for f in _FINGER_RADII.values() for r in f] + [0.010] * 3, dtype=torch.float64
+)
 JOINT_RADII = torch.stack(
     [max(CAPSULE_RADII[k] for k, (a, b) in enumerate(CAPSULES) if j in (a, b)) for j in range(NUM_JOINTS)]
 )
@@ -46,7 +48,9 @@ def mpjpe(pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
     return (err * mask).sum() / mask.sum().clamp_min(1)
 
 
-def keyframe_error(pred: Tensor, keyframes: Tensor, frame_mask: Tensor, joint_mask: Tensor | None = None) -> Tensor:
+def keyframe_error(
+    pred: Tensor, keyframes: Tensor, frame_mask: Tensor, joint_mask: Tensor | None = None
+) -> Tensor:
     """MPJPE at the given keyframes only: frame_mask [T] bool, optional joint_mask [T, 2, 21]."""
     mask = frame_mask[:, None, None].expand(*pred.shape[:-1])
     if joint_mask is not None:

@@ -114,12 +114,16 @@ class HandMotion:
         return cls(matrix_to_6d(rot), wp, fps, skeleton=skeleton, **meta)
 
     @classmethod
-    def from_global(cls, joints: Tensor, fps: float, skeleton: HandSkeleton = OPEN_HAND, **meta) -> HandMotion:
+    def from_global(
+        cls, joints: Tensor, fps: float, skeleton: HandSkeleton = OPEN_HAND, **meta
+    ) -> HandMotion:
         """From world joints [T, 2, 21, 3] by inverse kinematics (exact for FK poses of `skeleton`;
         other positions are projected onto its bone lengths, see hand.inverse_kinematics)."""
         _check_shape("joints", joints, (2, NUM_JOINTS, 3), "21 joints per hand, right then left")
         _check_fps(fps)
-        rots, wrists = zip(*(inverse_kinematics(joints[:, h], side, skeleton) for h, side in enumerate(SIDES)))
+        rots, wrists = zip(
+            *(inverse_kinematics(joints[:, h], side, skeleton) for h, side in enumerate(SIDES))
+        )
         return cls.from_world(torch.stack(rots, 1), torch.stack(wrists, 1), fps, skeleton, **meta)
 
     def to_features(self) -> Tensor:
@@ -129,4 +133,10 @@ class HandMotion:
     @classmethod
     def from_features(cls, x: Tensor, fps: float, skeleton: HandSkeleton = OPEN_HAND, **meta) -> HandMotion:
         _check_shape("features", x, (2, HAND_FEATURES), "local hand features")
-        return cls(x[..., : NUM_ROT * 6].unflatten(-1, (NUM_ROT, 6)), x[..., NUM_ROT * 6 :], fps, skeleton=skeleton, **meta)
+        return cls(
+            x[..., : NUM_ROT * 6].unflatten(-1, (NUM_ROT, 6)),
+            x[..., NUM_ROT * 6 :],
+            fps,
+            skeleton=skeleton,
+            **meta,
+        )

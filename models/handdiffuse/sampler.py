@@ -51,9 +51,12 @@ def ddim_sample(
     eta: float = 0.0,
     dtype: torch.dtype = torch.float32,
     callback: Callable[[int, int], None] | None = None,
+    clean_keyframes: bool = False,
 ) -> Tensor:
     """Sample [B, ...] = `shape` from noise by DDIM; `known` (bool, broadcastable to shape) marks entries
-    given by `keyframes`, which are kept exactly in the result."""
+    given by `keyframes`, which are kept exactly in the result. `clean_keyframes`: the model's input holds
+    the clean keyframes on the known entries (how train.py's masked keyframe training conditions the
+    model) instead of the keyframes noised to the step (plain replacement, for models trained without)."""
     ac = cosine_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
     if (keyframes is None) != (known is None):
         raise InputError("keyframes", "keyframe values together with their mask")
@@ -68,7 +71,7 @@ def ddim_sample(
         if known is not None:
             noise = torch.randn(shape, generator=generator, dtype=dtype)
             x = torch.where(known, q_sample(keyframes, tt, noise, ac), x)
-        x0 = x0_fn(x, tt)
+        x0 = x0_fn(torch.where(known, keyframes, x) if known is not None and clean_keyframes else x, tt)
         if known is not None:
             x0 = torch.where(known, keyframes, x0)
         ab = float(ac[t])

@@ -29,16 +29,33 @@ ACTIONS = ("clap", "rub", "interlock", "tap_fingertips", "point_palm", "wave", "
 F64 = torch.float64
 M_WORLD = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=F64))  # mirror x -> -x
 M_HAND = torch.diag(torch.tensor([1.0, -1.0, 1.0], dtype=F64))
-_SPLAY = (8.0, 1.0, -7.0, -16.0)  # rest azimuth of index..little (hand.py), cancelled to make fingers parallel
+_SPLAY = (
+    8.0,
+    1.0,
+    -7.0,
+    -16.0,
+)  # rest azimuth of index..little (hand.py), cancelled to make fingers parallel
 
 _CAPTIONS = {
     "clap": ("two hands clap", "the hands clap {n} times", "clapping hands"),
     "rub": ("the palms rub together", "two hands rub against each other", "rubbing palms"),
     "interlock": ("the fingers interlock", "two hands lace their fingers together", "interlocking fingers"),
-    "tap_fingertips": ("the fingertips tap together", "fingertips of both hands touch repeatedly", "tapping fingertips"),
-    "point_palm": ("the right index points at the left palm", "one finger points at the other palm", "pointing at a palm"),
+    "tap_fingertips": (
+        "the fingertips tap together",
+        "fingertips of both hands touch repeatedly",
+        "tapping fingertips",
+    ),
+    "point_palm": (
+        "the right index points at the left palm",
+        "one finger points at the other palm",
+        "pointing at a palm",
+    ),
     "wave": ("the {side} hand waves", "a hand waves hello", "waving"),
-    "count": ("the right index counts the left fingers", "counting on the fingers", "touching each finger in turn"),
+    "count": (
+        "the right index counts the left fingers",
+        "counting on the fingers",
+        "touching each finger in turn",
+    ),
 }
 
 
@@ -203,7 +220,9 @@ def interlock_offsets() -> tuple[float, float]:
         for o in _INTERLOCK_OVERLAPS:
             for fl in _INTERLOCK_FLEX:
                 rot, wrist, ang = _interlock_pose(o, fl, best_dz, float(dy))
-                joints = torch.stack([_world_joints(rot[h], wrist[h], ang[h], s) for h, s in enumerate(SIDES)])
+                joints = torch.stack(
+                    [_world_joints(rot[h], wrist[h], ang[h], s) for h, s in enumerate(SIDES)]
+                )
                 worst = max(worst, float(penetration_depth(joints)))
         if worst <= 5e-4:
             return best_dz, float(dy)
@@ -242,7 +261,9 @@ def _point(time: Tensor, rng: np.random.Generator):
     t = len(time)
     f, amp, phase = rng.uniform(0.8, 2.0), rng.uniform(0.02, 0.07), rng.uniform(0, 2 * math.pi)
     turn = math.radians(rng.uniform(-20, 20))
-    n_left = torch.tensor([-math.cos(turn), 0.0, math.sin(turn)], dtype=F64)  # the left palm faces the right hand
+    n_left = torch.tensor(
+        [-math.cos(turn), 0.0, math.sin(turn)], dtype=F64
+    )  # the left palm faces the right hand
     r_left = hand_frame(torch.tensor([0.0, 1.0, 0.1], dtype=F64), n_left).expand(t, 3, 3)
     a_left = _relaxed(t, rng)
     p_left = (r_left[:, None] @ _local_joints(a_left, "left")[..., None])[..., 0]
@@ -265,13 +286,19 @@ def _wave(time: Tensor, rng: np.random.Generator):
     f, amp = rng.uniform(1.5, 3.0), rng.uniform(0.3, 0.6)
     waving = int(rng.integers(2))  # 0: right hand waves, 1: left
     angle = amp * torch.sin(2 * math.pi * f * time + rng.uniform(0, 2 * math.pi))
-    up = torch.stack([torch.sin(angle) * (1 if waving == 1 else -1), torch.cos(angle), torch.zeros_like(angle)], -1)
+    up = torch.stack(
+        [torch.sin(angle) * (1 if waving == 1 else -1), torch.cos(angle), torch.zeros_like(angle)], -1
+    )
     r_wave = hand_frame(up, torch.tensor([0.0, 0.0, 1.0], dtype=F64).expand(t, 3))
-    r_rest = hand_frame(torch.tensor([0.0, 0.0, 1.0], dtype=F64), torch.tensor([0.0, -1.0, 0.0], dtype=F64)).expand(t, 3, 3)
+    r_rest = hand_frame(
+        torch.tensor([0.0, 0.0, 1.0], dtype=F64), torch.tensor([0.0, -1.0, 0.0], dtype=F64)
+    ).expand(t, 3, 3)
     side_x = -1.0 if waving == 0 else 1.0
     wrist_wave = torch.tensor([0.2 * side_x, 0.12, 0.0], dtype=F64).expand(t, 3)
     wrist_rest = torch.tensor([-0.18 * side_x, -0.15, 0.0], dtype=F64) + torch.zeros(t, 1, dtype=F64)
-    wrist_rest = wrist_rest + 0.005 * torch.sin(2 * math.pi * 0.5 * time)[:, None] * torch.tensor([0, 1.0, 0], dtype=F64)
+    wrist_rest = wrist_rest + 0.005 * torch.sin(2 * math.pi * 0.5 * time)[:, None] * torch.tensor(
+        [0, 1.0, 0], dtype=F64
+    )
     a_wave, a_rest = _relaxed(t, rng), _relaxed(t, rng, 3.0)
     if waving == 0:
         rots, wrists, angs = (r_wave, r_rest), (wrist_wave, wrist_rest), (a_wave, a_rest)
@@ -288,7 +315,9 @@ def _count(time: Tensor, rng: np.random.Generator):
     a_left = _relaxed(t, rng)
     a_left[:, 3, 1], a_left[:, 9, 1], a_left[:, 12, 1] = 0.15, -0.12, -0.25  # spread
     wrist_l = torch.tensor([0.1, -0.05, 0.05], dtype=F64).expand(t, 3)
-    tips = (_local_joints(a_left, "left") @ r_left.transpose(-1, -2))[:, [4, 8, 12, 16, 20]] + wrist_l[:, None]
+    tips = (_local_joints(a_left, "left") @ r_left.transpose(-1, -2))[:, [4, 8, 12, 16, 20]] + wrist_l[
+        :, None
+    ]
     order = list(range(5)) if rng.integers(2) else list(range(4, -1, -1))
     clearance = float(JOINT_RADII[4] + JOINT_RADII[8]) + 0.002
     targets = tips + clearance * n_left  # in front of each fingertip, on the palm side
@@ -300,8 +329,12 @@ def _count(time: Tensor, rng: np.random.Generator):
     s = _smoothstep(frac / 0.6)  # move during 60 % of each beat, rest on the fingertip for the rest
     rows = torch.arange(t)
     target = (1 - s)[:, None] * targets[rows, src] + s[:, None] * targets[rows, dst]
-    target = target + 0.03 * torch.sin(math.pi * s)[:, None] * n_left  # lift away from the hand between touches
-    r_right = hand_frame(torch.tensor([0.1, 0.0, 1.0], dtype=F64), torch.tensor([0.0, -1.0, 0.0], dtype=F64)).expand(t, 3, 3)
+    target = (
+        target + 0.03 * torch.sin(math.pi * s)[:, None] * n_left
+    )  # lift away from the hand between touches
+    r_right = hand_frame(
+        torch.tensor([0.1, 0.0, 1.0], dtype=F64), torch.tensor([0.0, -1.0, 0.0], dtype=F64)
+    ).expand(t, 3, 3)
     a_right = _pointing(t)
     wrist_r = target - (r_right @ _tip_anchor(a_right, "right", 8)[..., None])[..., 0]
     return (
@@ -339,7 +372,11 @@ def make_clip(seed: int, index: int, dtype: torch.dtype = torch.float32) -> Hand
     rot0 = q @ rot0
     wrist = (q @ wrist[..., None])[..., 0] + centre
     rot = torch.cat(
-        [rot0[:, :, None], torch.stack([rotations_from_angles(angles[:, h], s) for h, s in enumerate(SIDES)], 1)], 2
+        [
+            rot0[:, :, None],
+            torch.stack([rotations_from_angles(angles[:, h], s) for h, s in enumerate(SIDES)], 1),
+        ],
+        2,
     )
     templates = _CAPTIONS[label]
     caption = templates[int(rng.integers(len(templates)))].format(**{"n": 2, "side": "right", **fmt})

@@ -1,0 +1,199 @@
+"""The HandDiffuse generator as a plain object: denoiser + feature scaling + labels + sampler, and its file.
+
+Features: the local representation (motion.HAND_FEATURES per hand and frame) with the wrist positions
+divided by `trans_scale` (0.1 m), so that rotations (6D entries in [-1, 1]) and positions (world wrist
+offsets of ~0.1-0.4 m) both have roughly unit spread under the unit-variance diffusion noise; without it
+the x0 MSE would barely see the wrists.
+
+File: one `.safetensors` whose metadata holds the JSON config (denoiser arguments, trans_scale, fps,
+labels), so a single file in ComfyUI's models/handdiffuse folder is a complete model; the trainer also
+writes the same config beside it as `<name>.json` for people reading the export.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..common.errors import InputError, WeightsFormatError
+from .denoiser import HandDenoiser, guided_x0
+from .hand import NUM_ROT, OPEN_HAND, SIDES, forward_kinematics
+from .motion import HAND_FEATURES, HandMotion, relative_to_world
+from .rotations import sixd_to_matrix
+from .sampler import cosine_alphas_cumprod, ddim_sample
+from .world import ACTIONS, FPS
+
+TRANS = slice(NUM_ROT * 6, HAND_FEATURES)  # the wrist position inside a hand's feature vector
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a HandDiffusion from its weights."""
+
+    denoiser: dict = field(default_factory=dict)  # HandDenoiser constructor arguments
+    trans_scale: float = 0.1  # metres per feature unit of the wrist positions
+    fps: float = FPS  # the frame rate the model was trained at
+    labels: list[str] = field(default_factory=lambda: list(ACTIONS))
+
+
+def features_to_joints(x: Tensor, trans_scale: float) -> Tensor:
+    """Scaled features [..., T, 2, 99] -> world joints [..., T, 2, 21, 3] (batched HandMotion.global_joints,
+    differentiable: the interaction loss runs on it)."""
+    rot = sixd_to_matrix(x[..., : NUM_ROT * 6].unflatten(-1, (NUM_ROT, 6)))
+    wr, wp = relative_to_world(rot[..., 0, :, :], x[..., TRANS] * trans_scale)
+    rot = torch.cat([wr[..., None, :, :], rot[..., 1:, :, :]], -3)
+    sk = OPEN_HAND.to(x.dtype, x.device)
+    return torch.stack(
+        [forward_kinematics(rot[..., h, :, :, :], wp[..., h, :], s, sk) for h, s in enumerate(SIDES)], -3
+    )
+
+
+@dataclass
+class Keyframes:
+    """HAND_KEYFRAMES: known feature entries (unscaled local features) at some frames of a clip of
+    `num_frames` frames; `known` marks which of the 99 numbers per hand are given (e.g. finger rotations
+    only, leaving the wrists free)."""
+
+    frames: list[int]
+    features: Tensor  # [K, 2, 99]
+    known: Tensor  # [K, 2, 99] bool
+    num_frames: int
+
+
+class HandDiffusion:
+    """Generate two-hand motion from a label, optionally through keyframes (imputation, clean values)."""
+
+    def __init__(self, denoiser: HandDenoiser, config: ModelConfig):
+        self.denoiser, self.config = denoiser.eval(), config
+        self.alphas_cumprod = cosine_alphas_cumprod()
+
+    def encode(self, motion: HandMotion) -> Tensor:
+        x = motion.to_features().clone()
+        x[..., TRANS] = x[..., TRANS] / self.config.trans_scale
+        return x
+
+    def decode(self, x: Tensor, fps: float, **meta) -> HandMotion:
+        x = x.clone()
+        x[..., TRANS] = x[..., TRANS] * self.config.trans_scale
+        return HandMotion.from_features(x, fps, **meta)
+
+    def label_index(self, label: str) -> int | None:
+        """Index of `label`, None for "" / "none" (unconditional)."""
+        if label in ("", "none"):
+            return None
+        if label not in self.config.labels:
+            raise InputError("label", f"one of {self.config.labels} or 'none'", repr(label))
+        return self.config.labels.index(label)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        label: str,
+        seconds: float,
+        fps: float,
+        seed: int,
+        steps: int = 50,
+        guidance: float = 2.0,
+        keyframes: Keyframes | None = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> HandMotion:
+        """A motion of round(seconds * fps) frames. The model runs at its own frame rate; another `fps` is
+        reached by linear resampling of the features (6D re-orthonormalised on decoding), and keyframes are
+        then written exactly into their output frames."""
+        if not isinstance(fps, int | float) or fps <= 0:
+            raise InputError("fps", "a frame rate > 0", repr(fps))
+        if not isinstance(seconds, int | float) or seconds <= 0:
+            raise InputError("seconds", "a duration > 0", repr(seconds))
+        frames = round(seconds * fps)
+        native = round(seconds * self.config.fps)
+        if frames < 1 or native < 1:
+            raise InputError("seconds", f"at least one frame at {fps} fps", repr(seconds))
+        if native > self.denoiser.max_frames:
+            limit = self.denoiser.max_frames / self.config.fps
+            what = f"at most {limit:g} s (the model's {self.denoiser.max_frames} frames)"
+            raise InputError("seconds", what, repr(seconds))
+        if keyframes is not None:
+            bad = [f for f in keyframes.frames if not 0 <= f < frames]
+            if bad:
+                raise InputError(
+                    "keyframes", f"frames in 0 .. {frames - 1} ({seconds} s at {fps} fps)", str(bad)
+                )
+        idx = self.label_index(label)
+        dev = next(self.denoiser.parameters()).device
+        dtype = next(self.denoiser.parameters()).dtype
+        shape = (1, native, 2, HAND_FEATURES)
+        keys = known = None
+        if keyframes is not None:
+            keys = torch.zeros(shape, dtype=dtype)
+            known = torch.zeros(shape, dtype=torch.bool)
+            scaled = keyframes.features.to(dtype).clone()
+            scaled[..., TRANS] = scaled[..., TRANS] / self.config.trans_scale
+            for k, f in enumerate(keyframes.frames):
+                n = round(f * (native - 1) / max(frames - 1, 1))
+                keys[0, n], known[0, n] = scaled[k], keyframes.known[k]
+        label_t = None if idx is None else torch.tensor([idx], device=dev)
+
+        def x0_fn(x: Tensor, t: Tensor) -> Tensor:
+            return guided_x0(self.denoiser, x.to(dev), t.to(dev), label_t, guidance).cpu().to(dtype)
+
+        gen = torch.Generator().manual_seed(int(seed))
+        x = ddim_sample(x0_fn, shape, steps, gen, self.alphas_cumprod, keys, known, dtype=dtype,
+                        callback=callback, clean_keyframes=True)[0]  # fmt: skip
+        x = x.float()
+        x[..., TRANS] = x[..., TRANS] * self.config.trans_scale
+        if frames != native:
+            x = F.interpolate(x.permute(1, 2, 0), size=frames, mode="linear", align_corners=True).permute(
+                2, 0, 1
+            )
+        if keyframes is not None:
+            for k, f in enumerate(keyframes.frames):
+                x[f] = torch.where(keyframes.known[k], keyframes.features[k].float(), x[f])
+        return HandMotion.from_features(x.contiguous(), fps, label=label if idx is not None else "")
+
+
+def save_model(denoiser: HandDenoiser, config: ModelConfig, path: str | Path) -> Path:
+    """Weights (float32) with the config in the metadata, plus `<path>.json`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    text = json.dumps(asdict(config), indent=2)
+    state = {k: v.detach().cpu().contiguous() for k, v in denoiser.state_dict().items()}
+    save_file(state, str(path), metadata={"handdiffuse_config": text})
+    path.with_suffix(".json").write_text(text)
+    return path
+
+
+def load_model(path: str | Path) -> HandDiffusion:
+    """A HandDiffusion from a file written by `save_model` (config from the metadata, else `<path>.json`)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"HandDiffuse model '{path}' not found")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as exc:
+        raise WeightsFormatError(f"'{path.name}' is not a readable .safetensors file ({exc})") from None
+    text = meta.get("handdiffuse_config")
+    if text is None and path.with_suffix(".json").is_file():
+        text = path.with_suffix(".json").read_text()
+    if text is None:
+        raise WeightsFormatError(
+            f"'{path.name}' has no HandDiffuse config (metadata or {path.with_suffix('.json').name})"
+        )
+    config = ModelConfig(**json.loads(text))
+    denoiser = HandDenoiser(**config.denoiser)
+    try:
+        denoiser.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsFormatError(f"'{path.name}' does not match its HandDiffuse config: {exc}") from None
+    return HandDiffusion(denoiser, config)

@@ -1,0 +1,311 @@
+"""Train the HandDiffuse denoiser (Lin et al. 2023) on the shared trainer (common/training.py).
+
+Objective per micro-batch of two-hand windows x0 [B, T, 2, 99] (pipeline.py's scaled local features):
+t ~ U{0..999} on the cosine schedule, x_t = q_sample(x0, t, eps), the model predicts x0, and
+
+    L = MSE(x0_pred, x0) over the entries NOT given as keyframes
+        + interaction_weight * L_inter(FK(x0_pred), FK(x0))            (losses.py, static + temporal)
+
+interaction_weight (λ) defaults to 0.1: L_inter is in metres (L1 of distance matrices, ~1e-2 for a poor
+prediction) while the feature MSE is ~1 at the start, so λ = 0.1 makes it a few per cent of the loss
+early and the dominant inter-hand signal late, once the features fit. `--interaction-weight 0` is the
+ablation (the model without the interaction loss).
+
+Masked keyframe training (in-betweening): with probability `keyframe_prob` a sample gets keyframes:
+every frame is a keyframe with probability u ~ U(0.02, 0.2) (at least one), and for each keyframe either
+the whole pose is given (probability 1/2) or each of the 17 joint groups per hand (16 rotations, the
+wrist position) independently with probability 1/2. The model is conditioned by IMPUTATION of the clean
+values: its input x_t holds x0 on the known entries (the sampler does the same with
+`clean_keyframes=True`), so clean entries among noisy ones tell it what is fixed; the loss skips them
+(the sampler overwrites them anyway). Labels are dropped to "no label" with probability `label_dropout`
+(classifier-free guidance).
+
+Data: the hand-motion world (world.py, `--world-clips` clips of seed `--world-seed`) by default, or
+`--data FOLDER` of `.npz` files, each one sequence with `joints` [T, 2, 21, 3] float (world joint
+positions in metres, hand 0 right, 1 left, OpenPose joint order: docs/handdiffuse.md), `fps` (scalar)
+and `label` (string); converted by exact IK. Sequences are resampled to `--fps` and cut into windows of
+`--frames` frames; the window start of an item is drawn per (seed, epoch, index), so a resumed run sees
+the same windows.
+
+Usage (from the checkout root):
+
+    python -m models.handdiffuse.train --out OUTDIR [--data FOLDER] [--max-steps N] [--interaction-weight 0]
+
+Output: OUTDIR/final/handdiffuse.safetensors (EMA weights, config in the metadata) and handdiffuse.json;
+OUTDIR/checkpoint-N for --resume; OUTDIR/log.csv (step, loss, lr, grad_norm).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+if (
+    __name__ == "__main__"
+):  # `python -m models.handdiffuse.train`: run inside the pack (scripts/papernodes_bootstrap.py)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from papernodes_bootstrap import run_in_pack
+
+    run_in_pack(__spec__.name)
+
+from ..common.cli import TrainerCli, option
+from ..common.errors import InputError
+from ..common.training import Callbacks, LoopSettings, Run, TrainingMethod, TrainState, atomic_write_dir, fit
+from .denoiser import HandDenoiser, drop_labels
+from .hand import NUM_ROT
+from .losses import interaction_loss
+from .motion import HAND_FEATURES, HandMotion
+from .pipeline import ModelConfig, features_to_joints, save_model
+from .sampler import cosine_alphas_cumprod, q_sample
+from .world import ACTIONS, make_clip
+
+MODEL_FILE = "handdiffuse.safetensors"
+GROUPS = NUM_ROT + 1  # 16 rotations + the wrist position per hand
+GROUP_OF_FEATURE = torch.tensor([i // 6 for i in range(NUM_ROT * 6)] + [NUM_ROT] * 3)
+
+
+@dataclass
+class TrainConfig:
+    """Options of HandDiffuse training (one command-line flag each); module docstring for the objective."""
+
+    out: str = option(help="output folder (checkpoints, log.csv, final/)")
+    data: str | None = option(
+        None, "folder of .npz sequences (joints [T,2,21,3], fps, label); default: the world"
+    )
+    world_clips: int = option(700, "clips of the hand-motion world when no --data is given", group="data")
+    world_seed: int = option(0, "seed of the hand-motion world", group="data")
+    frames: int = option(60, "window length in frames", group="data")
+    fps: float = option(30.0, "frame rate the model works at (sequences are resampled to it)", group="data")
+    width: int = option(256, "transformer width", group="model")
+    heads: int = option(4, "attention heads", group="model")
+    single_layers: int = option(4, "Single Hand Denoiser layers", group="model")
+    interact_layers: int = option(2, "Interacting Hands blocks", group="model")
+    max_frames: int = option(512, "longest sequence the model can generate (frames)", group="model")
+    trans_scale: float = option(0.1, "metres per feature unit of the wrist positions", group="model")
+    interaction_weight: float = option(0.1, "λ of the interaction loss (0 = ablation without it)")
+    keyframe_prob: float = option(0.5, "probability that a sample is trained with random keyframes")
+    label_dropout: float = option(0.1, "probability of dropping the label (classifier-free guidance)")
+    lr: float = option(2e-4, "AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    batch_size: int = option(32, "per-process micro-batch size")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    max_steps: int = option(20000, "optimizer steps")
+    ema_decay: float = option(0.999, "EMA decay of the exported weights; 0 disables")
+    max_grad_norm: float = option(1.0, "gradient clipping; 0 disables")
+    seed: int = option(0, "seed of initial weights, data order and every random draw")
+    save_every: int = option(1000, "checkpoint + export every N steps; 0 = at the end only")
+    keep_checkpoints: int = option(2, "newest N checkpoint-N folders kept; 0 = all")
+    resume: str | None = option(
+        None, "checkpoint-N folder, 'latest' (newest in --out) or 'auto' (latest if any)"
+    )
+    cpu: bool = option(False, "train on the CPU even where CUDA is available")
+
+    def validate(self) -> None:
+        for name in (
+            "world_clips",
+            "frames",
+            "width",
+            "heads",
+            "single_layers",
+            "batch_size",
+            "grad_accum",
+            "max_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise InputError(name, "at least 1", str(getattr(self, name)))
+        if self.fps <= 0:
+            raise InputError("fps", "a frame rate > 0", str(self.fps))
+        if self.frames > self.max_frames:
+            raise InputError("frames", f"at most max_frames ({self.max_frames})", str(self.frames))
+        for name in ("keyframe_prob", "label_dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(name, "a probability in [0, 1]", str(getattr(self, name)))
+        if self.interaction_weight < 0:
+            raise InputError("interaction_weight", "0 or more", str(self.interaction_weight))
+        if not 0 <= self.ema_decay < 1:
+            raise InputError("ema_decay", "a value in [0, 1)", str(self.ema_decay))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+
+
+def resample(x: torch.Tensor, fps: float, target_fps: float) -> torch.Tensor:
+    """Features [T, 2, F] at `fps` -> at `target_fps` (linear in time; rotations re-orthonormalised later)."""
+    if abs(fps - target_fps) < 1e-9 or x.shape[0] < 2:
+        return x
+    n = max(1, round((x.shape[0] - 1) * target_fps / fps) + 1)
+    return F.interpolate(x.permute(1, 2, 0), size=n, mode="linear", align_corners=True).permute(2, 0, 1)
+
+
+def load_npz_sequences(folder: str | Path) -> list[tuple[HandMotion, str]]:
+    """The documented npz layout (module docstring) -> motions with their labels."""
+    import numpy as np
+
+    folder = Path(folder).expanduser()
+    files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+    if not files:
+        raise InputError(
+            "data", "a folder of .npz sequences (joints [T,2,21,3], fps, label)", f"none in {folder}"
+        )
+    out = []
+    for path in files:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("joints", "fps", "label") if k not in z.files]
+            if missing:
+                raise InputError("data", f"{path.name} with arrays joints, fps, label", f"missing {missing}")
+            joints = torch.from_numpy(np.asarray(z["joints"], dtype=np.float64))
+            fps, label = float(z["fps"]), str(z["label"])
+        try:
+            motion = HandMotion.from_global(joints, fps, label=label)
+        except InputError as exc:
+            raise InputError("data", f"{path.name}: joints [T, 2, 21, 3]", str(exc)) from None
+        out.append((motion, label))
+    return out
+
+
+class WindowDataset:
+    """Fixed-length windows of the sequences (shorter ones padded by repeating the last frame); the start
+    of item i is drawn from (seed, epoch, i)."""
+
+    def __init__(self, feats: list[torch.Tensor], labels: list[int], frames: int, seed: int):
+        self.feats, self.labels, self.frames, self.seed, self.epoch = feats, labels, frames, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __getitem__(self, i: int) -> dict:
+        x = self.feats[i]
+        if x.shape[0] < self.frames:
+            x = torch.cat([x, x[-1:].expand(self.frames - x.shape[0], *x.shape[1:])])
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + i)
+        start = int(torch.randint(0, x.shape[0] - self.frames + 1, (1,), generator=g))
+        return {"x": x[start : start + self.frames].float(), "label": torch.tensor(self.labels[i])}
+
+
+def keyframe_mask(shape: tuple[int, ...], prob: float, generator: torch.Generator) -> torch.Tensor:
+    """Random known entries [B, T, 2, 99] (module docstring: frames, then whole poses or joint groups)."""
+    b, t = shape[0], shape[1]
+    use = torch.rand(b, generator=generator) < prob
+    rate = 0.02 + 0.18 * torch.rand(b, generator=generator)
+    frames = torch.rand(b, t, generator=generator) < rate[:, None]
+    frames[torch.arange(b), torch.randint(0, t, (b,), generator=generator)] = True
+    whole = torch.rand(b, t, generator=generator) < 0.5
+    groups = torch.rand(b, t, 2, GROUPS, generator=generator) < 0.5
+    groups = groups | whole[..., None, None]
+    return groups[..., GROUP_OF_FEATURE] & frames[..., None, None] & use[:, None, None, None]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training
+
+
+class HandDiffuseTraining(TrainingMethod):
+    def __init__(self, cfg: TrainConfig):
+        super().__init__()
+        self.cfg, self.out = cfg, Path(cfg.out).expanduser()
+        self.final = self.out / "final"
+        self.batch_size = cfg.batch_size
+        self.alphas_cumprod = cosine_alphas_cumprod()
+
+    def model_config(self) -> ModelConfig:
+        c = self.cfg
+        den = dict(features=HAND_FEATURES, width=c.width, heads=c.heads, single_layers=c.single_layers,
+                   interact_layers=c.interact_layers, num_labels=len(self.labels), max_frames=c.max_frames)  # fmt: skip
+        return ModelConfig(denoiser=den, trans_scale=c.trans_scale, fps=c.fps, labels=list(self.labels))
+
+    def _sequences(self) -> list[tuple[HandMotion, str]]:
+        c = self.cfg
+        if c.data:
+            return load_npz_sequences(c.data)
+        return [(m, m.label) for m in (make_clip(c.world_seed, i) for i in range(c.world_clips))]
+
+    def setup(self, run: Run) -> None:
+        c = self.cfg
+        self.run = run
+        seqs = self._sequences()
+        self.labels = list(ACTIONS) if not c.data else sorted({lab for _, lab in seqs})
+        feats = []
+        for motion, _ in seqs:
+            x = motion.to_features().double()
+            x[..., NUM_ROT * 6 :] = x[..., NUM_ROT * 6 :] / c.trans_scale
+            feats.append(resample(x, motion.fps, c.fps))
+        self.dataset = WindowDataset(feats, [self.labels.index(lab) for _, lab in seqs], c.frames, c.seed)
+        self.config = self.model_config()
+        model = HandDenoiser(**self.config.denoiser).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.module, self.optimizer = run.accelerator.prepare(model, optimizer)
+        self.model = run.accelerator.unwrap_model(self.module)
+        self.param_names, self.params = map(list, zip(*self.model.named_parameters(), strict=True))
+
+    def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        """Loss of one micro-batch; every random draw comes from `generator` (resume is exact)."""
+        return self.losses(batch, generator)["loss"]
+
+    def losses(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        c, dev = self.cfg, self.run.device
+        x0 = batch["x"].to(dev)
+        b = x0.shape[0]
+        t = torch.randint(0, len(self.alphas_cumprod), (b,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator).to(dev)
+        label = drop_labels(batch["label"], c.label_dropout, self.model.null_label, generator).to(dev)
+        known = keyframe_mask(tuple(x0.shape), c.keyframe_prob, generator).to(dev)
+        xt = q_sample(x0, t.to(dev), noise, self.alphas_cumprod)
+        xt = torch.where(known, x0, xt)  # imputation of the clean keyframes
+        pred = self.module(xt, t.to(dev), label)
+        free = (~known).to(pred.dtype)
+        mse = ((pred - x0).square() * free).sum() / free.sum().clamp_min(1.0)
+        out = {"mse": mse, "loss": mse}
+        if c.interaction_weight > 0:
+            inter = interaction_loss(
+                features_to_joints(pred, c.trans_scale), features_to_joints(x0, c.trans_scale)
+            )
+            out["interaction"] = inter["total"]
+            out["loss"] = mse + c.interaction_weight * inter["total"]
+        return out
+
+    def describe(self, state: TrainState) -> str:
+        c = self.cfg
+        return (f"training HandDiffuse on {len(self.dataset)} sequences ({'world' if not c.data else c.data}), "
+                f"λ_inter {c.interaction_weight}, steps {state.step}->{c.max_steps}")  # fmt: skip
+
+    def _write_final(self, folder: Path) -> None:
+        save_model(self.model, self.config, folder / MODEL_FILE)
+
+    def export(self) -> None:
+        """OUTDIR/final/handdiffuse.safetensors (+ .json) with the EMA weights."""
+        ema = self.run.ema
+        with ema.applied(self.params) if ema is not None else nullcontext():
+            atomic_write_dir(self.final, self._write_final)
+
+    def result(self) -> Path:
+        return self.final / MODEL_FILE
+
+
+def train(
+    config: TrainConfig,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Train; returns OUTDIR/final/handdiffuse.safetensors."""
+    config.validate()
+    settings = LoopSettings.from_config(config)
+    return fit(HandDiffuseTraining(config), settings, Callbacks(progress, should_stop))
+
+
+CLI = TrainerCli(
+    TrainConfig,
+    train,
+    prog="python -m models.handdiffuse.train",
+    description="Train the HandDiffuse two-hand motion denoiser (Lin et al. 2023).",
+)
+build_parser, config_from_args, main = CLI.parser, CLI.config, CLI.main

@@ -1,0 +1,293 @@
+"""HandDiffuse nodes: load a model, generate two-hand motion (HAND_MOTION), keyframes from named poses,
+render the skeletons as IMAGE frames, save BVH + npz.
+
+Models live in ComfyUI's `handdiffuse` folder (models/handdiffuse, registered here when absent): one
+`.safetensors` written by `python -m models.handdiffuse.train` (its config is in the file's metadata).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..models.common.errors import InputError
+from ..models.handdiffuse.export import write_bvh, write_npz
+from ..models.handdiffuse.motion import HandMotion
+from ..models.handdiffuse.pipeline import HandDiffusion, Keyframes, load_model
+from ..models.handdiffuse.poses import POSE_NAMES, keyframes_from_json, keyframes_from_text
+from ..models.handdiffuse.render import render_skeletons
+from ..models.handdiffuse.world import ACTIONS
+from .comfy_adapter import file_choices, host_call_failed, on_device, progress_callback, resolve_file
+
+CATEGORY = "PaperNodes/HandDiffuse"
+FOLDER = "handdiffuse"
+PUBLISHED = ("no official weights exist (the paper released none); train one with "
+             "`python -m models.handdiffuse.train --out OUT` and copy OUT/final/handdiffuse.safetensors")  # fmt: skip
+NO_MODELS = "(no models found: put a .safetensors in models/handdiffuse)"
+
+
+def register_folders() -> None:
+    """Make `handdiffuse` known to ComfyUI (models/handdiffuse) if it is not yet."""
+    try:
+        import folder_paths
+    except ImportError:
+        return
+    models_dir = getattr(folder_paths, "models_dir", None)
+    if models_dir is None or not hasattr(folder_paths, "folder_names_and_paths"):
+        return  # a stand-in module (tests) or a very old ComfyUI
+    default = os.path.join(models_dir, FOLDER)
+    if FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[FOLDER] = ([default], set(folder_paths.supported_pt_extensions))
+    elif default not in folder_paths.folder_names_and_paths[FOLDER][0]:
+        folder_paths.add_model_folder_path(FOLDER, default)
+
+
+register_folders()
+
+
+def _positive(name: str, value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InputError(name, what, repr(value))
+    return float(value)
+
+
+def _frames(seconds, fps) -> int:
+    fps = _positive("fps", fps, "a frame rate > 0")
+    seconds = _positive("seconds", seconds, "a duration > 0 seconds")
+    frames = round(seconds * fps)
+    if frames < 1:
+        raise InputError("seconds", f"at least one frame at {fps:g} fps", repr(seconds))
+    return frames
+
+
+def _seconds(tip: str) -> tuple:
+    return ("FLOAT", {"default": 4.0, "min": 0.1, "max": 16.0, "step": 0.1, "tooltip": tip})
+
+
+def _fps(tip: str) -> tuple:
+    return ("FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0, "step": 1.0, "tooltip": tip})
+
+
+class LoadHandDiffuse:
+    DESCRIPTION = "Load a HandDiffuse two-hand motion model (.safetensors from models/handdiffuse)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("HANDDIFFUSE_MODEL",)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        tip = "A model file in ComfyUI's models/handdiffuse folder."
+        return {"required": {"model_name": (file_choices(FOLDER) or [NO_MODELS], {"tooltip": tip})}}
+
+    def load(self, model_name):
+        return (load_model(resolve_file(FOLDER, model_name, PUBLISHED)),)
+
+
+class GenerateHandMotion:
+    DESCRIPTION = ("Generate two-hand motion for an action label by DDIM (x0 model, classifier-free guidance); "
+                   "optional keyframes are kept exactly (in-betweening by imputation).")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("HAND_MOTION",)
+    RETURN_NAMES = ("motion",)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("HANDDIFFUSE_MODEL", {"tooltip": "From 'HandDiffuse: Load Model'."}),
+                "label": (["none", *ACTIONS], {"default": "clap",
+                                               "tooltip": "The action to generate ('none': unconditional)."}),
+                "seconds": _seconds("Clip length in seconds."),
+                "fps": _fps("Frame rate of the output motion."),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip": "Seed of the initial noise."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps (more: slower, finer)."}),
+                "guidance": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 20.0, "step": 0.1, "tooltip":
+                                       "Classifier-free guidance scale; 1 = conditional model alone (one pass per step)."}),
+            },
+            "optional": {
+                "keyframes": ("HAND_KEYFRAMES",
+                              {"tooltip": "Poses to pass through (e.g. from 'Keyframes from Named Poses')."}),
+            },
+        }  # fmt: skip
+
+    def generate(
+        self,
+        model: HandDiffusion,
+        label,
+        seconds,
+        fps,
+        seed,
+        steps,
+        guidance,
+        keyframes: Keyframes | None = None,
+    ):
+        frames = _frames(seconds, fps)
+        if keyframes is not None:
+            bad = [f for f in keyframes.frames if not 0 <= f < frames]
+            if bad:
+                raise InputError(
+                    "keyframes", f"frames in 0 .. {frames - 1} ({seconds:g} s at {fps:g} fps)", str(bad)
+                )
+        with on_device([model.denoiser]):
+            motion = model.generate(
+                label, seconds, fps, seed, steps, guidance, keyframes, callback=progress_callback(steps)
+            )
+        return (motion,)
+
+
+class KeyframesFromPoses:
+    DESCRIPTION = ("Keyframes from named poses at given frames, e.g. '0: open, 45: fist': the fingers of both "
+                   f"hands are fixed, the wrists left to the model. Poses: {', '.join(POSE_NAMES)}.")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("HAND_KEYFRAMES",)
+    RETURN_NAMES = ("keyframes",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "poses": ("STRING", {"default": "0: open, 45: fist, 90: point", "multiline": True,
+                                     "tooltip": "'frame: pose' entries separated by commas; poses: open, fist, point."}),
+                "seconds": _seconds("Clip length (as in Generate)."),
+                "fps": _fps("Frame rate (as in Generate)."),
+            }
+        }  # fmt: skip
+
+    def make(self, poses, seconds, fps):
+        return (keyframes_from_text(poses, _frames(seconds, fps)),)
+
+
+class KeyframesFromJoints:
+    DESCRIPTION = ("Keyframes of whole two-hand poses from a JSON of joints: "
+                   '[{"frame": 0, "joints": [[21 x [x, y, z]], [21 x [x, y, z]]]}, ...] in metres, right hand '
+                   "first (OpenPose joint order); e.g. the joints of a saved .npz.")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("HAND_KEYFRAMES",)
+    RETURN_NAMES = ("keyframes",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "keyframes_json": ("STRING", {"default": "[]", "multiline": True, "tooltip":
+                                              'List of {"frame": int, "joints": [2][21][3]} (metres, right hand first).'}),
+                "seconds": _seconds("Clip length (as in Generate)."),
+                "fps": _fps("Frame rate (as in Generate)."),
+            }
+        }  # fmt: skip
+
+    def make(self, keyframes_json, seconds, fps):
+        return (keyframes_from_json(keyframes_json, _frames(seconds, fps)),)
+
+
+class RenderHands:
+    DESCRIPTION = (
+        "Draw the two hand skeletons as IMAGE frames (pure torch projection, no OpenGL); "
+        "right hand orange, left blue."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("images", "fps")
+    FUNCTION = "render"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "motion": ("HAND_MOTION", {"tooltip": "The motion to draw."}),
+                "width": ("INT", {"default": 512, "min": 16, "max": 4096, "step": 8, "tooltip": "Image width in pixels."}),
+                "height": ("INT", {"default": 512, "min": 16, "max": 4096, "step": 8, "tooltip": "Image height in pixels."}),
+                "yaw": ("FLOAT", {"default": 0.0, "min": -180.0, "max": 180.0, "step": 5.0,
+                                  "tooltip": "Camera azimuth in degrees (0: in front of the person)."}),
+                "pitch": ("FLOAT", {"default": 15.0, "min": -85.0, "max": 85.0, "step": 5.0,
+                                    "tooltip": "Camera elevation in degrees."}),
+                "distance": ("FLOAT", {"default": 0.8, "min": 0.1, "max": 10.0, "step": 0.05,
+                                       "tooltip": "Camera distance from the hands' centre in metres."}),
+            }
+        }  # fmt: skip
+
+    def render(self, motion: HandMotion, width, height, yaw, pitch, distance):
+        if not isinstance(motion, HandMotion):
+            raise InputError("motion", "a HAND_MOTION", type(motion).__name__)
+        if not -85 <= pitch <= 85:
+            raise InputError("pitch", "an elevation in -85 .. 85 degrees", repr(pitch))
+        images = render_skeletons(motion.global_joints(), width, height, yaw, pitch, distance)
+        return (images, motion.fps)
+
+
+def _output_dir() -> Path:
+    try:
+        import folder_paths
+
+        return Path(folder_paths.get_output_directory())
+    except Exception as exc:
+        host_call_failed("ComfyUI output folder", exc)
+        raise InputError("filename_prefix", "ComfyUI's output folder", "none configured") from None
+
+
+def _next_stem(folder: Path, prefix: str) -> Path:
+    """folder/prefix_00001 with the first counter no .bvh/.npz uses yet."""
+    used = [int(m.group(1)) for p in folder.glob(f"{Path(prefix).name}_*")
+            if (m := re.fullmatch(re.escape(Path(prefix).name) + r"_(\d+)\.(bvh|npz)", p.name))]  # fmt: skip
+    return folder / f"{Path(prefix).name}_{max(used, default=0) + 1:05d}"
+
+
+class SaveHandMotion:
+    DESCRIPTION = (
+        "Save a HAND_MOTION to ComfyUI's output folder as BVH (two hands under a root, cm) and .npz "
+        "(joints, fps, label)."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("bvh_path", "npz_path")
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "motion": ("HAND_MOTION", {"tooltip": "The motion to save."}),
+                "filename_prefix": ("STRING", {"default": "handdiffuse/motion", "tooltip":
+                                               "Sub-folder/name inside ComfyUI's output folder; a counter is appended."}),
+            }
+        }  # fmt: skip
+
+    def save(self, motion: HandMotion, filename_prefix):
+        if not isinstance(motion, HandMotion):
+            raise InputError("motion", "a HAND_MOTION", type(motion).__name__)
+        rel = Path(filename_prefix or "")
+        if not rel.name or rel.is_absolute() or ".." in rel.parts:
+            raise InputError(
+                "filename_prefix", "a relative name inside the output folder", repr(filename_prefix)
+            )
+        folder = _output_dir() / rel.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = _next_stem(folder, rel.name)
+        bvh = write_bvh(motion, stem.with_suffix(".bvh"))
+        npz = write_npz(motion, stem.with_suffix(".npz"))
+        text = f"{bvh.name}, {npz.name}: {motion.num_frames} frames at {motion.fps:g} fps"
+        return {"ui": {"text": [text]}, "result": (str(bvh), str(npz))}
+
+
+NODE_CLASS_MAPPINGS = {
+    "PaperNodes_HandDiffuseLoad": LoadHandDiffuse,
+    "PaperNodes_HandDiffuseGenerate": GenerateHandMotion,
+    "PaperNodes_HandDiffuseKeyframesFromPoses": KeyframesFromPoses,
+    "PaperNodes_HandDiffuseKeyframesFromJoints": KeyframesFromJoints,
+    "PaperNodes_HandDiffuseRender": RenderHands,
+    "PaperNodes_HandDiffuseSave": SaveHandMotion,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "PaperNodes_HandDiffuseLoad": "HandDiffuse: Load Model",
+    "PaperNodes_HandDiffuseGenerate": "HandDiffuse: Generate Hand Motion",
+    "PaperNodes_HandDiffuseKeyframesFromPoses": "HandDiffuse: Keyframes from Named Poses",
+    "PaperNodes_HandDiffuseKeyframesFromJoints": "HandDiffuse: Keyframes from Joints JSON",
+    "PaperNodes_HandDiffuseRender": "HandDiffuse: Render Hands",
+    "PaperNodes_HandDiffuseSave": "HandDiffuse: Save Hand Motion",
+}

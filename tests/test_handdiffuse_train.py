@@ -1,0 +1,156 @@
+"""HandDiffuse trainer (models/handdiffuse/train.py) on a tiny config: the keyframe mask, the loss on a fixed
+batch going down, the export loading back into an equal denoiser, bit-identical resume on the CPU, the
+npz data layout and the command line's one-line errors."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from papernodes.models.common.errors import InputError
+from papernodes.models.handdiffuse import train as T
+from papernodes.models.handdiffuse.pipeline import features_to_joints, load_model
+from papernodes.models.handdiffuse.world import make_clip
+
+TINY = dict(width=32, heads=2, single_layers=1, interact_layers=1, max_frames=32, frames=12, world_clips=7,
+            batch_size=4, lr=1e-3, ema_decay=0.0, save_every=0, cpu=True)  # fmt: skip
+
+
+def _cfg(out, **kw) -> T.TrainConfig:
+    return T.TrainConfig(out=str(out), **{**TINY, **kw})
+
+
+def _state(m) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _log(out) -> list[dict]:
+    return list(csv.DictReader((out / "log.csv").open()))
+
+
+def test_keyframe_mask_frames_groups_and_probability():
+    g = torch.Generator().manual_seed(0)
+    known = T.keyframe_mask((400, 30, 2, 99), 0.5, g)
+    per_sample = known.flatten(1).any(1)
+    assert 0.4 < per_sample.float().mean() < 0.6  # keyframe_prob
+    # a group's 6 (or 3) numbers are known together: a joint is given whole or not at all
+    rot = known[..., :96].unflatten(-1, (16, 6))
+    assert torch.equal(rot.all(-1), rot.any(-1))
+    assert torch.equal(known[..., 96:].all(-1), known[..., 96:].any(-1))
+    # keyframes are sparse frames: 2-20 % of the frames of a sample with keyframes (plus one forced)
+    frames = known.any(-1).any(-1)[per_sample].float().mean(1)
+    assert 0.02 <= frames.min() and frames.mean() < 0.2
+    assert known.shape == (400, 30, 2, 99)
+    assert torch.equal(T.keyframe_mask((3, 5, 2, 99), 0.0, g), torch.zeros(3, 5, 2, 99, dtype=torch.bool))
+
+
+def test_features_to_joints_is_the_motions_forward_kinematics():
+    clip = make_clip(0, 3)
+    x = clip.to_features().double()
+    x[..., 96:] /= 0.1
+    torch.testing.assert_close(
+        features_to_joints(x[None], 0.1)[0], clip.global_joints().double(), atol=1e-6, rtol=0
+    )
+
+
+def test_npz_layout_reads_back_the_joints(tmp_path):
+    clip = make_clip(0, 1, torch.float64)
+    joints = clip.global_joints().numpy()
+    np.savez(tmp_path / "a.npz", joints=joints, fps=np.float64(30.0), label=np.str_("rub"))
+    ((motion, label),) = T.load_npz_sequences(tmp_path)
+    assert label == "rub"
+    torch.testing.assert_close(motion.global_joints(), clip.global_joints(), atol=1e-9, rtol=0)
+    np.savez(tmp_path / "b.npz", joints=joints[:, :, :20], fps=np.float64(30.0), label=np.str_("rub"))
+    with pytest.raises(InputError, match="b.npz"):
+        T.load_npz_sequences(tmp_path)
+    with pytest.raises(InputError, match="data"):
+        T.load_npz_sequences(tmp_path / "none")
+
+
+def test_command_line_bad_option_is_one_line_error(tmp_path, capsys):
+    assert T.main(["--out", str(tmp_path), "--frames", "0"]) == 2
+    assert "frames" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
+    torch.manual_seed(0)
+    method = T.HandDiffuseTraining(_cfg(tmp_path, keyframe_prob=0.5))
+
+    class _Run:  # setup needs only these
+        device = torch.device("cpu")
+
+        class accelerator:
+            prepare = staticmethod(lambda *a: a)
+            unwrap_model = staticmethod(lambda m: m)
+
+    method.setup(_Run())
+    batch = {"x": torch.stack([method.dataset[i]["x"] for i in range(4)]),
+             "label": torch.tensor([method.dataset[i]["label"] for i in range(4)])}  # fmt: skip
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            return float(method.losses(batch, torch.Generator().manual_seed(123))["loss"])
+
+    before = fixed_loss()
+    for _ in range(30):
+        method.optimizer.zero_grad()
+        method.losses(batch, torch.Generator().manual_seed(123))["loss"].backward()
+        method.optimizer.step()
+    after = fixed_loss()
+    assert after < 0.7 * before, (before, after)
+
+
+@pytest.mark.slow  # trains
+def test_export_loads_back_and_resume_is_bit_identical(tmp_path):
+    kw = dict(max_steps=4, save_every=2, ema_decay=0.9, max_grad_norm=1.0)
+    full_path = T.train(_cfg(tmp_path / "full", **kw))
+    loaded = load_model(full_path)
+    assert loaded.config.labels[0] == "clap" and loaded.config.denoiser["width"] == 32
+    # the export holds the EMA weights: a fresh denoiser from the file equals the saved state exactly
+    from safetensors.torch import load_file
+
+    assert _same(_state(loaded.denoiser), load_file(str(full_path)))
+
+    part = tmp_path / "part"
+    T.train(_cfg(part, **{**kw, "max_steps": 2}))
+    seen = []
+    resumed_path = T.train(_cfg(part, **{**kw, "resume": "latest"}), progress=lambda s, n, m: seen.append(s))
+    assert seen == [3, 4]
+    assert _same(load_file(str(resumed_path)), load_file(str(full_path)))
+    assert [r["loss"] for r in _log(part)] == [r["loss"] for r in _log(tmp_path / "full")]
+
+
+@pytest.mark.slow  # trains
+def test_interaction_weight_zero_is_the_ablation(tmp_path):
+    path = T.train(_cfg(tmp_path / "abl", max_steps=1, interaction_weight=0.0))
+    assert path.is_file()
+    rows = _log(tmp_path / "abl")
+    assert len(rows) == 1 and float(rows[0]["loss"]) > 0
+
+
+@pytest.mark.slow  # trains in a subprocess
+def test_command_line_runs_from_the_repository_root(tmp_path):
+    """`python -m models.handdiffuse.train` (the documented command) trains 1 step and exports a loadable model."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(T.__file__).resolve().parents[2]
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "models.handdiffuse.train", "--out", str(out), "--max-steps", "1", "--cpu"]
+    for k, v in TINY.items():
+        if k not in ("cpu", "ema_decay", "save_every"):
+            cmd += [f"--{k.replace('_', '-')}", str(v)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == str(out / "final" / T.MODEL_FILE)
+    assert load_model(out / "final" / T.MODEL_FILE).config.denoiser["width"] == 32
