@@ -43,6 +43,7 @@ def _frames_2d(unet, latents, text, **kw):
 
 @torch.no_grad()
 @pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_original_file_equals_diffusers_folder(comps, inputs, tmp_path, suffix):
     adapter = motion.build_tiny_motion_adapter(seed=3, zero_out=False)
     path = motion.save_motion_adapter_original(adapter, tmp_path / f"mm_tiny{suffix}")
@@ -136,6 +137,7 @@ def test_real_size_configs_are_inferred():
 
 @torch.no_grad()
 @pytest.mark.parametrize("style", ["v1", "v2"])
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_tiny_v1_v2_files_infer_config(comps, inputs, tmp_path, style):
     kw = dict(use_motion_mid_block=False, motion_max_seq_length=24) if style == "v1" else {}
     adapter = motion.build_tiny_motion_adapter(seed=5, zero_out=False, **kw)

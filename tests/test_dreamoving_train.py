@@ -342,6 +342,7 @@ def test_guider_stage_overfits_and_trains_only_the_adapters(assets, tmp_path):
 
 
 @pytest.mark.parametrize("stage", ["controlnet", "guider"])
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_gradient_checkpointing_gives_identical_gradients(assets, tmp_path, stage):
     """The guider's hook stays installed through backward, where checkpointing re-runs the guided layers."""
     grads = []

@@ -51,6 +51,7 @@ def _delay_left(joints: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_temporal_term_sees_a_timing_shift_that_the_static_term_misses(clap):
     """The left hand delayed by k frames vs the left hand moved away by a constant offset chosen (by
     bisection) so that the STATIC terms are equal to 1e-12: the static term cannot tell the two errors

@@ -254,6 +254,7 @@ def test_bvh_round_trip_gives_the_motions_joints(nodes):
     assert Path(nd.SaveHandMotion().save(clip, "hands/test")["result"][0]).name == "test_00002.bvh"
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_keyframes_from_joints_json_are_reached_and_bad_json_is_an_input_error(nodes):
     """Whole poses from a JSON of world joints (here a world clip's): the generated motion passes through
     them (IK exact, features kept bit-exactly, FK back within 1e-5 m in float32)."""

@@ -23,6 +23,7 @@ def clips() -> list[HandMotion]:
     return W.make_clips(SEED, N_CLIPS, dtype=torch.float64)
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_clips_are_deterministic_per_seed_and_index(clips):
     again = W.make_clip(SEED, 5, torch.float64)
     assert torch.equal(again.rot6d, clips[5].rot6d) and torch.equal(again.trans, clips[5].trans)

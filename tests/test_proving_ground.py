@@ -134,6 +134,7 @@ def test_scene_layout_invariants(scenes):
                 assert math.hypot(o.x - p.x, o.y - p.y) >= o.size + p.size + W.MIN_GAP - 1e-9
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_masks_cover_the_object_pixels(scenes):
     for s in scenes[:40]:
         cov = W.object_coverage(s)
@@ -185,6 +186,7 @@ def _differing_fields(a, b) -> set[str]:
 
 
 @pytest.mark.parametrize("kind", W.EDIT_KINDS)
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_edit_pairs_change_exactly_one_attribute(scenes, kind):
     rng = np.random.default_rng(7)
     one_word = 0
@@ -281,6 +283,7 @@ def test_shipped_classifier_files(shipped):
     assert model.config == report["config"]
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_shipped_classifier_reaches_its_recorded_heldout_accuracy(shipped, heldout):
     model, report = shipped
     sc, imgs = heldout
@@ -292,6 +295,7 @@ def test_shipped_classifier_reaches_its_recorded_heldout_accuracy(shipped, heldo
         assert acc[head] >= overall[head] - 0.04, (head, acc, overall)
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_world_fid_small_within_world_large_against_noise(shipped, heldout):
     model, report = shipped
     _, imgs = heldout

@@ -44,6 +44,7 @@ def test_base_loads_through_the_pack_loader_in_float32(base):
     assert base.tokenizer.vocab_size == 49408  # the real CLIP BPE tokenizer
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_assembled_pipelines_load_and_single_file_round_trip(tmp_path):
     colorizer = load_components(zoo.assemble_pipeline("colorize", tmp_path / "colorizer"))
     assert colorizer.unet.config.in_channels == 8
@@ -72,6 +73,7 @@ def _scenes(n, seed=5):
     ).float() / 127.5 - 1
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_vae_reconstructs_held_out_scenes(base):
     _, x = _scenes(8)
     with torch.no_grad():
@@ -82,6 +84,7 @@ def test_vae_reconstructs_held_out_scenes(base):
     assert base.vae.config.scaling_factor != 1.0  # set from the latent std after training
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_teacher_denoises_its_own_captions_better_than_wrong_ones(base):
     """Text conditioning is learned: the true caption predicts the noise better than a shuffled caption."""
     scenes, x = _scenes(16, seed=6)

@@ -363,6 +363,7 @@ def _two_steps(gradient_checkpointing: bool):
     return dict(student.named_parameters()), dict(teacher.named_params)
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_gradient_checkpointing_gives_the_same_updates():
     """Checkpointing recomputes forwards during backward: the LoRA must still be enabled there."""
     s_ref, l_ref = _two_steps(False)
@@ -477,6 +478,7 @@ def test_empty_or_missing_prompt_file_is_a_clear_error(assets, tmp_path, capsys)
     assert "contains no prompts" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_teacher_student_architecture_mismatch_is_a_clear_error(assets, tmp_path):
     from diffusers import UNet2DConditionModel
     from papernodes.models.common.tiny import TINY_UNET
