@@ -43,6 +43,26 @@ def _folder_paths():
     return folder_paths
 
 
+def register_model_folders(*names: str) -> None:
+    """Make model folders known to ComfyUI (models/<name>) unless a pack or the user already did.
+
+    Another pack (AnimateDiff-Evolved, IPAdapter_plus) may own the name; then our default folder is added
+    to theirs, so both packs see the same files."""
+    try:
+        import folder_paths
+    except ImportError:
+        return
+    models_dir = getattr(folder_paths, "models_dir", None)
+    if models_dir is None or not hasattr(folder_paths, "folder_names_and_paths"):
+        return  # a stand-in module (tests) or a very old ComfyUI: nothing to register
+    for name in names:
+        default = os.path.join(models_dir, name)
+        if name not in folder_paths.folder_names_and_paths:
+            folder_paths.folder_names_and_paths[name] = ([default], set(folder_paths.supported_pt_extensions))
+        elif default not in folder_paths.folder_names_and_paths[name][0]:
+            folder_paths.add_model_folder_path(name, default)
+
+
 def model_folders(kind: str) -> list[str]:
     try:
         return list(_folder_paths().get_folder_paths(kind))

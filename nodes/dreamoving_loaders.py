@@ -7,7 +7,6 @@ and the SD loader's `diffusers`/`checkpoints`. Names are resolved inside those f
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..models.common.controlnet import PUBLISHED as CONTROLNET_PUBLISHED
@@ -27,6 +26,7 @@ from .comfy_adapter import (
     model_dirs_with,
     model_folders,
     path_inside,
+    register_model_folders,
     resolve_file,
     resolve_sd_model,
     sd_model_input,
@@ -42,24 +42,7 @@ NO_MODELS = "(no models found: put an SD1.5 diffusers folder in models/diffusers
 NONE = "none"
 
 
-def register_folders() -> None:
-    """Make `animatediff_models` and `ipadapter` known to ComfyUI (models/<name>) if no pack did."""
-    try:
-        import folder_paths
-    except ImportError:
-        return
-    models_dir = getattr(folder_paths, "models_dir", None)
-    if models_dir is None or not hasattr(folder_paths, "folder_names_and_paths"):
-        return  # a stand-in module (tests) or a very old ComfyUI: nothing to register
-    for name in ("animatediff_models", "ipadapter"):
-        default = os.path.join(models_dir, name)
-        if name not in folder_paths.folder_names_and_paths:
-            folder_paths.folder_names_and_paths[name] = ([default], set(folder_paths.supported_pt_extensions))
-        elif default not in folder_paths.folder_names_and_paths[name][0]:
-            folder_paths.add_model_folder_path(name, default)
-
-
-register_folders()
+register_model_folders("animatediff_models", "ipadapter")
 
 
 def _folders_with_config(kind: str) -> list[str]:

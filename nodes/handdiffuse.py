@@ -7,7 +7,6 @@ Models live in ComfyUI's `handdiffuse` folder (models/handdiffuse, registered he
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -18,7 +17,14 @@ from ..models.handdiffuse.pipeline import HandDiffusion, Keyframes, load_model
 from ..models.handdiffuse.poses import POSE_NAMES, keyframes_from_json, keyframes_from_text
 from ..models.handdiffuse.render import render_skeletons
 from ..models.handdiffuse.world import ACTIONS
-from .comfy_adapter import file_choices, host_call_failed, on_device, progress_callback, resolve_file
+from .comfy_adapter import (
+    file_choices,
+    host_call_failed,
+    on_device,
+    progress_callback,
+    register_model_folders,
+    resolve_file,
+)
 
 CATEGORY = "PaperNodes/HandDiffuse"
 FOLDER = "handdiffuse"
@@ -27,23 +33,7 @@ PUBLISHED = ("no official weights exist (the paper released none); train one wit
 NO_MODELS = "(no models found: put a .safetensors in models/handdiffuse)"
 
 
-def register_folders() -> None:
-    """Make `handdiffuse` known to ComfyUI (models/handdiffuse) if it is not yet."""
-    try:
-        import folder_paths
-    except ImportError:
-        return
-    models_dir = getattr(folder_paths, "models_dir", None)
-    if models_dir is None or not hasattr(folder_paths, "folder_names_and_paths"):
-        return  # a stand-in module (tests) or a very old ComfyUI
-    default = os.path.join(models_dir, FOLDER)
-    if FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths[FOLDER] = ([default], set(folder_paths.supported_pt_extensions))
-    elif default not in folder_paths.folder_names_and_paths[FOLDER][0]:
-        folder_paths.add_model_folder_path(FOLDER, default)
-
-
-register_folders()
+register_model_folders(FOLDER)
 
 
 def _positive(name: str, value, what: str) -> float:
