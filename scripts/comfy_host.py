@@ -46,6 +46,9 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFF
 KNOWN_FILE_KEYS = ("images", "gifs", "gltf", "3d", "audio", "video", "files")
 DEMO_HOOK = "models.demo_assets:write_demo_assets"  # writes the models and inputs the example workflows name
 API_WORKFLOWS = REPO_ROOT / "example_workflows" / "api"
+INPUT_TAG = (
+    "_input_"  # <workflow>_input_<file>: a copied input among the outputs (make_thumbnails.py reads it)
+)
 
 
 class ComfyError(RuntimeError):
@@ -444,7 +447,7 @@ def copy_inputs(host: ComfyHost, prompt: dict, out_dir: Path, prefix: str) -> li
         name = node.get("inputs", {}).get("image") if node.get("class_type") == "LoadImage" else None
         src = host.base_dir / "input" / name if isinstance(name, str) else None
         if src is not None and src.is_file():
-            dst = out_dir / f"{prefix}_input_{src.name}"
+            dst = out_dir / f"{prefix}{INPUT_TAG}{src.name}"
             shutil.copy2(src, dst)
             copied.append(dst)
     return copied

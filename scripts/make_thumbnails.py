@@ -17,6 +17,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_workflows  # noqa: E402  (scripts/ is not a package)
+from comfy_host import INPUT_TAG  # noqa: E402
 
 PANEL_H, MAX_PANELS = 192, 4
 IMAGE_SUFFIXES = (".png", ".webp", ".jpg")
@@ -25,7 +26,7 @@ IMAGE_SUFFIXES = (".png", ".webp", ".jpg")
 def panels_for(slug: str, output_dir: Path) -> list[Path]:
     """The main job copies each workflow's inputs and outputs to <output>/<slug>_<name> (comfy_host.py)."""
     files = sorted(p for p in output_dir.glob(f"{slug}_*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    inputs = [p for p in files if "_input_" in p.name]
+    inputs = [p for p in files if INPUT_TAG in p.name]
     return (inputs + [p for p in files if p not in inputs])[:MAX_PANELS]
 
 

@@ -7,9 +7,12 @@ InstructPix2Pix checkpoint (one U-Net level; full-size VAE and CLIP-L) with rand
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT
 from papernodes.models.common import ldm_layout, saving
 from papernodes.models.common.loading import SDComponents, load_tokenizer, shipped_scheduler_config
 from PIL import Image
@@ -112,34 +115,17 @@ def bridge_sd15_with_lora(comfy_host):
 
 
 def _edit(loader: dict, extra: dict, prefix: str) -> dict:
-    prompt = {
-        "img": {"class_type": "LoadImage", "inputs": {"image": "papernodes_demo_color.png"}},
-        "load": loader,
-        "edit": {
-            "class_type": "PaperNodes_InfEditEditImage",
-            "inputs": {
-                "infedit_pipe": ["load", 0],
-                "image": ["img", 0],
-                "source_prompt": "a black star",
-                "target_prompt": "a green star",
-                "source_blend_words": "",
-                "target_blend_words": "",
-                "steps": 2,
-                "source_guidance": 1.0,
-                "target_guidance": 2.0,
-                "cross_replace": 0.7,
-                "self_replace": 0.3,
-                "thresh_e": 0.6,
-                "thresh_m": 0.6,
-                "eta": 1.0,
-                "seed": 4,
-                "resize_mode": "pad",
-            },
-        },
-        "save": {"class_type": "SaveImage", "inputs": {"images": ["edit", 0], "filename_prefix": prefix}},
-    }
-    prompt.update(extra)
-    return prompt
+    """The InfEdit example workflow's API twin with another loader, 2 steps, and only the edited image saved."""
+    prompt = json.loads((REPO_ROOT / "example_workflows" / "api" / "infedit.json").read_text())
+    for node in ("5", "6", "7"):  # mask and reconstruction outputs: not needed here
+        del prompt[node]
+    prompt["2"] = loader
+    prompt["3"]["inputs"].update(
+        source_prompt="a black star", target_prompt="a green star", target_blend_words="", steps=2, seed=4
+    )
+    prompt["save"] = prompt.pop("4")
+    prompt["save"]["inputs"]["filename_prefix"] = prefix
+    return {**prompt, **extra}
 
 
 def test_core_lora_reaches_the_bridge(comfy_host, bridge_sd15_with_lora):
