@@ -10,11 +10,11 @@ from ..models.common.loading import load_components
 from ..models.common.schedulers import SCHEDULERS
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
-    on_device,
     progress_callback,
     resolve_sd_model,
     sd_model_input,
 )
+from .comfy_memory import on_device
 
 CATEGORY = "PaperNodes/Colorization"
 PUBLISHED = (

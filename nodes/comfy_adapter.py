@@ -1,4 +1,5 @@
-"""The only place that knows ComfyUI internals: model folders, progress, interrupt, devices.
+"""The only place that knows ComfyUI internals: model folders, progress, interrupt (devices and memory:
+comfy_memory.py).
 
 Every import of a `comfy` module is guarded, so the pack degrades to plain torch behaviour where an
 internal moved (HOST.md lists what changed between 0.3.75 and 0.33).
@@ -9,12 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from ..models.common.errors import WeightsNotFoundError
 
@@ -230,55 +227,6 @@ def progress_callback(total: int):
 
     mm.throw_exception_if_processing_interrupted()
     return report
-
-
-def torch_device() -> torch.device:
-    try:
-        import comfy.model_management as mm
-
-        return mm.get_torch_device()
-    except Exception as exc:
-        host_call_failed("ComfyUI device selection (comfy.model_management.get_torch_device)", exc)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def prepare_modules(modules: list[torch.nn.Module], device: torch.device) -> None:
-    """Let ComfyUI free VRAM for our modules, then move them. Weights and dtypes are not changed."""
-    if device.type != "cpu":
-        try:
-            import comfy.model_management as mm
-
-            need = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
-            mm.free_memory(int(need * 1.5), device)
-        except Exception as exc:
-            host_call_failed("ComfyUI memory manager (free_memory)", exc)
-    for m in modules:
-        m.to(device)
-
-
-@contextmanager
-def on_device(modules: list[torch.nn.Module]) -> Iterator[torch.device]:
-    """Run a block with `modules` on ComfyUI's device; they go back to the CPU afterwards, also on Cancel."""
-    device = torch_device()
-    prepare_modules(modules, device)
-    try:
-        yield device
-    finally:
-        offload_modules(modules)
-
-
-def offload_modules(modules: list[torch.nn.Module]) -> None:
-    """Return modules to the CPU after a run unless the user keeps models on the GPU."""
-    if os.environ.get("PAPERNODES_KEEP_ON_DEVICE") == "1":
-        return
-    for m in modules:
-        m.to("cpu")
-    try:
-        import comfy.model_management as mm
-
-        mm.soft_empty_cache()
-    except Exception as exc:
-        host_call_failed("ComfyUI cache release (soft_empty_cache)", exc)
 
 
 def file_choices(kind: str, none_label: str | None = None) -> list[str]:

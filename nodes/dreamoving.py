@@ -21,7 +21,8 @@ from ..models.dreamoving.pipeline import (
 )
 from ..models.dreamoving.video_controlnet import DEPTH_SCALE, POSE_SCALE, ControlSpec
 from . import dreamoving_loaders
-from .comfy_adapter import on_device, progress_callback
+from .comfy_adapter import progress_callback
+from .comfy_memory import on_device
 
 CATEGORY = dreamoving_loaders.CATEGORY
 SEED_MAX = 0xFFFFFFFFFFFFFFFF

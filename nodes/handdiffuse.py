@@ -20,11 +20,11 @@ from ..models.handdiffuse.world import ACTIONS
 from .comfy_adapter import (
     file_choices,
     host_call_failed,
-    on_device,
     progress_callback,
     register_model_folders,
     resolve_file,
 )
+from .comfy_memory import on_device
 
 CATEGORY = "PaperNodes/HandDiffuse"
 FOLDER = "handdiffuse"

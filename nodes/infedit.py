@@ -9,12 +9,12 @@ from ..models.infedit.pipeline import InfEditPipeline, InfEditSettings
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
     file_choices,
-    on_device,
     progress_callback,
     resolve_file,
     resolve_sd_model,
     sd_model_input,
 )
+from .comfy_memory import on_device
 
 CATEGORY = "PaperNodes/InfEdit"
 PUBLISHED = (

@@ -15,17 +15,14 @@ from ..models.swiftbrush.weights import STUDENT_PUBLISHED, TEACHER_PUBLISHED, lo
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
     file_choices,
-    host_call_failed,
     model_folders,
-    offload_modules,
-    on_device,
     progress_callback,
     resolve_file,
     resolve_sd_model,
     sd_model_choices,
     sd_model_input,
-    torch_device,
 )
+from .comfy_memory import on_device, torch_device, unload_all
 
 CATEGORY = "PaperNodes/SwiftBrush"
 NO_MODELS = (
@@ -162,19 +159,6 @@ class Generate:
                 progress=progress_callback(batch_size),
             )
         return (result.images, {"samples": student.vae_latents(result.latents)})
-
-
-def _free_vram(device) -> None:
-    """Training needs the whole GPU: let ComfyUI unload the models it keeps there (guarded internal)."""
-    if device.type == "cpu":
-        return
-    try:
-        import comfy.model_management as mm
-
-        mm.unload_all_models()
-        mm.soft_empty_cache()
-    except Exception as exc:
-        host_call_failed("ComfyUI model unloading before training", exc)
 
 
 def _output_folder(name: str, teacher_source: str) -> Path:
@@ -421,9 +405,7 @@ class Distill:
             except BaseException as exc:  # ComfyUI's interrupt: stop after saving, then re-raise
                 cancelled.append(exc)
 
-        if teacher is not None:  # the loaded model may sit on the GPU from an earlier run
-            offload_modules(teacher.components.modules())
-        _free_vram(device)
+        unload_all(device)  # training needs the whole GPU; the loaded teacher may sit there from a run
         with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
             final = train(
                 cfg,

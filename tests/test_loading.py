@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from papernodes.models.common import ldm_layout, loading, tiny
+from papernodes.models.common import ldm_layout, loading, saving, tiny
 from papernodes.models.common.errors import WeightsFormatError
 
 
@@ -135,9 +135,38 @@ def test_unknown_suffix_is_rejected(tmp_path):
         loading.load_state_dict(tmp_path / "model.gguf")
 
 
-def test_loader_cache_returns_same_objects(ip2p_tiny, tmp_path):
+def test_loader_reuses_a_held_model_and_keeps_none_alive(ip2p_tiny, tmp_path):
+    """A model someone holds (ComfyUI's cached loader output) is handed out again; one nobody holds is
+    freed: the cache never keeps a model in RAM that the host's caches dropped."""
+    import gc
+    import weakref
+
     path = tiny.save_single_file(ip2p_tiny, tmp_path / "cached.safetensors")
-    assert loading.load_components(path) is loading.load_components(path)
+    held = loading.load_components(path)
+    assert loading.load_components(path) is held
+    gone = weakref.ref(held.unet)
+    del held
+    gc.collect()
+    assert gone() is None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_loaders_build_the_requested_precision(ip2p_tiny, tmp_path, dtype):
+    """Half precision is read straight from the file: every tensor equals the float32 load cast to it."""
+    path = tiny.save_single_file(ip2p_tiny, tmp_path / "half.safetensors")
+    folder = saving.save_diffusers_folder(ip2p_tiny, tmp_path / "half_folder")
+    full = loading.load_single_file(path)
+    halves = [loading.load_components(p, dtype) for p in (path, folder)] + [
+        loading.load_single_file(path, dtype)
+    ]
+    for comps in halves:
+        assert comps is not full
+        for module, ref in zip(comps.modules(), full.modules(), strict=True):
+            got, want = module.state_dict(), ref.state_dict()
+            assert got.keys() == want.keys()
+            for k, v in got.items():
+                assert v.dtype == (dtype if want[k].is_floating_point() else want[k].dtype), k
+                assert torch.equal(v, want[k].to(v.dtype)), k  # the same rounding of the same numbers
 
 
 def test_folder_tokenizer_keeps_its_special_tokens(tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -147,8 +147,8 @@ def is_diffusers_folder(path: str | os.PathLike) -> bool:
     return path.is_dir() and (path / "unet" / "config.json").is_file()
 
 
-def load_diffusers_folder(path: str | os.PathLike) -> SDComponents:
-    """A diffusers pipeline folder, read locally (`local_files_only`), never from a hub."""
+def load_diffusers_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> SDComponents:
+    """A diffusers pipeline folder, read locally (`local_files_only`), never from a hub; modules in `dtype`."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -161,7 +161,7 @@ def load_diffusers_folder(path: str | os.PathLike) -> SDComponents:
     # low_cpu_mem_usage: parameters built on the meta device, then the file's tensors assigned (no random
     # initialisation; diffusers' default when accelerate is installed, spelled out since the speed relies
     # on it). transformers 5 builds on the meta device by itself.
-    kw = dict(local_files_only=True)
+    kw = dict(local_files_only=True, torch_dtype=dtype)
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     unet = UNet2DConditionModel.from_pretrained(str(path), subfolder="unet", low_cpu_mem_usage=True, **kw)
@@ -172,7 +172,8 @@ def load_diffusers_folder(path: str | os.PathLike) -> SDComponents:
     return _finish(
         SDComponents(
             unet, vae, text_encoder, tokenizer, _scheduler_config_from_folder(path), source=str(path)
-        )
+        ),
+        dtype,
     )
 
 
@@ -181,11 +182,13 @@ def components_from_ldm(
     source: str = "",
     scheduler_config: dict | None = None,
     unet_template: dict | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> SDComponents:
     """Build diffusers modules from an LDM-layout state dict (a single file, or a host's models).
 
     The modules are built without random initialisation and take the state dict's tensors as their
-    parameters (no copy): the caller hands over tensors it does not modify afterwards."""
+    parameters (no copy where a tensor is already in `dtype`): the caller hands over tensors it does not
+    modify afterwards."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -209,20 +212,22 @@ def components_from_ldm(
     clip_cfg = _infer(
         ldm_layout.infer_clip_config, parts["clip"], "text encoder", ldm_layout.CLIP_PREFIX, source
     )
-    # .float() right after each build: a no-op for files (read as float32); a half-precision state dict
+    # Cast right after each build: a no-op for files (read in `dtype`); a state dict in another precision
     # handed over by a caller is then held by the modules only, and freed tensor by tensor as it is cast.
     unet = build_loaded(
         lambda: UNet2DConditionModel.from_config(unet_cfg),
         convert_ldm_unet_checkpoint(parts.pop("unet"), unet_cfg),
         "U-Net",
         source,
-    ).float()
+    )
+    _cast(unet, dtype)
     vae = build_loaded(
         lambda: AutoencoderKL.from_config(vae_cfg),
         convert_ldm_vae_checkpoint(parts.pop("vae"), vae_cfg),
         "VAE",
         source,
-    ).float()
+    )
+    _cast(vae, dtype)
     with empty_parameters():
         text_encoder = CLIPTextModel(CLIPTextConfig(**clip_cfg))
     # Unused extras like text_model.embeddings.position_ids (a buffer the model computes itself) are skipped.
@@ -233,7 +238,7 @@ def components_from_ldm(
     }
     assign_weights(text_encoder, clip_sd, "text encoder", source)
     del clip_sd
-    text_encoder.float()
+    _cast(text_encoder, dtype)
     return _finish(
         SDComponents(
             unet,
@@ -242,7 +247,8 @@ def components_from_ldm(
             load_tokenizer(),
             scheduler_config or shipped_scheduler_config(),
             source=source,
-        )
+        ),
+        dtype,
     )
 
 
@@ -258,9 +264,9 @@ def _infer(infer, part: dict, what: str, prefix: str, source: str, *template) ->
         raise WeightsFormatError(f"{source or 'checkpoint'}: {what}: {exc}") from exc
 
 
-def load_single_file(path: str | os.PathLike) -> SDComponents:
+def load_single_file(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> SDComponents:
     """A single-file checkpoint in the original LDM layout; configs are inferred + shipped templates."""
-    return components_from_ldm(load_state_dict(path, torch.float32), source=str(path))
+    return components_from_ldm(load_state_dict(path, dtype), source=str(path), dtype=dtype)
 
 
 WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
@@ -296,31 +302,28 @@ def load_model_fresh(path: str | os.PathLike, published: str = "") -> SDComponen
     return load_single_file(path)
 
 
-def load_components(path: str | os.PathLike) -> SDComponents:
-    """Dispatch on what `path` is: a diffusers folder or a single weights file. Cached (see `_CACHE`)."""
+def load_components(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> SDComponents:
+    """Dispatch on what `path` is: a diffusers folder or a single weights file; modules in `dtype`.
+
+    A model still held by someone (a loader node's cached output in ComfyUI) is returned again instead of a
+    second copy; nothing here keeps a model alive by itself, so what the host's caches drop is freed."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(str(path))
     stat = path.stat() if path.is_file() else (path / "unet" / "config.json").stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    comps = load_diffusers_folder(path) if path.is_dir() else load_single_file(path)
-    _CACHE[key] = comps
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, dtype)
+    comps = _LOADED.get(key)
+    if comps is None:
+        comps = load_diffusers_folder(path, dtype) if path.is_dir() else load_single_file(path, dtype)
+        _LOADED[key] = comps
     return comps
 
 
-# Loaded models stay in RAM for reuse by later runs with the same file (ComfyUI's own node cache only
-# covers identical inputs). Two entries: a source and a target model, e.g. teacher + student.
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = int(os.environ.get("PAPERNODES_MODEL_CACHE", "2"))
+_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def clear_cache() -> None:
-    _CACHE.clear()
+    _LOADED.clear()
 
 
 @contextmanager
@@ -391,9 +394,14 @@ def meta_tensors(module: torch.nn.Module) -> list[str]:
     return [name for name, t in tensors if t.is_meta]
 
 
-def _finish(comps: SDComponents) -> SDComponents:
+def _cast(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Floating parameters and buffers to `dtype`; tensors already in it are kept, not copied."""
+    if any(p.dtype != dtype for p in module.parameters()):
+        torch.nn.Module.to(module, dtype)  # (diffusers' own .to(dtype) logs a warning on every call)
+
+
+def _finish(comps: SDComponents, dtype: torch.dtype = torch.float32) -> SDComponents:
     for module in comps.modules():
-        if any(p.dtype != torch.float32 for p in module.parameters()):
-            module.float()  # (diffusers' .to(dtype) logs a warning on every call)
+        _cast(module, dtype)
         module.eval().requires_grad_(False)
     return comps
