@@ -14,7 +14,7 @@ from .comfy_adapter import (
     resolve_sd_model,
     sd_model_input,
 )
-from .comfy_memory import on_device
+from .comfy_memory import dtype_input, model_dtype, on_device
 
 CATEGORY = "PaperNodes/Colorization"
 PUBLISHED = (
@@ -46,12 +46,13 @@ class LoadColorizer:
                     "diffusers/<folder> from models/diffusers, or checkpoints/<file> (single-file "
                     "InstructPix2Pix checkpoint in the original layout) from models/checkpoints.",
                 )
-            }
+            },
+            "optional": {"dtype": dtype_input()},
         }
 
-    def load(self, model_name):
+    def load(self, model_name, dtype="auto"):
         path = resolve_sd_model(model_name, PUBLISHED)
-        return (ColorizePipeline(load_components(path)),)
+        return (ColorizePipeline(load_components(path, model_dtype(dtype))),)
 
 
 class ColorizerFromCheckpoint:
@@ -70,8 +71,8 @@ class ColorizerFromCheckpoint:
     def INPUT_TYPES(cls):
         return checkpoint_inputs("An InstructPix2Pix-architecture MODEL (8 input channels).")
 
-    def convert(self, model, clip, vae):
-        return (ColorizePipeline(components_from_comfy(model, clip, vae)),)
+    def convert(self, model, clip, vae, dtype="auto"):
+        return (ColorizePipeline(components_from_comfy(model, clip, vae, model_dtype(dtype))),)
 
 
 class Colorize:

@@ -111,7 +111,7 @@ def unload_all(device: torch.device) -> None:
         host_call_failed("ComfyUI model unloading before training", exc)
 
 
-def default_dtype(choice: str) -> torch.dtype:
+def model_dtype(choice: str) -> torch.dtype:
     """A loader's `dtype` input: "auto" is ComfyUI's choice for a diffusion model on its device (fp16 or
     bf16 on GPUs, fp32 on the CPU); otherwise the named precision."""
     if choice in DTYPES:

@@ -235,6 +235,7 @@ class GenerateVideo:
             )
         modules = pipe.modules() + [s.controlnet for s in controls]
         modules += content_guider.modules() if content_guider is not None else []
+        _check_one_precision(modules)
         # Validate before moving anything to the device: cheap errors first.
         pipe.validate(num_frames, height, width, steps, context_window, context_overlap, controls)
         with on_device(modules) as device:
@@ -259,6 +260,17 @@ class GenerateVideo:
                 device=device,
             )
         return (frames,)
+
+
+def _check_one_precision(modules: list[torch.nn.Module]) -> None:
+    """Every module of a run in one precision: the loaders' `dtype` inputs must agree."""
+    found = sorted({str(p.dtype).removeprefix("torch.") for m in modules for p in m.parameters()})
+    if len(found) > 1:
+        raise InputError(
+            "dtype",
+            "the same dtype on every DreaMoving loader (Load Model, Video ControlNet, Content Guider)",
+            ", ".join(found),
+        )
 
 
 def _lazy_progress():

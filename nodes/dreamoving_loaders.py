@@ -12,7 +12,7 @@ from pathlib import Path
 from ..models.common.controlnet import PUBLISHED as CONTROLNET_PUBLISHED
 from ..models.common.errors import WeightsNotFoundError
 from ..models.common.image_prompt import CLIP_VISION_URL, IP_ADAPTER_URL, load_clip_vision, load_ip_adapter
-from ..models.common.loading import load_components
+from ..models.common.loading import cast_module, load_components
 from ..models.dreamoving.motion import load_motion_adapter
 from ..models.dreamoving.pipeline import ContentGuiderModels, DreaMovingPipeline
 from ..models.dreamoving.video_controlnet import (
@@ -31,6 +31,7 @@ from .comfy_adapter import (
     resolve_sd_model,
     sd_model_input,
 )
+from .comfy_memory import dtype_input, model_dtype
 
 CATEGORY = "PaperNodes/DreaMoving"
 MOTION_PUBLISHED = (
@@ -40,6 +41,7 @@ MOTION_PUBLISHED = (
 SD_PUBLISHED = "an SD1.5 checkpoint (e.g. a diffusers folder in models/diffusers or a .safetensors in models/checkpoints)"
 NO_MODELS = "(no models found: put an SD1.5 diffusers folder in models/diffusers or a .safetensors in models/checkpoints)"
 NONE = "none"
+DTYPE_INPUT = dtype_input()
 
 
 register_model_folders("animatediff_models", "ipadapter")
@@ -131,17 +133,18 @@ class LoadVideoControlNet:
                         "these AnimateDiff blocks (frames exchange information from the start). Without it "
                         "they start as the identity (the image ControlNet frame by frame)."
                     },
-                )
+                ),
+                "dtype": DTYPE_INPUT,
             },
         }
 
-    def load(self, controlnet_name, motion_module=None):
+    def load(self, controlnet_name, motion_module=None, dtype="auto"):
         path = resolve_entry("controlnet", controlnet_name, CONTROLNET_PUBLISHED)
         vcn = load_video_controlnet(path)
         saved_video = path.is_dir() and (path / CONFIG_NAME).is_file()
         if motion_module is not None and not saved_video:
             vcn = VideoControlNet.from_motion_adapter(vcn.controlnet, motion_module)
-        return (vcn.eval().requires_grad_(False),)
+        return (cast_module(vcn.eval().requires_grad_(False), model_dtype(dtype)),)
 
 
 class LoadContentGuider:
@@ -179,16 +182,20 @@ class LoadContentGuider:
                         "ViT-H/14, h94/IP-Adapter models/image_encoder) from models/clip_vision."
                     },
                 ),
-            }
+            },
+            "optional": {"dtype": DTYPE_INPUT},
         }
 
-    def load(self, face_ipadapter, clothes_ipadapter, clip_vision):
+    def load(self, face_ipadapter, clothes_ipadapter, clip_vision, dtype="auto"):
         face = load_ip_adapter(resolve_file("ipadapter", face_ipadapter, IP_ADAPTER_URL))
         clothes = None
         if clothes_ipadapter != NONE:
             clothes = load_ip_adapter(resolve_file("ipadapter", clothes_ipadapter, IP_ADAPTER_URL))
         encoder = load_clip_vision(resolve_entry("clip_vision", clip_vision, CLIP_VISION_URL))
-        return (ContentGuiderModels(face, clothes, encoder),)
+        guider = ContentGuiderModels(face, clothes, encoder)
+        for module in guider.modules():
+            cast_module(module, model_dtype(dtype))
+        return (guider,)
 
 
 MOTION_INPUT = (
@@ -217,12 +224,14 @@ class LoadModel:
                     "Realistic Vision, as in the paper's demo).",
                 ),
                 "motion_module": MOTION_INPUT,
-            }
+            },
+            "optional": {"dtype": DTYPE_INPUT},
         }
 
-    def load(self, model_name, motion_module):
-        comps = load_components(resolve_sd_model(model_name, SD_PUBLISHED))
-        return (DreaMovingPipeline(comps, motion_module),)
+    def load(self, model_name, motion_module, dtype="auto"):
+        torch_dtype = model_dtype(dtype)
+        comps = load_components(resolve_sd_model(model_name, SD_PUBLISHED), torch_dtype)
+        return (_pipeline(comps, motion_module, torch_dtype),)
 
 
 class ModelFromCheckpoint:
@@ -241,8 +250,17 @@ class ModelFromCheckpoint:
         inputs["required"]["motion_module"] = MOTION_INPUT
         return inputs
 
-    def convert(self, model, clip, vae, motion_module):
-        return (DreaMovingPipeline(components_from_comfy(model, clip, vae), motion_module),)
+    def convert(self, model, clip, vae, motion_module, dtype="auto"):
+        torch_dtype = model_dtype(dtype)
+        return (_pipeline(components_from_comfy(model, clip, vae, torch_dtype), motion_module, torch_dtype),)
+
+
+def _pipeline(comps, motion_module, dtype) -> DreaMovingPipeline:
+    """The inflated U-Net (a new module built from the model's and the motion module's weights) in the
+    precision of the model."""
+    pipe = DreaMovingPipeline(comps, motion_module)
+    cast_module(pipe.unet, dtype)
+    return pipe
 
 
 NODE_CLASS_MAPPINGS = {

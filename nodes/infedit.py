@@ -14,7 +14,7 @@ from .comfy_adapter import (
     resolve_sd_model,
     sd_model_input,
 )
-from .comfy_memory import on_device
+from .comfy_memory import dtype_input, model_dtype, on_device
 
 CATEGORY = "PaperNodes/InfEdit"
 PUBLISHED = (
@@ -61,11 +61,12 @@ class LoadLCM:
                         "tooltip": "Scale of the fused LoRA.",
                     },
                 ),
-            }
+            },
+            "optional": {"dtype": dtype_input()},
         }
 
-    def load(self, model_name, lcm_lora, lora_strength):
-        comps = load_components(resolve_sd_model(model_name, PUBLISHED))
+    def load(self, model_name, lcm_lora, lora_strength, dtype="auto"):
+        comps = load_components(resolve_sd_model(model_name, PUBLISHED), model_dtype(dtype))
         if lcm_lora != NO_LORA:
             lora = load_state_dict(resolve_file("loras", lcm_lora, "latent-consistency/lcm-lora-sdv1-5"))
             comps = fuse_lora(comps, lora, lora_strength)  # copies: the cached model stays unpatched
@@ -85,8 +86,8 @@ class LCMFromCheckpoint:
     def INPUT_TYPES(cls):
         return checkpoint_inputs("An LCM (or SD1.5 + LCM-LoRA) MODEL.")
 
-    def convert(self, model, clip, vae):
-        return (InfEditPipeline(components_from_comfy(model, clip, vae)),)
+    def convert(self, model, clip, vae, dtype="auto"):
+        return (InfEditPipeline(components_from_comfy(model, clip, vae, model_dtype(dtype))),)
 
 
 def _settings_inputs() -> dict:

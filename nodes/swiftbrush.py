@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..models.common.errors import InputError
-from ..models.common.loading import load_components
+from ..models.common.loading import cast_module, load_components
 from ..models.swiftbrush.sampler import SwiftBrushPipeline
 from ..models.swiftbrush.train import CONFIG_FILE, TrainConfig, train
 from ..models.swiftbrush.weights import STUDENT_PUBLISHED, TEACHER_PUBLISHED, load_unet_like, with_unet
@@ -22,7 +22,7 @@ from .comfy_adapter import (
     sd_model_choices,
     sd_model_input,
 )
-from .comfy_memory import on_device, torch_device, unload_all
+from .comfy_memory import dtype_input, model_dtype, on_device, torch_device, unload_all
 
 CATEGORY = "PaperNodes/SwiftBrush"
 NO_MODELS = (
@@ -60,14 +60,17 @@ class LoadStudent:
                         "replaces the model's U-Net; must have the same architecture. 'none' keeps it."
                     },
                 ),
-            }
+            },
+            "optional": {"dtype": dtype_input()},
         }
 
-    def load(self, model_name, unet_name):
-        comps = load_components(resolve_sd_model(model_name, STUDENT_PUBLISHED))
+    def load(self, model_name, unet_name, dtype="auto"):
+        torch_dtype = model_dtype(dtype)
+        comps = load_components(resolve_sd_model(model_name, STUDENT_PUBLISHED), torch_dtype)
         if unet_name != NO_UNET:
             path = resolve_file("diffusion_models", unet_name, STUDENT_PUBLISHED)
-            comps = with_unet(comps, load_unet_like(path, comps.unet, "the loaded model"), source=str(path))
+            unet = cast_module(load_unet_like(path, comps.unet, "the loaded model"), torch_dtype)
+            comps = with_unet(comps, unet, source=str(path))
         return (SwiftBrushPipeline(comps),)
 
 
@@ -85,8 +88,8 @@ class StudentFromCheckpoint:
     def INPUT_TYPES(cls):
         return checkpoint_inputs("A text-to-image MODEL (SD1.x family, epsilon prediction).")
 
-    def convert(self, model, clip, vae):
-        return (SwiftBrushPipeline(components_from_comfy(model, clip, vae)),)
+    def convert(self, model, clip, vae, dtype="auto"):
+        return (SwiftBrushPipeline(components_from_comfy(model, clip, vae, model_dtype(dtype))),)
 
 
 class Generate:

@@ -87,7 +87,7 @@ def main(comfy_dir: str) -> dict:
     obs["module_freed"] = gone() is None  # ComfyUI holds our model only weakly, as its own
     obs["managed_after_free"] = len(_managed(mm))
 
-    obs["auto_dtype"] = str(comfy_memory.default_dtype("auto"))
+    obs["auto_dtype"] = str(comfy_memory.model_dtype("auto"))
     obs["host_warnings"] = sorted(comfy_memory.host_call_failed.__globals__["_reported"])
     return obs
 

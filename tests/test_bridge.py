@@ -102,3 +102,80 @@ def test_errors_read_as_papernodes_types_in_the_ui():
 
     assert full_type_name(Later).startswith("PaperNodes.")
     assert isinstance(errors.InputError("x", "y"), ValueError)  # still catchable as before
+
+
+class PlainPatcher:
+    """A core MODEL as ComfyUI hands it over: live weights, and `patches` holding any LoRA."""
+
+    def __init__(self, model: torch.nn.Module, patches: dict | None = None):
+        self.model, self.patches = model, patches or {}
+
+
+def test_unpatched_host_weights_are_shared_not_copied():
+    """One copy in RAM: our tensors use the host's memory, as new tensor objects (moving either model
+    gives its own parameters new data and leaves the other's as they are)."""
+    root = _model(2)
+    sd = bridge._patched_state_dict(PlainPatcher(root), root.diffusion_model, "diffusion_model.")
+    for k, v in root.diffusion_model.state_dict().items():
+        assert sd[k].data_ptr() == v.data_ptr(), k
+    assert sd["0.weight"] is not root.diffusion_model[0].weight
+    assert not isinstance(sd["0.weight"], torch.nn.Parameter)
+
+
+def test_patched_or_other_precision_weights_are_copied():
+    root = _model(3)
+    live = root.diffusion_model.state_dict()
+    lora = bridge._patched_state_dict(
+        PlainPatcher(root, {"diffusion_model.0.weight": ["lora"]}), root.diffusion_model, "diffusion_model."
+    )
+    half = bridge._patched_state_dict(
+        PlainPatcher(root), root.diffusion_model, "diffusion_model.", torch.bfloat16
+    )
+    for k, v in live.items():
+        assert lora[k].data_ptr() != v.data_ptr() and half[k].data_ptr() != v.data_ptr(), k
+        assert half[k].dtype == torch.bfloat16 and torch.equal(half[k], v.to(torch.bfloat16)), k
+
+
+def test_bridged_components_share_the_hosts_tensors_and_leave_them_unchanged():
+    """The whole bridge on a host-shaped MODEL/CLIP/VAE (LDM layout, as ComfyUI keeps SD1.x): the U-Net
+    and VAE weights are the host's memory; running our pipeline's modules does not change them."""
+    from papernodes.models.common import ldm_layout
+    from papernodes.models.common.saving import ldm_state_dict
+    from papernodes.models.common.tiny import build_tiny_components
+
+    comps = build_tiny_components(seed=4)
+    full = ldm_state_dict(comps)
+
+    def holder(prefix: str) -> torch.nn.Module:
+        part = {k[len(prefix) :]: v.clone() for k, v in full.items() if k.startswith(prefix)}
+        module = torch.nn.Module()
+        for k, v in part.items():  # a module whose state_dict() is exactly `part`
+            module.register_buffer(k.replace(".", "__"), v)
+        module.state_dict = lambda: part  # noqa: the host's module view of these tensors
+        return module
+
+    unet_m, vae_m, clip_m = (
+        holder(p) for p in (ldm_layout.UNET_PREFIX, ldm_layout.VAE_PREFIX, ldm_layout.CLIP_PREFIX)
+    )
+    model = PlainPatcher(torch.nn.Module())
+    model.model.diffusion_model = unet_m
+    clip_l = torch.nn.Module()
+    clip_l.transformer = clip_m
+    clip = type(
+        "Clip",
+        (),
+        {"cond_stage_model": type("C", (), {"clip_l": clip_l})(), "patcher": PlainPatcher(torch.nn.Module())},
+    )()
+    vae = type("Vae", (), {"first_stage_model": vae_m})()
+    before = {k: v.clone() for k, v in unet_m.state_dict().items()}
+    ours = bridge.components_from_comfy(model, clip, vae)
+
+    host_ptrs = {v.data_ptr() for m in (unet_m, vae_m) for v in m.state_dict().values()}
+    ours_ptrs = [p.data_ptr() for m in (ours.unet, ours.vae) for p in m.parameters()]
+    assert all(p in host_ptrs for p in ours_ptrs)
+    x = torch.randn(1, 4, 8, 8)
+    ours.unet(x, 10, torch.randn(1, 77, ours.unet.config.cross_attention_dim))
+    for k, v in unet_m.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for a, b in zip(ours.unet.state_dict().values(), comps.unet.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # and they are the model's numbers

@@ -220,14 +220,14 @@ def components_from_ldm(
         "U-Net",
         source,
     )
-    _cast(unet, dtype)
+    cast_module(unet, dtype)
     vae = build_loaded(
         lambda: AutoencoderKL.from_config(vae_cfg),
         convert_ldm_vae_checkpoint(parts.pop("vae"), vae_cfg),
         "VAE",
         source,
     )
-    _cast(vae, dtype)
+    cast_module(vae, dtype)
     with empty_parameters():
         text_encoder = CLIPTextModel(CLIPTextConfig(**clip_cfg))
     # Unused extras like text_model.embeddings.position_ids (a buffer the model computes itself) are skipped.
@@ -238,7 +238,7 @@ def components_from_ldm(
     }
     assign_weights(text_encoder, clip_sd, "text encoder", source)
     del clip_sd
-    _cast(text_encoder, dtype)
+    cast_module(text_encoder, dtype)
     return _finish(
         SDComponents(
             unet,
@@ -394,14 +394,15 @@ def meta_tensors(module: torch.nn.Module) -> list[str]:
     return [name for name, t in tensors if t.is_meta]
 
 
-def _cast(module: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Floating parameters and buffers to `dtype`; tensors already in it are kept, not copied."""
+def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Floating parameters and buffers to `dtype` in place; tensors already in it are kept, not copied."""
     if any(p.dtype != dtype for p in module.parameters()):
         torch.nn.Module.to(module, dtype)  # (diffusers' own .to(dtype) logs a warning on every call)
+    return module
 
 
 def _finish(comps: SDComponents, dtype: torch.dtype = torch.float32) -> SDComponents:
     for module in comps.modules():
-        _cast(module, dtype)
+        cast_module(module, dtype)
         module.eval().requires_grad_(False)
     return comps
