@@ -24,7 +24,7 @@ WIDGETS: dict[str, list[str]] = {
     "LoadImage": ["image", "upload"],
     "SaveImage": ["filename_prefix"],
     "PreviewImage": [],
-    "PaperNodes_LoadColorizer": ["model_name"],
+    "PaperNodes_LoadColorizer": ["model_name", "dtype"],
     "PaperNodes_ToGrayscale": [],
     "PaperNodes_Colorize": [
         "instruction",
@@ -38,7 +38,7 @@ WIDGETS: dict[str, list[str]] = {
     ],
     "PaperNodes_ColorizationMetrics": [],
     "MaskToImage": [],
-    "PaperNodes_InfEditLoadLCM": ["model_name", "lcm_lora", "lora_strength"],
+    "PaperNodes_InfEditLoadLCM": ["model_name", "lcm_lora", "lora_strength", "dtype"],
     "PaperNodes_InfEditEditImage": [
         "source_prompt",
         "target_prompt",
@@ -55,17 +55,17 @@ WIDGETS: dict[str, list[str]] = {
         "seed",
         "resize_mode",
     ],
-    "PaperNodes_SwiftBrushLoadStudent": ["model_name", "unet_name"],
+    "PaperNodes_SwiftBrushLoadStudent": ["model_name", "unet_name", "dtype"],
     "PaperNodes_SwiftBrushGenerate": ["prompt", "seed", "batch_size", "width", "height"],
     "SaveAnimatedWEBP": ["filename_prefix", "fps", "lossless", "quality", "method"],
     "PaperNodes_DreaMovingLoadPoseKeypoints": ["json_file"],
     "PaperNodes_DreaMovingRenderPose": ["width", "height", "draw_body", "draw_hands", "draw_face"],
     "PaperNodes_DreaMovingRetimePose": ["source_fps", "target_fps", "num_frames", "image_mode"],
     "PaperNodes_DreaMovingLoadMotionModule": ["motion_name"],
-    "PaperNodes_DreaMovingLoadModel": ["model_name"],
-    "PaperNodes_DreaMovingLoadVideoControlNet": ["controlnet_name"],
+    "PaperNodes_DreaMovingLoadModel": ["model_name", "dtype"],
+    "PaperNodes_DreaMovingLoadVideoControlNet": ["controlnet_name", "dtype"],
     "PaperNodes_DreaMovingApplyVideoControlNet": ["strength", "start_percent", "end_percent"],
-    "PaperNodes_DreaMovingLoadContentGuider": ["face_ipadapter", "clothes_ipadapter", "clip_vision"],
+    "PaperNodes_DreaMovingLoadContentGuider": ["face_ipadapter", "clothes_ipadapter", "clip_vision", "dtype"],
     "PaperNodes_DreaMovingGenerate": [
         "prompt",
         "negative_prompt",
@@ -203,6 +203,15 @@ class Workflow:
     build: object  # () -> list[Node]
 
 
+# Widgets every workflow leaves at their default unless a node sets them.
+WIDGET_DEFAULTS = {"upload": "image", "dtype": "auto"}
+
+
+def widget_values(n: Node) -> dict:
+    """The node's widget values, with the shared defaults filled in for the widgets it has."""
+    return {w: n.widgets.get(w, WIDGET_DEFAULTS.get(w)) for w in WIDGETS[n.class_type]} | n.widgets
+
+
 def shown_title(n: Node) -> str:
     return n.title or DISPLAY[n.class_type]
 
@@ -290,7 +299,7 @@ def view_to_fit(pos: dict, sizes: dict) -> dict:
 def api_format(nodes: list[Node]) -> dict:
     prompt = {}
     for n in nodes:
-        inputs = {k: v for k, v in n.widgets.items() if k != "upload"}
+        inputs = {k: v for k, v in widget_values(n).items() if k != "upload" and v is not None}
         inputs.update({k: [str(src), slot] for k, (src, slot) in n.links.items()})
         prompt[str(n.id)] = {"class_type": n.class_type, "inputs": inputs, "_meta": {"title": shown_title(n)}}
     return prompt
@@ -332,7 +341,7 @@ def ui_format(nodes: list[Node], note: str) -> dict:
     for order, n in enumerate(nodes, start=1):
         values = []
         for w in WIDGETS[n.class_type]:
-            values.append(n.widgets.get(w, "image" if w == "upload" else None))
+            values.append(widget_values(n).get(w))
             if w == "seed":
                 values.append("fixed")
         ui_nodes.append(
