@@ -7,8 +7,8 @@ fp16 by default. They are written once into a cache folder (about 2.9 GB) and re
 so every row reads from the page cache.
 
 Rows, each in a fresh process with 1 torch thread (imports not timed):
-- ours: `loading.load_single_file` / `controlnet.load_controlnet` (each tensor read with pread and cast
-  to float32 right away, modules built without initialisation, the tensors assigned);
+- ours: `loading.load_single_file` / `controlnet.load_controlnet` (each tensor cast to float32 straight
+  from the file's mapping, modules built without initialisation, the tensors assigned);
 - ours, random init: the same code with accelerate's `init_empty_weights` made a no-op, i.e. modules
   initialised at random and then overwritten, as the loaders did before (they also copied the tensors
   in, which this row does not: the old path was a little slower still);
@@ -17,9 +17,10 @@ Rows, each in a fresh process with 1 torch thread (imports not timed):
 - diffusers: `StableDiffusionPipeline.from_single_file` / `ControlNetModel.from_single_file`, offline,
   with local configs written beside the files.
 Reported per row: wall and CPU seconds of the load call, peak RSS (VmHWM) during it, RSS before it, and
-the time ratio against ours. ComfyUI and diffusers read through a mapping of the file, whose pages count
-in RSS while mapped (they are page cache, which a pread-based reader leaves outside the process).
-Every row must end with float32 modules on the CPU holding the file's numbers (one tensor is checked).
+the time ratio against ours. All rows read through a mapping of the file, whose pages count in RSS while
+mapped (they are page cache). ComfyUI keeps CLIP's weights in float16 on the CPU (its text-encoder dtype)
+and casts per layer at run time: it converts ~123M fewer parameters than the other rows.
+Every row must end with a float32 U-Net (ControlNet) on the CPU holding the file's numbers (one tensor is checked).
 
     python benchmarks/loading.py [--cache DIR] [--repeat 3] [--dtype float16] [--json ...]
 """

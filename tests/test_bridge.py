@@ -151,7 +151,7 @@ def test_bridged_components_share_the_hosts_tensors_and_leave_them_unchanged():
         module = torch.nn.Module()
         for k, v in part.items():  # a module whose state_dict() is exactly `part`
             module.register_buffer(k.replace(".", "__"), v)
-        module.state_dict = lambda: part  # noqa: the host's module view of these tensors
+        module.state_dict = lambda: part  # the host's module view of these tensors
         return module
 
     unet_m, vae_m, clip_m = (

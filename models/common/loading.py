@@ -26,6 +26,7 @@ from transformers.utils import logging as transformers_logging
 
 from . import ldm_layout
 from .errors import WeightsFormatError, WeightsNotFoundError
+from .safetensors_read import read_safetensors
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -69,31 +70,16 @@ class StateDict(dict):
 def load_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -> StateDict:
     """Read a weights file: safetensors directly, pickles only with `weights_only=True` (no code runs).
 
-    With `dtype`, floating tensors come back in that dtype, each converted right after it is read (peak
-    memory: the result plus one tensor). The loaders below ask for float32 and make the tensors the
-    modules' parameters without another copy (`assign_weights`); so the tensors always have memory of
-    their own, never a mapping of the file, which would crash the process (SIGBUS) on the next access to a
-    cached model once the file is rewritten in place.
+    With `dtype`, floating tensors come back in that dtype, each converted straight from the file's mapping
+    and its pages released right after (`safetensors_read.py`). The loaders make the tensors the modules'
+    parameters without another copy (`assign_weights`); so every tensor has memory of its own, never the
+    mapping itself, which would crash the process (SIGBUS) on the next access to a held model once the file
+    is rewritten in place.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in SAFE_SUFFIXES:
-        from safetensors import safe_open
-
-        try:  # pread into memory of our own (safetensors >= 0.8; its default maps the file)
-            handle, mapped = safe_open(str(path), framework="pt", device="cpu", backend="pread"), False
-        except TypeError:  # older safetensors map the file: every tensor is copied out below
-            handle, mapped = safe_open(str(path), framework="pt", device="cpu"), True
-        tensors = {}
-        with handle as f:
-            for key in f.keys():
-                t = f.get_tensor(key)
-                if dtype is not None and t.is_floating_point() and t.dtype != dtype:
-                    t = t.to(dtype)
-                elif mapped:
-                    t = t.clone()
-                tensors[key] = t
-            return StateDict(tensors, f.metadata())
+        return StateDict(*read_safetensors(path, dtype))
     if suffix in PICKLE_SUFFIXES:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
