@@ -7,7 +7,10 @@ Sections (each compares our path with its baseline on the same models, same prom
 - teacher:    world-FID and prompt accuracy of the text-to-image teacher, 25 DDIM steps with CFG.
 - swiftbrush: the one-step student vs the teacher at 25 steps and the teacher forced to 1 step.
 - infedit:    edit accuracy, PSNR outside the edited object vs the ground-truth target scene, and time,
-              on world edit pairs; against DDIM inversion + Prompt-to-Prompt on the teacher.
+              on world edit pairs; against DDIM inversion + Prompt-to-Prompt on the teacher. Rows `ours`
+              (our first choices), `official` (the official code's three choices), or one official
+              choice on top of ours (`swap`, `position`, `edit_then_layout`); `--infedit-blend words`
+              adds blend words (see `blend_words`).
 - colorize:   PSNR/SSIM against ground truth: trained colorizer with and without luminance lock, and the
               untrained InstructPix2Pix init (the teacher with the zero-initialised 8-channel conv_in).
 - diagnose:   VAE PSNR, the teacher's clean-latent error by timestep and its caption sensitivity (the
@@ -19,6 +22,7 @@ Results go to benchmarks/results/proving_ground-cpu.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -41,11 +45,12 @@ from papernodes.models.colorize.pipeline import ColorizePipeline, ColorizeSettin
 from papernodes.models.colorize.train import expand_conv_in_for_ip2p  # noqa: E402
 from papernodes.models.common.loading import SDComponents, load_components  # noqa: E402
 from papernodes.models.common.schedulers import make_scheduler, scheduler_of_class  # noqa: E402
-from papernodes.models.infedit.pipeline import PRESETS, InfEditPipeline  # noqa: E402
+from papernodes.models.infedit.pipeline import OFFICIAL_CHOICES, PRESETS, InfEditPipeline  # noqa: E402
 from papernodes.models.proving_ground import classifier as pg_classifier  # noqa: E402
 from papernodes.models.proving_ground import zoo  # noqa: E402
 from papernodes.models.proving_ground.train_base import scaled_linear_alphas_cumprod, tokenize  # noqa: E402
 from papernodes.models.proving_ground.world import (  # noqa: E402
+    SHAPES,
     WorldDataset,
     caption,
     edit_pair,
@@ -206,26 +211,67 @@ def _edit_scores(outputs, pairs, clf) -> dict:
     }
 
 
+OUR_CHOICES = dict(replaced_words="new", pad_mapping="pads", shared_blend_words="keep_source")
+INFEDIT_ROWS = {
+    "ours": OUR_CHOICES,
+    "official": OFFICIAL_CHOICES,
+    "swap": {**OUR_CHOICES, "replaced_words": "swap"},
+    "position": {**OUR_CHOICES, "pad_mapping": "position"},
+    "edit_then_layout": {**OUR_CHOICES, "shared_blend_words": "edit_then_layout"},
+}
+
+
+def blend_words(kind: str, src: str, tgt: str) -> tuple[str, str]:
+    """(source, target) blend words of a world edit, as the official handbook advises.
+
+    Object color edit "black star" -> "green star": target "green star", source "star" (a word in both
+    lists: edit the star, keep its layout). Shape edit: target = the new shape word. Background edit:
+    source = the objects' shape nouns (keep them). ("", "") when the captions differ in length.
+    """
+    a, b = [w.strip(",") for w in src.split()], [w.strip(",") for w in tgt.split()]
+    if len(a) != len(b):
+        return "", ""
+    changed = [k for k in range(len(b)) if a[k] != b[k]]
+    nouns = [w for w in a if any(w in (s, s + "s", s + "es") for s in SHAPES)]
+    if kind == "background":
+        return " ".join(dict.fromkeys(nouns)), ""
+    if kind == "color" and changed and changed[-1] + 1 < len(b):
+        noun = b[changed[-1] + 1]
+        return noun, " ".join([b[k] for k in changed] + [noun])
+    return "", " ".join(b[k] for k in changed)
+
+
 def section_infedit(args, clf, results):
     pairs = edit_pairs(args.edits, args.edit_start)
     base = load_components(zoo.base_dir(WEIGHTS))
-    rows = args.infedit_rows.split(",")
-    if "ours" in rows:
+    rows = [r.strip() for r in args.infedit_rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in INFEDIT_ROWS and r != "baseline"]
+    if unknown:
+        raise SystemExit(f"unknown --infedit-rows {unknown}; known: {', '.join(INFEDIT_ROWS)}, baseline")
+    ours = [r for r in rows if r in INFEDIT_ROWS]
+    if ours:
         sched = json.loads((zoo.derived_unet_dir("lcm", WEIGHTS) / "scheduler_config.json").read_text())
-        lcm = derived("lcm", base, sched)
-        _infedit_ours(InfEditPipeline(lcm), PRESETS["interactive"], pairs, clf, results)
+        pipe = InfEditPipeline(derived("lcm", base, sched))
+        for name in ours:
+            _infedit_ours(pipe, name, args.infedit_blend, pairs, clf, results)
     if "baseline" in rows:
         _infedit_baseline(base, pairs, args.guidance, clf, results)
 
 
-def _infedit_ours(pipe, settings, pairs, clf, results):
+def _infedit_ours(pipe, name, blend, pairs, clf, results):
+    settings = dataclasses.replace(PRESETS["interactive"], **INFEDIT_ROWS[name])
     outs, t0 = [], time.perf_counter()
-    for _, src_img, _, src, tgt, _, _ in pairs:
-        r = pipe(to_image(src_img)[None], src, [tgt], settings)
+    for kind, src_img, _, src, tgt, _, _ in pairs:
+        words = blend_words(kind, src, tgt) if blend == "words" else ("", "")
+        s = dataclasses.replace(settings, source_blend_words=words[0], target_blend_words=words[1])
+        r = pipe(to_image(src_img)[None], src, [tgt], s)
         outs.append(to_uint8(r.edited)[0])
     row = _edit_scores(outs, pairs, clf)
     row["seconds_per_edit"] = round((time.perf_counter() - t0) / len(pairs), 3)
-    results["InfEdit (LCM student, 15 steps)"] = row
+    key = "InfEdit (LCM student, 15 steps)"  # the first row's name, kept for earlier results
+    if (name, blend) != ("ours", "none"):
+        key += f" [{name} choices, blend words: {blend}]"
+    results[key] = row
 
 
 def _infedit_baseline(base, pairs, guidance, clf, results):
@@ -316,7 +362,17 @@ def main(argv=None) -> int:
     p.add_argument(
         "--edit-start", type=int, default=0, help="first edit pair (to split runs; rows are means)"
     )
-    p.add_argument("--infedit-rows", default="ours,baseline", help="ours, baseline or both (to split runs)")
+    p.add_argument(
+        "--infedit-rows",
+        default="ours,baseline",
+        help=f"comma list of {', '.join(INFEDIT_ROWS)}, baseline (to split runs)",
+    )
+    p.add_argument(
+        "--infedit-blend",
+        default="none",
+        choices=("none", "words"),
+        help="InfEdit rows without blend words, or with the words of `blend_words`",
+    )
     p.add_argument("--colorize-images", type=int, default=100)
     p.add_argument("--colorize-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0, help="CFG of the teacher rows and the baseline")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..models.common.errors import InputError
 from ..models.common.loading import load_components, load_state_dict
 from ..models.common.lora import fuse_lora
-from ..models.infedit.pipeline import InfEditPipeline, InfEditSettings
+from ..models.infedit.pipeline import CHOICES, InfEditPipeline, InfEditSettings
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
     file_choices,
@@ -210,7 +210,41 @@ def _edit_inputs(image_tooltip: str, targets: dict, target_words: dict) -> dict:
             ),
             **target_words,
             **_settings_inputs(),
-        }
+        },
+        "optional": _choice_inputs(),
+    }
+
+
+def _choice_inputs() -> dict:
+    """The three choices where the official InfEdit code differs from our first reading (docs/infedit.md).
+
+    Optional, so API prompts written before they existed still run with the defaults."""
+    d = DEFAULTS
+    return {
+        "replaced_words": (
+            list(CHOICES["replaced_words"]),
+            {
+                "default": d.replaced_words,
+                "tooltip": "A word that replaces another (black -> green): 'new' = a new token with its own "
+                "attention map; 'swap' (official code) = it takes the replaced word's map (P2P word swap).",
+            },
+        ),
+        "pad_mapping": (
+            list(CHOICES["pad_mapping"]),
+            {
+                "default": d.pad_mapping,
+                "tooltip": "When the prompts' token counts differ: 'pads' maps the k-th padding token to the "
+                "source's k-th; 'position' (official code) maps column to column.",
+            },
+        ),
+        "shared_blend_words": (
+            list(CHOICES["shared_blend_words"]),
+            {
+                "default": d.shared_blend_words,
+                "tooltip": "A word in both blend lists: 'keep_source' keeps the source there (undoing the edit);"
+                " 'edit_then_layout' (official code) edits it and keeps the source's layout at the end.",
+            },
+        ),
     }
 
 
@@ -227,8 +261,12 @@ def _settings(kwargs: dict, source_words: str, target_words: str) -> InfEditSett
         "seed",
         "resize_mode",
     )
+    choices = {k: kwargs[k] for k in CHOICES if kwargs.get(k) is not None}
     return InfEditSettings(
-        **{k: kwargs[k] for k in fields}, source_blend_words=source_words, target_blend_words=target_words
+        **{k: kwargs[k] for k in fields},
+        **choices,
+        source_blend_words=source_words,
+        target_blend_words=target_words,
     )
 
 

@@ -54,6 +54,9 @@ WIDGETS: dict[str, list[str]] = {
         "eta",
         "seed",
         "resize_mode",
+        "replaced_words",
+        "pad_mapping",
+        "shared_blend_words",
     ],
     "PaperNodes_SwiftBrushLoadStudent": ["model_name", "unet_name", "dtype"],
     "PaperNodes_SwiftBrushGenerate": ["prompt", "seed", "batch_size", "width", "height"],
@@ -204,7 +207,14 @@ class Workflow:
 
 
 # Widgets every workflow leaves at their default unless a node sets them.
-WIDGET_DEFAULTS = {"upload": "image", "dtype": "auto"}
+WIDGET_DEFAULTS = {
+    "upload": "image",
+    "dtype": "auto",
+    # InfEdit's three choices (models/infedit/pipeline.py InfEditSettings; docs/infedit.md)
+    "replaced_words": "new",
+    "pad_mapping": "pads",
+    "shared_blend_words": "keep_source",
+}
 
 
 def widget_values(n: Node) -> dict:

@@ -4,8 +4,15 @@ A global (Needleman-Wunsch) alignment of the two token sequences with match +1, 
 tokens of the target that align to an identical source token are "aligned" (alpha 1: they take the
 source's cross-attention map); every other target token is "new" (alpha 0: it keeps its own map).
 With gap 0 a swapped word costs less as delete + insert than as a mismatch, so replaced, inserted and
-reordered words are all new tokens, as in Prompt-to-Prompt's refinement mapper. Padding after the
-prompts maps position to position.
+reordered words are all new tokens, as in Prompt-to-Prompt's refinement mapper.
+
+Two choices differ in the official InfEdit code and are options here (measured on the proving ground,
+docs/infedit.md):
+- `replaced_words`: "new" keeps replaced words as new tokens; "swap" gives, in each gap between aligned
+  anchors that has tokens on both sides, the most similar (target, source) pair (cosine of the text
+  encoder's states) alpha 1, so e.g. "green" takes the map of the "black" it replaces (P2P word swap).
+- `pad_mapping`: "pads" maps the k-th target pad to the source's k-th pad; "position" maps target column
+  j to source column j (they differ only when the prompts' token counts differ).
 """
 
 from __future__ import annotations
@@ -50,9 +57,60 @@ def align_sequences(src: list[int], tgt: list[int]) -> list[int | None]:
     return result
 
 
-def token_alignment(src_ids: list[int], tgt_ids: list[int], length: int = 77) -> TokenAlignment:
-    """Alignment over full (BOS ... EOS) token id lists, extended to the padded `length`."""
+REPLACED_WORDS = ("new", "swap")
+PAD_MAPPINGS = ("pads", "position")
+
+
+def swap_replaced_words(
+    pairs: list[int | None], n_src: int, src_states: torch.Tensor, tgt_states: torch.Tensor
+) -> list[int | None]:
+    """Pair one replaced word per gap with the source word it replaces (most similar text states).
+
+    A gap is a maximal run of unaligned target tokens; its source side is the source tokens strictly
+    between the anchors' source positions. Gaps with no source token (pure insertions) stay new.
+    """
+    out = list(pairs)
+    j = 0
+    while j < len(pairs):
+        if pairs[j] is not None:
+            j += 1
+            continue
+        start = j
+        while j < len(pairs) and pairs[j] is None:
+            j += 1
+        lo = pairs[start - 1] + 1 if start > 0 else 0
+        hi = pairs[j] if j < len(pairs) else n_src
+        if lo >= hi:
+            continue
+        t = torch.nn.functional.normalize(tgt_states[start:j].float(), dim=-1)
+        s = torch.nn.functional.normalize(src_states[lo:hi].float(), dim=-1)
+        best = int((t @ s.T).argmax())
+        out[start + best // (hi - lo)] = lo + best % (hi - lo)
+    return out
+
+
+def token_alignment(
+    src_ids: list[int],
+    tgt_ids: list[int],
+    length: int = 77,
+    replaced_words: str = "new",
+    pad_mapping: str = "pads",
+    src_states: torch.Tensor | None = None,
+    tgt_states: torch.Tensor | None = None,
+) -> TokenAlignment:
+    """Alignment over full (BOS ... EOS) token id lists, extended to the padded `length`.
+
+    `src_states` / `tgt_states` ([length, C] text-encoder states) are needed for replaced_words="swap".
+    """
+    if replaced_words not in REPLACED_WORDS:
+        raise ValueError(f"replaced_words must be one of {REPLACED_WORDS}, got {replaced_words!r}")
+    if pad_mapping not in PAD_MAPPINGS:
+        raise ValueError(f"pad_mapping must be one of {PAD_MAPPINGS}, got {pad_mapping!r}")
     pairs = align_sequences(src_ids, tgt_ids)
+    if replaced_words == "swap":
+        if src_states is None or tgt_states is None:
+            raise ValueError('replaced_words="swap" needs the text-encoder states of both prompts')
+        pairs = swap_replaced_words(pairs, len(src_ids), src_states, tgt_states)
     mapper = torch.zeros(length, dtype=torch.long)
     alphas = torch.zeros(length)
     for j, i in enumerate(pairs):
@@ -60,9 +118,9 @@ def token_alignment(src_ids: list[int], tgt_ids: list[int], length: int = 77) ->
             mapper[j], alphas[j] = i, 1.0
         else:
             mapper[j] = min(j, length - 1)
-    for j in range(len(tgt_ids), length):  # padding: the k-th pad maps to the source's k-th pad
-        mapper[j] = min(len(src_ids) + j - len(tgt_ids), length - 1)
-        alphas[j] = 1.0
+    for j in range(len(tgt_ids), length):  # padding (alpha 1)
+        k = j if pad_mapping == "position" else len(src_ids) + j - len(tgt_ids)
+        mapper[j], alphas[j] = min(k, length - 1), 1.0
     return TokenAlignment(mapper, alphas)
 
 

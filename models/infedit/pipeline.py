@@ -9,7 +9,9 @@ equals separate runs (up to the float rounding of a larger batch); with eta < 1 
 its own (the source then follows it).
 
 Defaults (paper / official demo, "interactive"): 15 LCM steps, source guidance 1, target guidance 2,
-cross replace 0.7, self replace 0.3, thresh_e = thresh_m = 0.6, eta 1.
+cross replace 0.7, self replace 0.3, thresh_e = thresh_m = 0.6, eta 1. Three choices where the official
+code differs from our first reading are options (`replaced_words`, `pad_mapping` in `align.py`,
+`shared_blend_words` in `blend.py`); the defaults are the ones that measured better (docs/infedit.md).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from ..common.image import check_image_batch, fit_to_multiple, restore_size
 from ..common.loading import SDComponents
 from ..common.schedulers import scheduler_of_class
 from ..common.text import encode_prompts
-from .align import token_alignment, word_token_positions
-from .blend import local_blend, target_threshold, word_mask
+from .align import PAD_MAPPINGS, REPLACED_WORDS, token_alignment, word_token_positions
+from .blend import SHARED_BLEND_WORDS, blend_factor, local_blend, target_threshold, word_mask
 from .control import BranchLayout, CrossAttentionControl, SelfAttentionControl
 from .ddcm import ddcm_step, lcm_timesteps
 
@@ -47,7 +49,17 @@ class InfEditSettings:
     source_blend_words: str = ""
     target_blend_words: str = ""
     resize_mode: str = "pad"
+    replaced_words: str = "new"  # "new" | "swap" (official): see align.py
+    pad_mapping: str = "pads"  # "pads" | "position" (official): see align.py
+    shared_blend_words: str = "keep_source"  # "keep_source" | "edit_then_layout" (official): see blend.py
 
+
+OFFICIAL_CHOICES = dict(replaced_words="swap", pad_mapping="position", shared_blend_words="edit_then_layout")
+CHOICES = {
+    "replaced_words": REPLACED_WORDS,
+    "pad_mapping": PAD_MAPPINGS,
+    "shared_blend_words": SHARED_BLEND_WORDS,
+}
 
 PRESETS = {
     "interactive": InfEditSettings(),
@@ -94,13 +106,29 @@ class InfEditPipeline:
             raise InputError(name, "words that occur in their prompt", str(exc)) from exc
 
     def _blend_resolution(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
-        """SD's 16x16 layers at 64x64 latents = factor 4; else the coarsest cross-attention resolution."""
-        cfg = self.components.unet.config
-        factors = {2**i for i, t in enumerate(cfg.down_block_types) if "CrossAttn" in t}
-        if "CrossAttn" in (cfg.mid_block_type or "UNetMidBlock2DCrossAttn"):
-            factors.add(2 ** (len(cfg.down_block_types) - 1))
-        f = 4 if 4 in factors else max(factors)
-        return latent_hw[0] // f, latent_hw[1] // f
+        """Map size of the layers local blend reads (`blend.blend_factor`: 16x16 on SD1.5 at 512 px)."""
+        f = blend_factor(self.components.unet.config)
+        return -(-latent_hw[0] // f), -(-latent_hw[1] // f)  # ceil: diffusers' stride-2 convs round up
+
+    def _blend_positions(self, source_prompt, target_prompt, source_words, target_words, s):
+        """(source positions, target positions, shared positions) of one target's blend words.
+
+        With shared_blend_words="edit_then_layout" words in both lists leave the source mask and get a
+        mask of their own (their target positions)."""
+        src_pos = self._positions(source_prompt, source_words, "source_blend_words")
+        tgt_pos = self._positions(target_prompt, target_words, "target_blend_words")
+        if s.shared_blend_words == "keep_source" or src_pos is None or tgt_pos is None:
+            return src_pos, tgt_pos, None
+        split = lambda w: w.replace(",", " ").split()  # noqa: E731
+        shared = [w for w in split(source_words) if w in set(split(target_words))]
+        if not shared:
+            return src_pos, tgt_pos, None
+        rest = " ".join(w for w in split(source_words) if w not in shared)
+        return (
+            self._positions(source_prompt, rest, "source_blend_words"),
+            tgt_pos,
+            self._positions(target_prompt, " ".join(shared), "target_blend_words"),
+        )
 
     # ----- run -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -120,18 +148,23 @@ class InfEditPipeline:
         images = check_image_batch(images, "image")
         if settings.steps < 1:
             raise InputError("steps", "at least 1", str(settings.steps))
+        for name, allowed in CHOICES.items():
+            if getattr(settings, name) not in allowed:
+                raise InputError(name, " or ".join(map(repr, allowed)), repr(getattr(settings, name)))
         if not target_prompts:
             raise InputError("target_prompt", "at least one target prompt")
         device = torch.device(device)
         src_ids = self._token_ids(source_prompt, "source_prompt")
         tgt_ids = [self._token_ids(p, "target_prompt") for p in target_prompts]
-        src_pos = self._positions(source_prompt, settings.source_blend_words, "source_blend_words")
         words = target_blend_words or [settings.target_blend_words] * len(target_prompts)
         if len(words) != len(target_prompts):
             raise InputError(
                 "target_blend_words", f"{len(target_prompts)} entries, one per target prompt", str(len(words))
             )
-        tgt_pos = [self._positions(p, w, "target_blend_words") for p, w in zip(target_prompts, words)]
+        positions = [
+            self._blend_positions(source_prompt, p, settings.source_blend_words, w, settings)
+            for p, w in zip(target_prompts, words)
+        ]
 
         x, fit = fit_to_multiple(images, self.components.pixel_multiple, settings.resize_mode)
         groups = (
@@ -165,8 +198,7 @@ class InfEditPipeline:
                     [target_prompts[i] for i in group],
                     src_ids,
                     [tgt_ids[i] for i in group],
-                    src_pos,
-                    [tgt_pos[i] for i in group],
+                    [positions[i] for i in group],
                     settings,
                     device,
                     dtype,
@@ -197,8 +229,7 @@ class InfEditPipeline:
         targets,
         src_ids,
         tgt_ids,
-        src_pos,
-        tgt_pos,
+        positions,
         s: InfEditSettings,
         device,
         dtype,
@@ -208,10 +239,24 @@ class InfEditPipeline:
         n = len(targets)
         cfg = not (s.source_guidance == 1.0 and s.target_guidance == 1.0)
         layout = BranchLayout(n, cfg)
-        alignments = [token_alignment(src_ids, ids) for ids in tgt_ids]
+        cond = encode_prompts(self.components, [source_prompt, *targets, *([source_prompt] * n)], device).to(
+            dtype
+        )
+        alignments = [
+            token_alignment(
+                src_ids,
+                ids,
+                cond.shape[1],
+                s.replaced_words,
+                s.pad_mapping,
+                src_states=cond[0],
+                tgt_states=cond[1 + j],
+            )
+            for j, ids in enumerate(tgt_ids)
+        ]
         latent_hw = tuple(z0.shape[-2:])
         blend_res = self._blend_resolution(latent_hw)
-        want_blend = src_pos is not None or any(p is not None for p in tgt_pos)
+        want_blend = any(p is not None for pos in positions for p in pos)
         cross = CrossAttentionControl(
             layout,
             [a.mapper for a in alignments],
@@ -221,10 +266,6 @@ class InfEditPipeline:
             collect_maps=want_blend,
         )
         hooks = [SelfAttentionControl(layout, s.self_replace), cross]
-
-        cond = encode_prompts(self.components, [source_prompt, *targets, *([source_prompt] * n)], device).to(
-            dtype
-        )
         text = (
             torch.cat(
                 [encode_prompts(self.components, [""], device).to(dtype).expand(layout.items, -1, -1), cond]
@@ -275,28 +316,29 @@ class InfEditPipeline:
                     x_s_next = out_m.x_source if x_s_next is None else x_s_next
                 last = i == len(timesteps) - 1
                 if want_blend and i > 0 and not last:
+                    final = i == len(timesteps) - 2  # the last blend (the last step returns x0)
                     new_t, mask_e = self._blend(
-                        cross, new_t, new_m, x_s_next, src_pos, tgt_pos, float(a_t), s, blend_res, latent_hw
+                        cross, new_t, new_m, x_s_next, positions, float(a_t), s, blend_res, latent_hw, final
                     )
                 x_s, x_t, x_m = x_s_next, new_t, new_m
                 tick()
         return {"x0": pred, "masks": mask_e, "evals": evals}
 
-    def _blend(self, cross, x_t, x_m, x_s, src_pos, tgt_pos, alpha_t, s, blend_res, latent_hw):
+    def _blend(self, cross, x_t, x_m, x_s, positions, alpha_t, s, blend_res, latent_hw, final):
         maps = cross.maps
         out, masks = [], []
-        mask_src = (
-            word_mask(maps.source, src_pos, blend_res, latent_hw, s.thresh_m)
-            if src_pos is not None and maps.source is not None
-            else None
-        )
         for j, (xt, xm) in enumerate(zip(x_t, x_m)):
-            mask_tgt = None
-            if tgt_pos[j] is not None and len(maps.targets) > j:
+            src_pos, tgt_pos, shared_pos = positions[j]
+            mask_src = mask_tgt = mask_shared = None
+            if src_pos is not None and maps.source is not None:
+                mask_src = word_mask(maps.source, src_pos, blend_res, latent_hw, s.thresh_m)
+            if tgt_pos is not None and len(maps.targets) > j:
                 mask_tgt = word_mask(
-                    maps.targets[j], tgt_pos[j], blend_res, latent_hw, target_threshold(alpha_t, s.thresh_e)
+                    maps.targets[j], tgt_pos, blend_res, latent_hw, target_threshold(alpha_t, s.thresh_e)
                 )
-            out.append(local_blend(xt, xm, x_s, mask_tgt, mask_src))
+            if final and shared_pos is not None and len(maps.targets) > j:
+                mask_shared = word_mask(maps.targets[j], shared_pos, blend_res, latent_hw, s.thresh_e)
+            out.append(local_blend(xt, xm, x_s, mask_tgt, mask_src, mask_shared))
             masks.append(
                 mask_tgt
                 if mask_tgt is not None
