@@ -13,41 +13,17 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT
-from papernodes.models.common import ldm_layout, saving
-from papernodes.models.common.loading import SDComponents, load_tokenizer, shipped_scheduler_config
+from papernodes.models.common import saving, tiny
 from PIL import Image
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 CKPT = "papernodes-bridge-ip2p.safetensors"
 
 
-def _sd15_shaped_ip2p(seed: int = 0, in_channels: int = 8) -> SDComponents:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        in_channels=in_channels,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(320,),
-        down_block_types=("CrossAttnDownBlock2D",),
-        up_block_types=("CrossAttnUpBlock2D",),
-        cross_attention_dim=768,
-        attention_head_dim=8,
-        sample_size=8,
-    )
-    with torch.no_grad():  # diffusers zero-initialises conv_out; give it weights so outputs depend on it
-        unet.conv_out.weight.normal_(0, 0.02)
-    vae = AutoencoderKL.from_config(ldm_layout.shipped_config("sd_vae"))
-    clip = CLIPTextModel(CLIPTextConfig(**ldm_layout.shipped_config("clip_l_text")))
-    return SDComponents(unet.eval(), vae.eval(), clip.eval(), load_tokenizer(), shipped_scheduler_config())
-
-
 @pytest.fixture(scope="module")
 def bridge_checkpoint(comfy_host):
     path = comfy_host.base_dir / "models" / "checkpoints" / CKPT
-    saving.save_single_file(_sd15_shaped_ip2p(), path, dtype=torch.float16)
+    saving.save_single_file(tiny.build_sd15_shaped_components(in_channels=8), path, dtype=torch.float16)
     return path
 
 
@@ -107,7 +83,7 @@ def bridge_sd15_with_lora(comfy_host):
     """A 4-channel SD1.5-shaped checkpoint and a kohya-layout LoRA on its attention projections."""
     from papernodes.models.demo_assets import write_demo_lora
 
-    comps = _sd15_shaped_ip2p(seed=1, in_channels=4)
+    comps = tiny.build_sd15_shaped_components(seed=1, in_channels=4)
     saving.save_single_file(
         comps, comfy_host.base_dir / "models" / "checkpoints" / LORA_CKPT, dtype=torch.float16
     )

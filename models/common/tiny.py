@@ -73,3 +73,31 @@ def build_tiny_components(seed: int = 0, in_channels: int = 4) -> SDComponents:
         _perturb(m, gen)
         m.eval().requires_grad_(False)
     return SDComponents(unet, vae, text_encoder, load_tokenizer(), shipped_scheduler_config(), source="tiny")
+
+
+def build_sd15_shaped_components(seed: int = 0, in_channels: int = 4) -> SDComponents:
+    """A narrow model ComfyUI's checkpoint loader recognises as SD1.5 (or SD1.5-InstructPix2Pix with
+    `in_channels=8`): its detection reads the U-Net's channel count (320), the context width (768), the SD
+    VAE and CLIP-L, so those are full size; the U-Net has one level. Random weights (~0.9 GB in float32)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from . import ldm_layout
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        in_channels=in_channels,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(320,),
+        down_block_types=("CrossAttnDownBlock2D",),
+        up_block_types=("CrossAttnUpBlock2D",),
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        sample_size=8,
+    )
+    with torch.no_grad():  # diffusers zero-initialises conv_out; give it weights so outputs depend on it
+        unet.conv_out.weight.normal_(0, 0.02)
+    vae = AutoencoderKL.from_config(ldm_layout.shipped_config("sd_vae"))
+    clip = CLIPTextModel(CLIPTextConfig(**ldm_layout.shipped_config("clip_l_text")))
+    return SDComponents(unet.eval(), vae.eval(), clip.eval(), load_tokenizer(), shipped_scheduler_config())
