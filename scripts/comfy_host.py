@@ -523,6 +523,12 @@ def cmd_run_workflows(args: argparse.Namespace) -> int:
     finally:
         host.stop()
     print(f"{len(workflows) - failures}/{len(workflows)} workflows succeeded")
+    from contact_sheet import write_contact_sheet  # scripts/: the picture of this run
+
+    try:
+        print(f"contact sheet: {write_contact_sheet(out_dir)}")
+    except FileNotFoundError as exc:
+        print(f"no contact sheet: {exc}", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -1,0 +1,129 @@
+"""One PNG that shows what the main job did: a row per workflow, its prompt, its inputs and outputs.
+
+`comfy_host.py run-workflows` writes `<output>/contact_sheet.png` after the run; README shows the copy in
+`docs/contact_sheet.png` (refresh it with `python scripts/contact_sheet.py --output ./output --docs`).
+Panels are the main job's files (`<slug>_input_<name>` for inputs, then the outputs; the first frame of
+an animation), each labelled with its role; the row's caption is the workflow's prompt(s) from its API
+twin, so a reader can check the picture against the words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_host import API_WORKFLOWS, INPUT_TAG, REPO_ROOT  # noqa: E402
+
+PANEL, GAP, LABEL_H, CAPTION_H, MARGIN = 160, 8, 18, 40, 12
+IMAGE_SUFFIXES = (".png", ".webp", ".jpg")
+BACKGROUND, TEXT, DIM = (28, 28, 30), (235, 235, 235), (160, 160, 165)
+DOCS_COPY = REPO_ROOT / "docs" / "contact_sheet.png"
+
+
+def caption_of(api_path: Path) -> str:
+    """The words the workflow acts on: source -> target prompt, an instruction or a prompt."""
+    inputs = [n.get("inputs", {}) for n in json.loads(api_path.read_text()).values()]
+    text = {k: v for i in inputs for k, v in i.items() if isinstance(v, str)}
+    if "source_prompt" in text and "target_prompt" in text:
+        return f'"{text["source_prompt"]}"  ->  "{text["target_prompt"]}"'
+    for key in ("instruction", "prompt"):
+        if key in text:
+            return f'"{text[key]}"'
+    return ""
+
+
+def label_of(path: Path, slug: str) -> str:
+    """'input: papernodes_demo_color', 'edited', 'swiftbrush 2', ... from the main job's file names."""
+    name = path.stem[len(slug) + 1 :] if path.stem.startswith(slug + "_") else path.stem
+    if name.startswith(INPUT_TAG.strip("_") + "_"):
+        return "input: " + name[len(INPUT_TAG) - 1 :].removeprefix("papernodes_demo_")
+    name = name.removeprefix(slug + "_")
+    m = re.fullmatch(r"(?:(.*)_)?(\d{5})_?", name)
+    if m:
+        base, index = (m.group(1) or "output").replace("_", " "), int(m.group(2))
+        return base + (f" {index}" if index > 1 or base == "output" else "")
+    return name.replace("_", " ")
+
+
+def panels_of(slug: str, output_dir: Path) -> list[Path]:
+    files = sorted(p for p in output_dir.glob(f"{slug}_*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    inputs = [p for p in files if INPUT_TAG in p.name]
+    return inputs + [p for p in files if p not in inputs]
+
+
+def _frame(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        im.seek(0)
+        frame = im.convert("RGB")
+    scale = PANEL / max(frame.size)
+    size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+    small = max(frame.size) < PANEL  # keep small outputs crisp (the demo models draw at 128 px)
+    return frame.resize(size, Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    while text and draw.textlength(text, font=font) > width:
+        text = text[:-2] + "…"
+    return text
+
+
+def contact_sheet(output_dir: Path, api_dir: Path = API_WORKFLOWS) -> Image.Image:
+    """The sheet for every API workflow that has files in `output_dir`."""
+    rows = []
+    for api in sorted(api_dir.glob("*.json")):
+        panels = panels_of(api.stem, output_dir)
+        if panels:
+            rows.append((api.stem, caption_of(api), panels))
+    if not rows:
+        raise FileNotFoundError(f"no main-job outputs in {output_dir}: run the main job first")
+    width = MARGIN * 2 + max(len(p) for _, _, p in rows) * (PANEL + GAP) - GAP
+    row_h = CAPTION_H + PANEL + LABEL_H + MARGIN
+    sheet = Image.new("RGB", (width, MARGIN + len(rows) * row_h), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    title_font, font = ImageFont.load_default(size=15), ImageFont.load_default(size=12)
+    y = MARGIN
+    for slug, caption, panels in rows:
+        draw.text((MARGIN, y), slug, font=title_font, fill=TEXT)
+        draw.text((MARGIN, y + 19), _fit(draw, caption, font, width - 2 * MARGIN), font=font, fill=DIM)
+        top = y + CAPTION_H
+        for i, path in enumerate(panels):
+            x = MARGIN + i * (PANEL + GAP)
+            frame = _frame(path)
+            sheet.paste(frame, (x + (PANEL - frame.width) // 2, top + (PANEL - frame.height) // 2))
+            label = _fit(draw, label_of(path, slug), font, PANEL)
+            draw.text((x, top + PANEL + 3), label, font=font, fill=DIM)
+        y += row_h
+    return sheet
+
+
+def write_contact_sheet(output_dir: Path, docs: bool = False) -> Path:
+    dest = output_dir / "contact_sheet.png"
+    contact_sheet(output_dir).save(dest, optimize=True)
+    if docs:  # 256 colours: a third of the size in the repository every user clones
+        Image.open(dest).quantize(256, dither=Image.Dither.NONE).save(DOCS_COPY, optimize=True)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", default="output", help="the main job's output folder")
+    parser.add_argument(
+        "--docs", action="store_true", help=f"also copy it to {DOCS_COPY.relative_to(REPO_ROOT)}"
+    )
+    args = parser.parse_args(argv)
+    try:
+        print(f"wrote {write_contact_sheet(Path(args.output), args.docs)}")
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The main job's contact sheet (scripts/contact_sheet.py): a row per workflow, panels where they belong."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import contact_sheet as cs  # noqa: E402
+
+
+def _api(folder: Path, slug: str, inputs: dict) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / f"{slug}.json").write_text(json.dumps({"1": {"class_type": "X", "inputs": inputs}}))
+
+
+def test_rows_panels_and_captions(tmp_path):
+    api, out = tmp_path / "api", tmp_path / "output"
+    out.mkdir()
+    _api(api, "edit", {"source_prompt": "a cat", "target_prompt": "a dog", "steps": 3})
+    _api(api, "gen", {"prompt": "two circles"})
+    _api(api, "unrun", {"prompt": "never ran"})
+    colors = {"edit_input_photo.png": (255, 0, 0), "edit_edit_edited_00001_.png": (0, 255, 0),
+              "gen_gen_00001_.png": (0, 0, 255), "gen_gen_00002_.png": (255, 255, 0)}  # fmt: skip
+    for name, color in colors.items():
+        Image.new("RGB", (64, 32), color).save(out / name)  # small and wide: scaled up, kept whole
+    (out / "edit_report.txt").write_text("not an image")
+    sheet = cs.contact_sheet(out, api)
+    row_h = cs.CAPTION_H + cs.PANEL + cs.LABEL_H + cs.MARGIN
+    assert sheet.size == (
+        cs.MARGIN * 2 + 2 * cs.PANEL + cs.GAP,
+        cs.MARGIN + 2 * row_h,
+    )  # 2 rows, 2 panels max
+
+    def centre(row, col):
+        return sheet.getpixel(
+            (
+                cs.MARGIN + col * (cs.PANEL + cs.GAP) + cs.PANEL // 2,
+                cs.MARGIN + row * row_h + cs.CAPTION_H + cs.PANEL // 2,
+            )
+        )
+
+    assert [centre(0, 0), centre(0, 1)] == [(255, 0, 0), (0, 255, 0)]  # edit: the input first
+    assert [centre(1, 0), centre(1, 1)] == [(0, 0, 255), (255, 255, 0)]
+    assert cs.caption_of(api / "edit.json") == '"a cat"  ->  "a dog"'
+    assert cs.caption_of(api / "gen.json") == '"two circles"'
+    assert cs.label_of(out / "edit_input_photo.png", "edit") == "input: photo"
+    assert cs.label_of(out / "edit_edit_edited_00001_.png", "edit") == "edited"
+    assert cs.label_of(out / "gen_gen_00002_.png", "gen") == "output 2"
+
+
+def test_no_outputs_says_so(tmp_path):
+    _api(tmp_path / "api", "gen", {"prompt": "x"})
+    (tmp_path / "output").mkdir()
+    with pytest.raises(FileNotFoundError, match="run the main job first"):
+        cs.contact_sheet(tmp_path / "output", tmp_path / "api")
+    assert cs.main(["--output", str(tmp_path / "output")]) == 2
