@@ -4,7 +4,8 @@ browser, titled by its file name) and API format (example_workflows/api/, for PO
 Keeping both files generated from one source means they cannot drift; tests/test_workflows.py checks
 both against the live server's /object_info, and the UI files for overlapping nodes, cut titles and a
 view that shows the whole graph. Run: `python scripts/make_workflows.py` (no ComfyUI needed).
-Node positions are computed (columns by longest path), never hand-placed.
+Node positions are computed, never hand-placed: of the column assignments (data flows left to right), the
+one whose links run behind no node (link_curves: the frontend's splines) and that shows at the largest scale.
 
 Widget order per node class is declared here (it is the order of the non-link inputs in INPUT_TYPES);
 an INT input named `seed` gets the UI's extra "control_after_generate" widget value.
@@ -250,52 +251,6 @@ def note_size(text: str) -> tuple[int, int]:
     return NOTE_W, 24 + NOTE_LINE_H * lines
 
 
-def columns_of(nodes: list[Node]) -> dict[int, int]:
-    """Column of each node: one after its latest input; a node without inputs (loader, image) sits just
-    before its first consumer, so sources spread over the columns instead of piling up in the first."""
-    by_id = {n.id: n for n in nodes}
-    depth: dict[int, int] = {}
-
-    def after_inputs(i: int) -> int:
-        if i not in depth:
-            depth[i] = 1 + max((after_inputs(src) for src, _ in by_id[i].links.values()), default=-1)
-        return depth[i]
-
-    column = {n.id: after_inputs(n.id) for n in nodes}
-    last = max(column.values())
-    for n in nodes:
-        consumers = [m.id for m in nodes if any(src == n.id for src, _ in m.links.values())]
-        if not n.links and consumers:
-            column[n.id] = min(column[c] for c in consumers) - 1
-        elif not consumers and n.class_type in SHOWS_IMAGE:
-            column[n.id] = last  # every saver in the last column: results are read side by side
-    return column
-
-
-def layout(nodes: list[Node], note: str) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
-    """Columns left to right in data-flow order, nodes stacked in each column; the Note above all."""
-    column = columns_of(nodes)
-    columns: dict[int, list[Node]] = {}
-    for n in sorted(nodes, key=lambda n: n.class_type in SHOWS_IMAGE):  # savers below the other nodes
-        columns.setdefault(column[n.id], []).append(n)
-    sizes = {n.id: node_size(n) for n in nodes}
-    note_w, note_h = note_size(note)
-    top = note_h + TITLE_H + ROW_GAP
-    bottom = VIEW_H / MIN_SCALE  # a column taller than this would leave the view: it wraps to a new one
-    pos, x = {}, 0
-    for c in sorted(columns):
-        y, width = top, 0
-        for n in columns[c]:
-            if y > top and y + TITLE_H + sizes[n.id][1] > bottom:
-                x, y, width = x + width + COL_GAP, top, 0
-            pos[n.id] = (x, y)
-            y += sizes[n.id][1] + TITLE_H + ROW_GAP
-            width = max(width, sizes[n.id][0])
-        x += width + COL_GAP
-    pos[0], sizes[0] = (0, 0), (note_w, note_h)  # id 0: the Note
-    return pos, sizes
-
-
 def view_to_fit(pos: dict, sizes: dict) -> dict:
     """extra.ds: scale and offset that show the whole graph below the top bar and right of the sidebar."""
     x0 = min(x for x, _ in pos.values())
@@ -304,6 +259,200 @@ def view_to_fit(pos: dict, sizes: dict) -> dict:
     y1 = max(pos[i][1] + sizes[i][1] for i in pos)
     scale = round(max(MIN_SCALE, min(1.0, VIEW_W / (x1 - x0), VIEW_H / (y1 - y0))), 3)
     return {"scale": scale, "offset": [round(SIDEBAR / scale - x0, 1), round(TOP / scale - y0, 1)]}
+
+
+# How the frontend draws a link (ComfyUI frontend 1.32, renderer/core/canvas/litegraph/slotCalculations.ts and
+# litegraphLinkAdapter.ts): slot i (counting only the slots drawn in rows, i.e. not widget inputs) sits at
+# y = pos.y + (i + 0.7) * 20, inputs 10 right of the left edge, outputs 9 left of the right edge; the link is
+# a cubic Bezier from the output to the input with control points 0.25 * distance right of the start and
+# left of the end (LiteGraph's SPLINE_LINK, the default link style). Links are drawn below the nodes.
+LG_SLOT_H, LG_SPLINE = 20, 0.25
+LINK_CLEAR = 12  # room kept between a link and a node it passes (the line is ~3 units wide, plus a margin)
+
+Box = tuple[float, float, float, float]
+Link = tuple[int, int, int, int]  # source node, output slot, target node, input slot
+
+
+def _curve(pos: dict, sizes: dict, link: Link, samples: int) -> list[tuple[float, float]]:
+    src, src_slot, dst, dst_slot = link
+    x0 = pos[src][0] + sizes[src][0] + 1 - LG_SLOT_H / 2
+    y0 = pos[src][1] + (src_slot + 0.7) * LG_SLOT_H
+    x3 = pos[dst][0] + LG_SLOT_H / 2
+    y3 = pos[dst][1] + (dst_slot + 0.7) * LG_SLOT_H
+    reach = LG_SPLINE * ((x3 - x0) ** 2 + (y3 - y0) ** 2) ** 0.5
+    x1, x2 = x0 + reach, x3 - reach
+    points = []
+    for k in range(samples + 1):
+        t = k / samples
+        a, b, c, e = (1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3
+        points.append((a * x0 + b * x1 + c * x2 + e * x3, (a + b) * y0 + (c + e) * y3))
+    return points
+
+
+def _box(pos: dict, sizes: dict, i: int) -> Box:
+    """The node's drawn rectangle (x0, y0, x1, y1), title bar (drawn above pos) included."""
+    return pos[i][0], pos[i][1] - TITLE_H, pos[i][0] + sizes[i][0], pos[i][1] + sizes[i][1]
+
+
+def _hidden(pos: dict, sizes: dict, links: list[Link], samples: int) -> list[tuple[int, int, float]]:
+    """(link index, node id, lowest y of the link over the node) for each link drawn through a node. A link
+    starts and ends inside its own two nodes (at their slots): there only a re-entry counts."""
+    hits = []
+    boxes = {i: _box(pos, sizes, i) for i in pos}
+    for k, link in enumerate(links):
+        points = _curve(pos, sizes, link, samples)
+        lx0, lx1 = min(x for x, _ in points), max(x for x, _ in points)
+        ly0, ly1 = min(y for _, y in points), max(y for _, y in points)
+        for i, (bx0, by0, bx1, by1) in boxes.items():
+            if bx1 <= lx0 or lx1 <= bx0 or by1 <= ly0 or ly1 <= by0:
+                continue
+            inside = [bx0 < x < bx1 and by0 < y < by1 for x, y in points]
+            if i in (link[0], link[2]):
+                first = inside.index(False) if False in inside else len(inside)
+                last = len(inside)
+                while last > first and inside[last - 1]:
+                    last -= 1
+                inside = [False] * first + inside[first:last]
+            if any(inside):
+                over = [y for x, y in points if bx0 - LINK_CLEAR < x < bx1 + LINK_CLEAR]
+                hits.append((k, i, max(over)))
+    return hits
+
+
+def _ui_geometry(ui: dict) -> tuple[dict, dict, list[Link]]:
+    pos = {n["id"]: tuple(n["pos"]) for n in ui["nodes"]}
+    sizes = {n["id"]: tuple(n["size"]) for n in ui["nodes"]}
+    return pos, sizes, [(src, s, dst, d) for _, src, s, dst, d, _ in ui["links"]]
+
+
+def link_curves(ui: dict, samples: int = 64) -> dict[int, list[tuple[float, float]]]:
+    """Points along each link of a UI-format workflow as the graph editor draws it: link id -> points."""
+    pos, sizes, links = _ui_geometry(ui)
+    return {ui["links"][k][0]: _curve(pos, sizes, link, samples) for k, link in enumerate(links)}
+
+
+def links_behind_nodes(ui: dict, samples: int = 64) -> list[tuple[int, int]]:
+    """(link id, node id) for each link of a UI-format workflow drawn through a node's rectangle (title bar
+    included): the editor draws links below the nodes, so that stretch of the link is hidden."""
+    pos, sizes, links = _ui_geometry(ui)
+    return [(ui["links"][k][0], i) for k, i, _ in _hidden(pos, sizes, links, samples)]
+
+
+def _topological(nodes: list[Node]) -> list[Node]:
+    by_id, done, order = {n.id: n for n in nodes}, set(), []
+
+    def visit(n: Node) -> None:
+        if n.id not in done:
+            done.add(n.id)
+            for src, _ in n.links.values():
+                visit(by_id[src])
+            order.append(n)
+
+    for n in nodes:
+        visit(n)
+    return order
+
+
+def column_choices(nodes: list[Node], slack: int = 2, max_columns: int = 6):
+    """Every column assignment where each node sits right of all its inputs, at most `slack` columns further
+    right than it must, with no empty column in between."""
+    order = _topological(nodes)
+    column: dict[int, int] = {}
+
+    def place(k: int):
+        if k == len(order):
+            used = set(column.values())
+            if used == set(range(len(used))):
+                yield dict(column)
+            return
+        n = order[k]
+        lo = 1 + max((column[src] for src, _ in n.links.values()), default=-1)
+        for c in range(lo, min(lo + slack, max_columns - 1) + 1):
+            column[n.id] = c
+            yield from place(k + 1)
+        column.pop(n.id, None)
+
+    yield from place(0)
+
+
+def _links(nodes: list[Node]) -> list[Link]:
+    return [(src, slot, n.id, i) for n in nodes for i, (src, slot) in enumerate(n.links.values())]
+
+
+def _stack(
+    columns: list[list[int]], sizes: dict, note: tuple[int, int], push: dict[int, float]
+) -> dict[int, tuple[float, float]]:
+    """Columns left to right; each stacked from below the Note with ROW_GAP between nodes, a node lowered by
+    push[id] (and the nodes below it with it). Links then never reach up to the Note."""
+    pos, x = {}, 0
+    for col in columns:
+        y = note[1] + TITLE_H + ROW_GAP
+        for i in col:
+            y += push.get(i, 0)
+            pos[i] = (x, y)
+            y += sizes[i][1] + TITLE_H + ROW_GAP
+        x += max(sizes[i][0] for i in col) + COL_GAP
+    return pos
+
+
+def _arrange(nodes: list[Node], column: dict[int, int], sizes: dict, note: tuple[int, int], max_h: float):
+    """Order each column by the barycentre of the slots its nodes link to (a few sweeps), then lower nodes
+    that links would run behind until no link does, or the graph grows taller than max_h (below the Note's
+    top). Returns (pos, hidden links)."""
+    links = _links(nodes)
+    columns = [[n.id for n in nodes if column[n.id] == c] for c in range(max(column.values()) + 1)]
+    for col in columns:  # start: savers below the other nodes, else in declaration order
+        col.sort(key=lambda i: sizes[i][1] > PREVIEW_H)
+    push: dict[int, float] = {}
+    pos = _stack(columns, sizes, note, push)
+    for _ in range(3):
+        for col in columns:
+            ys = {i: [] for i in col}
+            for src, s, dst, d in links:
+                if dst in ys:
+                    ys[dst].append(pos[src][1] + s * LG_SLOT_H - d * LG_SLOT_H)
+                if src in ys:
+                    ys[src].append(pos[dst][1] + d * LG_SLOT_H - s * LG_SLOT_H)
+            col.sort(key=lambda i: sum(ys[i]) / len(ys[i]) if ys[i] else pos[i][1])
+            pos = _stack(columns, sizes, note, push)
+    for _ in range(12):
+        hits = [h for h in _hidden(pos, sizes, links, 24) if h[1] not in (links[h[0]][0], links[h[0]][2])]
+        if not hits:
+            break
+        lower = {}
+        for _, i, y in hits:  # each crossed node just below the lowest link over it
+            lower[i] = max(lower.get(i, 1), y + LINK_CLEAR + TITLE_H - pos[i][1])
+        for i, dy in lower.items():
+            push[i] = push.get(i, 0) + dy
+        pos = _stack(columns, sizes, note, push)
+        if max(pos[i][1] + sizes[i][1] for i in pos) + TITLE_H > max_h:
+            break
+    return pos, _hidden(pos, sizes, links, 24)
+
+
+def layout(nodes: list[Node], note: str) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
+    """Columns left to right in data-flow order, the Note at the top left. Of the column assignments (each
+    node right of its inputs, up to two columns later than it must be), the one whose links run behind no
+    node and that shows at the largest scale; ties: the shortest links."""
+    sizes = {n.id: node_size(n) for n in nodes}
+    sizes[0] = note_size(note)  # id 0: the Note
+    best = None
+    for column in column_choices(nodes):
+        widths = [max(sizes[i][0] for i in column if column[i] == c) for c in range(max(column.values()) + 1)]
+        w = max(sizes[0][0], sum(widths) + COL_GAP * (len(widths) - 1))
+        fit = max(w / VIEW_W, 1)  # how much the view must shrink: by the width alone, then with the height
+        if best and not best[0][0] and round(fit, 3) > best[0][1]:
+            continue
+        max_h = VIEW_H * best[0][1] if best and not best[0][0] else (900 - TOP) / MIN_SCALE
+        pos, hidden = _arrange(nodes, column, sizes, sizes[0], max_h)
+        pos[0] = (0, 0)
+        h = max(pos[i][1] + sizes[i][1] for i in pos) + TITLE_H
+        span = sum(column[dst] - column[src] for src, _, dst, _ in _links(nodes))
+        score = (len(hidden), round(max(fit, h / VIEW_H), 3), span, w * h)
+        if best is None or score < best[0]:
+            best = (score, pos)
+    pos = {i: (round(x), round(y)) for i, (x, y) in best[1].items()}
+    return pos, sizes
 
 
 def api_format(nodes: list[Node]) -> dict:

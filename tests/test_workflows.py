@@ -124,6 +124,25 @@ def test_layout_opens_readable(ui_path):
 
 
 @pytest.mark.parametrize("ui_path", UI_FILES, ids=lambda p: p.stem)
+def test_links_do_not_run_behind_nodes(ui_path):
+    """The editor draws links below the nodes: a link through a node is hidden there and seems to end at the
+    wrong node. Each link's curve (sampled as the frontend draws it) stays clear of every node's rectangle."""
+    mw, _ = _workflows()
+    ui = json.loads(ui_path.read_text())
+    curves = mw.link_curves(ui)
+    assert len(curves) == len(ui["links"]) and all(len(c) > 32 for c in curves.values())
+    names = {
+        n["id"]: f"#{n['id']} {n.get('title') or mw.DISPLAY.get(n['type'], n['type'])}" for n in ui["nodes"]
+    }
+    ends = {link[0]: (link[1], link[3]) for link in ui["links"]}
+    hidden = [
+        f"link {names[ends[link][0]]} -> {names[ends[link][1]]} runs behind {names[node]}"
+        for link, node in mw.links_behind_nodes(ui)
+    ]
+    assert not hidden, "; ".join(hidden)
+
+
+@pytest.mark.parametrize("ui_path", UI_FILES, ids=lambda p: p.stem)
 def test_ui_workflow_matches_server_and_api_twin(comfy_host, ui_path):
     info = comfy_host.object_info()
     ui = json.loads(ui_path.read_text())
