@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from ..models.common.errors import InputError
+from ..models.handdiffuse.control import HAND_NAMES, JOINT_NAMES, Trajectory, trajectory_from_text
 from ..models.handdiffuse.export import write_bvh, write_npz
 from ..models.handdiffuse.motion import HandMotion
 from ..models.handdiffuse.pipeline import HandDiffusion, Keyframes, load_model
@@ -100,6 +101,9 @@ class GenerateHandMotion:
             "optional": {
                 "keyframes": ("HAND_KEYFRAMES",
                               {"tooltip": "Poses to pass through (e.g. from 'Keyframes from Named Poses')."}),
+                "trajectory": ("HAND_TRAJECTORY",
+                               {"tooltip": "Joint paths to follow (from 'Trajectory from Points'): the right wrist "
+                                           "exactly, other joints by guidance."}),
             },
         }  # fmt: skip
 
@@ -113,6 +117,7 @@ class GenerateHandMotion:
         steps,
         guidance,
         keyframes: Keyframes | None = None,
+        trajectory: Trajectory | None = None,
     ):
         frames = _frames(seconds, fps)
         if keyframes is not None:
@@ -123,8 +128,9 @@ class GenerateHandMotion:
                 )
         with on_device([model.denoiser]):
             motion = model.generate(
-                label, seconds, fps, seed, steps, guidance, keyframes, callback=progress_callback(steps)
-            )
+                label, seconds, fps, seed, steps, guidance, keyframes, callback=progress_callback(steps),
+                trajectory=trajectory,
+            )  # fmt: skip
         return (motion,)
 
 
@@ -173,6 +179,38 @@ class KeyframesFromJoints:
 
     def make(self, keyframes_json, seconds, fps):
         return (keyframes_from_json(keyframes_json, _frames(seconds, fps)),)
+
+
+class TrajectoryFromPoints:
+    DESCRIPTION = ("A path for one joint (a wrist or a fingertip) through control points 'frame: x, y, z' in cm "
+                   "(world frame: +y up, the person faces +z, the right hand at -x), joined by a smooth spline. "
+                   "Chain several to control several joints.")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("HAND_TRAJECTORY",)
+    RETURN_NAMES = ("trajectory",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "hand": (list(HAND_NAMES), {"default": "right", "tooltip": "Which hand's joint follows the path."}),
+                "joint": (list(JOINT_NAMES), {"default": "wrist", "tooltip":
+                                              "The joint that follows the path (the right wrist is kept exactly)."}),
+                "points": ("STRING", {"default": "0: -10, 0, 0\n60: -10, 10, 5\n119: -10, 0, 0", "multiline": True,
+                                     "tooltip": "One 'frame: x, y, z' (centimetres) per line; the path spans the "
+                                                "frames from the first to the last point."}),
+                "seconds": _seconds("Clip length (as in Generate)."),
+                "fps": _fps("Frame rate (as in Generate)."),
+            },
+            "optional": {
+                "trajectory": ("HAND_TRAJECTORY", {"tooltip": "Paths of other joints to keep alongside this one."}),
+            },
+        }  # fmt: skip
+
+    def make(self, hand, joint, points, seconds, fps, trajectory: Trajectory | None = None):
+        made = trajectory_from_text(points, hand, joint, _frames(seconds, fps))
+        return (made if trajectory is None else trajectory.merged(made),)
 
 
 class RenderHands:
@@ -270,6 +308,7 @@ NODE_CLASS_MAPPINGS = {
     "PaperNodes_HandDiffuseGenerate": GenerateHandMotion,
     "PaperNodes_HandDiffuseKeyframesFromPoses": KeyframesFromPoses,
     "PaperNodes_HandDiffuseKeyframesFromJoints": KeyframesFromJoints,
+    "PaperNodes_HandDiffuseTrajectory": TrajectoryFromPoints,
     "PaperNodes_HandDiffuseRender": RenderHands,
     "PaperNodes_HandDiffuseSave": SaveHandMotion,
 }
@@ -278,6 +317,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_HandDiffuseGenerate": "HandDiffuse: Generate Hand Motion",
     "PaperNodes_HandDiffuseKeyframesFromPoses": "HandDiffuse: Keyframes from Named Poses",
     "PaperNodes_HandDiffuseKeyframesFromJoints": "HandDiffuse: Keyframes from Joints JSON",
+    "PaperNodes_HandDiffuseTrajectory": "HandDiffuse: Trajectory from Points",
     "PaperNodes_HandDiffuseRender": "HandDiffuse: Render Hands",
     "PaperNodes_HandDiffuseSave": "HandDiffuse: Save Hand Motion",
 }

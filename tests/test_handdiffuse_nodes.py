@@ -282,3 +282,29 @@ def test_keyframes_from_joints_json_are_reached_and_bad_json_is_an_input_error(n
     for text in bad:
         with pytest.raises(InputError, match="'keyframes_json'"):
             nd.KeyframesFromJoints().make(text, 1.0, 30.0)
+
+
+def test_trajectory_from_points_is_followed_and_bad_points_are_input_errors(nodes):
+    nd, _ = nodes
+    model = _model(nd)
+    traj = nd.TrajectoryFromPoints().make("right", "wrist", "0: -10, 0, 0\n29: -10, 10, 5", 1.0, 30.0)[0]
+    traj = nd.TrajectoryFromPoints().make("left", "index tip", "5: 5, 5, 0; 20: 8, 8, 2", 1.0, 30.0, traj)[0]
+    assert traj.joints == [(0, 0), (1, 8)]
+    motion = nd.GenerateHandMotion().generate(model, "clap", 1.0, 30.0, 0, 6, 2.0, trajectory=traj)[0]
+    g = motion.global_joints()
+    assert torch.allclose(g[[0, 29], 0, 0], torch.tensor([[-0.1, 0, 0], [-0.1, 0.1, 0.05]]), atol=1e-6)
+    tip = (g[[5, 20], 1, 8] - torch.tensor([[0.05, 0.05, 0], [0.08, 0.08, 0.02]])).norm(dim=-1)
+    assert float(tip.max()) < 0.01, tip
+    make = nd.TrajectoryFromPoints().make
+    for points, match in (
+        ("30: 0, 0, 0", "points"),
+        ("0: 1, 2", "points"),
+        ("zero: 1 2 3", "points"),
+        ("", "points"),
+    ):
+        with pytest.raises(InputError, match=match):
+            make("right", "wrist", points, 1.0, 30.0)
+    with pytest.raises(InputError, match="joint"):
+        make("right", "elbow", "0: 0 0 0", 1.0, 30.0)
+    with pytest.raises(InputError, match="trajectory"):
+        nd.GenerateHandMotion().generate(model, "clap", 2.0, 30.0, 0, 2, 2.0, trajectory=traj)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..common.errors import InputError, WeightsFormatError
+from .control import Trajectory, guide_x0, windowed
 from .denoiser import HandDenoiser, guided_x0
 from .hand import NUM_ROT, OPEN_HAND, SIDES, forward_kinematics
 from .motion import HAND_FEATURES, HandMotion, relative_to_world
@@ -30,6 +31,7 @@ from .sampler import cosine_alphas_cumprod, ddim_sample
 from .world import ACTIONS, FPS
 
 TRANS = slice(NUM_ROT * 6, HAND_FEATURES)  # the wrist position inside a hand's feature vector
+FINAL_GUIDANCE = 5  # the last step's x̂0 is the result: guide it 5x longer (control.py)
 
 
 @dataclass
@@ -40,6 +42,7 @@ class ModelConfig:
     trans_scale: float = 0.1  # metres per feature unit of the wrist positions
     fps: float = FPS  # the frame rate the model was trained at
     labels: list[str] = field(default_factory=lambda: list(ACTIONS))
+    window: int | None = None  # frames the denoiser was trained on; longer clips are sampled in windows
 
 
 def features_to_joints(x: Tensor, trans_scale: float) -> Tensor:
@@ -102,10 +105,14 @@ class HandDiffusion:
         guidance: float = 2.0,
         keyframes: Keyframes | None = None,
         callback: Callable[[int, int], None] | None = None,
+        trajectory: Trajectory | None = None,
+        guidance_iters: int = 30,
     ) -> HandMotion:
         """A motion of round(seconds * fps) frames. The model runs at its own frame rate; another `fps` is
         reached by linear resampling of the features (6D re-orthonormalised on decoding), and keyframes are
-        then written exactly into their output frames."""
+        then written exactly into their output frames. `trajectory`: the right wrist's path as keyframes
+        (exact), other joints by guidance on x̂0 (control.py); clips longer than the model's training
+        window are denoised in overlapping windows."""
         if not isinstance(fps, int | float) or fps <= 0:
             raise InputError("fps", "a frame rate > 0", repr(fps))
         if not isinstance(seconds, int | float) or seconds <= 0:
@@ -124,6 +131,12 @@ class HandDiffusion:
                 raise InputError(
                     "keyframes", f"frames in 0 .. {frames - 1} ({seconds} s at {fps} fps)", str(bad)
                 )
+        if trajectory is not None and trajectory.num_frames != frames:
+            raise InputError(
+                "trajectory", f"a trajectory of the clip's {frames} frames ({seconds} s at {fps} fps)",
+                f"{trajectory.num_frames} frames",
+            )  # fmt: skip
+        keyframes = _with_right_wrist_path(keyframes, trajectory, frames)
         idx = self.label_index(label)
         dev = next(self.denoiser.parameters()).device
         dtype = next(self.denoiser.parameters()).dtype
@@ -135,12 +148,27 @@ class HandDiffusion:
             scaled = keyframes.features.to(dtype).clone()
             scaled[..., TRANS] = scaled[..., TRANS] / self.config.trans_scale
             for k, f in enumerate(keyframes.frames):
-                n = round(f * (native - 1) / max(frames - 1, 1))
+                n = _native_frame(f, frames, native)
                 keys[0, n], known[0, n] = scaled[k], keyframes.known[k]
         label_t = None if idx is None else torch.tensor([idx], device=dev)
 
+        def denoise(x: Tensor, t: Tensor) -> Tensor:
+            lab = None if label_t is None else label_t.expand(x.shape[0])
+            return guided_x0(self.denoiser, x.to(dev), t.to(dev), lab, guidance).cpu().to(dtype)
+
+        guided = _guided_joints(trajectory, frames, native)
+
         def x0_fn(x: Tensor, t: Tensor) -> Tensor:
-            return guided_x0(self.denoiser, x.to(dev), t.to(dev), label_t, guidance).cpu().to(dtype)
+            x0 = windowed(denoise, x, t, self.config.window)
+            if guided is None:
+                return x0
+            joints, targets, known_t = guided
+            if known is not None:  # guide the motion the sampler will keep: keyframes in place, not moved
+                x0 = torch.where(known, keys, x0)
+            return guide_x0(
+                x0, lambda z: features_to_joints(z, self.config.trans_scale), joints, targets, known_t,
+                iters=guidance_iters * (FINAL_GUIDANCE if int(t[0]) == 0 else 1), fixed=known,
+            )  # fmt: skip
 
         gen = torch.Generator().manual_seed(int(seed))
         x = ddim_sample(x0_fn, shape, steps, gen, self.alphas_cumprod, keys, known, dtype=dtype,
@@ -155,6 +183,54 @@ class HandDiffusion:
             for k, f in enumerate(keyframes.frames):
                 x[f] = torch.where(keyframes.known[k], keyframes.features[k].float(), x[f])
         return HandMotion.from_features(x.contiguous(), fps, label=label if idx is not None else "")
+
+
+def _native_frame(f: int, frames: int, native: int) -> int:
+    return round(f * (native - 1) / max(frames - 1, 1))
+
+
+def _with_right_wrist_path(keyframes: Keyframes | None, trajectory: Trajectory | None, frames: int):
+    """Keyframes plus the right wrist's path from `trajectory` (hand 0's wrist position is a feature)."""
+    if trajectory is None or (0, 0) not in trajectory.joints:
+        return keyframes
+    k = trajectory.joints.index((0, 0))
+    path_frames = [int(f) for f in torch.nonzero(trajectory.known[:, k])[:, 0]]
+    by_frame: dict[int, tuple[Tensor, Tensor]] = {}
+    if keyframes is not None:
+        for i, f in enumerate(keyframes.frames):
+            by_frame[f] = (keyframes.features[i].clone(), keyframes.known[i].clone())
+    for f in path_frames:
+        feat, known = by_frame.get(
+            f, (torch.zeros(2, HAND_FEATURES), torch.zeros(2, HAND_FEATURES, dtype=torch.bool))
+        )
+        feat[0, TRANS] = trajectory.positions[f, k].to(feat.dtype)
+        known[0, TRANS] = True
+        by_frame[f] = (feat, known)
+    order = sorted(by_frame)
+    return Keyframes(
+        order,
+        torch.stack([by_frame[f][0] for f in order]),
+        torch.stack([by_frame[f][1] for f in order]),
+        frames,
+    )
+
+
+def _guided_joints(trajectory: Trajectory | None, frames: int, native: int):
+    """(joints, targets [native, J, 3], known [native, J]) of the trajectory's joints other than the right
+    wrist, at the model's frames; None when there are none."""
+    if trajectory is None:
+        return None
+    cols = [k for k, hj in enumerate(trajectory.joints) if hj != (0, 0)]
+    if not cols:
+        return None
+    targets = torch.zeros(native, len(cols), 3)
+    known = torch.zeros(native, len(cols), dtype=torch.bool)
+    for f in range(frames):
+        n = _native_frame(f, frames, native)
+        for c, k in enumerate(cols):
+            if trajectory.known[f, k]:
+                targets[n, c], known[n, c] = trajectory.positions[f, k].float(), True
+    return [trajectory.joints[k] for k in cols], targets, known
 
 
 def save_model(denoiser: HandDenoiser, config: ModelConfig, path: str | Path) -> Path:

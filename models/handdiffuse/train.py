@@ -221,7 +221,9 @@ class HandDiffuseTraining(TrainingMethod):
         c = self.cfg
         den = dict(features=HAND_FEATURES, width=c.width, heads=c.heads, single_layers=c.single_layers,
                    interact_layers=c.interact_layers, num_labels=len(self.labels), max_frames=c.max_frames)  # fmt: skip
-        return ModelConfig(denoiser=den, trans_scale=c.trans_scale, fps=c.fps, labels=list(self.labels))
+        return ModelConfig(
+            denoiser=den, trans_scale=c.trans_scale, fps=c.fps, labels=list(self.labels), window=c.frames
+        )
 
     def _sequences(self) -> list[tuple[HandMotion, str]]:
         c = self.cfg
