@@ -17,6 +17,7 @@ import torch
 from .common.saving import save_diffusers_folder, save_single_file
 from .common.tiny import build_tiny_components
 from .dreamoving.demo import write_dreamoving_demo_assets
+from .handdiffuse.demo import write_hands_demo_model
 
 DEMO_COLORIZER = "papernodes-demo-colorizer"
 DEMO_LCM = "papernodes-demo-lcm"
@@ -84,7 +85,8 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         image = base / "input" / DEMO_COLOR_IMAGE
         image.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(world_demo_image()).save(image)
-        return {**paths, "image": image, **write_dreamoving_demo_assets(base)}  # DreaMoving: tiny models
+        hands = write_hands_demo_model(base, trained=True)
+        return {**paths, "image": image, **write_dreamoving_demo_assets(base), **hands}  # DreaMoving: tiny
     diffusers = base / "models" / "diffusers"
     folder, lcm_folder = diffusers / DEMO_COLORIZER, diffusers / DEMO_LCM
     swiftbrush_folder = diffusers / DEMO_SWIFTBRUSH  # tiny one-step student (and teacher)
@@ -122,6 +124,7 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         "lora": lora,
         "swiftbrush": swiftbrush_folder,
         **write_dreamoving_demo_assets(base),  # DreaMoving: tiny models + pose/depth/person inputs
+        **write_hands_demo_model(base, trained=False),
     }
 
 

@@ -85,6 +85,11 @@ WIDGETS: dict[str, list[str]] = {
         "context_window",
         "context_overlap",
     ],
+    "PaperNodes_HandDiffuseLoad": ["model_name"],
+    "PaperNodes_HandDiffuseGenerate": ["label", "seconds", "fps", "seed", "steps", "guidance"],
+    "PaperNodes_HandDiffuseKeyframesFromPoses": ["poses", "seconds", "fps"],
+    "PaperNodes_HandDiffuseRender": ["width", "height", "yaw", "pitch", "distance"],
+    "PaperNodes_HandDiffuseSave": ["filename_prefix"],
 }
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
@@ -119,6 +124,11 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "PaperNodes_DreaMovingApplyVideoControlNet": [("control", "DREAMOVING_CONTROL")],
     "PaperNodes_DreaMovingLoadContentGuider": [("content_guider", "CONTENT_GUIDER")],
     "PaperNodes_DreaMovingGenerate": [("frames", "IMAGE")],
+    "PaperNodes_HandDiffuseLoad": [("model", "HANDDIFFUSE_MODEL")],
+    "PaperNodes_HandDiffuseGenerate": [("motion", "HAND_MOTION")],
+    "PaperNodes_HandDiffuseKeyframesFromPoses": [("keyframes", "HAND_KEYFRAMES")],
+    "PaperNodes_HandDiffuseRender": [("images", "IMAGE"), ("fps", "FLOAT")],
+    "PaperNodes_HandDiffuseSave": [("bvh_path", "STRING"), ("npz_path", "STRING")],
 }
 LINK_TYPES: dict[str, dict[str, str]] = {
     "SaveImage": {"images": "IMAGE"},
@@ -146,6 +156,13 @@ LINK_TYPES: dict[str, dict[str, str]] = {
         "face_image": "IMAGE",
         "clothes_image": "IMAGE",
     },
+    "PaperNodes_HandDiffuseGenerate": {
+        "model": "HANDDIFFUSE_MODEL",
+        "keyframes": "HAND_KEYFRAMES",
+        "trajectory": "HAND_TRAJECTORY",
+    },
+    "PaperNodes_HandDiffuseRender": {"motion": "HAND_MOTION"},
+    "PaperNodes_HandDiffuseSave": {"motion": "HAND_MOTION"},
 }
 
 
@@ -172,9 +189,14 @@ DISPLAY: dict[str, str] = {  # the title the UI draws for a node without its own
     "PaperNodes_DreaMovingApplyVideoControlNet": "DreaMoving: Apply Video ControlNet",
     "PaperNodes_DreaMovingLoadContentGuider": "DreaMoving: Load Content Guider",
     "PaperNodes_DreaMovingGenerate": "DreaMoving: Generate Video",
+    "PaperNodes_HandDiffuseLoad": "HandDiffuse: Load Model",
+    "PaperNodes_HandDiffuseGenerate": "HandDiffuse: Generate Hand Motion",
+    "PaperNodes_HandDiffuseKeyframesFromPoses": "HandDiffuse: Keyframes from Named Poses",
+    "PaperNodes_HandDiffuseRender": "HandDiffuse: Render Hands",
+    "PaperNodes_HandDiffuseSave": "HandDiffuse: Save Hand Motion",
 }
 # Text inputs the UI draws as multi-line boxes (taller than a one-line widget).
-MULTILINE = {"instruction", "source_prompt", "target_prompt", "prompt", "negative_prompt"}
+MULTILINE = {"instruction", "source_prompt", "target_prompt", "prompt", "negative_prompt", "poses"}
 
 # Layout, in LiteGraph units (what the saved "pos"/"size" mean). The title bar is drawn ABOVE pos.
 TITLE_H, SLOT_H, WIDGET_H, TEXT_H = 30, 22, 26, 90
@@ -771,6 +793,72 @@ def dreamoving_depth_graph() -> list[Node]:
     ]
 
 
+HANDS_MODEL = "papernodes-world-hands.safetensors"
+
+
+def _hands_out(motion: tuple[int, int], name: str) -> list[Node]:
+    """Render the two skeletons, save them as an animated WEBP (30 fps) and the motion as BVH + npz."""
+    return [
+        Node(
+            10,
+            "PaperNodes_HandDiffuseRender",
+            {"width": 256, "height": 256, "yaw": 0.0, "pitch": 15.0, "distance": 0.6},
+            links={"motion": motion},
+        ),
+        Node(
+            11,
+            "SaveAnimatedWEBP",
+            {
+                "filename_prefix": f"PaperNodes/{name}",
+                "fps": 30.0,
+                "lossless": False,
+                "quality": 90,
+                "method": "default",
+            },
+            links={"images": (10, 0)},
+        ),  # fmt: skip
+        Node(
+            12,
+            "PaperNodes_HandDiffuseSave",
+            {"filename_prefix": f"PaperNodes/{name}"},
+            links={"motion": motion},
+        ),
+    ]
+
+
+def hands_clap_graph() -> list[Node]:
+    """A label -> 4 s of two-hand motion (20 DDIM steps, guidance 2) -> skeleton frames + BVH/npz."""
+    return [
+        Node(1, "PaperNodes_HandDiffuseLoad", {"model_name": HANDS_MODEL}),
+        Node(
+            2,
+            "PaperNodes_HandDiffuseGenerate",
+            {"label": "clap", "seconds": 4.0, "fps": 30.0, "seed": 0, "steps": 20, "guidance": 2.0},
+            links={"model": (1, 0)},
+        ),
+        *_hands_out((2, 0), "handdiffuse_clap"),
+    ]
+
+
+def hands_inbetween_graph() -> list[Node]:
+    """Named poses at frames 0 and 119 -> the model fills the frames between (keyframes kept exactly)."""
+    return [
+        Node(1, "PaperNodes_HandDiffuseLoad", {"model_name": HANDS_MODEL}),
+        Node(
+            3,
+            "PaperNodes_HandDiffuseKeyframesFromPoses",
+            {"poses": "0: open, 60: fist, 119: point", "seconds": 4.0, "fps": 30.0},
+        ),
+        Node(
+            2,
+            "PaperNodes_HandDiffuseGenerate",
+            {"label": "wave", "seconds": 4.0, "fps": 30.0, "seed": 0, "steps": 20, "guidance": 2.0},
+            links={"model": (1, 0), "keyframes": (3, 0)},
+        ),
+        *_hands_out((2, 0), "handdiffuse_inbetween"),
+    ]
+
+
 DEMO = (
     "Demo models: `bash scripts/demo.sh` (in the pack's folder) writes them into its own ComfyUI; "
     "`python scripts/comfy_host.py install-demo --base <your ComfyUI folder>` writes them into yours."
@@ -829,6 +917,26 @@ WORKFLOWS = [
         "Models: as the pose workflow, with control_v11f1p_sd15_depth in models/controlnet/. The demo's models "
         "are tiny random ones: the frames are noise until you put real weights there.\n\n" + DEMO,
         dreamoving_depth_graph,
+    ),
+    Workflow(
+        "handdiffuse_clap",
+        "HandDiffuse - two hands clap from a label",
+        "HandDiffuse (Lin et al. 2023): two-hand interaction motion by diffusion. An action label gives 4 s of "
+        "motion of both hands (right orange, left blue), saved as frames, BVH and npz.\n\n"
+        "Model: a .safetensors in models/handdiffuse/ (the paper released none; train one with "
+        "`python -m models.handdiffuse.train`). The demo uses papernodes-world-hands, trained on the pack's "
+        "procedural hand-motion world (seven actions: clap, rub, interlock, tap_fingertips, point_palm, wave, "
+        "count).\n\n" + DEMO,
+        hands_clap_graph,
+    ),
+    Workflow(
+        "handdiffuse_inbetween",
+        "HandDiffuse - in-between named hand poses",
+        "HandDiffuse in-betweening: the fingers of both hands are fixed at three frames (open at 0, fist at "
+        "60, pointing at 119); the model fills the motion between them for the label (wave), keeping the "
+        "keyframes exactly.\n\n"
+        "Model: as the clap workflow (models/handdiffuse/). " + DEMO,
+        hands_inbetween_graph,
     ),
 ]
 OUT_DIR_API = (

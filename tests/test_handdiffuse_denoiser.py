@@ -141,3 +141,32 @@ def test_clean_keyframes_are_what_the_model_sees_on_known_entries():
     seen.clear()
     S.ddim_sample(spy, shape, 4, torch.Generator().manual_seed(0), keyframes=keys, known=known)
     assert (seen[0][known] - keys[known]).abs().max() > 0.1  # noised to t ~ T
+
+
+def test_x0_skip_reads_the_input_at_low_noise_and_the_network_at_high_noise():
+    model = _model(x0_skip=True)
+    x = _x()
+    with torch.no_grad():
+        model.out.weight.zero_()
+        model.out.bias.fill_(0.5)  # F = 0.5 everywhere
+        ab = S.cosine_alphas_cumprod()
+        for t in (0, 500, 999):
+            got = model(x, torch.full((2,), t))
+            want = ab[t].sqrt() * x + (1 - ab[t]).sqrt() * 0.5
+            assert torch.allclose(got, want, atol=1e-6), t
+    assert "alphas_cumprod" not in model.state_dict()  # not part of the file format
+
+
+def test_model_space_round_trip_and_old_configs_keep_the_old_scaling():
+    from papernodes.models.handdiffuse.pipeline import ModelConfig, from_model_space, to_model_space
+
+    x = _x(1, 5)[0].double()
+    g = torch.Generator().manual_seed(3)
+    cfg = ModelConfig(
+        feature_mean=torch.randn(2, HAND_FEATURES, generator=g).tolist(),
+        feature_std=(torch.rand(2, HAND_FEATURES, generator=g) + 0.05).tolist(),
+    )
+    z = to_model_space(x, cfg)
+    assert torch.allclose(from_model_space(z, cfg), x, atol=1e-9)
+    old = to_model_space(x, ModelConfig())  # no statistics: wrists / trans_scale only
+    assert torch.equal(old[..., :96], x[..., :96]) and torch.allclose(old[..., 96:], x[..., 96:] / 0.1)

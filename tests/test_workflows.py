@@ -60,6 +60,8 @@ def test_there_is_a_workflow_per_shipped_method():
         "colorize",
         "dreamoving_depth",
         "dreamoving_pose",
+        "handdiffuse_clap",
+        "handdiffuse_inbetween",
         "infedit",
         "swiftbrush",
     ]

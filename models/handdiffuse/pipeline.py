@@ -43,6 +43,28 @@ class ModelConfig:
     fps: float = FPS  # the frame rate the model was trained at
     labels: list[str] = field(default_factory=lambda: list(ACTIONS))
     window: int | None = None  # frames the denoiser was trained on; longer clips are sampled in windows
+    feature_mean: list | None = None  # [2][99] of the trans-scaled training features (None: 0)
+    feature_std: list | None = None  # [2][99] (None: 1); model space z = (scaled - mean) / std
+
+
+def _stats(config: ModelConfig, like: Tensor) -> tuple[Tensor, Tensor]:
+    mean = torch.zeros(2, HAND_FEATURES) if config.feature_mean is None else torch.tensor(config.feature_mean)
+    std = torch.ones(2, HAND_FEATURES) if config.feature_std is None else torch.tensor(config.feature_std)
+    return mean.to(like), std.to(like)
+
+
+def to_model_space(x: Tensor, config: ModelConfig) -> Tensor:
+    """Local features [..., 2, 99] (metres) -> model space: wrists / trans_scale, then (x - mean) / std."""
+    x = x.clone()
+    x[..., TRANS] = x[..., TRANS] / config.trans_scale
+    mean, std = _stats(config, x)
+    return (x - mean) / std
+
+
+def from_model_space(z: Tensor, config: ModelConfig) -> Tensor:
+    mean, std = _stats(config, z)
+    x = z * std + mean
+    return torch.cat([x[..., : TRANS.start], x[..., TRANS] * config.trans_scale], -1)
 
 
 def features_to_joints(x: Tensor, trans_scale: float) -> Tensor:
@@ -76,15 +98,18 @@ class HandDiffusion:
         self.denoiser, self.config = denoiser.eval(), config
         self.alphas_cumprod = cosine_alphas_cumprod()
 
-    def encode(self, motion: HandMotion) -> Tensor:
-        x = motion.to_features().clone()
-        x[..., TRANS] = x[..., TRANS] / self.config.trans_scale
-        return x
+    def to_model(self, x: Tensor) -> Tensor:
+        """Local features [..., 2, 99] -> the denoiser's space (wrists / trans_scale, standardised)."""
+        return to_model_space(x, self.config)
 
-    def decode(self, x: Tensor, fps: float, **meta) -> HandMotion:
-        x = x.clone()
-        x[..., TRANS] = x[..., TRANS] * self.config.trans_scale
-        return HandMotion.from_features(x, fps, **meta)
+    def from_model(self, z: Tensor) -> Tensor:
+        return from_model_space(z, self.config)
+
+    def encode(self, motion: HandMotion) -> Tensor:
+        return self.to_model(motion.to_features())
+
+    def decode(self, z: Tensor, fps: float, **meta) -> HandMotion:
+        return HandMotion.from_features(self.from_model(z), fps, **meta)
 
     def label_index(self, label: str) -> int | None:
         """Index of `label`, None for "" / "none" (unconditional)."""
@@ -145,8 +170,7 @@ class HandDiffusion:
         if keyframes is not None:
             keys = torch.zeros(shape, dtype=dtype)
             known = torch.zeros(shape, dtype=torch.bool)
-            scaled = keyframes.features.to(dtype).clone()
-            scaled[..., TRANS] = scaled[..., TRANS] / self.config.trans_scale
+            scaled = self.to_model(keyframes.features.to(dtype))
             for k, f in enumerate(keyframes.frames):
                 n = _native_frame(f, frames, native)
                 keys[0, n], known[0, n] = scaled[k], keyframes.known[k]
@@ -166,15 +190,14 @@ class HandDiffusion:
             if known is not None:  # guide the motion the sampler will keep: keyframes in place, not moved
                 x0 = torch.where(known, keys, x0)
             return guide_x0(
-                x0, lambda z: features_to_joints(z, self.config.trans_scale), joints, targets, known_t,
+                x0, lambda z: features_to_joints(self.from_model(z), 1.0), joints, targets, known_t,
                 iters=guidance_iters * (FINAL_GUIDANCE if int(t[0]) == 0 else 1), fixed=known,
             )  # fmt: skip
 
         gen = torch.Generator().manual_seed(int(seed))
         x = ddim_sample(x0_fn, shape, steps, gen, self.alphas_cumprod, keys, known, dtype=dtype,
                         callback=callback, clean_keyframes=True)[0]  # fmt: skip
-        x = x.float()
-        x[..., TRANS] = x[..., TRANS] * self.config.trans_scale
+        x = self.from_model(x.float())
         if frames != native:
             x = F.interpolate(x.permute(1, 2, 0), size=frames, mode="linear", align_corners=True).permute(
                 2, 0, 1

@@ -31,7 +31,7 @@ GENERATOR_FILE = "handdiffuse-world.safetensors"
 EVALUATOR_FILE = "action_classifier.safetensors"
 GENERATOR_ARGS = [
     "--width", "128", "--heads", "4", "--single-layers", "3", "--interact-layers", "2",
-    "--batch-size", "16", "--lr", "5e-4", "--max-steps", "6000", "--save-every", "500",
+    "--batch-size", "16", "--lr", "5e-4", "--max-steps", "5000", "--save-every", "500",
 ]  # fmt: skip
 EVALUATOR_CLIPS = (1, 1400)  # (world seed, clips): disjoint from the generator's seed 0
 STAGES = ("evaluator", "generator", "ablation")

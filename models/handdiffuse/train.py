@@ -61,11 +61,12 @@ from .denoiser import HandDenoiser, drop_labels
 from .hand import NUM_ROT
 from .losses import interaction_loss
 from .motion import HAND_FEATURES, HandMotion
-from .pipeline import ModelConfig, features_to_joints, save_model
+from .pipeline import ModelConfig, features_to_joints, from_model_space, save_model
 from .sampler import cosine_alphas_cumprod, q_sample
 from .world import ACTIONS, make_clip
 
 MODEL_FILE = "handdiffuse.safetensors"
+STD_FLOOR = 0.05  # standardisation: smallest std (an entry that barely varies is not blown up)
 GROUPS = NUM_ROT + 1  # 16 rotations + the wrist position per hand
 GROUP_OF_FEATURE = torch.tensor([i // 6 for i in range(NUM_ROT * 6)] + [NUM_ROT] * 3)
 
@@ -105,6 +106,8 @@ class TrainConfig:
         None, "checkpoint-N folder, 'latest' (newest in --out) or 'auto' (latest if any)"
     )
     cpu: bool = option(False, "train on the CPU even where CUDA is available")
+    x0_skip: bool = option(True, "x0 = sqrt(ab) x_t + sqrt(1-ab) F (denoiser.py); --no-x0-skip: plain x0 output")
+    standardize: bool = option(True, "standardise features by the data's mean / std (pipeline.py)")
 
     def validate(self) -> None:
         for name in (
@@ -220,10 +223,12 @@ class HandDiffuseTraining(TrainingMethod):
     def model_config(self) -> ModelConfig:
         c = self.cfg
         den = dict(features=HAND_FEATURES, width=c.width, heads=c.heads, single_layers=c.single_layers,
-                   interact_layers=c.interact_layers, num_labels=len(self.labels), max_frames=c.max_frames)  # fmt: skip
+                   interact_layers=c.interact_layers, num_labels=len(self.labels), max_frames=c.max_frames,
+                   x0_skip=c.x0_skip)  # fmt: skip
         return ModelConfig(
-            denoiser=den, trans_scale=c.trans_scale, fps=c.fps, labels=list(self.labels), window=c.frames
-        )
+            denoiser=den, trans_scale=c.trans_scale, fps=c.fps, labels=list(self.labels), window=c.frames,
+            feature_mean=self.stats[0], feature_std=self.stats[1],
+        )  # fmt: skip
 
     def _sequences(self) -> list[tuple[HandMotion, str]]:
         c = self.cfg
@@ -241,6 +246,12 @@ class HandDiffuseTraining(TrainingMethod):
             x = motion.to_features().double()
             x[..., NUM_ROT * 6 :] = x[..., NUM_ROT * 6 :] / c.trans_scale
             feats.append(resample(x, motion.fps, c.fps))
+        self.stats = (None, None)
+        if c.standardize:  # per hand and feature over every frame; floor so near-constant entries stay O(1)
+            allf = torch.cat(feats)
+            mean, std = allf.mean(0), allf.std(0).clamp_min(STD_FLOOR)
+            self.stats = (mean.float().tolist(), std.float().tolist())
+            feats = [(f - mean) / std for f in feats]
         self.dataset = WindowDataset(feats, [self.labels.index(lab) for _, lab in seqs], c.frames, c.seed)
         self.config = self.model_config()
         model = HandDenoiser(**self.config.denoiser).train()
@@ -269,7 +280,8 @@ class HandDiffuseTraining(TrainingMethod):
         out = {"mse": mse, "loss": mse}
         if c.interaction_weight > 0:
             inter = interaction_loss(
-                features_to_joints(pred, c.trans_scale), features_to_joints(x0, c.trans_scale)
+                features_to_joints(from_model_space(pred, self.config), 1.0),
+                features_to_joints(from_model_space(x0, self.config), 1.0),
             )
             out["interaction"] = inter["total"]
             out["loss"] = mse + c.interaction_weight * inter["total"]
