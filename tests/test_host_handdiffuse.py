@@ -1,0 +1,117 @@
+"""HandDiffuse in the real ComfyUI: both example workflows (frames, BVH, npz; keyframes kept), bad inputs
+answered with errors naming the input, and the server still serving afterwards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from comfy_host import ExecutionFailed, PromptRejected
+from conftest import REPO_ROOT
+from PIL import Image
+
+pytestmark = pytest.mark.host
+
+NODES = (
+    "PaperNodes_HandDiffuseLoad",
+    "PaperNodes_HandDiffuseGenerate",
+    "PaperNodes_HandDiffuseKeyframesFromPoses",
+    "PaperNodes_HandDiffuseKeyframesFromJoints",
+    "PaperNodes_HandDiffuseTrajectory",
+    "PaperNodes_HandDiffuseRender",
+    "PaperNodes_HandDiffuseSave",
+)
+
+
+def _api(name: str) -> dict:
+    prompt = json.loads((REPO_ROOT / "example_workflows" / "api" / f"handdiffuse_{name}.json").read_text())
+    prompt["2"]["inputs"]["steps"] = 4  # the demo model in the test host is a tiny random one
+    prompt["10"]["inputs"].update(width=64, height=64)
+    return prompt
+
+
+def _files(comfy_host, entry: dict, node: str) -> list:
+    return comfy_host.output_files({"outputs": {node: entry["outputs"][node]}})
+
+
+def test_nodes_are_registered_with_tooltips(comfy_host):
+    info = comfy_host.object_info()
+    for key in NODES:
+        assert info[key]["category"] == "PaperNodes/HandDiffuse"
+        for section in ("required", "optional"):
+            for name, spec in info[key]["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{key}.{name} has no tooltip"
+    assert "papernodes-world-hands.safetensors" in info[NODES[0]]["input"]["required"]["model_name"][0]
+
+
+def test_clap_workflow_writes_frames_bvh_and_npz(comfy_host):
+    entry = comfy_host.run(_api("clap"), timeout=600)
+    webp = _files(comfy_host, entry, "11")
+    assert len(webp) == 1
+    with Image.open(webp[0]) as im:
+        assert im.n_frames == 120 and im.size == (64, 64)
+    text = " ".join(entry["outputs"]["12"]["text"])
+    assert "120 frames at 30 fps" in text
+    bvh = next((comfy_host.base_dir / "output" / "PaperNodes").glob("handdiffuse_clap_*.bvh"))
+    assert bvh.read_text().startswith("HIERARCHY") and "Frames: 120" in bvh.read_text()
+
+
+def test_inbetween_workflow_keeps_the_named_poses(comfy_host):
+    comfy_host.run(_api("inbetween"), timeout=600)
+    npz = sorted((comfy_host.base_dir / "output" / "PaperNodes").glob("handdiffuse_inbetween_*.npz"))[-1]
+    with np.load(npz) as z:
+        joints = z["joints"]  # [T, 2, 21, 3]
+    reach = np.linalg.norm(joints[:, :, 12] - joints[:, :, 0], axis=-1)  # middle tip to wrist, both hands
+    assert np.all(reach[0] > 0.18)  # open
+    assert np.all(reach[60] < 0.09) and np.all(reach[119] < 0.09)  # fist, point (middle finger curled)
+    index_reach = np.linalg.norm(joints[119, :, 8] - joints[119, :, 0], axis=-1)
+    assert np.all(index_reach > 0.15)  # pointing: the index is straight
+
+
+def _poses_outside(prompt):
+    prompt["3"]["inputs"]["poses"] = "0: open, 200: fist"
+    return ExecutionFailed, "poses"
+
+
+def _fps_zero(prompt):
+    prompt["2"]["inputs"]["fps"] = 0.0
+    return PromptRejected, "fps"
+
+
+def _seconds_zero(prompt):
+    prompt["2"]["inputs"]["seconds"] = 0.0
+    return PromptRejected, "seconds"
+
+
+def _bad_joints_json(prompt):
+    prompt["3"] = {
+        "class_type": "PaperNodes_HandDiffuseKeyframesFromJoints",
+        "inputs": {"keyframes_json": '[{"frame": 0, "joints": [[[0, 0, 0]], [[0, 0, 0]]]}]', "seconds": 4.0,
+                   "fps": 30.0},
+    }  # fmt: skip
+    return ExecutionFailed, "keyframes_json"
+
+
+def _trajectory_too_long(prompt):
+    prompt["5"] = {
+        "class_type": "PaperNodes_HandDiffuseTrajectory",
+        "inputs": {"hand": "right", "joint": "wrist", "points": "0: 0 0 0\n150: 0 10 0", "seconds": 6.0,
+                   "fps": 30.0},
+    }  # fmt: skip
+    prompt["2"]["inputs"]["trajectory"] = ["5", 0]
+    return ExecutionFailed, "trajectory"
+
+
+@pytest.mark.parametrize(
+    "change", [_poses_outside, _fps_zero, _seconds_zero, _bad_joints_json, _trajectory_too_long],
+    ids=["keyframe_outside_clip", "fps_zero", "seconds_zero", "joints_json_wrong_count", "trajectory_length"],
+)  # fmt: skip
+def test_bad_inputs_fail_with_clear_messages_and_the_server_keeps_serving(comfy_host, change):
+    prompt = _api("inbetween")
+    error, needle = change(prompt)
+    with pytest.raises(error) as info:
+        comfy_host.run(prompt, timeout=600)
+    assert needle in str(info.value)
+    assert comfy_host.is_running()
+    comfy_host.run(_api("clap"), timeout=600)  # still serving
