@@ -249,3 +249,26 @@ def resolve_file(kind: str, name: str, published: str) -> Path:
         if candidate is not None and candidate.is_file():
             return candidate
     raise WeightsNotFoundError(name, searched, published)
+
+
+class _PlainMesh:
+    """Stand-in for core MESH where the host has none (the attributes SaveGLB reads)."""
+
+    def __init__(self, vertices, faces, vertex_colors=None):
+        self.vertices, self.faces, self.vertex_colors = vertices, faces, vertex_colors
+
+
+def core_mesh(vertices, faces, vertex_colors=None):
+    """Core ComfyUI's MESH (comfy_api.latest.Types.MESH: vertices [B, N, 3], faces [B, M, 3]) so that core
+    SaveGLB / Preview3D take our meshes; vertex colours where the host's MESH has them (0.33)."""
+    try:
+        from comfy_api.latest import Types
+
+        mesh_type = Types.MESH
+    except Exception as exc:
+        host_call_failed("core MESH type (comfy_api.latest.Types.MESH)", exc)
+        return _PlainMesh(vertices, faces, vertex_colors)
+    try:
+        return mesh_type(vertices, faces, vertex_colors=vertex_colors)
+    except TypeError:  # 0.3.75: MESH(vertices, faces) only
+        return mesh_type(vertices, faces)

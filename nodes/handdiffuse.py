@@ -13,12 +13,14 @@ from pathlib import Path
 from ..models.common.errors import InputError
 from ..models.handdiffuse.control import HAND_NAMES, JOINT_NAMES, Trajectory, trajectory_from_text
 from ..models.handdiffuse.export import write_bvh, write_npz
+from ..models.handdiffuse.mesh import skeleton_mesh
 from ..models.handdiffuse.motion import HandMotion
 from ..models.handdiffuse.pipeline import HandDiffusion, Keyframes, load_model
 from ..models.handdiffuse.poses import POSE_NAMES, keyframes_from_json, keyframes_from_text
 from ..models.handdiffuse.render import render_skeletons
 from ..models.handdiffuse.world import ACTIONS
 from .comfy_adapter import (
+    core_mesh,
     file_choices,
     host_call_failed,
     progress_callback,
@@ -248,6 +250,36 @@ class RenderHands:
         return (images, motion.fps)
 
 
+class HandsToMesh:
+    DESCRIPTION = ("The two hands as a triangle mesh (core MESH) at every `frame_step`-th frame: one mesh per "
+                   "frame, so core 'Save GLB' writes a GLB per frame for Preview3D. Without MANO the mesh is "
+                   "the capsule geometry the penetration and contact numbers use (right orange, left blue).")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MESH",)
+    RETURN_NAMES = ("mesh",)
+    FUNCTION = "mesh"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "motion": ("HAND_MOTION", {"tooltip": "The motion to turn into meshes."}),
+                "frame_step": ("INT", {"default": 30, "min": 1, "max": 10000,
+                                       "tooltip": "A mesh every N frames from frame 0 (30: one per second at 30 fps)."}),
+            }
+        }  # fmt: skip
+
+    def mesh(self, motion: HandMotion, frame_step):
+        if not isinstance(motion, HandMotion):
+            raise InputError("motion", "a HAND_MOTION", type(motion).__name__)
+        if isinstance(frame_step, bool) or not isinstance(frame_step, int) or frame_step < 1:
+            raise InputError("frame_step", "a whole number of frames >= 1", repr(frame_step))
+        joints = motion.global_joints()[::frame_step]
+        vertices, faces, colours = skeleton_mesh(joints)
+        batch = vertices.shape[0]
+        return (core_mesh(vertices, faces.expand(batch, -1, -1), colours.expand(batch, -1, -1)),)
+
+
 def _output_dir() -> Path:
     try:
         import folder_paths
@@ -311,6 +343,7 @@ NODE_CLASS_MAPPINGS = {
     "PaperNodes_HandDiffuseTrajectory": TrajectoryFromPoints,
     "PaperNodes_HandDiffuseRender": RenderHands,
     "PaperNodes_HandDiffuseSave": SaveHandMotion,
+    "PaperNodes_HandDiffuseMesh": HandsToMesh,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_HandDiffuseLoad": "HandDiffuse: Load Model",
@@ -320,4 +353,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_HandDiffuseTrajectory": "HandDiffuse: Trajectory from Points",
     "PaperNodes_HandDiffuseRender": "HandDiffuse: Render Hands",
     "PaperNodes_HandDiffuseSave": "HandDiffuse: Save Hand Motion",
+    "PaperNodes_HandDiffuseMesh": "HandDiffuse: Hands to Mesh",
 }

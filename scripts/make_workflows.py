@@ -90,6 +90,8 @@ WIDGETS: dict[str, list[str]] = {
     "PaperNodes_HandDiffuseKeyframesFromPoses": ["poses", "seconds", "fps"],
     "PaperNodes_HandDiffuseRender": ["width", "height", "yaw", "pitch", "distance"],
     "PaperNodes_HandDiffuseSave": ["filename_prefix"],
+    "PaperNodes_HandDiffuseMesh": ["frame_step"],
+    "SaveGLB": ["filename_prefix"],
 }
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
@@ -129,6 +131,8 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "PaperNodes_HandDiffuseKeyframesFromPoses": [("keyframes", "HAND_KEYFRAMES")],
     "PaperNodes_HandDiffuseRender": [("images", "IMAGE"), ("fps", "FLOAT")],
     "PaperNodes_HandDiffuseSave": [("bvh_path", "STRING"), ("npz_path", "STRING")],
+    "PaperNodes_HandDiffuseMesh": [("mesh", "MESH")],
+    "SaveGLB": [],
 }
 LINK_TYPES: dict[str, dict[str, str]] = {
     "SaveImage": {"images": "IMAGE"},
@@ -163,6 +167,8 @@ LINK_TYPES: dict[str, dict[str, str]] = {
     },
     "PaperNodes_HandDiffuseRender": {"motion": "HAND_MOTION"},
     "PaperNodes_HandDiffuseSave": {"motion": "HAND_MOTION"},
+    "PaperNodes_HandDiffuseMesh": {"motion": "HAND_MOTION"},
+    "SaveGLB": {"mesh": "MESH"},
 }
 
 
@@ -194,6 +200,8 @@ DISPLAY: dict[str, str] = {  # the title the UI draws for a node without its own
     "PaperNodes_HandDiffuseKeyframesFromPoses": "HandDiffuse: Keyframes from Named Poses",
     "PaperNodes_HandDiffuseRender": "HandDiffuse: Render Hands",
     "PaperNodes_HandDiffuseSave": "HandDiffuse: Save Hand Motion",
+    "PaperNodes_HandDiffuseMesh": "HandDiffuse: Hands to Mesh",
+    "SaveGLB": "Save 3D Model",  # 0.33's name; 0.3.75 shows "SaveGLB"
 }
 # Text inputs the UI draws as multi-line boxes (taller than a one-line widget).
 MULTILINE = {"instruction", "source_prompt", "target_prompt", "prompt", "negative_prompt", "poses"}
@@ -837,6 +845,8 @@ def hands_clap_graph() -> list[Node]:
             links={"model": (1, 0)},
         ),
         *_hands_out((2, 0), "handdiffuse_clap"),
+        Node(13, "PaperNodes_HandDiffuseMesh", {"frame_step": 30}, links={"motion": (2, 0)}),
+        Node(14, "SaveGLB", {"filename_prefix": "PaperNodes/handdiffuse_clap"}, links={"mesh": (13, 0)}),
     ]
 
 
@@ -922,7 +932,8 @@ WORKFLOWS = [
         "handdiffuse_clap",
         "HandDiffuse - two hands clap from a label",
         "HandDiffuse (Lin et al. 2023): two-hand interaction motion by diffusion. An action label gives 4 s of "
-        "motion of both hands (right orange, left blue), saved as frames, BVH and npz.\n\n"
+        "motion of both hands (right orange, left blue), saved as frames, BVH, npz "
+        "and a GLB mesh per second (core Save 3D Model; open them in Preview3D).\n\n"
         "Model: a .safetensors in models/handdiffuse/ (the paper released none; train one with "
         "`python -m models.handdiffuse.train`). The demo uses papernodes-world-hands, trained on the pack's "
         "procedural hand-motion world (seven actions: clap, rub, interlock, tap_fingertips, point_palm, wave, "

@@ -21,6 +21,7 @@ NODES = (
     "PaperNodes_HandDiffuseTrajectory",
     "PaperNodes_HandDiffuseRender",
     "PaperNodes_HandDiffuseSave",
+    "PaperNodes_HandDiffuseMesh",
 )
 
 
@@ -55,6 +56,32 @@ def test_clap_workflow_writes_frames_bvh_and_npz(comfy_host):
     assert "120 frames at 30 fps" in text
     bvh = next((comfy_host.base_dir / "output" / "PaperNodes").glob("handdiffuse_clap_*.bvh"))
     assert bvh.read_text().startswith("HIERARCHY") and "Frames: 120" in bvh.read_text()
+
+
+def test_core_save_glb_takes_our_mesh_and_it_holds_the_hands(comfy_host):
+    import trimesh
+
+    entry = comfy_host.run(_api("clap"), timeout=600)
+    glbs = _files(comfy_host, entry, "14")
+    assert len(glbs) == 4  # 120 frames, a mesh every 30
+    npz = sorted((comfy_host.base_dir / "output" / "PaperNodes").glob("handdiffuse_clap_*.npz"))[-1]
+    with np.load(npz) as z:
+        joints = z["joints"][0].reshape(-1, 3)
+    mesh = trimesh.load(glbs[0], force="mesh")
+    v = np.asarray(mesh.vertices)
+    # every joint of frame 0 is on the mesh's spheres (radius <= 1 cm), and every mesh vertex lies on a bone
+    # capsule or joint sphere of frame 0 (<= 1 cm from a bone segment): the GLB is this frame's hands
+    near = np.linalg.norm(v[:, None] - joints[None], axis=-1).min(0)
+    assert near.max() < 0.0101, near.max()
+    from papernodes.models.handdiffuse.metrics import CAPSULES
+
+    j2 = joints.reshape(2, 21, 3)
+    a = np.concatenate([j2[h, [c[0] for c in CAPSULES]] for h in (0, 1)])
+    b = np.concatenate([j2[h, [c[1] for c in CAPSULES]] for h in (0, 1)])
+    ab = b - a
+    t = np.clip(((v[:, None] - a[None]) * ab[None]).sum(-1) / (ab * ab).sum(-1)[None], 0, 1)
+    dist = np.linalg.norm(v[:, None] - (a[None] + t[..., None] * ab[None]), axis=-1).min(1)
+    assert dist.max() < 0.0101, dist.max()
 
 
 def test_inbetween_workflow_keeps_the_named_poses(comfy_host):
