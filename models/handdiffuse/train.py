@@ -106,7 +106,9 @@ class TrainConfig:
         None, "checkpoint-N folder, 'latest' (newest in --out) or 'auto' (latest if any)"
     )
     cpu: bool = option(False, "train on the CPU even where CUDA is available")
-    x0_skip: bool = option(True, "x0 = sqrt(ab) x_t + sqrt(1-ab) F (denoiser.py); --no-x0-skip: plain x0 output")
+    x0_skip: bool = option(
+        True, "x0 = sqrt(ab) x_t + sqrt(1-ab) F (denoiser.py); --no-x0-skip: plain x0 output"
+    )
     standardize: bool = option(True, "standardise features by the data's mean / std (pipeline.py)")
 
     def validate(self) -> None:
