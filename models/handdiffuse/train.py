@@ -1,15 +1,18 @@
 """Train the HandDiffuse denoiser (Lin et al. 2023) on the shared trainer (common/training.py).
 
-Objective per micro-batch of two-hand windows x0 [B, T, 2, 99] (pipeline.py's scaled local features):
+Objective per micro-batch of two-hand windows x0 [B, T, 2, 99] (pipeline.py's standardised features):
 t ~ U{0..999} on the cosine schedule, x_t = q_sample(x0, t, eps), the model predicts x0, and
 
-    L = MSE(x0_pred, x0) over the entries NOT given as keyframes
+    L = MSE(x0_pred, x0) / (1 - ab_t) over the entries NOT given as keyframes
         + interaction_weight * L_inter(FK(x0_pred), FK(x0))            (losses.py, static + temporal)
 
-interaction_weight (λ) defaults to 0.1: L_inter is in metres (L1 of distance matrices, ~1e-2 for a poor
-prediction) while the feature MSE is ~1 at the start, so λ = 0.1 makes it a few per cent of the loss
-early and the dominant inter-hand signal late, once the features fit. `--interaction-weight 0` is the
-ablation (the model without the interaction loss).
+The 1 / (1 - ab_t) weight makes the first term the MSE of the network's own output F of the x0 skip
+(denoiser.py: x0 = sqrt(ab) x_t + sqrt(1 - ab) F), the v-loss: with the plain x0 MSE, low-noise steps
+weigh (1 - ab) ~ 1e-2 and were not learnt (a model at 2 000 steps passed the last steps' noise through:
+generated wrists moved at 100 cm/s where the world's move at 10-30). Models without the skip
+(`--no-x0-skip`) keep the plain x0 MSE. interaction_weight (λ) defaults to 1: L_inter is in metres (L1
+of distance matrices, ~5e-3 for a fair prediction) beside a v-loss of ~0.05-0.1 late in training, so it
+is a few to ten per cent of the loss. `--interaction-weight 0` is the ablation (the model without it).
 
 Masked keyframe training (in-betweening): with probability `keyframe_prob` a sample gets keyframes:
 every frame is a keyframe with probability u ~ U(0.02, 0.2) (at least one), and for each keyframe either
@@ -89,7 +92,7 @@ class TrainConfig:
     interact_layers: int = option(2, "Interacting Hands blocks", group="model")
     max_frames: int = option(512, "longest sequence the model can generate (frames)", group="model")
     trans_scale: float = option(0.1, "metres per feature unit of the wrist positions", group="model")
-    interaction_weight: float = option(0.1, "λ of the interaction loss (0 = ablation without it)")
+    interaction_weight: float = option(1.0, "λ of the interaction loss (0 = ablation without it)")
     keyframe_prob: float = option(0.5, "probability that a sample is trained with random keyframes")
     label_dropout: float = option(0.1, "probability of dropping the label (classifier-free guidance)")
     lr: float = option(2e-4, "AdamW learning rate")
@@ -278,7 +281,12 @@ class HandDiffuseTraining(TrainingMethod):
         xt = torch.where(known, x0, xt)  # imputation of the clean keyframes
         pred = self.module(xt, t.to(dev), label)
         free = (~known).to(pred.dtype)
-        mse = ((pred - x0).square() * free).sum() / free.sum().clamp_min(1.0)
+        err = (pred - x0).square()
+        if self.model.x0_skip:  # MSE on the network's own output F (v-loss): x0 error / (1 - ab)
+            err = err / (1 - self.alphas_cumprod.to(dev)[t]).clamp_min(1e-4).to(err.dtype).reshape(
+                -1, 1, 1, 1
+            )
+        mse = (err * free).sum() / free.sum().clamp_min(1.0)
         out = {"mse": mse, "loss": mse}
         if c.interaction_weight > 0:
             inter = interaction_loss(
