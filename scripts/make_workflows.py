@@ -209,7 +209,7 @@ MULTILINE = {"instruction", "source_prompt", "target_prompt", "prompt", "negativ
 # Layout, in LiteGraph units (what the saved "pos"/"size" mean). The title bar is drawn ABOVE pos.
 TITLE_H, SLOT_H, WIDGET_H, TEXT_H = 30, 22, 26, 90
 PREVIEW_H = 260  # nodes that show an image (loaders with upload, savers) grow by about this after a run
-SHOWS_IMAGE = {"LoadImage", "SaveImage", "PreviewImage", "SaveAnimatedWEBP"}
+SHOWS_IMAGE = {"LoadImage", "SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveGLB"}  # SaveGLB: its 3D preview
 SHOWS_REPORT = {"PaperNodes_ColorizationMetrics": 110}  # the report box web/js adds after a run
 CHAR_W = 8.5  # generous width of one title character (LiteGraph draws titles in 14 px sans-serif)
 NOTE_W, NOTE_CHARS, NOTE_LINE_H = 900, 120, 16  # the Note draws ~7 px monospace characters
