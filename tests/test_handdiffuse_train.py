@@ -154,3 +154,46 @@ def test_command_line_runs_from_the_repository_root(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == str(out / "final" / T.MODEL_FILE)
     assert load_model(out / "final" / T.MODEL_FILE).config.denoiser["width"] == 32
+
+
+class _CpuRun:  # what setup needs
+    device = torch.device("cpu")
+
+    class accelerator:
+        prepare = staticmethod(lambda *a: a)
+        unwrap_model = staticmethod(lambda m: m)
+
+
+def test_feature_term_is_the_v_loss_and_the_config_carries_the_statistics(tmp_path):
+    """With the x0 skip, the feature term equals the MSE of the network's own output F against its target
+    (x0 - sqrt(ab) x_t) / sqrt(1 - ab), computed here independently; features are standardised."""
+    from papernodes.models.handdiffuse.sampler import q_sample
+
+    torch.manual_seed(0)
+    method = T.HandDiffuseTraining(
+        _cfg(tmp_path, keyframe_prob=0.0, label_dropout=0.0, interaction_weight=0.0)
+    )
+    method.setup(_CpuRun())
+    cfg = method.config
+    assert cfg.denoiser["x0_skip"] and cfg.window == 12
+    allf = torch.cat(method.dataset.feats)
+    assert allf.mean(0).abs().max() < 1e-5  # standardised; entries below the std floor keep std < 1
+    std = allf.std(0)
+    assert (std <= 1 + 1e-4).all() and ((std - 1).abs() < 1e-4).float().mean() > 0.5
+    batch = {"x": torch.stack([method.dataset[i]["x"] for i in range(4)]),
+             "label": torch.tensor([method.dataset[i]["label"] for i in range(4)])}  # fmt: skip
+    with torch.no_grad():
+        loss = float(method.losses(batch, torch.Generator().manual_seed(5))["mse"])
+        g = torch.Generator().manual_seed(5)  # replay the draws of `losses` in its order
+        x0 = batch["x"]
+        t = torch.randint(0, 1000, (4,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        label = T.drop_labels(batch["label"], 0.0, method.model.null_label, g)
+        T.keyframe_mask(tuple(x0.shape), 0.0, g)
+        ab = method.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        xt = q_sample(x0, t, noise, method.alphas_cumprod)
+        method.model.x0_skip = False  # the raw network output F
+        f = method.model(xt, t, label)
+        method.model.x0_skip = True
+        target = (x0 - ab.sqrt() * xt) / (1 - ab).sqrt()
+        assert loss == pytest.approx(float((f - target).square().mean()), rel=1e-4)
