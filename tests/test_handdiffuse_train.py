@@ -179,7 +179,7 @@ def test_feature_term_is_the_v_loss_and_the_config_carries_the_statistics(tmp_pa
     allf = torch.cat(method.dataset.feats)
     assert allf.mean(0).abs().max() < 1e-5  # standardised; entries below the std floor keep std < 1
     std = allf.std(0)
-    assert (std <= 1 + 1e-4).all() and ((std - 1).abs() < 1e-4).float().mean() > 0.5
+    assert (std <= 1 + 1e-4).all() and ((std - 1).abs() < 1e-4).float().mean() > 0.25
     batch = {"x": torch.stack([method.dataset[i]["x"] for i in range(4)]),
              "label": torch.tensor([method.dataset[i]["label"] for i in range(4)])}  # fmt: skip
     with torch.no_grad():
