@@ -2,8 +2,8 @@
 
 `comfy_host.py run-workflows` writes `<output>/contact_sheet.png` after the run; README shows the copy in
 `docs/contact_sheet.png` (refresh it with `python scripts/contact_sheet.py --output ./output --docs`).
-Panels are the main job's files (`<slug>_input_<name>` for inputs, then the outputs; the first frame of
-an animation), each labelled with its role; the row's caption is the workflow's prompt(s) from its API
+Panels are the main job's files (`<slug>_input_<name>` for inputs, then the outputs; four evenly spaced
+frames of an animation), each labelled with its role; the row's caption is the workflow's prompt(s) from its API
 twin, so a reader can check the picture against the words.
 """
 
@@ -35,6 +35,9 @@ def caption_of(api_path: Path) -> str:
     for key in ("instruction", "prompt"):
         if key in text:
             return f'"{text[key]}"'
+    if "label" in text:  # HandDiffuse: the action, and the keyframe poses if any
+        poses = f', poses "{text["poses"]}"' if "poses" in text else ""
+        return f'label "{text["label"]}"{poses}'
     return ""
 
 
@@ -57,9 +60,21 @@ def panels_of(slug: str, output_dir: Path) -> list[Path]:
     return inputs + [p for p in files if p not in inputs]
 
 
-def _frame(path: Path) -> Image.Image:
+ANIMATION_PANELS = 4  # an animation shows this many evenly spaced frames, so motion is visible
+
+
+def frames_of(path: Path) -> list[tuple[int, int]]:
+    """(frame index, frame count) of the frames a file contributes: one for a still, four for an animation."""
     with Image.open(path) as im:
-        im.seek(0)
+        n = getattr(im, "n_frames", 1)
+    if n < 2:
+        return [(0, 1)]
+    return [(round(k * (n - 1) / (ANIMATION_PANELS - 1)), n) for k in range(ANIMATION_PANELS)]
+
+
+def _frame(path: Path, index: int = 0) -> Image.Image:
+    with Image.open(path) as im:
+        im.seek(index)
         frame = im.convert("RGB")
     scale = PANEL / max(frame.size)
     size = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
@@ -77,7 +92,7 @@ def contact_sheet(output_dir: Path, api_dir: Path = API_WORKFLOWS) -> Image.Imag
     """The sheet for every API workflow that has files in `output_dir`."""
     rows = []
     for api in sorted(api_dir.glob("*.json")):
-        panels = panels_of(api.stem, output_dir)
+        panels = [(f, i, n) for f in panels_of(api.stem, output_dir) for i, n in frames_of(f)]
         if panels:
             rows.append((api.stem, caption_of(api), panels))
     if not rows:
@@ -92,11 +107,12 @@ def contact_sheet(output_dir: Path, api_dir: Path = API_WORKFLOWS) -> Image.Imag
         draw.text((MARGIN, y), slug, font=title_font, fill=TEXT)
         draw.text((MARGIN, y + 19), _fit(draw, caption, font, width - 2 * MARGIN), font=font, fill=DIM)
         top = y + CAPTION_H
-        for i, path in enumerate(panels):
+        for i, (path, index, count) in enumerate(panels):
             x = MARGIN + i * (PANEL + GAP)
-            frame = _frame(path)
+            frame = _frame(path, index)
             sheet.paste(frame, (x + (PANEL - frame.width) // 2, top + (PANEL - frame.height) // 2))
-            label = _fit(draw, label_of(path, slug), font, PANEL)
+            text = label_of(path, slug) + (f" · frame {index + 1}/{count}" if count > 1 else "")
+            label = _fit(draw, text, font, PANEL)
             draw.text((x, top + PANEL + 3), label, font=font, fill=DIM)
         y += row_h
     return sheet

@@ -59,3 +59,16 @@ def test_no_outputs_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the main job first"):
         cs.contact_sheet(tmp_path / "output", tmp_path / "api")
     assert cs.main(["--output", str(tmp_path / "output")]) == 2
+
+
+def test_an_animation_shows_four_evenly_spaced_frames(tmp_path):
+    api, out = tmp_path / "api", tmp_path / "output"
+    out.mkdir()
+    _api(api, "hands", {"label": "clap", "seconds": 4.0})
+    frames = [Image.new("RGB", (32, 32), (25 * k, 0, 255 - 25 * k)) for k in range(10)]
+    frames[0].save(out / "hands_clap_00001_.webp", save_all=True, append_images=frames[1:], lossless=True)
+    sheet = cs.contact_sheet(out, api)
+    row_top = cs.MARGIN + cs.CAPTION_H + cs.PANEL // 2
+    got = [sheet.getpixel((cs.MARGIN + c * (cs.PANEL + cs.GAP) + cs.PANEL // 2, row_top)) for c in range(4)]
+    assert got == [(0, 0, 255), (75, 0, 180), (150, 0, 105), (225, 0, 30)]  # frames 0, 3, 6, 9
+    assert cs.caption_of(api / "hands.json") == 'label "clap"'
