@@ -209,7 +209,13 @@ MULTILINE = {"instruction", "source_prompt", "target_prompt", "prompt", "negativ
 # Layout, in LiteGraph units (what the saved "pos"/"size" mean). The title bar is drawn ABOVE pos.
 TITLE_H, SLOT_H, WIDGET_H, TEXT_H = 30, 22, 26, 90
 PREVIEW_H = 260  # nodes that show an image (loaders with upload, savers) grow by about this after a run
-SHOWS_IMAGE = {"LoadImage", "SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveGLB"}  # SaveGLB: its 3D preview
+SHOWS_IMAGE = {
+    "LoadImage",
+    "SaveImage",
+    "PreviewImage",
+    "SaveAnimatedWEBP",
+    "SaveGLB",
+}  # SaveGLB: its 3D preview
 SHOWS_REPORT = {"PaperNodes_ColorizationMetrics": 110}  # the report box web/js adds after a run
 CHAR_W = 8.5  # generous width of one title character (LiteGraph draws titles in 14 px sans-serif)
 NOTE_W, NOTE_CHARS, NOTE_LINE_H = 900, 120, 16  # the Note draws ~7 px monospace characters
@@ -804,13 +810,14 @@ def dreamoving_depth_graph() -> list[Node]:
 HANDS_MODEL = "papernodes-world-hands.safetensors"
 
 
-def _hands_out(motion: tuple[int, int], name: str) -> list[Node]:
-    """Render the two skeletons, save them as an animated WEBP (30 fps) and the motion as BVH + npz."""
+def _hands_out(motion: tuple[int, int], name: str, distance: float) -> list[Node]:
+    """Render the two skeletons (a three-quarter view: from the front, palms facing each other are edge-on),
+    save them as an animated WEBP (30 fps) and the motion as BVH + npz."""
     return [
         Node(
             10,
             "PaperNodes_HandDiffuseRender",
-            {"width": 256, "height": 256, "yaw": 0.0, "pitch": 15.0, "distance": 0.6},
+            {"width": 256, "height": 256, "yaw": 35.0, "pitch": 30.0, "distance": distance},
             links={"motion": motion},
         ),
         Node(
@@ -844,7 +851,7 @@ def hands_clap_graph() -> list[Node]:
             {"label": "clap", "seconds": 4.0, "fps": 30.0, "seed": 0, "steps": 20, "guidance": 2.0},
             links={"model": (1, 0)},
         ),
-        *_hands_out((2, 0), "handdiffuse_clap"),
+        *_hands_out((2, 0), "handdiffuse_clap", 0.7),
         Node(13, "PaperNodes_HandDiffuseMesh", {"frame_step": 30}, links={"motion": (2, 0)}),
         Node(14, "SaveGLB", {"filename_prefix": "PaperNodes/handdiffuse_clap"}, links={"mesh": (13, 0)}),
     ]
@@ -865,7 +872,7 @@ def hands_inbetween_graph() -> list[Node]:
             {"label": "wave", "seconds": 4.0, "fps": 30.0, "seed": 0, "steps": 20, "guidance": 2.0},
             links={"model": (1, 0), "keyframes": (3, 0)},
         ),
-        *_hands_out((2, 0), "handdiffuse_inbetween"),
+        *_hands_out((2, 0), "handdiffuse_inbetween", 1.1),
     ]
 
 
