@@ -60,11 +60,27 @@ def render_skeletons(
     seg_col = cols.repeat_interleave(20, 0)  # [40, 3]
     joint_col = (cols.repeat_interleave(21, 0) * JOINT_SHADE).clamp(max=1.0)  # [42, 3]
 
-    v, u = torch.meshgrid(torch.arange(height, dtype=torch.float64) + 0.5,
-                          torch.arange(width, dtype=torch.float64) + 0.5, indexing="ij")  # fmt: skip
-    pix = torch.stack([u, v], -1).reshape(-1, 2)  # [P, 2]
+    background = torch.tensor(BACKGROUND, dtype=torch.float32)
     frames = []
     for t in range(uv.shape[0]):
+        # only pixels within reach of a primitive can change (bones reach r, joint discs 1.8 r): the
+        # hands cover a small part of the frame, so the per-pixel tests run on their bounding box
+        pts = uv[t].reshape(42, 2)
+        finite = pts[torch.isfinite(pts).all(1)]
+        img = background.expand(height, width, 3).clone()
+        if finite.numel() == 0:
+            frames.append(img)
+            continue
+        lo = (finite.min(0).values - 2 * r - 1).floor().clamp(min=0)
+        hi = (finite.max(0).values + 2 * r + 2).ceil()
+        x0, y0 = int(lo[0]), int(lo[1])
+        x1, y1 = min(width, max(x0, int(hi[0]))), min(height, max(y0, int(hi[1])))
+        if x1 <= x0 or y1 <= y0:
+            frames.append(img)
+            continue
+        v, u = torch.meshgrid(torch.arange(y0, y1, dtype=torch.float64) + 0.5,
+                              torch.arange(x0, x1, dtype=torch.float64) + 0.5, indexing="ij")  # fmt: skip
+        pix = torch.stack([u, v], -1).reshape(-1, 2)  # [P, 2]
         ab = b_uv[t] - a_uv[t]  # [40, 2]
         s = ((pix[:, None] - a_uv[t][None]) * ab[None]).sum(-1) / ab.square().sum(-1).clamp_min(1e-9)[None]
         s = s.clamp(0, 1)  # [P, 40]
@@ -80,6 +96,6 @@ def render_skeletons(
         best = z.argmin(1)
         colour = torch.cat([seg_col, joint_col])[best]
         hit = torch.isfinite(z.gather(1, best[:, None]))[:, 0]
-        img = torch.where(hit[:, None], colour, torch.tensor(BACKGROUND, dtype=torch.float32))
-        frames.append(img.reshape(height, width, 3))
+        img[y0:y1, x0:x1] = torch.where(hit[:, None], colour, background).reshape(y1 - y0, x1 - x0, 3)
+        frames.append(img)
     return torch.stack(frames).float()
