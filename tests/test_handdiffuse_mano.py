@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import smplx
 import torch
-from papernodes.models.handdiffuse import mano
+from papernodes.models.common.camera import project
+from papernodes.models.handdiffuse import export, mano, render
 from papernodes.models.handdiffuse.hand import (
     FINGER_BASES,
     SIDES,
@@ -331,3 +332,106 @@ def test_finger_flexion_moves_only_that_finger(hands, side):
     assert moved[h][~may_move].max() < 1e-9
     assert moved[h][mano.FINGERTIP_VERTICES["index"]] > 0.5 * moved[h].max() > 0.03
     assert moved[h][mano.FINGERTIP_VERTICES["thumb"]] == 0
+
+
+# ------------------------------------------------------------------------------------ mesh rendering
+
+
+def _sphere(centre, radius=0.05, subdivisions=3):
+    import trimesh
+
+    s = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
+    return torch.tensor(s.vertices) + torch.tensor(centre, dtype=torch.float64), torch.tensor(s.faces)
+
+
+def _inside_hull(points2d: np.ndarray, width: int, height: int) -> np.ndarray:
+    from scipy.spatial import ConvexHull
+
+    hull = points2d[ConvexHull(points2d).vertices]  # counter-clockwise
+    v, u = np.mgrid[0:height, 0:width] + 0.5
+    inside = np.ones((height, width), bool)
+    for p, q in zip(hull, np.roll(hull, -1, 0), strict=True):
+        inside &= (q[0] - p[0]) * (v - p[1]) - (q[1] - p[1]) * (u - p[0]) >= 0
+    return inside
+
+
+def test_convex_mesh_silhouette_is_the_hull_of_its_projected_vertices():
+    verts, faces = _sphere((0.02, 0.01, -0.03))
+    v = verts[None, None]  # one frame, one mesh
+    w, h = 96, 80
+    img = render.render_meshes(v, faces, w, h, yaw=30, pitch=20, distance=0.4)
+    sil = (img[0] != torch.tensor(render.BACKGROUND)).any(-1).numpy()
+    K, E = render.clip_camera(v, w, h, 30, 20, 0.4)
+    uv, _ = project(verts, K, E)
+    hull = _inside_hull(uv.numpy(), w, h)
+    iou = (sil & hull).sum() / (sil | hull).sum()
+    assert iou > 0.97, iou
+    assert (sil & ~hull).sum() == 0  # nothing outside the hull: pixel centres inside triangles only
+    # Lambert headlight: the centre faces the camera, the rim is grazing
+    centre = img[0, int(uv[:, 1].mean()), int(uv[:, 0].mean())]
+    assert centre.max() > 0.9 * render.HAND_COLOURS[0][0]
+
+
+@pytest.mark.parametrize("right_in_front", [True, False])
+def test_nearer_hand_occludes_the_farther_one(right_in_front):
+    near, far = (0.0, 0.0, 0.06), (0.02, 0.0, -0.06)  # camera at yaw 0 looks from +z
+    a, faces = _sphere(near if right_in_front else far)
+    b, _ = _sphere(far if right_in_front else near)
+    v = torch.stack([a, b])[None]
+    img = render.render_meshes(v, faces, 64, 64, yaw=0, pitch=0, distance=0.5, target=torch.zeros(3))
+    K, E = render.clip_camera(v, 64, 64, 0, 0, 0.5, target=torch.zeros(3))
+    both = _inside_hull(project(a, K, E)[0].numpy(), 64, 64) & _inside_hull(
+        project(b, K, E)[0].numpy(), 64, 64
+    )
+    assert both.sum() > 100
+    px = img[0][torch.from_numpy(both)]
+    right = px[:, 0] > px[:, 2]  # orange: red > blue; the left hand is blue
+    assert right.float().mean() > 0.98 if right_in_front else right.float().mean() < 0.02
+
+
+def test_mano_hands_render_in_their_colours(hands):
+    rot, wrist = _random_pose(2, seed=11)
+    wrist[:, 1] = wrist[:, 0] + torch.tensor([0.12, 0.0, 0.0], dtype=torch.float64)
+    verts, joints = mano.mano_forward(rot, hands, wrist)
+    img = render.render_meshes(verts, hands.faces, 96, 96, target=joints.double().reshape(-1, 3).mean(0))
+    assert img.shape == (2, 96, 96, 3) and img.dtype == torch.float32
+    fg = (img != torch.tensor(render.BACKGROUND)).any(-1)
+    assert 0.02 < fg.float().mean() < 0.8
+    orange = fg & (img[..., 0] > img[..., 2])
+    blue = fg & (img[..., 2] > img[..., 0])
+    assert orange.sum() > 50 and blue.sum() > 50
+    with pytest.raises(render.InputError):
+        render.render_meshes(verts[0], hands.faces)
+
+
+# ------------------------------------------------------------------------------------------ GLB export
+
+
+def test_glb_round_trip_keeps_vertices_and_positions(hands, tmp_path):
+    import trimesh
+
+    rot, wrist = _random_pose(3, seed=12)
+    verts, _ = mano.mano_forward(rot, hands, wrist)
+    path = export.write_hands_glb(verts, hands.faces, tmp_path / "hands.glb", frames=[0, 2], spacing=0.3)
+    scene = trimesh.load(path, force="scene", process=False)
+    assert len(scene.geometry) == 4
+    for k, t in enumerate((0, 2)):
+        for h, side in enumerate(SIDES):
+            name = f"f{t:04d}_{side}"
+            matrix, geom = scene.graph[name]
+            mesh = scene.geometry[geom]
+            assert len(mesh.vertices) == 778 and len(mesh.faces) == 1538
+            assert np.allclose(matrix[:3, 3], [0.3 * k, 0, 0])
+            assert np.allclose(mesh.vertices, verts[t, h].numpy(), atol=1e-6)
+            rgb = mesh.visual.vertex_colors[:, :3].astype(float) / 255
+            assert np.abs(rgb - np.array(render.HAND_COLOURS[h])).max() < 1 / 255
+    one = trimesh.load(export.write_hands_glb(verts, hands.faces, tmp_path / "one.glb", frames=1),
+                       force="mesh", process=False)  # fmt: skip
+    assert len(one.vertices) == 2 * 778
+    v, f, c = export.combine_hands(verts, hands.faces)
+    assert (
+        v.shape == (3, 1556, 3)
+        and f.shape == (3076, 3)
+        and int(f[1538:].min()) >= 778
+        and c.shape == (1556, 3)
+    )

@@ -8,6 +8,14 @@ End Site at the fingertip. OFFSETs are the open hand's rest offsets (the left ha
 forward kinematics (global = parent global x local, position = parent position + parent global x OFFSET)
 reproduces `HandMotion.global_joints`. Units: centimetres (mocap BVH's usual unit; Blender's importer
 scales). Rotation channels `Zrotation Xrotation Yrotation`: local = Rz Rx Ry, angles in degrees.
+
+Hand meshes (the two MANO hands, or any [T, 2, V, 3] pair): `combine_hands` gives core MESH tensors
+(both hands as one mesh per frame, equal topology every frame) and `hands_glb_bytes` / `write_hands_glb`
+a binary glTF for core Preview3D / any glTF viewer. Preview3D shows ONE file, so the GLB holds chosen
+frames as a scene: per frame two nodes `f<frame>_right` / `f<frame>_left` (vertex colours: right orange,
+left blue), each node's mesh in world coordinates (metres, +y up as the hand world and glTF), and frame
+k of the selection translated by k x `spacing` along +x in its node transform (spacing 0: frames
+overlap, so pass one frame; spacing > 0: a filmstrip of poses side by side).
 """
 
 from __future__ import annotations
@@ -18,8 +26,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..common.errors import InputError
+from ..common.mesh_io import to_trimesh
 from .hand import FINGER_BASES, JOINT_NAMES, OPEN_HAND, SIDES, TIPS
 from .motion import HandMotion
+from .render import HAND_COLOURS
 
 CM = 100.0  # metres -> BVH units
 PREFIX = {"right": "R_", "left": "L_"}
@@ -92,4 +103,76 @@ def write_npz(motion: HandMotion, path: str | Path) -> Path:
         rot6d=motion.rot6d.detach().cpu().numpy().astype(np.float32),
         trans=motion.trans.detach().cpu().numpy().astype(np.float32),
     )
+    return path
+
+
+def _hand_faces(faces) -> list[Tensor]:
+    if isinstance(faces, Tensor) and faces.dim() == 2:
+        return [faces.long(), faces.long()]
+    faces = [torch.as_tensor(f).long() for f in faces]
+    if len(faces) != 2:
+        raise InputError(
+            "faces", "[F, 3] shared or one [F, 3] per hand (right, left)", f"{len(faces)} arrays"
+        )
+    return faces
+
+
+def _check_hands(vertices: Tensor) -> Tensor:
+    if (
+        not isinstance(vertices, Tensor)
+        or vertices.dim() != 4
+        or vertices.shape[1] != 2
+        or vertices.shape[3] != 3
+    ):
+        got = tuple(vertices.shape) if isinstance(vertices, Tensor) else type(vertices).__name__
+        raise InputError("vertices", "two hands' vertices [T, 2, V, 3]", str(got))
+    return vertices
+
+
+def combine_hands(vertices: Tensor, faces) -> tuple[Tensor, Tensor, Tensor]:
+    """[T, 2, V, 3] + faces (shared [F, 3] or per hand) -> core MESH parts: vertices [T, 2V, 3] (right
+    then left), faces [F_r + F_l, 3] (long, the same every frame), vertex colours [2V, 3] (0..1)."""
+    vertices = _check_hands(vertices)
+    fr, fl = _hand_faces(faces)
+    nv = vertices.shape[2]
+    colours = torch.cat([torch.tensor(c, dtype=torch.float32).expand(nv, 3) for c in HAND_COLOURS])
+    return vertices.reshape(vertices.shape[0], 2 * nv, 3).float(), torch.cat([fr, fl + nv]), colours
+
+
+def hands_glb_scene(vertices: Tensor, faces, frames=0, spacing: float = 0.0):
+    """A trimesh.Scene of the chosen frame(s) (an int or a sequence of frame indices), see the module
+    docstring for the layout."""
+    import trimesh
+
+    vertices = _check_hands(vertices)
+    fr, fl = _hand_faces(faces)
+    chosen = [frames] if isinstance(frames, int) else list(frames)
+    count = vertices.shape[0]
+    if not chosen or any(
+        isinstance(t, bool) or not isinstance(t, int) or not -count <= t < count for t in chosen
+    ):
+        raise InputError("frames", f"frame indices in 0..{count - 1}", repr(frames))
+    scene = trimesh.Scene()
+    for k, t in enumerate(chosen):
+        t = t % count
+        shift = np.eye(4)
+        shift[0, 3] = k * float(spacing)
+        for h, (side, f) in enumerate(zip(SIDES, (fr, fl), strict=True)):
+            colour = torch.tensor(HAND_COLOURS[h], dtype=torch.float32).expand(vertices.shape[2], 3)
+            mesh = to_trimesh(vertices[t, h].detach().cpu(), f.cpu(), colour, name=f"{side} hand, frame {t}")
+            name = f"f{t:04d}_{side}"
+            scene.add_geometry(mesh, node_name=name, geom_name=name, transform=shift)
+    return scene
+
+
+def hands_glb_bytes(vertices: Tensor, faces, frames=0, spacing: float = 0.0) -> bytes:
+    return hands_glb_scene(vertices, faces, frames, spacing).export(file_type="glb")
+
+
+def write_hands_glb(vertices: Tensor, faces, path: str | Path, frames=0, spacing: float = 0.0) -> Path:
+    """The GLB of `hands_glb_scene` at `path` (parent folders created)."""
+    data = hands_glb_bytes(vertices, faces, frames, spacing)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
     return path
