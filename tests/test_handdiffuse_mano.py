@@ -205,6 +205,18 @@ def test_published_style_pkl_converts_to_the_same_arrays(tmp_path, monkeypatch, 
         assert np.array_equal(npz["posedirs"], arrays["posedirs"])
 
 
+def test_command_line_converts_and_reports_bad_files(tmp_path, capsys):
+    src = tmp_path / "MANO_RIGHT.npz"
+    np.savez(src, **mano.synthetic_mano_arrays())
+    assert mano.main([str(src), str(tmp_path / "out" / "right.npz")]) == 0
+    assert capsys.readouterr().out.strip().endswith("right.npz")
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps(os.system, protocol=2))
+    assert mano.main([str(evil)]) == 2
+    assert "not a MANO model" in capsys.readouterr().err
+    assert not (tmp_path / "evil.npz").exists()
+
+
 # ------------------------------------------------------------------------------------------- loading
 
 

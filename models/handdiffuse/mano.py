@@ -43,10 +43,17 @@ import io
 import math
 import os
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__":  # `python -m models.handdiffuse.mano SRC DST`: run inside the pack
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from papernodes_bootstrap import run_in_pack
+
+    run_in_pack(__spec__.name)
 
 import numpy as np
 import torch
@@ -801,3 +808,24 @@ def synthetic_mano_arrays(side: str = "right", seed: int = 0) -> dict[str, np.nd
         arrays["posedirs"] = arrays["posedirs"] * mirror[None, :, None]
         arrays["f"] = arrays["f"][:, ::-1].copy()
     return arrays
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m models.handdiffuse.mano MANO_RIGHT.pkl [MANO_RIGHT.npz]`: convert one published file
+    (default output: the same name with .npz). Prints the written path; a bad file is one error line."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (1, 2) or args[0] in ("-h", "--help"):
+        print("usage: python -m models.handdiffuse.mano SRC.pkl [DST.npz]", file=sys.stderr)
+        return 2
+    src = Path(args[0])
+    dst = Path(args[1]) if len(args) == 2 else src.with_suffix(".npz")
+    try:
+        print(convert_mano_pkl(src, dst))
+    except (NotAManoModelError, InputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
