@@ -197,3 +197,26 @@ def test_feature_term_is_the_v_loss_and_the_config_carries_the_statistics(tmp_pa
         method.model.x0_skip = True
         target = (x0 - ab.sqrt() * xt) / (1 - ab).sqrt()
         assert loss == pytest.approx(float((f - target).square().mean()), rel=1e-4)
+
+
+def test_lr_factor_is_constant_then_linear_to_the_final_fraction():
+    f = [T.lr_factor(s, 4, 8, 0.1) for s in range(1, 9)]
+    assert f[:4] == [1.0] * 4
+    assert f[4:] == pytest.approx([0.775, 0.55, 0.325, 0.1])
+    assert T.lr_factor(7, 0, 8, 0.1) == 1.0  # 0 = constant
+
+
+@pytest.mark.slow  # trains
+def test_cool_down_resumed_from_a_constant_run_equals_one_run(tmp_path):
+    """The shipped generator's schedule: a constant-rate run, then resumed with a linear cool-down."""
+    kw = dict(max_steps=4, save_every=2, ema_decay=0.9, lr_decay_from=2, lr_final=0.25)
+    full_path = T.train(_cfg(tmp_path / "full", **kw))
+    part = tmp_path / "part"
+    T.train(_cfg(part, **{**kw, "max_steps": 2, "lr_decay_from": 0}))
+    resumed_path = T.train(_cfg(part, **{**kw, "resume": "latest"}))
+    from safetensors.torch import load_file
+
+    assert _same(load_file(str(resumed_path)), load_file(str(full_path)))
+    lrs = [float(r["lr"]) for r in _log(tmp_path / "full")]
+    base = TINY.get("lr", T.TrainConfig.lr)
+    assert lrs == pytest.approx([base, base, base * 0.625, base * 0.25])

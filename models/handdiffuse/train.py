@@ -96,6 +96,10 @@ class TrainConfig:
     keyframe_prob: float = option(0.5, "probability that a sample is trained with random keyframes")
     label_dropout: float = option(0.1, "probability of dropping the label (classifier-free guidance)")
     lr: float = option(2e-4, "AdamW learning rate")
+    lr_decay_from: int = option(
+        0, "step from which the rate falls linearly to lr * lr_final at max_steps; 0 = constant"
+    )
+    lr_final: float = option(0.1, "final rate as a fraction of --lr when --lr-decay-from is set")
     weight_decay: float = option(0.0, "AdamW weight decay")
     batch_size: int = option(32, "per-process micro-batch size")
     grad_accum: int = option(1, "micro-batches per optimizer step")
@@ -134,10 +138,23 @@ class TrainConfig:
         for name in ("keyframe_prob", "label_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(name, "a probability in [0, 1]", str(getattr(self, name)))
+        if not 0 <= self.lr_decay_from < self.max_steps:
+            raise InputError(
+                "lr_decay_from", f"0 or a step below max_steps ({self.max_steps})", str(self.lr_decay_from)
+            )
+        if not 0 < self.lr_final <= 1:
+            raise InputError("lr_final", "a fraction in (0, 1]", str(self.lr_final))
         if self.interaction_weight < 0:
             raise InputError("interaction_weight", "0 or more", str(self.interaction_weight))
         if not 0 <= self.ema_decay < 1:
             raise InputError("ema_decay", "a value in [0, 1)", str(self.ema_decay))
+
+
+def lr_factor(step: int, decay_from: int, max_steps: int, final: float) -> float:
+    """1 up to `decay_from`, then linear to `final` at `max_steps` (a cool-down ends the constant-rate run)."""
+    if decay_from <= 0 or step <= decay_from:
+        return 1.0
+    return 1.0 - (1.0 - final) * min(1.0, (step - decay_from) / (max_steps - decay_from))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -267,6 +284,10 @@ class HandDiffuseTraining(TrainingMethod):
 
     def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         """Loss of one micro-batch; every random draw comes from `generator` (resume is exact)."""
+        c = self.cfg  # the rate is a function of the global step, so no scheduler state has to be resumed
+        rate = c.lr * lr_factor(self.run.state.step + 1, c.lr_decay_from, c.max_steps, c.lr_final)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
         return self.losses(batch, generator)["loss"]
 
     def losses(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
