@@ -106,7 +106,7 @@ def reset_peak_rss() -> int:
 def build_models(name: str) -> dict:
     """Seeded SD1.5-architecture components, a motion adapter to match, and a pose ControlNet."""
     from diffusers import ControlNetModel, UNet2DConditionModel
-    from papernodes.models.dreamoving.motion import build_tiny_motion_adapter
+    from papernodes.models.common.animatediff import build_tiny_motion_adapter
     from papernodes.models.dreamoving.video_controlnet import VideoControlNet
 
     spec = MODELS[name]

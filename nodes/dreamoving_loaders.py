@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..models.common.animatediff import load_motion_adapter
 from ..models.common.controlnet import PUBLISHED as CONTROLNET_PUBLISHED
 from ..models.common.errors import WeightsNotFoundError
 from ..models.common.image_prompt import CLIP_VISION_URL, IP_ADAPTER_URL, load_clip_vision, load_ip_adapter
 from ..models.common.loading import cast_module, load_components
-from ..models.dreamoving.motion import load_motion_adapter
 from ..models.dreamoving.pipeline import ContentGuiderModels, DreaMovingPipeline
 from ..models.dreamoving.video_controlnet import (
     CONFIG_NAME,

@@ -7,13 +7,13 @@ import torch
 from papernodes.kernels.processor import attention_hooks, installed_processors
 from papernodes.models.common import image_prompt as ipa
 from papernodes.models.common import tiny
-from papernodes.models.common.errors import InputError
-from papernodes.models.common.text import encode_prompts
-from papernodes.models.dreamoving.motion import (
+from papernodes.models.common.animatediff import (
     build_tiny_motion_adapter,
     motion_modules_enabled,
     run_motion_unet,
 )
+from papernodes.models.common.errors import InputError
+from papernodes.models.common.text import encode_prompts
 from papernodes.models.dreamoving.pipeline import ContentGuiderModels, DreaMovingPipeline
 from papernodes.models.dreamoving.video_controlnet import POSE_SCALE, ControlSpec, VideoControlNet
 

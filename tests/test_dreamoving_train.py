@@ -14,13 +14,13 @@ import torch
 from papernodes.kernels.processor import attention_hooks
 from papernodes.models.common import image_prompt as ipa
 from papernodes.models.common import tiny
+from papernodes.models.common.animatediff import build_tiny_motion_adapter, save_motion_adapter_original
 from papernodes.models.common.pose import render_openpose
 from papernodes.models.common.saving import save_diffusers_folder
 from papernodes.models.common.training import collate, epoch_batches, micro_batch_generator
 from papernodes.models.dreamoving import train as T
 from papernodes.models.dreamoving import train_data as D
 from papernodes.models.dreamoving.content_guider import ContentGuider, ImagePrompt
-from papernodes.models.dreamoving.motion import build_tiny_motion_adapter, save_motion_adapter_original
 from papernodes.models.dreamoving.video_controlnet import VideoControlNet, load_video_controlnet
 
 RES, W, H, N_FRAMES = 32, 48, 40, 8

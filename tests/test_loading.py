@@ -346,7 +346,7 @@ def test_image_prompt_modules_load_without_random_init(ip2p_tiny, tmp_path):
 @pytest.mark.slow  # > 1 s on a quiet machine: keeps the fast tier under a minute
 def test_motion_modules_load_and_inflate_without_random_init(ip2p_tiny, tmp_path):
     from diffusers.models.unets.unet_motion_model import UNetMotionModel
-    from papernodes.models.dreamoving import motion
+    from papernodes.models.common import animatediff as motion
 
     unet = tiny.build_tiny_components(seed=0).unet
     adapter = motion.build_tiny_motion_adapter(seed=4, zero_out=False)

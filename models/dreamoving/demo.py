@@ -149,6 +149,7 @@ def write_dreamoving_demo_assets(base_dir: str | Path) -> dict[str, Path]:
     """Write the DreaMoving demo models and inputs under `base_dir` (a ComfyUI base directory)."""
     from PIL import Image
 
+    from ..common.animatediff import build_tiny_motion_adapter, save_motion_adapter_original
     from ..common.controlnet import save_controlnet_single_file
     from ..common.image_prompt import (
         build_tiny_clip_vision,
@@ -158,7 +159,6 @@ def write_dreamoving_demo_assets(base_dir: str | Path) -> dict[str, Path]:
     )
     from ..common.saving import save_diffusers_folder
     from ..common.tiny import build_tiny_components
-    from .motion import build_tiny_motion_adapter, save_motion_adapter_original
 
     base = Path(base_dir)
     models, inputs = base / "models", base / "input"

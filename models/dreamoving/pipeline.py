@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import torch
 
 from ...kernels.processor import HookState, attention_hooks
+from ..common.animatediff import inflate_unet, run_motion_unet
 from ..common.errors import InputError
 from ..common.image_prompt import IPAdapter
 from ..common.loading import SDComponents
 from ..common.schedulers import make_scheduler
 from ..common.text import encode_prompts
 from .content_guider import DEFAULT_SCALE, ContentGuider, ImagePrompt
-from .motion import inflate_unet, run_motion_unet
 from .video_controlnet import ControlSpec, control_residuals
 from .windows import WindowedDenoiser
 

@@ -60,6 +60,7 @@ if (
 
 from ...kernels.dispatch import use_backend
 from ...kernels.processor import attention_hooks, attention_modules
+from ..common.animatediff import inflate_unet, load_motion_adapter, run_motion_unet
 from ..common.cli import TrainerCli, option
 from ..common.errors import InputError, WeightsFormatError
 from ..common.image_prompt import (
@@ -87,7 +88,6 @@ from ..common.training import (
     make_noise_scheduler,
 )
 from .content_guider import ContentGuiderHook, ImagePrompt
-from .motion import inflate_unet, load_motion_adapter, run_motion_unet
 from .train_data import ContentDataset, ControlClipDataset
 from .video_controlnet import (
     CONFIG_NAME,

@@ -23,7 +23,7 @@ from collections import defaultdict
 
 import torch
 
-from ..common.errors import WeightsFormatError
+from .errors import WeightsFormatError
 
 # AnimateDiff's motion modules use 8 heads and 32 norm groups (AnimateDiff, Sec. 4.2 / its configs);
 # neither is visible in tensor shapes, so they are the defaults of the inferred config.

@@ -1,4 +1,4 @@
-"""DreaMoving's denoising U-Net: SD1.5 inflated with AnimateDiff motion blocks (arXiv 2312.05107, Sec. 3).
+"""AnimateDiff motion modules on SD1.5-family U-Nets, shared by DreaMoving and Customizing Motion.
 
 - `load_motion_adapter`: AnimateDiff motion modules from the files users have (original-layout
   `mm_sd_v15*.ckpt|.safetensors`, or a diffusers MotionAdapter folder), config inferred, no hub.
@@ -23,8 +23,15 @@ from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D, M
 from diffusers.utils import logging as diffusers_logging
 
 from ...kernels.processor import AttentionHook, HookState, attention_hooks
-from ..common.errors import InputError, WeightsFormatError
-from ..common.loading import (
+from . import animatediff_layout
+from .animatediff_layout import (
+    detect_layout,
+    diffusers_to_original,
+    infer_motion_config,
+    original_to_diffusers,
+)
+from .errors import InputError, WeightsFormatError
+from .loading import (
     PICKLE_SUFFIXES,
     SAFE_SUFFIXES,
     assign_weights,
@@ -32,8 +39,6 @@ from ..common.loading import (
     empty_parameters,
     load_state_dict,
 )
-from . import motion_layout
-from .motion_layout import detect_layout, diffusers_to_original, infer_motion_config, original_to_diffusers
 
 MotionUNet = UNetMotionModel  # the inflated U-Net type, for annotations in other modules
 
@@ -52,7 +57,7 @@ FOLDER_WEIGHTS = (
 )
 EXPECTED = (
     f"an AnimateDiff motion module in the original layout (keys like "
-    f"{motion_layout.EXAMPLE_ORIGINAL_KEY!r}, e.g. mm_sd_v15_v2.ckpt) or a diffusers MotionAdapter folder "
+    f"{animatediff_layout.EXAMPLE_ORIGINAL_KEY!r}, e.g. mm_sd_v15_v2.ckpt) or a diffusers MotionAdapter folder "
     f"(config.json + diffusion_pytorch_model.safetensors)"
 )
 

@@ -1,4 +1,4 @@
-"""DreaMoving motion blocks: AnimateDiff file layouts, config inference, inflated U-Net, call convention."""
+"""AnimateDiff motion modules (models/common/animatediff.py): file layouts, config inference, inflated U-Net, call convention."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from papernodes.kernels.processor import AttentionHook, installed_processors
 from papernodes.kernels.reference import sinusoidal_positions
+from papernodes.models.common import animatediff as motion
+from papernodes.models.common import animatediff_layout as motion_layout
 from papernodes.models.common import tiny
 from papernodes.models.common.errors import InputError, WeightsFormatError
-from papernodes.models.dreamoving import motion, motion_layout
 
 torch.set_num_threads(1)
 FRAMES = 4
