@@ -41,6 +41,7 @@ from .loading import (
 )
 
 MotionUNet = UNetMotionModel  # the inflated U-Net type, for annotations in other modules
+ANIMATEDIFF_SCHEDULE = {"beta_schedule": "linear"}  # motion modules were trained on linear betas
 
 TINY_MOTION = dict(
     block_out_channels=(32, 64),

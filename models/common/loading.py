@@ -133,9 +133,23 @@ def is_diffusers_folder(path: str | os.PathLike) -> bool:
     return path.is_dir() and (path / "unet" / "config.json").is_file()
 
 
-def load_diffusers_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> SDComponents:
-    """A diffusers pipeline folder, read locally (`local_files_only`), never from a hub; modules in `dtype`."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+VIDEO_UNET = "UNet3DConditionModel"  # ZeroScope / ModelScope text-to-video
+
+
+def unet_class_name(folder: str | os.PathLike) -> str:
+    """The U-Net class a diffusers folder declares (unet/config.json `_class_name`)."""
+    cfg = json.loads((Path(folder) / "unet" / "config.json").read_text())
+    return str(cfg.get("_class_name", "UNet2DConditionModel"))
+
+
+def load_diffusers_folder(
+    path: str | os.PathLike, dtype: torch.dtype = torch.float32, video: bool = False
+) -> SDComponents:
+    """A diffusers pipeline folder, read locally (`local_files_only`), never from a hub; modules in `dtype`.
+
+    `video=True` expects a text-to-video folder (ZeroScope/ModelScope: a UNet3DConditionModel); either kind
+    handed to the other use is refused by name, not left to fail inside a pipeline."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
     from transformers import CLIPTextModel
 
     path = Path(path)
@@ -144,13 +158,24 @@ def load_diffusers_folder(path: str | os.PathLike, dtype: torch.dtype = torch.fl
         raise WeightsFormatError(
             f"{path}: not a complete diffusers folder, missing {', '.join(s + '/config.json' for s in missing)}"
         )
+    unet_class = unet_class_name(path)
+    if video and unet_class != VIDEO_UNET:
+        raise WeightsFormatError(
+            f"{path.name}: an image model ({unet_class}), not a ZeroScope/ModelScope text-to-video folder "
+            f"({VIDEO_UNET}); for SD1.5 + AnimateDiff give a checkpoint and a motion module instead"
+        )
+    if not video and unet_class == VIDEO_UNET:
+        raise WeightsFormatError(
+            f"{path.name}: a text-to-video model ({VIDEO_UNET}); load it with MotionCustom: Load Video Model"
+        )
     # low_cpu_mem_usage: parameters built on the meta device, then the file's tensors assigned (no random
     # initialisation; diffusers' default when accelerate is installed, spelled out since the speed relies
     # on it). transformers 5 builds on the meta device by itself.
     kw = dict(local_files_only=True, torch_dtype=dtype)
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    unet = UNet2DConditionModel.from_pretrained(str(path), subfolder="unet", low_cpu_mem_usage=True, **kw)
+    unet_cls = UNet3DConditionModel if video else UNet2DConditionModel
+    unet = unet_cls.from_pretrained(str(path), subfolder="unet", low_cpu_mem_usage=True, **kw)
     vae = AutoencoderKL.from_pretrained(str(path), subfolder="vae", low_cpu_mem_usage=True, **kw)
     text_encoder = CLIPTextModel.from_pretrained(str(path), subfolder="text_encoder", **kw)
     tok_dir = path / "tokenizer"
@@ -273,7 +298,7 @@ def check_weights_present(folder: Path, published: str = "") -> None:
             raise WeightsNotFoundError(f"{sub}/{filename}", [str(folder / sub)], published)
 
 
-def load_model_fresh(path: str | os.PathLike, published: str = "") -> SDComponents:
+def load_model_fresh(path: str | os.PathLike, published: str = "", video: bool = False) -> SDComponents:
     """A diffusers folder or single file as modules of our own, for training: never the shared cache of
     `load_components` (training changes the modules in place). Errors name the missing file and, when
     given, where the weights are `published`."""
@@ -284,11 +309,17 @@ def load_model_fresh(path: str | os.PathLike, published: str = "") -> SDComponen
         if not is_diffusers_folder(path):
             raise WeightsNotFoundError("unet/config.json", [str(path)], published)
         check_weights_present(path, published)
-        return load_diffusers_folder(path)
+        return load_diffusers_folder(path, video=video)
+    if video:
+        raise WeightsFormatError(
+            f"{path.name}: a text-to-video model is a diffusers folder (ZeroScope layout)"
+        )
     return load_single_file(path)
 
 
-def load_components(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> SDComponents:
+def load_components(
+    path: str | os.PathLike, dtype: torch.dtype = torch.float32, video: bool = False
+) -> SDComponents:
     """Dispatch on what `path` is: a diffusers folder or a single weights file; modules in `dtype`.
 
     A model still held by someone (a loader node's cached output in ComfyUI) is returned again instead of a
@@ -297,10 +328,14 @@ def load_components(path: str | os.PathLike, dtype: torch.dtype = torch.float32)
     if not path.exists():
         raise FileNotFoundError(str(path))
     stat = path.stat() if path.is_file() else (path / "unet" / "config.json").stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, dtype)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, dtype, video)
     comps = _LOADED.get(key)
     if comps is None:
-        comps = load_diffusers_folder(path, dtype) if path.is_dir() else load_single_file(path, dtype)
+        if video and not path.is_dir():
+            raise WeightsFormatError(
+                f"{path.name}: a text-to-video model is a diffusers folder (ZeroScope layout)"
+            )
+        comps = load_diffusers_folder(path, dtype, video) if path.is_dir() else load_single_file(path, dtype)
         _LOADED[key] = comps
     return comps
 

@@ -29,10 +29,8 @@ def save_diffusers_folder(comps: SDComponents, folder: str | Path) -> Path:
     (folder / "model_index.json").write_text(
         json.dumps(
             {
-                "_class_name": "StableDiffusionInstructPix2PixPipeline"
-                if comps.unet.config.in_channels == 8
-                else "StableDiffusionPipeline",
-                "unet": ["diffusers", "UNet2DConditionModel"],
+                "_class_name": _pipeline_class(comps.unet),
+                "unet": ["diffusers", type(comps.unet).__name__],
                 "vae": ["diffusers", "AutoencoderKL"],
                 "text_encoder": ["transformers", "CLIPTextModel"],
                 "tokenizer": ["transformers", "CLIPTokenizer"],
@@ -45,6 +43,16 @@ def save_diffusers_folder(comps: SDComponents, folder: str | Path) -> Path:
         )
     )
     return folder
+
+
+def _pipeline_class(unet: torch.nn.Module) -> str:
+    if type(unet).__name__ == "UNet3DConditionModel":
+        return "TextToVideoSDPipeline"
+    return (
+        "StableDiffusionInstructPix2PixPipeline"
+        if unet.config.in_channels == 8
+        else "StableDiffusionPipeline"
+    )
 
 
 def ldm_state_dict(comps: SDComponents, dtype: torch.dtype | None = None) -> dict:

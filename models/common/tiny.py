@@ -25,6 +25,18 @@ TINY_UNET = dict(
     attention_head_dim=8,
     norm_num_groups=32,
 )
+TINY_UNET3D = dict(  # ZeroScope/ModelScope architecture (UNet3DConditionModel), tiny
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+    cross_attention_dim=48,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
 TINY_VAE = dict(
     in_channels=3,
     out_channels=3,
@@ -73,6 +85,22 @@ def build_tiny_components(seed: int = 0, in_channels: int = 4) -> SDComponents:
         _perturb(m, gen)
         m.eval().requires_grad_(False)
     return SDComponents(unet, vae, text_encoder, load_tokenizer(), shipped_scheduler_config(), source="tiny")
+
+
+def build_tiny_zeroscope(seed: int = 0) -> SDComponents:
+    """Seeded tiny text-to-video components in the ZeroScope layout (a UNet3DConditionModel U-Net).
+
+    ModelScope zero-initialises the temporal layers' outputs; the perturbation makes them non-zero so
+    tests can see frames interact."""
+    from diffusers import UNet3DConditionModel
+
+    comps = build_tiny_components(seed)
+    gen = torch.Generator().manual_seed(seed + 1000)
+    torch.manual_seed(seed + 1000)
+    unet = UNet3DConditionModel(**TINY_UNET3D)
+    _perturb(unet, gen)
+    comps.unet = unet.eval().requires_grad_(False)
+    return comps
 
 
 def build_sd15_shaped_components(seed: int = 0, in_channels: int = 4) -> SDComponents:

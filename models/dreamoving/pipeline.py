@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ...kernels.processor import HookState, attention_hooks
-from ..common.animatediff import inflate_unet, run_motion_unet
+from ..common.animatediff import ANIMATEDIFF_SCHEDULE, inflate_unet, run_motion_unet
 from ..common.errors import InputError
 from ..common.image_prompt import IPAdapter
 from ..common.loading import SDComponents
@@ -40,7 +40,6 @@ ProgressFn = Callable[[int, int], None]
 
 DEFAULT_WINDOW, DEFAULT_OVERLAP = 16, 4  # AnimateDiff trains on 16-frame clips
 DEFAULT_STEPS, DEFAULT_GUIDANCE, DEFAULT_SCHEDULER = 25, 7.5, "ddim"  # AnimateDiff's inference defaults
-ANIMATEDIFF_SCHEDULE = {"beta_schedule": "linear"}  # motion modules were trained on linear betas
 DECODE_CHUNK = 8  # frames per VAE decode call
 
 
