@@ -118,3 +118,16 @@ def transfer_luminance(reference: torch.Tensor, colored: torch.Tensor, iteration
         hi = torch.where(good, hi, mid)
     out = rgb_at(lo).clamp(0, 1)
     return out.permute(0, 2, 3, 1)
+
+
+def resize_center_crop(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """[N, C, H, W] float -> [N, C, h, w] for `size` = s (square) or (h, w): scaled (antialiased bilinear) so
+    the image covers the target, then centre-cropped. Exact (no resampling) when the size already fits."""
+    th, tw = (size, size) if isinstance(size, int) else size
+    h, w = x.shape[-2:]
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    return x[..., top : top + th, left : left + tw]

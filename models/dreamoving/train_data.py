@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..common.errors import PaperNodesError
+from ..common.image import resize_center_crop
 from ..common.image_prompt import preprocess_clip_images
 from ..common.pose import parse_pose_keypoints, render_openpose
 from ..common.video_io import VideoFileError, read_video_frames, video_info
@@ -59,17 +60,6 @@ class DataLayoutError(PaperNodesError, ValueError):
 
 # ----------------------------------------------------------------------------------------------------
 # Pixels
-
-
-def resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """[N, C, H, W] float -> [N, C, size, size]: short side to `size` (antialiased bilinear), centre crop."""
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return x[..., top : top + size, left : left + size]
 
 
 def _to_float(frames: np.ndarray) -> torch.Tensor:
