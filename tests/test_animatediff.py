@@ -1,4 +1,4 @@
-"""AnimateDiff motion modules (models/common/animatediff.py): file layouts, config inference, inflated U-Net, call convention."""
+"""AnimateDiff motion modules (models/common/animatediff.py): layouts, config inference, inflated U-Net, calls."""
 
 from __future__ import annotations
 
