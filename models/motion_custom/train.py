@@ -80,7 +80,7 @@ class TrainConfig:
     zeroscope: str | None = option(None, "ZeroScope/ModelScope diffusers folder (base)", group="model")
     model: str | None = option(None, "SD1.5-family model for the AnimateDiff base", group="model")
     motion_module: str | None = option(None, "AnimateDiff motion module used with --model", group="model")
-    token: str = option("sks", "rare token the motion is bound to (paper: sks)")
+    token: str = option("sks", "rare token the motion is bound to (paper: sks); '' = captions as written")
     frames: int = option(16, "frames per training clip (paper: 16)", group="data")
     height: int = option(256, "training height in px", group="data")
     width: int = option(256, "training width in px", group="data")
@@ -120,8 +120,9 @@ class TrainConfig:
                 raise InputError("motion_module", "an AnimateDiff motion module with --model", "none")
         if not has_clips and not self.clips:
             raise InputError("clips", "a folder of clips of the motion", "none")
-        if not self.token.strip() or len(self.token.split()) != 1:
-            raise InputError("token", "one word (e.g. sks)", repr(self.token))
+        if self.token and len(self.token.split()) != 1:
+            raise InputError("token", "one word (e.g. sks), or '' to train a base on captions as written",
+                             repr(self.token))  # fmt: skip
         for name in ("frames", "batch_size", "grad_accum", "max_steps"):
             if getattr(self, name) < 1:
                 raise InputError(name, "at least 1", str(getattr(self, name)))
@@ -169,7 +170,7 @@ class MotionTraining(TrainingMethod):
             model = load_base(c)
         self.architecture = model.architecture
         clips = self._clips if self._clips is not None else scan_clips(c.clips, "clips")
-        self.dataset = ClipDataset(clips, c.frames, c.height, c.width, c.token, c.seed)
+        self.dataset = ClipDataset(clips, c.frames, c.height, c.width, c.token or None, c.seed)
         self.prior = None
         if c.regularization and c.prior_weight > 0:
             reg = scan_clips(c.regularization, "regularization")

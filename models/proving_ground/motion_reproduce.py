@@ -1,0 +1,175 @@
+"""Reproduce the motion world's models (Customizing Motion's proving ground), resumable stage by stage.
+
+    python -m models.proving_ground.motion_reproduce [--stages base,custom,ablations] [--quick]
+
+- `base`: the world's text-to-video base in the AnimateDiff layout: the image world's SD model (frozen) plus
+  a fresh AnimateDiff motion module for its blocks, trained on motion-world clips of every motion except
+  HELD_OUT (captions as written, uniform timesteps, as AnimateDiff trains its modules). Shipped as an
+  original-layout motion-module file (fp16), loadable by every AnimateDiff loader.
+- `custom`: the paper's claim: teach HELD_OUT back from CUSTOM_CLIPS clips of ONE subject, bound to "sks",
+  with the paper's trainable set, prior preservation on base-motion clips and the high-noise timestep law.
+  Shipped as a motion file.
+- `ablations`: the same budget with (a) the whole U-Net, no prior (b) uniform timesteps.
+Runs live in .work/motion-reproduce (checkpoints; `--resume auto`), shipped files in weights/world_motion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if __name__ == "__main__":  # `python -m models.proving_ground.motion_reproduce`: run inside the pack
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from papernodes_bootstrap import run_in_pack
+
+    run_in_pack(__spec__.name)
+
+from ..common.animatediff import load_motion_adapter, save_motion_adapter_original
+from ..common.loading import load_model_fresh
+from ..motion_custom.data import clips_from_frames
+from ..motion_custom.motion_file import load_motion, motions_applied, save_motion
+from ..motion_custom.pipeline import VideoModel, animatediff_model
+from ..motion_custom.train import TrainConfig, train
+from .motion_world import MOTIONS, MotionWorldDataset
+from .zoo import WEIGHTS_DIR, base_dir
+
+SHIPPED = WEIGHTS_DIR / "world_motion"
+MOTION_MODULE_FILE = "mm_world_v1.safetensors"  # AnimateDiff original layout, fp16
+CUSTOM_FILE = "world-orbiting-sks.safetensors"  # the customised held-out motion (motion file)
+HELD_OUT = "orbiting"
+BASE_MOTIONS = tuple(m for m in MOTIONS if m != HELD_OUT)
+FRAMES, SIZE = 8, 128
+ADAPTER = dict(motion_layers_per_block=1, motion_num_attention_heads=8, motion_norm_num_groups=32,
+               motion_max_seq_length=32, use_motion_mid_block=True)  # fmt: skip
+ADAPTER_SEED = 0
+BASE_CLIPS, BASE_SEED = 1200, 0  # motion-world train split, seed 0
+BASE_ARGS = dict(trainable="temporal", token="", timestep_law="uniform", lr=1e-4, max_steps=2400,
+                 prior_weight=0.0)  # fmt: skip
+CUSTOM_SUBJECT, CUSTOM_CLIPS, CUSTOM_SEED = ("yellow", "star"), 6, 1
+REG_CLIPS, REG_SEED = 60, 2
+CUSTOM_ARGS = dict(
+    trainable="paper", token="sks", timestep_law="high", lr=1e-4, max_steps=400, prior_weight=0.5
+)
+ABLATIONS = {
+    "full-no-prior": dict(trainable="full", prior_weight=0.0),
+    "uniform-t": dict(timestep_law="uniform"),
+}
+
+
+def fresh_adapter(unet: torch.nn.Module):
+    """The base stage's starting motion module: AnimateDiff's initialisation (proj_out zero) for `unet`'s blocks."""
+    from diffusers import MotionAdapter
+
+    torch.manual_seed(ADAPTER_SEED)
+    adapter = MotionAdapter(block_out_channels=tuple(unet.config.block_out_channels), **ADAPTER)
+    with torch.no_grad():
+        for name, p in adapter.named_parameters():
+            if ".proj_out." in name:
+                p.zero_()
+    return adapter.eval().requires_grad_(False)
+
+
+def world_clips(n: int, seed: int, motions=None, subjects=None, split: str = "train"):
+    ds = MotionWorldDataset(n, seed, split, FRAMES, motions=motions, subjects=subjects)
+    items = [ds[i] for i in range(n)]
+    return clips_from_frames([it["frames"] for it in items], [it["caption"] for it in items])
+
+
+def world_video_model(adapter=None) -> VideoModel:
+    comps = load_model_fresh(base_dir())
+    return animatediff_model(comps, adapter if adapter is not None else fresh_adapter(comps.unet))
+
+
+def _config(out: Path, quick: bool, **kw) -> TrainConfig:
+    cfg = TrainConfig(out=str(out), frames=FRAMES, height=SIZE, width=SIZE, save_every=200, keep_checkpoints=1,
+                      resume="auto", cpu=True, **kw)  # fmt: skip
+    if quick:
+        cfg.max_steps, cfg.save_every, cfg.resume = 2, 0, None
+    return cfg
+
+
+def stage_base(cache: Path, shipped: Path, quick: bool) -> Path:
+    model = world_video_model()
+    clips = world_clips(12 if quick else BASE_CLIPS, BASE_SEED, motions=BASE_MOTIONS)
+    motion_path = train(_config(cache / "base", quick, **BASE_ARGS), base=model, clips=clips)
+    # the trained motion module = the fresh one + the run's deltas; written as an AnimateDiff file
+    with motions_applied(model.unet, [(load_motion(motion_path), 1.0)]):
+        state = {k: v.detach().clone() for k, v in model.unet.state_dict().items() if ".motion_modules." in k}
+    adapter = fresh_adapter(model.unet)
+    missing = adapter.load_state_dict(state, strict=False)
+    assert not missing.unexpected_keys and all("pos_embed" in k for k in missing.missing_keys), missing
+    shipped.mkdir(parents=True, exist_ok=True)
+    path = save_motion_adapter_original(adapter.half(), shipped / MOTION_MODULE_FILE)
+    load_motion_adapter(path)  # reads back in the users' format
+    return path
+
+
+def world_base(shipped: Path = SHIPPED) -> VideoModel:
+    """The shipped world base: world SD + the trained motion module, read from the shipped files."""
+    return animatediff_model(load_model_fresh(base_dir()), load_motion_adapter(shipped / MOTION_MODULE_FILE))
+
+
+def _custom_run(cache: Path, shipped: Path, name: str, quick: bool, **overrides) -> Path:
+    model = world_base(shipped)
+    clips = world_clips(CUSTOM_CLIPS, CUSTOM_SEED, motions=(HELD_OUT,), subjects=[CUSTOM_SUBJECT])
+    reg = cache / "regularization"
+    if not reg.is_dir():
+        _write_clips(reg, world_clips(REG_CLIPS, REG_SEED, motions=BASE_MOTIONS))
+    args = {**CUSTOM_ARGS, **overrides}
+    return train(_config(cache / name, quick, regularization=str(reg), **args), base=model, clips=clips)
+
+
+def _write_clips(folder: Path, clips) -> None:
+    """Regularisation clips as frame folders with captions (the trainer's documented layout)."""
+    from PIL import Image
+
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for i, clip in enumerate(clips):
+        sub = tmp / f"clip{i:03d}"
+        sub.mkdir(parents=True)
+        for k, frame in enumerate(clip.frames):
+            Image.fromarray(frame).save(sub / f"{k:02d}.png")
+        (sub / "caption.txt").write_text(clip.caption)
+    tmp.rename(folder)
+
+
+def stage_custom(cache: Path, shipped: Path, quick: bool) -> Path:
+    path = _custom_run(cache, shipped, "custom", quick)
+    return save_motion(load_motion(path), shipped / CUSTOM_FILE, torch.float16)  # fp16 deltas: half the size
+
+
+def stage_ablations(cache: Path, shipped: Path, quick: bool) -> list[Path]:
+    return [_custom_run(cache, shipped, f"ablation-{name}", quick, **kw) for name, kw in ABLATIONS.items()]
+
+
+STAGES = {"base": stage_base, "custom": stage_custom, "ablations": stage_ablations}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--stages", default=",".join(STAGES), help="comma-separated subset of " + ", ".join(STAGES)
+    )
+    p.add_argument("--cache", default=".work/motion-reproduce", help="training runs (resumable)")
+    p.add_argument("--shipped", default=str(SHIPPED), help="where shipped files go")
+    p.add_argument("--quick", action="store_true", help="a plumbing check with tiny budgets")
+    args = p.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        p.error(f"--stages: unknown {unknown}; choose from {', '.join(STAGES)}")
+    for stage in stages:
+        t0 = time.perf_counter()
+        STAGES[stage](Path(args.cache), Path(args.shipped), args.quick)
+        print(f"{stage}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
