@@ -86,7 +86,14 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         image.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(world_demo_image()).save(image)
         hands = write_hands_demo_model(base, trained=True)
-        return {**paths, "image": image, **write_dreamoving_demo_assets(base), **hands}  # DreaMoving: tiny
+        motion = write_motion_demo(base, trained=True)
+        return {
+            **paths,
+            "image": image,
+            **write_dreamoving_demo_assets(base),
+            **hands,
+            **motion,
+        }  # DreaMoving: tiny
     diffusers = base / "models" / "diffusers"
     folder, lcm_folder = diffusers / DEMO_COLORIZER, diffusers / DEMO_LCM
     swiftbrush_folder = diffusers / DEMO_SWIFTBRUSH  # tiny one-step student (and teacher)
@@ -125,7 +132,60 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         "swiftbrush": swiftbrush_folder,
         **write_dreamoving_demo_assets(base),  # DreaMoving: tiny models + pose/depth/person inputs
         **write_hands_demo_model(base, trained=False),
+        **write_motion_demo(base, trained=False),
     }
+
+
+DEMO_VIDEO_SD = "papernodes-world-sd"  # the world's SD model (trained mode) or a tiny SD (test host)
+DEMO_MOTION_MODULE = "papernodes-world-mm.safetensors"
+DEMO_MOTION = "papernodes-world-orbiting-sks.safetensors"
+DEMO_CLIPS = "papernodes_motion_clips"
+
+
+def write_motion_demo(base_dir: str | Path, trained: bool) -> dict[str, Path]:
+    """Customizing Motion's demo: the world base (SD + motion module), its customised 'orbiting' motion and
+    six clips of one subject orbiting (the training workflow's input), or tiny stand-ins when not trained."""
+    import shutil
+
+    from .common.animatediff import (
+        build_tiny_motion_adapter,
+        load_motion_adapter,
+        save_motion_adapter_original,
+    )
+    from .common.loading import load_diffusers_folder
+    from .motion_custom.demo import write_seeded_motion
+    from .motion_custom.pipeline import animatediff_model
+    from .proving_ground import motion_reproduce as mr
+
+    base = Path(base_dir)
+    sd = base / "models" / "diffusers" / DEMO_VIDEO_SD
+    mm = base / "models" / "animatediff_models" / DEMO_MOTION_MODULE
+    motion = base / "models" / "motions" / DEMO_MOTION
+    for p in (mm, motion):
+        p.parent.mkdir(parents=True, exist_ok=True)
+    world_mm, world_motion = mr.SHIPPED / mr.MOTION_MODULE_FILE, mr.SHIPPED / mr.CUSTOM_FILE
+    if trained:  # the world's SD; its motion module and motion when trained, else fresh / seeded stand-ins
+        from .proving_ground import zoo
+
+        if not (sd / "unet" / "config.json").is_file():
+            zoo.assemble_pipeline("base", sd)
+        if world_mm.is_file():
+            shutil.copyfile(world_mm, mm)
+        else:
+            save_motion_adapter_original(mr.fresh_adapter(load_diffusers_folder(sd).unet), mm)
+    else:
+        if not (sd / "unet" / "config.json").is_file():
+            save_diffusers_folder(build_tiny_components(seed=3), sd)
+        save_motion_adapter_original(build_tiny_motion_adapter(seed=4, zero_out=False), mm)
+    if trained and world_motion.is_file() and world_mm.is_file():
+        shutil.copyfile(world_motion, motion)
+    else:
+        write_seeded_motion(animatediff_model(load_diffusers_folder(sd), load_motion_adapter(mm)), motion)
+    clips = base / "input" / DEMO_CLIPS
+    if not clips.is_dir():
+        mr.write_clip_folders(clips, mr.world_clips(mr.CUSTOM_CLIPS, mr.CUSTOM_SEED, motions=(mr.HELD_OUT,),
+                                                   subjects=[mr.CUSTOM_SUBJECT]))  # fmt: skip
+    return {"video_sd": sd, "motion_module": mm, "motion": motion, "motion_clips": clips}
 
 
 def write_demo_lora(unet: torch.nn.Module, path: Path, rank: int = 4, seed: int = 0) -> Path:

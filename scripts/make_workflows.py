@@ -85,6 +85,37 @@ WIDGETS: dict[str, list[str]] = {
         "context_window",
         "context_overlap",
     ],
+    "PaperNodes_MotionCustomLoadVideoModel": ["model_name", "motion_module_name", "dtype"],
+    "PaperNodes_MotionCustomLoadMotion": ["motion_name"],
+    "PaperNodes_MotionCustomApplyMotion": ["strength"],
+    "PaperNodes_MotionCustomTrainMotion": [
+        "clips_folder",
+        "token",
+        "output_name",
+        "steps",
+        "lr",
+        "frames",
+        "width",
+        "height",
+        "prior_weight",
+        "timestep_law",
+        "trainable",
+        "seed",
+        "resume",
+        "caption",
+        "regularization_folder",
+    ],  # fmt: skip
+    "PaperNodes_MotionCustomGenerateVideo": [
+        "prompt",
+        "negative_prompt",
+        "num_frames",
+        "width",
+        "height",
+        "steps",
+        "guidance",
+        "scheduler",
+        "seed",
+    ],  # fmt: skip
     "PaperNodes_HandDiffuseLoad": ["model_name"],
     "PaperNodes_HandDiffuseGenerate": ["label", "seconds", "fps", "seed", "steps", "guidance"],
     "PaperNodes_HandDiffuseKeyframesFromPoses": ["poses", "seconds", "fps"],
@@ -126,6 +157,15 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "PaperNodes_DreaMovingApplyVideoControlNet": [("control", "DREAMOVING_CONTROL")],
     "PaperNodes_DreaMovingLoadContentGuider": [("content_guider", "CONTENT_GUIDER")],
     "PaperNodes_DreaMovingGenerate": [("frames", "IMAGE")],
+    "PaperNodes_MotionCustomLoadVideoModel": [("video_model", "VIDEO_MODEL")],
+    "PaperNodes_MotionCustomLoadMotion": [("motion", "MOTION"), ("token", "STRING")],
+    "PaperNodes_MotionCustomApplyMotion": [("video_model", "VIDEO_MODEL"), ("token", "STRING")],
+    "PaperNodes_MotionCustomTrainMotion": [
+        ("motion", "MOTION"),
+        ("preview", "IMAGE"),
+        ("motion_path", "STRING"),
+    ],
+    "PaperNodes_MotionCustomGenerateVideo": [("frames", "IMAGE"), ("notes", "STRING")],
     "PaperNodes_HandDiffuseLoad": [("model", "HANDDIFFUSE_MODEL")],
     "PaperNodes_HandDiffuseGenerate": [("motion", "HAND_MOTION")],
     "PaperNodes_HandDiffuseKeyframesFromPoses": [("keyframes", "HAND_KEYFRAMES")],
@@ -160,6 +200,9 @@ LINK_TYPES: dict[str, dict[str, str]] = {
         "face_image": "IMAGE",
         "clothes_image": "IMAGE",
     },
+    "PaperNodes_MotionCustomApplyMotion": {"video_model": "VIDEO_MODEL", "motion": "MOTION"},
+    "PaperNodes_MotionCustomTrainMotion": {"video_model": "VIDEO_MODEL", "clips": "IMAGE"},
+    "PaperNodes_MotionCustomGenerateVideo": {"video_model": "VIDEO_MODEL"},
     "PaperNodes_HandDiffuseGenerate": {
         "model": "HANDDIFFUSE_MODEL",
         "keyframes": "HAND_KEYFRAMES",
@@ -195,6 +238,11 @@ DISPLAY: dict[str, str] = {  # the title the UI draws for a node without its own
     "PaperNodes_DreaMovingApplyVideoControlNet": "DreaMoving: Apply Video ControlNet",
     "PaperNodes_DreaMovingLoadContentGuider": "DreaMoving: Load Content Guider",
     "PaperNodes_DreaMovingGenerate": "DreaMoving: Generate Video",
+    "PaperNodes_MotionCustomLoadVideoModel": "MotionCustom: Load Video Model",
+    "PaperNodes_MotionCustomLoadMotion": "MotionCustom: Load Motion",
+    "PaperNodes_MotionCustomApplyMotion": "MotionCustom: Apply Motion",
+    "PaperNodes_MotionCustomTrainMotion": "MotionCustom: Train Motion",
+    "PaperNodes_MotionCustomGenerateVideo": "MotionCustom: Generate Video",
     "PaperNodes_HandDiffuseLoad": "HandDiffuse: Load Model",
     "PaperNodes_HandDiffuseGenerate": "HandDiffuse: Generate Hand Motion",
     "PaperNodes_HandDiffuseKeyframesFromPoses": "HandDiffuse: Keyframes from Named Poses",
@@ -876,6 +924,50 @@ def hands_inbetween_graph() -> list[Node]:
     ]
 
 
+VIDEO_SD, VIDEO_MM = "diffusers/papernodes-world-sd", "papernodes-world-mm.safetensors"
+MOTION_PROMPT = "a red square {}orbiting on a dotted blue background"  # a subject the motion clips never show
+VIDEO_RUN = {"negative_prompt": "", "num_frames": 8, "width": 128, "height": 128, "steps": 25, "guidance": 9.0,
+             "scheduler": "dpmpp_2m", "seed": 0}  # fmt: skip
+
+
+def _save_video(node_id: int, frames: tuple[int, int], name: str) -> Node:
+    return Node(node_id, "SaveAnimatedWEBP",
+                {"filename_prefix": f"PaperNodes/{name}", "fps": 8.0, "lossless": False, "quality": 90,
+                 "method": "default"}, links={"images": frames})  # fmt: skip
+
+
+def motion_apply_graph() -> list[Node]:
+    """The world base with and without the customised motion, same prompt and seed: the motion file
+    (trained on one yellow star) moves a red square the way the clips moved."""
+    return [
+        Node(1, "PaperNodes_MotionCustomLoadVideoModel", {"model_name": VIDEO_SD, "motion_module_name": VIDEO_MM}),
+        Node(2, "PaperNodes_MotionCustomLoadMotion", {"motion_name": "papernodes-world-orbiting-sks.safetensors"}),
+        Node(3, "PaperNodes_MotionCustomApplyMotion", {"strength": 1.0}, links={"video_model": (1, 0), "motion": (2, 0)}),
+        Node(4, "PaperNodes_MotionCustomGenerateVideo", {"prompt": MOTION_PROMPT.format("sks "), **VIDEO_RUN},
+             links={"video_model": (3, 0)}, title="With the motion (token sks)"),
+        _save_video(5, (4, 0), "motioncustom_with_motion"),
+        Node(6, "PaperNodes_MotionCustomGenerateVideo", {"prompt": MOTION_PROMPT.format(""), **VIDEO_RUN},
+             links={"video_model": (1, 0)}, title="Base model (no motion file)"),
+        _save_video(7, (6, 0), "motioncustom_base"),
+    ]  # fmt: skip
+
+
+def motion_train_graph() -> list[Node]:
+    """A short customisation run from six clips in input/ (continued, not restarted, on a second run)."""
+    train = {"clips_folder": "papernodes_motion_clips", "token": "sks", "output_name": "papernodes-demo-motion",
+             "steps": 20, "lr": 1e-4, "frames": 8, "width": 128, "height": 128, "prior_weight": 0.5,
+             "timestep_law": "high", "trainable": "paper", "seed": 0, "resume": True, "caption": "",
+             "regularization_folder": ""}  # fmt: skip
+    return [
+        Node(1, "PaperNodes_MotionCustomLoadVideoModel", {"model_name": VIDEO_SD, "motion_module_name": VIDEO_MM}),
+        Node(2, "PaperNodes_MotionCustomTrainMotion", train, links={"video_model": (1, 0)}),
+        Node(3, "PaperNodes_MotionCustomApplyMotion", {"strength": 1.0}, links={"video_model": (1, 0), "motion": (2, 0)}),
+        Node(4, "PaperNodes_MotionCustomGenerateVideo", {"prompt": MOTION_PROMPT.format("sks "), **VIDEO_RUN},
+             links={"video_model": (3, 0)}),
+        _save_video(5, (4, 0), "motioncustom_trained"),
+    ]  # fmt: skip
+
+
 DEMO = (
     "Demo models: `bash scripts/demo.sh` (in the pack's folder) writes them into its own ComfyUI; "
     "`python scripts/comfy_host.py install-demo --base <your ComfyUI folder>` writes them into yours."
@@ -955,6 +1047,30 @@ WORKFLOWS = [
         "keyframes exactly.\n\n"
         "Model: as the clap workflow (models/handdiffuse/). " + DEMO,
         hands_inbetween_graph,
+    ),
+]
+WORKFLOWS += [
+    Workflow(
+        "motioncustom_apply",
+        "Customizing Motion - apply a learnt motion",
+        "Customizing Motion (Materzynska et al. 2023): a motion learnt from a few clips of one subject, bound to "
+        "the token 'sks', moves a subject it never saw. Top: with the motion file; bottom: the base model, same "
+        "prompt without the token, same seed.\n\n"
+        "Models: a ZeroScope/ModelScope diffusers folder in models/diffusers/ (cerspense/zeroscope_v2_576w), or "
+        "an SD1.5 model plus an AnimateDiff motion module in models/animatediff_models/ (guoyww/animatediff); "
+        "motion files in models/motions/ (train your own with MotionCustom: Train Motion). The demo uses the "
+        "pack's motion world: the world SD model, a motion module trained on five motions, and 'orbiting' "
+        "(held out of the base) learnt from six clips of a yellow star.\n\n" + DEMO,
+        motion_apply_graph,
+    ),
+    Workflow(
+        "motioncustom_train",
+        "Customizing Motion - train a motion from clips",
+        "Train a motion into a video model: clips in a folder of ComfyUI's input directory (videos or frame "
+        "folders, captions beside them), the paper's trainable set (cross-attention keys/values + temporal "
+        "layers), its timestep law, bound to 'sks'. The paper trains 3000 steps; this demo runs 20 (a second "
+        "run continues the same run instead of restarting). The file lands in models/motions/.\n\n" + DEMO,
+        motion_train_graph,
     ),
 ]
 OUT_DIR_API = (

@@ -63,6 +63,8 @@ def test_there_is_a_workflow_per_shipped_method():
         "handdiffuse_clap",
         "handdiffuse_inbetween",
         "infedit",
+        "motioncustom_apply",
+        "motioncustom_train",
         "swiftbrush",
     ]
     assert [p.name for p in UI_FILES] == sorted(by_file), "the template folder holds only the UI workflows"

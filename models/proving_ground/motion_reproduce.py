@@ -119,12 +119,12 @@ def _custom_run(cache: Path, shipped: Path, name: str, quick: bool, **overrides)
     clips = world_clips(CUSTOM_CLIPS, CUSTOM_SEED, motions=(HELD_OUT,), subjects=[CUSTOM_SUBJECT])
     reg = cache / "regularization"
     if not reg.is_dir():
-        _write_clips(reg, world_clips(REG_CLIPS, REG_SEED, motions=BASE_MOTIONS))
+        write_clip_folders(reg, world_clips(REG_CLIPS, REG_SEED, motions=BASE_MOTIONS))
     args = {**CUSTOM_ARGS, **overrides}
     return train(_config(cache / name, quick, regularization=str(reg), **args), base=model, clips=clips)
 
 
-def _write_clips(folder: Path, clips) -> None:
+def write_clip_folders(folder: Path, clips) -> None:
     """Regularisation clips as frame folders with captions (the trainer's documented layout)."""
     from PIL import Image
 
