@@ -97,7 +97,12 @@ def stage_base(cache: Path, shipped: Path, quick: bool) -> Path:
     model = world_video_model()
     clips = world_clips(12 if quick else BASE_CLIPS, BASE_SEED, motions=BASE_MOTIONS)
     motion_path = train(_config(cache / "base", quick, **BASE_ARGS), base=model, clips=clips)
-    # the trained motion module = the fresh one + the run's deltas; written as an AnimateDiff file
+    return write_motion_module(motion_path, shipped)
+
+
+def write_motion_module(motion_path: Path, shipped: Path) -> Path:
+    """The base run's motion file applied to the fresh module, written as an AnimateDiff file (fp16)."""
+    model = world_video_model()
     with motions_applied(model.unet, [(load_motion(motion_path), 1.0)]):
         state = {k: v.detach().clone() for k, v in model.unet.state_dict().items() if ".motion_modules." in k}
     adapter = fresh_adapter(model.unet)
