@@ -370,11 +370,27 @@ class TrainMotion:
                         "generic clips with captions (prior preservation); '' = none.",
                     },
                 ),  # fmt: skip
+                "mixed_precision": (
+                    ["no", "fp16", "bf16"],
+                    {
+                        "default": "no",
+                        "tooltip": "Autocast precision of the frozen parts (fp16/bf16 need a GPU).",
+                    },
+                ),  # fmt: skip
+                "gradient_checkpointing": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Recompute activations in "
+                        "backward: less memory, slower (ZeroScope at full size).",
+                    },
+                ),  # fmt: skip
             },
         }
 
     def train(self, video_model, clips_folder, token, output_name, steps, lr, frames, width, height, prior_weight,
-              timestep_law, trainable, seed, resume, clips=None, caption="", regularization_folder=""):  # fmt: skip
+              timestep_law, trainable, seed, resume, clips=None, caption="", regularization_folder="",
+              mixed_precision="no", gradient_checkpointing=False):  # fmt: skip
         out = _run_folder(output_name)
         if out.exists() and not resume:
             raise InputError(
@@ -390,7 +406,8 @@ class TrainMotion:
                           height=height, width=width, trainable=trainable, prior_weight=prior_weight,
                           timestep_law=timestep_law, lr=lr, max_steps=steps, seed=seed,
                           save_every=max(1, min(500, steps)), keep_checkpoints=1,
-                          resume="auto" if resume else None, cpu=device.type == "cpu")  # fmt: skip
+                          resume="auto" if resume else None, cpu=device.type == "cpu",
+                          mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing)  # fmt: skip
         report = progress_callback(steps)
         cancelled: list[BaseException] = []
         previews: list[torch.Tensor] = []

@@ -104,6 +104,8 @@ WIDGETS: dict[str, list[str]] = {
         "resume",
         "caption",
         "regularization_folder",
+        "mixed_precision",
+        "gradient_checkpointing",
     ],  # fmt: skip
     "PaperNodes_MotionCustomGenerateVideo": [
         "prompt",
@@ -957,7 +959,7 @@ def motion_train_graph() -> list[Node]:
     train = {"clips_folder": "papernodes_motion_clips", "token": "sks", "output_name": "papernodes-demo-motion",
              "steps": 20, "lr": 1e-4, "frames": 8, "width": 128, "height": 128, "prior_weight": 0.5,
              "timestep_law": "high", "trainable": "paper", "seed": 0, "resume": True, "caption": "",
-             "regularization_folder": ""}  # fmt: skip
+             "regularization_folder": "", "mixed_precision": "no", "gradient_checkpointing": False}  # fmt: skip
     return [
         Node(1, "PaperNodes_MotionCustomLoadVideoModel", {"model_name": VIDEO_SD, "motion_module_name": VIDEO_MM}),
         Node(2, "PaperNodes_MotionCustomTrainMotion", train, links={"video_model": (1, 0)}),

@@ -127,3 +127,19 @@ def test_prompt_without_the_token_warns_instead_of_failing(comfy_host):
     prompt["4"]["inputs"]["prompt"] = "a red square orbiting on a dotted blue background"
     entry = comfy_host.run(prompt, timeout=600)
     assert "sks" in " ".join(entry["outputs"]["4"]["text"])
+
+
+def test_motion_file_for_another_base_is_refused_by_name(comfy_host):
+    from papernodes.models.common import tiny
+    from papernodes.models.common.animatediff import build_tiny_motion_adapter
+    from papernodes.models.motion_custom.demo import write_seeded_motion
+    from papernodes.models.motion_custom.pipeline import animatediff_model
+
+    other = animatediff_model(tiny.build_tiny_components(seed=11), build_tiny_motion_adapter(seed=12))
+    write_seeded_motion(other, comfy_host.base_dir / "models" / "motions" / "host-other-base.safetensors")
+    prompt = _api("apply")
+    prompt["2"]["inputs"]["motion_name"] = "host-other-base.safetensors"
+    with pytest.raises(ExecutionFailed) as info:
+        comfy_host.run(prompt, timeout=600)
+    assert "different base model" in str(info.value)
+    assert comfy_host.is_running()
