@@ -1,28 +1,44 @@
 """HandDiffuse nodes: load a model, generate two-hand motion (HAND_MOTION), keyframes from named poses,
-render the skeletons as IMAGE frames, save BVH + npz.
+render the hands as IMAGE frames, turn them into core MESH, save BVH + npz; load MANO (HAND_MANO) to draw
+and mesh MANO hands instead of the open kinematic hand.
 
 Models live in ComfyUI's `handdiffuse` folder (models/handdiffuse, registered here when absent): one
 `.safetensors` written by `python -m models.handdiffuse.train` (its config is in the file's metadata).
+MANO files (registration required, never shipped) live in `models/mano`: the published `.pkl` (read only
+by mano.py's restricted unpickler) or its `.npz` conversion.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
+import torch
+
 from ..models.common.errors import InputError
 from ..models.handdiffuse.control import HAND_NAMES, JOINT_NAMES, Trajectory, trajectory_from_text
-from ..models.handdiffuse.export import write_bvh, write_npz
+from ..models.handdiffuse.export import combine_hands, write_bvh, write_npz
+from ..models.handdiffuse.mano import (
+    MANO_FILES,
+    MANO_FOLDER,
+    MANO_PUBLISHED,
+    ManoHands,
+    load_mano_hands,
+    mano_vertices,
+)
 from ..models.handdiffuse.mesh import skeleton_mesh
 from ..models.handdiffuse.motion import HandMotion
 from ..models.handdiffuse.pipeline import HandDiffusion, Keyframes, load_model
 from ..models.handdiffuse.poses import POSE_NAMES, keyframes_from_json, keyframes_from_text
-from ..models.handdiffuse.render import render_skeletons
+from ..models.handdiffuse.render import render_meshes, render_skeletons
 from ..models.handdiffuse.world import ACTIONS
 from .comfy_adapter import (
     core_mesh,
     file_choices,
     host_call_failed,
+    model_folders,
+    path_inside,
     progress_callback,
     register_model_folders,
     resolve_file,
@@ -34,9 +50,13 @@ FOLDER = "handdiffuse"
 PUBLISHED = ("no official weights exist (the paper released none); train one with "
              "`python -m models.handdiffuse.train --out OUT` and copy OUT/final/handdiffuse.safetensors")  # fmt: skip
 NO_MODELS = "(no models found: put a .safetensors in models/handdiffuse)"
+MANO_SUFFIXES = (".npz", ".pkl")
+NO_MANO = "(no MANO files: put MANO_RIGHT / MANO_LEFT .pkl or .npz in models/mano)"
+MANO_TYPE = "HAND_MANO"
+MESH_PIXELS_PER_CHUNK = 2_000_000  # frames rendered per progress step: bounds the float64 frame buffers
 
 
-register_model_folders(FOLDER)
+register_model_folders(FOLDER, MANO_FOLDER)
 
 
 def _positive(name: str, value, what: str) -> float:
@@ -215,10 +235,91 @@ class TrajectoryFromPoints:
         return (made if trajectory is None else trajectory.merged(made),)
 
 
+def _mano_choices() -> list[str]:
+    """`.npz` / `.pkl` files in ComfyUI's mano folders (any depth, posix names). Listed here and not by
+    `file_choices`: ComfyUI's extension filter for a registered folder has no `.npz`, the converted
+    format. Each folder is walked once even through symlink loops."""
+    names: set[str] = set()
+    for root in model_folders(MANO_FOLDER):
+        seen: set[tuple[int, int]] = set()
+        for folder, dirs, files in os.walk(root, followlinks=True):
+            try:
+                st = os.stat(folder)
+            except OSError:
+                dirs[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            rel = Path(os.path.relpath(folder, root))
+            names.update((rel / f).as_posix().removeprefix("./") for f in files
+                         if f.lower().endswith(MANO_SUFFIXES))  # fmt: skip
+    return sorted(names)
+
+
+def _mano_input(side: str, choices: list[str]) -> tuple:
+    """A combo of the MANO files, defaulting to the one named like the side's published file."""
+    default = next((c for c in choices if Path(c).stem.upper() == MANO_FILES[side]), None)
+    default = default or next((c for c in choices if side in c.lower()), choices[0])
+    tip = (f"The {side}-hand MANO model in ComfyUI's models/mano folder: {MANO_FILES[side]}.pkl as published "
+           f"({MANO_PUBLISHED}) or its .npz conversion.")  # fmt: skip
+    return (choices, {"default": default, "tooltip": tip})
+
+
+def _mano_path(input_name: str, name, side: str) -> Path:
+    """A MANO file inside ComfyUI's mano folders; a missing one names the file, the folders searched and
+    where MANO is published (the WeightsNotFoundError of `resolve_file`)."""
+    if name == NO_MANO:
+        name = f"{MANO_FILES[side]}.pkl"
+    if not isinstance(name, str) or path_inside(MANO_FOLDER, name) is None:  # checks the name alone
+        raise InputError(input_name, "a file name inside ComfyUI's models/mano folder", repr(name))
+    if not name.lower().endswith(MANO_SUFFIXES):
+        raise InputError(input_name, "a MANO model file (.pkl as published, or .npz)", repr(name))
+    return resolve_file(MANO_FOLDER, name, MANO_PUBLISHED)
+
+
+def _check_mano(mano) -> ManoHands:
+    if not isinstance(mano, ManoHands):
+        raise InputError("mano", f"a {MANO_TYPE} from 'HandDiffuse: Load MANO'", type(mano).__name__)
+    return mano
+
+
+def _every(motion: HandMotion, step: int) -> HandMotion:
+    """The motion at every `step`-th frame from frame 0 (MANO is driven only where a mesh is wanted)."""
+    return HandMotion(motion.rot6d[::step], motion.trans[::step], motion.fps, motion.label, motion.caption,
+                      motion.skeleton)  # fmt: skip
+
+
+class LoadMano:
+    DESCRIPTION = ("Load the two MANO hand models (Romero et al. 2017; registration at mano.is.tue.mpg.de, "
+                   "not shipped) from models/mano, so Render Hands and Hands to Mesh draw MANO hands. The "
+                   "published .pkl is read by a restricted unpickler that can only rebuild arrays.")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MANO_TYPE,)
+    RETURN_NAMES = ("mano",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        choices = _mano_choices() or [NO_MANO]
+        return {
+            "required": {
+                "right_model": _mano_input("right", choices),
+                "left_model": _mano_input("left", choices),
+            }
+        }
+
+    def load(self, right_model, left_model):
+        right = _mano_path("right_model", right_model, "right")
+        left = _mano_path("left_model", left_model, "left")
+        return (load_mano_hands(right, left),)
+
+
 class RenderHands:
     DESCRIPTION = (
-        "Draw the two hand skeletons as IMAGE frames (pure torch projection, no OpenGL); "
-        "right hand orange, left blue."
+        "Draw the two hand skeletons as IMAGE frames (pure torch projection, no OpenGL), or with `mano` "
+        "the two MANO hand meshes (pure torch rasteriser, same camera); right hand orange, left blue."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "FLOAT")
@@ -238,22 +339,47 @@ class RenderHands:
                                     "tooltip": "Camera elevation in degrees."}),
                 "distance": ("FLOAT", {"default": 0.8, "min": 0.1, "max": 10.0, "step": 0.05,
                                        "tooltip": "Camera distance from the hands' centre in metres."}),
-            }
+            },
+            "optional": {
+                "mano": (MANO_TYPE, {"tooltip": "From 'HandDiffuse: Load MANO': draw MANO hand meshes instead "
+                                                "of the skeletons (same camera, same frames)."}),
+            },
         }  # fmt: skip
 
-    def render(self, motion: HandMotion, width, height, yaw, pitch, distance):
+    def render(self, motion: HandMotion, width, height, yaw, pitch, distance, mano: ManoHands | None = None):
         if not isinstance(motion, HandMotion):
             raise InputError("motion", "a HAND_MOTION", type(motion).__name__)
         if not -85 <= pitch <= 85:
             raise InputError("pitch", "an elevation in -85 .. 85 degrees", repr(pitch))
+        if mano is not None:
+            return (_render_mano(motion, _check_mano(mano), width, height, yaw, pitch, distance), motion.fps)
         images = render_skeletons(motion.global_joints(), width, height, yaw, pitch, distance)
         return (images, motion.fps)
 
 
+def _render_mano(motion: HandMotion, mano: ManoHands, width, height, yaw, pitch, distance):
+    """MANO meshes framed as the skeletons are (the camera orbits the clip's joint centroid), rendered a
+    few frames at a time: the rasteriser holds float64 frame buffers, and the progress bar and Cancel get
+    a step per chunk."""
+    target = motion.global_joints().detach().double().reshape(-1, 3).mean(0)
+    verts = mano_vertices(motion, mano)
+    frames = verts.shape[0]
+    # width and height are checked by render_meshes; max(1, ...) only keeps a bad size from dividing by 0
+    chunk = max(1, min(16, MESH_PIXELS_PER_CHUNK // max(1, width * height)))
+    report = progress_callback(frames)
+    images = []
+    for start in range(0, frames, chunk):
+        images.append(render_meshes(verts[start : start + chunk], mano.faces, width, height, yaw, pitch,
+                                    distance, target=target))  # fmt: skip
+        report(min(start + chunk, frames), frames)
+    return torch.cat(images)
+
+
 class HandsToMesh:
     DESCRIPTION = ("The two hands as a triangle mesh (core MESH) at every `frame_step`-th frame: one mesh per "
-                   "frame, so core 'Save GLB' writes a GLB per frame for Preview3D. Without MANO the mesh is "
-                   "the capsule geometry the penetration and contact numbers use (right orange, left blue).")  # fmt: skip
+                   "frame, so core 'Save GLB' writes a GLB per frame for Preview3D. With `mano` the two MANO "
+                   "hands (778 vertices each, right first); without, the capsule geometry the penetration and "
+                   "contact numbers use. Vertex colours: right orange, left blue.")  # fmt: skip
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MESH",)
     RETURN_NAMES = ("mesh",)
@@ -266,16 +392,25 @@ class HandsToMesh:
                 "motion": ("HAND_MOTION", {"tooltip": "The motion to turn into meshes."}),
                 "frame_step": ("INT", {"default": 30, "min": 1, "max": 10000,
                                        "tooltip": "A mesh every N frames from frame 0 (30: one per second at 30 fps)."}),
-            }
+            },
+            "optional": {
+                "mano": (MANO_TYPE, {"tooltip": "From 'HandDiffuse: Load MANO': MANO hand meshes instead of the "
+                                                "capsule skeleton."}),
+            },
         }  # fmt: skip
 
-    def mesh(self, motion: HandMotion, frame_step):
+    def mesh(self, motion: HandMotion, frame_step, mano: ManoHands | None = None):
         if not isinstance(motion, HandMotion):
             raise InputError("motion", "a HAND_MOTION", type(motion).__name__)
         if isinstance(frame_step, bool) or not isinstance(frame_step, int) or frame_step < 1:
             raise InputError("frame_step", "a whole number of frames >= 1", repr(frame_step))
-        joints = motion.global_joints()[::frame_step]
-        vertices, faces, colours = skeleton_mesh(joints)
+        if mano is not None:
+            hands = _check_mano(mano)
+            vertices, faces, colours = combine_hands(
+                mano_vertices(_every(motion, frame_step), hands), hands.faces
+            )
+        else:
+            vertices, faces, colours = skeleton_mesh(motion.global_joints()[::frame_step])
         batch = vertices.shape[0]
         return (core_mesh(vertices, faces.expand(batch, -1, -1), colours.expand(batch, -1, -1)),)
 
@@ -344,6 +479,7 @@ NODE_CLASS_MAPPINGS = {
     "PaperNodes_HandDiffuseRender": RenderHands,
     "PaperNodes_HandDiffuseSave": SaveHandMotion,
     "PaperNodes_HandDiffuseMesh": HandsToMesh,
+    "PaperNodes_HandDiffuseLoadMano": LoadMano,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_HandDiffuseLoad": "HandDiffuse: Load Model",
@@ -354,4 +490,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_HandDiffuseRender": "HandDiffuse: Render Hands",
     "PaperNodes_HandDiffuseSave": "HandDiffuse: Save Hand Motion",
     "PaperNodes_HandDiffuseMesh": "HandDiffuse: Hands to Mesh",
+    "PaperNodes_HandDiffuseLoadMano": "HandDiffuse: Load MANO",
 }

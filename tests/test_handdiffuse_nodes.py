@@ -1,6 +1,9 @@
 """HandDiffuse nodes (nodes/handdiffuse.py) without ComfyUI: a tiny untrained model written to a fake
 models/handdiffuse folder, generation (length, fps, keyframes kept), rendering (pixels follow the hands),
-BVH written and read back by an independent reader, and InputErrors naming the input."""
+BVH written and read back by an independent reader, and InputErrors naming the input. MANO: synthetic
+MANO-structured files (mano.synthetic_mano_arrays; MANO itself needs registration) in a fake models/mano
+folder, loaded, rendered and meshed on the hands; files that are not MANO and names outside the folder
+refused by name."""
 
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ TINY = {"width": 32, "heads": 2, "single_layers": 1, "interact_layers": 1, "num_
 
 @pytest.fixture()
 def nodes(tmp_path, monkeypatch):
-    folders = {"handdiffuse": [str(tmp_path / "handdiffuse")]}
+    folders = {"handdiffuse": [str(tmp_path / "handdiffuse")], "mano": [str(tmp_path / "mano")]}
     (tmp_path / "handdiffuse").mkdir()
+    (tmp_path / "mano").mkdir()
     (tmp_path / "output").mkdir()
     fake = types.ModuleType("folder_paths")
     fake.get_folder_paths = lambda kind: folders.get(kind, [])
@@ -308,3 +312,165 @@ def test_trajectory_from_points_is_followed_and_bad_points_are_input_errors(node
         make("right", "elbow", "0: 0 0 0", 1.0, 30.0)
     with pytest.raises(InputError, match="trajectory"):
         nd.GenerateHandMotion().generate(model, "clap", 2.0, 30.0, 0, 2, 2.0, trajectory=traj)
+
+
+# ----------------------------------------------------------------------------------------------------
+# MANO (synthetic MANO-structured files: MANO's names and shapes around our open hand, not MANO's data)
+
+
+def _write_mano(root: Path) -> None:
+    from papernodes.models.handdiffuse import mano
+
+    for side in ("right", "left"):
+        np.savez(root / "mano" / f"MANO_{side.upper()}.npz", **mano.synthetic_mano_arrays(side))
+
+
+def _load_mano(nd):
+    return nd.LoadMano().load("MANO_RIGHT.npz", "MANO_LEFT.npz")[0]
+
+
+def _right_moves(frames: int = 2) -> HandMotion:
+    """A clap's first frames with only the RIGHT wrist moved 10 cm to -x in frame 1 (world poses kept)."""
+    clip = make_clip(0, 0)
+    wr, wp = clip.world_wrists()
+    rot = torch.cat([wr[:frames, :, None], clip.rotations()[:frames, :, 1:]], 2)
+    wp = wp[:frames].clone()
+    wp[1, 0] += torch.tensor([-0.1, 0.0, 0.0])
+    return HandMotion.from_world(rot, wp, 30.0)
+
+
+def _hand_pixels(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks of the right (orange: red > blue) and left (blue > red) hand's pixels."""
+    from papernodes.models.handdiffuse.render import BACKGROUND
+
+    fg = (img - torch.tensor(BACKGROUND)).abs().sum(-1) > 0.05
+    return fg & (img[..., 0] > img[..., 2]), fg & (img[..., 2] > img[..., 0])
+
+
+def _centroid(mask: torch.Tensor) -> torch.Tensor:
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return torch.stack([xs.float().mean(), ys.float().mean()])
+
+
+def test_load_mano_lists_npz_and_pkl_and_loads_both_hands(nodes):
+    import pickle
+
+    from papernodes.models.handdiffuse import mano
+
+    nd, root = nodes
+    spec = nd.LoadMano.INPUT_TYPES()["required"]
+    assert spec["right_model"][0] == [nd.NO_MANO]  # empty folder: the placeholder, no crash
+    _write_mano(root)
+    (root / "mano" / "published").mkdir()
+    # a published-style .pkl of plain arrays, read through mano.py's restricted unpickler
+    pkl = pickle.dumps(dict(mano.synthetic_mano_arrays("left")), protocol=2)
+    (root / "mano" / "published" / "MANO_LEFT.pkl").write_bytes(pkl)
+    (root / "mano" / "notes.txt").write_text("not listed")
+    spec = nd.LoadMano.INPUT_TYPES()["required"]
+    choices = spec["right_model"][0]
+    assert choices == ["MANO_LEFT.npz", "MANO_RIGHT.npz", "published/MANO_LEFT.pkl"]
+    assert spec["right_model"][1]["default"] == "MANO_RIGHT.npz"
+    assert spec["left_model"][1]["default"] in ("MANO_LEFT.npz", "published/MANO_LEFT.pkl")
+    hands = _load_mano(nd)
+    assert isinstance(hands, mano.ManoHands) and hands.left_shapedirs_fixed
+    assert [tuple(f.shape) for f in hands.faces] == [(1538, 3), (1538, 3)]
+    from_pkl = nd.LoadMano().load("MANO_RIGHT.npz", "published/MANO_LEFT.pkl")[0]
+    assert torch.equal(from_pkl.left.v_template, hands.left.v_template)
+    assert torch.equal(from_pkl.left.shapedirs, hands.left.shapedirs)
+
+
+def test_render_hands_with_mano_draws_the_meshes_on_the_hands(nodes, monkeypatch):
+    nd, root = nodes
+    _write_mano(root)
+    hands = _load_mano(nd)
+    moved = _right_moves()
+    render = nd.RenderHands().render
+    images, fps = render(moved, 96, 64, 0.0, 0.0, 0.8, hands)
+    skeleton = render(moved, 96, 64, 0.0, 0.0, 0.8)[0]
+    assert images.shape == (2, 64, 96, 3) and fps == 30.0 and 0 <= images.min() and images.max() <= 1
+    (r0, l0), (r1, l1) = _hand_pixels(images[0]), _hand_pixels(images[1])
+    assert r0.sum() > 50 and l0.sum() > 50
+    # the right hand's pixels follow its wrist (10 cm to -x is ~16 px to the left, see the skeleton test),
+    # the left hand's stay where they were
+    shift_r, shift_l = _centroid(r0) - _centroid(r1), _centroid(l0) - _centroid(l1)
+    assert 10 < shift_r[0] < 25 and abs(shift_r[1]) < 2, shift_r
+    assert shift_l.abs().max() < 1, shift_l
+    # the meshes sit on the skeletons (same camera, MANO driven by the same joints) but are not them: at
+    # 192 x 128 (fingers ~6 px wide, bone lines 2 px) a mesh covers its skeleton's pixels and more
+    sr0, sl0 = _hand_pixels(skeleton[0])
+    assert (_centroid(r0) - _centroid(sr0)).norm() < 4 and (_centroid(l0) - _centroid(sl0)).norm() < 4
+    mesh_fg = torch.stack(_hand_pixels(render(moved, 192, 128, 0.0, 0.0, 0.8, hands)[0][0])).any(0)
+    skel_fg = torch.stack(_hand_pixels(render(moved, 192, 128, 0.0, 0.0, 0.8)[0][0])).any(0)
+    assert mesh_fg.sum() > 1.4 * skel_fg.sum()
+    assert (skel_fg & ~mesh_fg).sum() < 0.05 * skel_fg.sum()
+    # rendered in chunks (progress steps) with one camera for the clip: the same frames as in one go
+    clip = _right_moves(5)
+    whole = render(clip, 96, 64, 30.0, 20.0, 0.8, hands)[0]
+    monkeypatch.setattr(nd, "MESH_PIXELS_PER_CHUNK", 96 * 64 * 2)
+    chunked = render(clip, 96, 64, 30.0, 20.0, 0.8, hands)[0]
+    assert chunked.shape == (5, 64, 96, 3) and torch.equal(chunked, whole)
+
+
+def test_hands_to_mesh_with_mano_gives_both_mano_hands_per_frame(nodes):
+    from papernodes.models.handdiffuse.mano import FINGERTIP_VERTICES, mano_forward
+    from papernodes.models.handdiffuse.render import HAND_COLOURS
+
+    nd, root = nodes
+    _write_mano(root)
+    hands = _load_mano(nd)
+    clip = make_clip(0, 0)
+    clip = HandMotion(clip.rot6d[:10], clip.trans[:10], clip.fps, clip.label)
+    (mesh,) = nd.HandsToMesh().mesh(clip, 4, hands)
+    assert tuple(mesh.vertices.shape) == (3, 2 * 778, 3)  # frames 0, 4, 8
+    fr, fl = hands.faces
+    assert tuple(mesh.faces.shape) == (3, 2 * 1538, 3)
+    for b in range(3):
+        assert torch.equal(mesh.faces[b], torch.cat([fr, fl + 778]))
+    verts, joints = mano_forward(clip, hands)
+    torch.testing.assert_close(mesh.vertices, verts[::4].reshape(3, -1, 3))
+    # on the motion's hands: MANO's fingertip vertices are the motion's fingertips
+    tips = mesh.vertices.reshape(3, 2, 778, 3)[:, :, list(FINGERTIP_VERTICES.values())]
+    want = clip.global_joints()[::4][:, :, [4, 8, 12, 16, 20]]
+    assert (tips - want).norm(dim=-1).max() < 1e-4
+    colours = mesh.vertex_colors
+    assert tuple(colours.shape) == (3, 2 * 778, 3)
+    assert torch.allclose(colours[:, :778], torch.tensor(HAND_COLOURS[0]))
+    assert torch.allclose(colours[:, 778:], torch.tensor(HAND_COLOURS[1]))
+    # without MANO: the capsule mesh as before, in the same (one) colour table
+    (capsules,) = nd.HandsToMesh().mesh(clip, 4)
+    assert capsules.vertices.shape[1] != 2 * 778
+    assert torch.allclose(capsules.vertex_colors[0, 0], torch.tensor(HAND_COLOURS[0]))
+
+
+def test_bad_mano_files_and_names_are_refused_by_name(nodes):
+    from papernodes.models.common.errors import WeightsNotFoundError
+    from papernodes.models.handdiffuse.mano import NotAManoModelError
+
+    nd, root = nodes
+    load = nd.LoadMano().load
+    with pytest.raises(WeightsNotFoundError, match="MANO_RIGHT.pkl") as err:  # nothing in models/mano
+        load(nd.NO_MANO, nd.NO_MANO)
+    assert "mano.is.tue.mpg.de" in str(err.value) and str(root / "mano") in str(err.value)
+    _write_mano(root)
+    np.savez(root / "mano" / "random.npz", a=np.zeros(3), b=np.ones((2, 2)))
+    with pytest.raises(NotAManoModelError, match=r"random\.npz: not a MANO model \(missing v_template"):
+        load("random.npz", "MANO_LEFT.npz")
+    (root / "mano" / "junk.pkl").write_bytes(b"\x80\x02cos\nsystem\nq\x00.")  # names os.system
+    with pytest.raises(NotAManoModelError, match=r"junk\.pkl: not a MANO model .*os\.system"):
+        load("MANO_RIGHT.npz", "junk.pkl")
+    with pytest.raises(WeightsNotFoundError, match="MANO_MISSING.npz"):
+        load("MANO_MISSING.npz", "MANO_LEFT.npz")
+    # names leaving the folder are refused before any file is touched, even when the file exists
+    np.savez(root / "MANO_RIGHT.npz", a=np.zeros(1))
+    for name in ("../MANO_RIGHT.npz", str(root / "MANO_RIGHT.npz"), "sub/../../MANO_RIGHT.npz"):
+        with pytest.raises(InputError, match="'right_model'"):
+            load(name, "MANO_LEFT.npz")
+    with pytest.raises(InputError, match="'left_model'"):
+        load("MANO_RIGHT.npz", "../mano/MANO_LEFT.npz")
+    (root / "mano" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="'left_model'.*MANO model file"):
+        load("MANO_RIGHT.npz", "notes.txt")
+    with pytest.raises(InputError, match="'mano'"):
+        nd.RenderHands().render(make_clip(0, 0), 64, 64, 0.0, 0.0, 1.0, "not hands")
+    with pytest.raises(InputError, match="'mano'"):
+        nd.HandsToMesh().mesh(make_clip(0, 0), 30, object())

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from .metrics import CAPSULE_RADII, CAPSULES, JOINT_RADII
+from .render import HAND_COLOURS  # one colour table: the mesh matches the renders and the MANO export
 
 SIDES_PER_CYLINDER = 8
-HAND_COLOURS = ((1.0, 0.55, 0.3), (0.3, 0.6, 1.0))  # right, left (render.py's colours)
 
 
 def _icosahedron() -> tuple[Tensor, Tensor]:

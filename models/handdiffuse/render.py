@@ -19,7 +19,8 @@ from ..common.errors import InputError
 from .hand import BONES
 
 BACKGROUND = (0.08, 0.08, 0.1)
-HAND_COLOURS = ((0.95, 0.45, 0.3), (0.3, 0.6, 0.95))  # right, left
+# right, left: the pack's one hand colour table (mesh.py and export.py import it, so every view agrees)
+HAND_COLOURS = ((0.95, 0.45, 0.3), (0.3, 0.6, 0.95))
 JOINT_SHADE = 1.25  # joints drawn a little brighter than bones
 AMBIENT = 0.35  # mesh shading: ambient + (1 - ambient) * |cos(normal, view ray)|
 PAIR_BUDGET = 2_000_000  # (triangle, pixel) candidate pairs per rasteriser chunk (memory bound)
