@@ -1,5 +1,7 @@
-"""HandDiffuse in the real ComfyUI: both example workflows (frames, BVH, npz; keyframes kept), bad inputs
-answered with errors naming the input, and the server still serving afterwards."""
+"""HandDiffuse in the real ComfyUI: both example workflows (frames, BVH, npz; keyframes kept), the clap
+workflow with Load MANO feeding Render Hands and Hands to Mesh (synthetic MANO-structured files written
+into the host's models/mano), bad inputs (a bad MANO file among them) answered with errors naming the
+input, and the server still serving afterwards."""
 
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ NODES = (
     "PaperNodes_HandDiffuseRender",
     "PaperNodes_HandDiffuseSave",
     "PaperNodes_HandDiffuseMesh",
+    "PaperNodes_HandDiffuseLoadMano",
 )
+MANO_NODE = "PaperNodes_HandDiffuseLoadMano"
+NOT_MANO = "papernodes-test-not-mano.npz"
 
 
 def _api(name: str) -> dict:
@@ -34,6 +39,30 @@ def _api(name: str) -> dict:
 
 def _files(comfy_host, entry: dict, node: str) -> list:
     return comfy_host.output_files({"outputs": {node: entry["outputs"][node]}})
+
+
+@pytest.fixture(scope="module")
+def mano_files(comfy_host):
+    """Synthetic MANO-structured files (MANO needs registration) and an .npz without MANO's arrays, written
+    into the running host's models/mano: Load MANO lists the folder on every validation, so files written
+    after the server started are found (the folder is registered by the pack at import)."""
+    from papernodes.models.handdiffuse import mano
+
+    folder = comfy_host.base_dir / "models" / mano.MANO_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for side in ("right", "left"):
+        np.savez(folder / f"MANO_{side.upper()}.npz", **mano.synthetic_mano_arrays(side))
+    np.savez(folder / NOT_MANO, weights=np.random.default_rng(0).normal(size=(4, 4)), labels=np.arange(3))
+    return folder
+
+
+def _with_mano(prompt: dict, right: str = "MANO_RIGHT.npz", left: str = "MANO_LEFT.npz") -> dict:
+    """Add Load MANO and connect it to Render Hands and (where the workflow has it) Hands to Mesh."""
+    prompt["20"] = {"class_type": MANO_NODE, "inputs": {"right_model": right, "left_model": left}}
+    for node in ("10", "13"):
+        if node in prompt:
+            prompt[node]["inputs"]["mano"] = ["20", 0]
+    return prompt
 
 
 def test_nodes_are_registered_with_tooltips(comfy_host):
@@ -84,6 +113,28 @@ def test_core_save_glb_takes_our_mesh_and_it_holds_the_hands(comfy_host):
     assert dist.max() < 0.0101, dist.max()
 
 
+def test_clap_workflow_with_mano_renders_and_meshes_mano_hands(comfy_host, mano_files):
+    import trimesh
+
+    info = comfy_host.object_info()[MANO_NODE]["input"]["required"]
+    assert {"MANO_RIGHT.npz", "MANO_LEFT.npz"} <= set(info["right_model"][0])
+    entry = comfy_host.run(_with_mano(_api("clap")), timeout=600)
+    webp = _files(comfy_host, entry, "11")
+    assert len(webp) == 1
+    with Image.open(webp[0]) as im:
+        assert im.n_frames == 120 and im.size == (64, 64)
+    glbs = _files(comfy_host, entry, "14")
+    assert len(glbs) == 4  # 120 frames, a mesh every 30
+    npz = sorted((comfy_host.base_dir / "output" / "PaperNodes").glob("handdiffuse_clap_*.npz"))[-1]
+    with np.load(npz) as z:
+        tips = z["joints"][0][:, [4, 8, 12, 16, 20]].reshape(-1, 3)
+    mesh = trimesh.load(glbs[0], force="mesh", process=False)
+    v = np.asarray(mesh.vertices)
+    assert len(v) == 2 * 778 and len(mesh.faces) == 2 * 1538  # both MANO hands, not the capsules
+    # MANO's fingertip vertices lie on the motion's fingertips (the mesh is this frame's hands)
+    assert np.linalg.norm(v[:, None] - tips[None], axis=-1).min(0).max() < 1e-3
+
+
 def test_inbetween_workflow_keeps_the_named_poses(comfy_host):
     comfy_host.run(_api("inbetween"), timeout=600)
     npz = sorted((comfy_host.base_dir / "output" / "PaperNodes").glob("handdiffuse_inbetween_*.npz"))[-1]
@@ -130,11 +181,24 @@ def _trajectory_too_long(prompt):
     return ExecutionFailed, "trajectory"
 
 
+def _not_a_mano_file(prompt):
+    _with_mano(prompt, right=NOT_MANO)
+    return ExecutionFailed, f"{NOT_MANO}: not a MANO model (missing v_template"
+
+
+def _mano_name_outside_folder(prompt):
+    _with_mano(prompt, left="../handdiffuse/papernodes-world-hands.safetensors")
+    del prompt["12"]  # ComfyUI runs the outputs that validate: keep only those downstream of Load MANO
+    return PromptRejected, "left_model"
+
+
 @pytest.mark.parametrize(
-    "change", [_poses_outside, _fps_zero, _seconds_zero, _bad_joints_json, _trajectory_too_long],
-    ids=["keyframe_outside_clip", "fps_zero", "seconds_zero", "joints_json_wrong_count", "trajectory_length"],
+    "change", [_poses_outside, _fps_zero, _seconds_zero, _bad_joints_json, _trajectory_too_long, _not_a_mano_file,
+               _mano_name_outside_folder],
+    ids=["keyframe_outside_clip", "fps_zero", "seconds_zero", "joints_json_wrong_count", "trajectory_length",
+         "not_a_mano_file", "mano_name_outside_folder"],
 )  # fmt: skip
-def test_bad_inputs_fail_with_clear_messages_and_the_server_keeps_serving(comfy_host, change):
+def test_bad_inputs_fail_with_clear_messages_and_the_server_keeps_serving(comfy_host, mano_files, change):
     prompt = _api("inbetween")
     error, needle = change(prompt)
     with pytest.raises(error) as info:
