@@ -153,3 +153,20 @@ def test_command_line_error_is_one_line(world, tmp_path, capsys):
                    str(world / "sd"), "--motion-module", str(world / "mm.safetensors")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "does not exist" in err[0]
+
+
+@pytest.mark.slow  # trains
+def test_training_on_a_model_with_motions_binds_the_file_to_them(world, tmp_path):
+    from papernodes.models.motion_custom.demo import write_seeded_motion
+
+    base = animatediff_model(tiny.build_tiny_components(0), build_tiny_motion_adapter(1, zero_out=False))
+    first = load_motion(write_seeded_motion(base, tmp_path / "first.safetensors", seed=3))
+    model = base.with_motion(first)
+    path = T.train(_cfg(world, tmp_path / "run", model=None, motion_module=None, max_steps=1), base=model)
+    trained = load_motion(path)
+    assert model.with_motion(trained).motions[-1][0] is trained  # fits on top of the first motion
+    with pytest.raises(Exception, match="different base model"):
+        base.with_motion(trained)
+    assert all(
+        torch.equal(p, q) for p, q in zip(base.unet.parameters(), model.unet.parameters())
+    )  # not baked in

@@ -139,8 +139,21 @@ def check_fits(motion: MotionFile, unet: torch.nn.Module, source: str = "motion 
     if base_fingerprint(unet, list(motion.deltas)) != motion.base_fingerprint:
         raise WeightsFormatError(
             f"{source}: trained on a different base model (weights fingerprint differs); load the base it was "
-            "trained on, or retrain the motion on this one"
+            "trained on (with the motions it was trained on top of, applied first, in the same order), or "
+            "retrain the motion on this one"
         )
+
+
+def add_motions(unet: torch.nn.Module, motions: Sequence[tuple[MotionFile, float]]) -> None:
+    """base + Σ strength·delta, in place and for good (a trainer's own copy of a base with motions)."""
+    params = dict(unet.named_parameters())
+    with torch.no_grad():
+        for motion, strength in motions:
+            if strength == 0:
+                continue
+            for name, delta in motion.deltas.items():
+                p = params[name]
+                p.add_(delta.to(p.device, p.dtype), alpha=float(strength))
 
 
 @contextmanager
@@ -149,24 +162,20 @@ def motions_applied(
 ) -> Iterator[torch.nn.Module]:
     """`unet` with base + Σ strength·delta for the duration of the block; the exact originals come back.
 
-    Every motion is checked against the unpatched base first (`check_fits`), so stacking motions
-    trained on the same base works and a motion for another base is refused before anything changes.
+    Motions stack in order: each is checked against the base plus the motions before it (`check_fits`), the
+    model it was trained on, so a motion trained on top of another applies after it, and a motion for
+    another base is refused before anything changes.
     """
-    if check:
-        for i, (motion, _) in enumerate(motions):
-            check_fits(motion, unet, f"motion {i + 1}")
     params = dict(unet.named_parameters())
-    saved: dict[str, torch.Tensor] = {}
+    names = {n for motion, s in motions if s != 0 for n in motion.deltas}
+    if check:
+        names |= {n for motion, _ in motions for n in motion.deltas if n in params}
+    saved = {n: params[n].detach().clone() for n in names if n in params}
     try:
-        with torch.no_grad():
-            for motion, strength in motions:
-                if strength == 0:
-                    continue
-                for name, delta in motion.deltas.items():
-                    p = params[name]
-                    if name not in saved:
-                        saved[name] = p.detach().clone()
-                    p.add_(delta.to(p.device, p.dtype), alpha=float(strength))
+        for i, (motion, strength) in enumerate(motions):
+            if check:
+                check_fits(motion, unet, f"motion {i + 1}")
+            add_motions(unet, [(motion, strength)])
         yield unet
     finally:
         with torch.no_grad():

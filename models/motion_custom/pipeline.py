@@ -65,7 +65,10 @@ class VideoModel:
         """This model with `motion` added (checked against the base now, applied at generation)."""
         if not -2.0 <= float(strength) <= 2.0:
             raise InputError("strength", "a value in [-2, 2] (1 = as trained, 0 = off)", str(strength))
-        check_fits(motion, self.unet, source)
+        with motions_applied(
+            self.unet, self.motions, check=False
+        ):  # it applies on top of the motions before it
+            check_fits(motion, self.unet, source)
         return dataclasses.replace(self, motions=(*self.motions, (motion, float(strength))))
 
     def tokens(self) -> list[str]:

@@ -56,7 +56,7 @@ from ..common.training import (
     make_noise_scheduler,
 )
 from .data import ClipDataset, ClipSource, insert_token, scan_clips
-from .motion_file import extract_motion, save_motion
+from .motion_file import add_motions, extract_motion, save_motion
 from .pipeline import VideoModel, animatediff_model, generate
 from .timesteps import DEFAULT_STRENGTH, LAWS, TimestepSampler
 from .trainable import TRAINABLE_SETS, set_trainable
@@ -163,9 +163,13 @@ class MotionTraining(TrainingMethod):
     def setup(self, run: Run) -> None:
         c, device = self.cfg, run.device
         self.run = run
-        if self._base is not None:  # a graph's model: train a copy of its U-Net, share the frozen parts
-            model = VideoModel(copy.deepcopy(self._base.unet), self._base.vae, self._base.text_encoder,
-                               self._base.tokenizer, self._base.scheduler_config, self._base.source)  # fmt: skip
+        if (
+            self._base is not None
+        ):  # a graph's model: train a copy of its U-Net (motions applied to it baked in)
+            unet = copy.deepcopy(self._base.unet)
+            add_motions(unet, self._base.motions)
+            model = VideoModel(unet, self._base.vae, self._base.text_encoder, self._base.tokenizer,
+                               self._base.scheduler_config, self._base.source)  # fmt: skip
         else:
             model = load_base(c)
         self.architecture = model.architecture
