@@ -139,12 +139,16 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
 DEMO_VIDEO_SD = "papernodes-world-sd"  # the world's SD model (trained mode) or a tiny SD (test host)
 DEMO_MOTION_MODULE = "papernodes-world-mm.safetensors"
 DEMO_MOTION = "papernodes-world-orbiting-sks.safetensors"
+DEMO_MOTION_WORDS = (
+    "papernodes-world-motion-words.safetensors"  # the base's motion words (cross-attention K/V)
+)
 DEMO_CLIPS = "papernodes_motion_clips"
 
 
 def write_motion_demo(base_dir: str | Path, trained: bool) -> dict[str, Path]:
-    """Customizing Motion's demo: the world base (SD + motion module), its customised 'orbiting' motion and
-    six clips of one subject orbiting (the training workflow's input), or tiny stand-ins when not trained."""
+    """Customizing Motion's demo: the world base (SD + motion module + its motion words), the customised
+    'orbiting' motion and six clips of one subject orbiting (the training workflow's input), or seeded
+    stand-ins in the same files when not trained."""
     import shutil
 
     from .common.animatediff import (
@@ -154,38 +158,51 @@ def write_motion_demo(base_dir: str | Path, trained: bool) -> dict[str, Path]:
     )
     from .common.loading import load_diffusers_folder
     from .motion_custom.demo import write_seeded_motion
+    from .motion_custom.motion_file import load_motion, motions_applied
     from .motion_custom.pipeline import animatediff_model
     from .proving_ground import motion_reproduce as mr
 
     base = Path(base_dir)
     sd = base / "models" / "diffusers" / DEMO_VIDEO_SD
     mm = base / "models" / "animatediff_models" / DEMO_MOTION_MODULE
+    words = base / "models" / "motions" / DEMO_MOTION_WORDS
     motion = base / "models" / "motions" / DEMO_MOTION
     for p in (mm, motion):
         p.parent.mkdir(parents=True, exist_ok=True)
-    world_mm, world_motion = mr.SHIPPED / mr.MOTION_MODULE_FILE, mr.SHIPPED / mr.CUSTOM_FILE
-    if trained:  # the world's SD; its motion module and motion when trained, else fresh / seeded stand-ins
+    world = [mr.SHIPPED / f for f in (mr.MOTION_MODULE_FILE, mr.BASE_WORDS_FILE, mr.CUSTOM_FILE)]
+    if trained and all(p.is_file() for p in world):
         from .proving_ground import zoo
 
         if not (sd / "unet" / "config.json").is_file():
             zoo.assemble_pipeline("base", sd)
-        if world_mm.is_file():
-            shutil.copyfile(world_mm, mm)
-        else:
+        for src, dst in zip(world, (mm, words, motion), strict=True):
+            shutil.copyfile(src, dst)
+    else:  # tiny stand-ins (the world's SD when trained): same files, seeded deltas
+        if trained:
+            from .proving_ground import zoo
+
+            if not (sd / "unet" / "config.json").is_file():
+                zoo.assemble_pipeline("base", sd)
             save_motion_adapter_original(mr.fresh_adapter(load_diffusers_folder(sd).unet), mm)
-    else:
-        if not (sd / "unet" / "config.json").is_file():
-            save_diffusers_folder(build_tiny_components(seed=3), sd)
-        save_motion_adapter_original(build_tiny_motion_adapter(seed=4, zero_out=False), mm)
-    if trained and world_motion.is_file() and world_mm.is_file():
-        shutil.copyfile(world_motion, motion)
-    else:
-        write_seeded_motion(animatediff_model(load_diffusers_folder(sd), load_motion_adapter(mm)), motion)
+        else:
+            if not (sd / "unet" / "config.json").is_file():
+                save_diffusers_folder(build_tiny_components(seed=3), sd)
+            save_motion_adapter_original(build_tiny_motion_adapter(seed=4, zero_out=False), mm)
+        model = animatediff_model(load_diffusers_folder(sd), load_motion_adapter(mm))
+        model = model.with_motion(load_motion(write_seeded_motion(model, words, token="", seed=1)))
+        with motions_applied(model.unet, model.motions):  # the motion sits on top of the words
+            write_seeded_motion(model, motion, seed=2)
     clips = base / "input" / DEMO_CLIPS
     if not clips.is_dir():
         mr.write_clip_folders(clips, mr.world_clips(mr.CUSTOM_CLIPS, mr.CUSTOM_SEED, motions=(mr.HELD_OUT,),
                                                    subjects=[mr.CUSTOM_SUBJECT]))  # fmt: skip
-    return {"video_sd": sd, "motion_module": mm, "motion": motion, "motion_clips": clips}
+    return {
+        "video_sd": sd,
+        "motion_module": mm,
+        "motion_words": words,
+        "motion": motion,
+        "motion_clips": clips,
+    }
 
 
 def write_demo_lora(unet: torch.nn.Module, path: Path, rank: int = 4, seed: int = 0) -> Path:

@@ -938,18 +938,30 @@ def _save_video(node_id: int, frames: tuple[int, int], name: str) -> Node:
                  "method": "default"}, links={"images": frames})  # fmt: skip
 
 
+WORDS = "papernodes-world-motion-words.safetensors"
+
+
+def _world_video_base() -> list[Node]:
+    """The world base: SD + motion module, then its motion words (the cross-attention K/V it learnt)."""
+    return [
+        Node(1, "PaperNodes_MotionCustomLoadVideoModel", {"model_name": VIDEO_SD, "motion_module_name": VIDEO_MM}),
+        Node(8, "PaperNodes_MotionCustomLoadMotion", {"motion_name": WORDS}, title="Load Motion (base motion words)"),
+        Node(9, "PaperNodes_MotionCustomApplyMotion", {"strength": 1.0}, links={"video_model": (1, 0), "motion": (8, 0)}),
+    ]  # fmt: skip
+
+
 def motion_apply_graph() -> list[Node]:
     """The world base with and without the customised motion, same prompt and seed: the motion file
     (trained on one yellow star) moves a red square the way the clips moved."""
     return [
-        Node(1, "PaperNodes_MotionCustomLoadVideoModel", {"model_name": VIDEO_SD, "motion_module_name": VIDEO_MM}),
+        *_world_video_base(),
         Node(2, "PaperNodes_MotionCustomLoadMotion", {"motion_name": "papernodes-world-orbiting-sks.safetensors"}),
-        Node(3, "PaperNodes_MotionCustomApplyMotion", {"strength": 1.0}, links={"video_model": (1, 0), "motion": (2, 0)}),
+        Node(3, "PaperNodes_MotionCustomApplyMotion", {"strength": 1.0}, links={"video_model": (9, 0), "motion": (2, 0)}),
         Node(4, "PaperNodes_MotionCustomGenerateVideo", {"prompt": MOTION_PROMPT.format("sks "), **VIDEO_RUN},
              links={"video_model": (3, 0)}, title="With the motion (token sks)"),
         _save_video(5, (4, 0), "motioncustom_with_motion"),
         Node(6, "PaperNodes_MotionCustomGenerateVideo", {"prompt": MOTION_PROMPT.format(""), **VIDEO_RUN},
-             links={"video_model": (1, 0)}, title="Base model (no motion file)"),
+             links={"video_model": (9, 0)}, title="Base model (no motion file)"),
         _save_video(7, (6, 0), "motioncustom_base"),
     ]  # fmt: skip
 
@@ -961,9 +973,9 @@ def motion_train_graph() -> list[Node]:
              "timestep_law": "high", "trainable": "paper", "seed": 0, "resume": True, "caption": "",
              "regularization_folder": "", "mixed_precision": "no", "gradient_checkpointing": False}  # fmt: skip
     return [
-        Node(1, "PaperNodes_MotionCustomLoadVideoModel", {"model_name": VIDEO_SD, "motion_module_name": VIDEO_MM}),
-        Node(2, "PaperNodes_MotionCustomTrainMotion", train, links={"video_model": (1, 0)}),
-        Node(3, "PaperNodes_MotionCustomApplyMotion", {"strength": 1.0}, links={"video_model": (1, 0), "motion": (2, 0)}),
+        *_world_video_base(),
+        Node(2, "PaperNodes_MotionCustomTrainMotion", train, links={"video_model": (9, 0)}),
+        Node(3, "PaperNodes_MotionCustomApplyMotion", {"strength": 1.0}, links={"video_model": (9, 0), "motion": (2, 0)}),
         Node(4, "PaperNodes_MotionCustomGenerateVideo", {"prompt": MOTION_PROMPT.format("sks "), **VIDEO_RUN},
              links={"video_model": (3, 0)}),
         _save_video(5, (4, 0), "motioncustom_trained"),
@@ -1061,8 +1073,9 @@ WORKFLOWS += [
         "Models: a ZeroScope/ModelScope diffusers folder in models/diffusers/ (cerspense/zeroscope_v2_576w), or "
         "an SD1.5 model plus an AnimateDiff motion module in models/animatediff_models/ (guoyww/animatediff); "
         "motion files in models/motions/ (train your own with MotionCustom: Train Motion). The demo uses the "
-        "pack's motion world: the world SD model, a motion module trained on five motions, and 'orbiting' "
-        "(held out of the base) learnt from six clips of a yellow star.\n\n" + DEMO,
+        "pack's motion world: the world SD model, a motion module and motion words trained on five motions (the "
+        "words file is applied first: motions stack like LoRAs), and 'orbiting' (held out of the base) learnt "
+        "from six clips of a yellow star.\n\n" + DEMO,
         motion_apply_graph,
     ),
     Workflow(
