@@ -170,3 +170,12 @@ def test_training_on_a_model_with_motions_binds_the_file_to_them(world, tmp_path
     assert all(
         torch.equal(p, q) for p, q in zip(base.unet.parameters(), model.unet.parameters())
     )  # not baked in
+
+
+@pytest.mark.slow  # trains
+def test_resuming_on_another_base_is_refused(world, tmp_path):
+    T.train(_cfg(world, tmp_path / "run", max_steps=1, save_every=1))
+    other = animatediff_model(tiny.build_tiny_components(5), build_tiny_motion_adapter(1, zero_out=False))
+    with pytest.raises(InputError, match="trained on another base"):
+        T.train(_cfg(world, tmp_path / "run", model=None, motion_module=None, max_steps=2, resume="latest"),
+                base=other)  # fmt: skip

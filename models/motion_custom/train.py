@@ -56,7 +56,7 @@ from ..common.training import (
     make_noise_scheduler,
 )
 from .data import ClipDataset, ClipSource, insert_token, scan_clips
-from .motion_file import add_motions, extract_motion, save_motion
+from .motion_file import add_motions, base_fingerprint, extract_motion, save_motion
 from .pipeline import VideoModel, animatediff_model, generate
 from .timesteps import DEFAULT_STRENGTH, LAWS, TimestepSampler
 from .trainable import TRAINABLE_SETS, set_trainable
@@ -183,6 +183,7 @@ class MotionTraining(TrainingMethod):
         names = set_trainable(unet, c.trainable)
         params = dict(unet.named_parameters())
         self.base_values = {n: params[n].detach().to("cpu", torch.float32, copy=True) for n in names}
+        self.base_fingerprint = base_fingerprint(unet, names)
         if c.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         unet.train()
@@ -271,6 +272,19 @@ class MotionTraining(TrainingMethod):
                             seed=c.seed)  # fmt: skip
         finally:
             self.unet.train(was_training)
+
+    def checkpoint_info(self) -> dict:
+        return {"base_fingerprint": self.base_fingerprint}
+
+    def load_checkpoint(self, folder: Path, saved: dict) -> None:
+        """A run resumed on another base would mix two models' deltas: refuse it by name."""
+        recorded = saved.get("base_fingerprint")
+        if recorded is not None and recorded != self.base_fingerprint:
+            raise InputError(
+                "resume",
+                "the base this run was started on (same model, motion module and motions applied before it)",
+                f"{folder} was trained on another base; use a new output name or turn resume off",
+            )
 
     def describe(self, state: TrainState) -> str:
         c = self.cfg
