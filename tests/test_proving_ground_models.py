@@ -25,9 +25,24 @@ def test_every_model_is_shipped_within_the_size_budget():
     sizes = {p.relative_to(zoo.WEIGHTS_DIR).as_posix(): p.stat().st_size for p in _files(zoo.WEIGHTS_DIR)}
     assert all(s <= 20 * MB for s in sizes.values()), sizes
     assert sum(sizes.values()) <= 80 * MB, sum(sizes.values()) / MB
+    self_describing = {
+        "attribute_classifier.safetensors",
+        "motion_classifier.safetensors",
+    }  # config in metadata
     for path in _files(zoo.WEIGHTS_DIR):  # diffusers/transformers configs beside every model file
-        if path.name != "attribute_classifier.safetensors" and path.parent.name != "world_hands":
-            assert (path.parent / "config.json").is_file(), path  # (the evaluator has its own .json)
+        if path.name not in self_describing and path.parent.name != "world_hands":
+            assert (path.parent / "config.json").is_file(), path
+
+
+def test_motion_classifier_is_self_describing_and_loads():
+    from papernodes.models.proving_ground import motion_world
+    from safetensors import safe_open
+
+    with safe_open(str(motion_world.DEFAULT_WEIGHTS), framework="pt") as f:
+        meta = f.metadata() or {}
+    assert meta, "the motion classifier's config and motion names live in its metadata"
+    clf = motion_world.load_motion_classifier()
+    assert not clf.training
 
 
 def test_hand_world_files_are_self_describing_and_load():
