@@ -20,6 +20,7 @@ from ..models.common.schedulers import SCHEDULERS
 from ..models.motion_custom.data import clips_from_frames
 from ..models.motion_custom.motion_file import load_motion
 from ..models.motion_custom.pipeline import (
+    DECODE_CHUNK,
     DEFAULT_GUIDANCE,
     DEFAULT_SCHEDULER,
     DEFAULT_STEPS,
@@ -27,6 +28,7 @@ from ..models.motion_custom.pipeline import (
     generate,
     load_zeroscope,
     token_warning,
+    validate,
 )
 from ..models.motion_custom.timesteps import LAWS
 from ..models.motion_custom.train import TrainConfig, train
@@ -513,10 +515,8 @@ class GenerateVideo:
 
     def generate(self, video_model, prompt, negative_prompt, num_frames, width, height, steps, guidance, scheduler,
                  seed):  # fmt: skip
-        from ..models.motion_custom.pipeline import validate
-
         validate(video_model, num_frames, height, width, steps)
-        report = progress_callback(steps + -(-num_frames // 8))
+        report = progress_callback(steps + -(-num_frames // DECODE_CHUNK))  # steps, then decoded chunks
         with on_device(video_model.modules()) as device:
             frames = generate(video_model, prompt, negative_prompt, num_frames, height, width, steps, guidance,
                               scheduler, seed, progress=report, device=device)  # fmt: skip

@@ -167,10 +167,8 @@ def motions_applied(
     another base is refused before anything changes.
     """
     params = dict(unet.named_parameters())
-    names = {n for motion, s in motions if s != 0 for n in motion.deltas}
-    if check:
-        names |= {n for motion, _ in motions for n in motion.deltas if n in params}
-    saved = {n: params[n].detach().clone() for n in names if n in params}
+    changed = {n for motion, s in motions if s != 0 for n in motion.deltas}  # the tensors add_motions touches
+    saved = {n: params[n].detach().clone() for n in changed if n in params}
     try:
         for i, (motion, strength) in enumerate(motions):
             if check:

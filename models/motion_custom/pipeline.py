@@ -71,6 +71,12 @@ class VideoModel:
             check_fits(motion, self.unet, source)
         return dataclasses.replace(self, motions=(*self.motions, (motion, float(strength))))
 
+    @classmethod
+    def from_components(cls, comps: SDComponents, unet: torch.nn.Module | None = None, scheduler_config=None):
+        """The components' modules (optionally another U-Net / schedule) as a VideoModel without motions."""
+        return cls(unet if unet is not None else comps.unet, comps.vae, comps.text_encoder, comps.tokenizer,
+                   scheduler_config if scheduler_config is not None else comps.scheduler_config, comps.source)  # fmt: skip
+
     def tokens(self) -> list[str]:
         return [m.token for m, s in self.motions if s != 0 and m.token]
 
@@ -80,17 +86,13 @@ class VideoModel:
 
 def load_zeroscope(path, dtype: torch.dtype = torch.float32) -> VideoModel:
     """A ZeroScope/ModelScope diffusers folder (unet is a UNet3DConditionModel), read offline."""
-    comps = load_components(path, dtype, video=True)
-    return VideoModel(comps.unet, comps.vae, comps.text_encoder, comps.tokenizer, comps.scheduler_config,
-                      comps.source)  # fmt: skip
+    return VideoModel.from_components(load_components(path, dtype, video=True))
 
 
 def animatediff_model(components: SDComponents, adapter: torch.nn.Module) -> VideoModel:
     """SD1.5-family components inflated with an AnimateDiff motion module (the 2D U-Net is not changed)."""
-    unet = inflate_unet(components.unet, adapter)
     config = {**components.scheduler_config, **ANIMATEDIFF_SCHEDULE}
-    return VideoModel(unet, components.vae, components.text_encoder, components.tokenizer, config,
-                      components.source)  # fmt: skip
+    return VideoModel.from_components(components, inflate_unet(components.unet, adapter), config)
 
 
 def predict_noise(model: VideoModel, latents: torch.Tensor, t, text: torch.Tensor) -> torch.Tensor:

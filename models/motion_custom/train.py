@@ -138,9 +138,7 @@ class TrainConfig:
 def load_base(cfg: TrainConfig) -> VideoModel:
     """The base as modules of our own (training changes the U-Net in place; never the loaders' cache)."""
     if cfg.zeroscope:
-        comps = load_model_fresh(cfg.zeroscope, ZEROSCOPE_PUBLISHED, video=True)
-        return VideoModel(comps.unet, comps.vae, comps.text_encoder, comps.tokenizer, comps.scheduler_config,
-                          comps.source)  # fmt: skip
+        return VideoModel.from_components(load_model_fresh(cfg.zeroscope, ZEROSCOPE_PUBLISHED, video=True))
     return animatediff_model(
         load_model_fresh(cfg.model, SD_PUBLISHED), load_motion_adapter(cfg.motion_module)
     )

@@ -151,11 +151,18 @@ def save_classifier(model: AttributeClassifier, path: str | Path) -> Path:
     return path
 
 
+def metadata_config(path: str | Path, default: dict) -> dict:
+    """The "config" JSON a shipped classifier carries in its safetensors metadata (`default` when absent)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get("config", "null")) or default
+
+
 def load_classifier(
     path: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> AttributeClassifier:
     """The classifier in `path` (default: the shipped weights), in eval mode."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
@@ -164,9 +171,7 @@ def load_classifier(
             f"attribute classifier weights not found: {path} "
             "(reproduce them with `python -m models.proving_ground.classifier --train` from the pack's root)"
         )
-    with safe_open(str(path), framework="pt") as f:
-        config = json.loads((f.metadata() or {}).get("config", "null")) or DEFAULT_CONFIG
-    model = AttributeClassifier(config)
+    model = AttributeClassifier(metadata_config(path, DEFAULT_CONFIG))
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval()
 

@@ -541,7 +541,6 @@ def load_motion_classifier(
     path: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> MotionClassifier:
     """The motion classifier in `path` (default: the shipped weights), float32, eval mode."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
@@ -550,9 +549,9 @@ def load_motion_classifier(
             f"motion classifier weights not found: {path} (reproduce them with "
             "`python -m models.proving_ground.motion_world --train-classifier` from the pack's root)"
         )
-    with safe_open(str(path), framework="pt") as f:
-        config = json.loads((f.metadata() or {}).get("config", "null")) or DEFAULT_CLASSIFIER_CONFIG
-    model = MotionClassifier(config)
+    from .classifier import metadata_config
+
+    model = MotionClassifier(metadata_config(path, DEFAULT_CLASSIFIER_CONFIG))
     sd = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     model.load_state_dict(sd)
     return model.to(device).eval()
