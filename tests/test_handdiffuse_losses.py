@@ -101,3 +101,64 @@ def test_batched_and_gradients_finite_at_contact():
     assert torch.isfinite(j.grad).all()
     with pytest.raises(InputError, match="'pred'"):
         L.interaction_loss(torch.zeros(4, 2, 21, 3), torch.zeros(5, 2, 21, 3))
+
+
+# ---- smoothness loss (velocity + acceleration of the joints vs the data's) ----
+
+
+def _naive_smoothness(pred: torch.Tensor, gt: torch.Tensor, weight: list[float]) -> tuple[float, float]:
+    """Loops over samples, frames and joints in float64."""
+    vel = acc = 0.0
+    b, t = pred.shape[:2]
+    for i in range(b):
+        v = a = 0.0
+        for f in range(t - 1):
+            dv = (pred[i, f + 1] - pred[i, f]) - (gt[i, f + 1] - gt[i, f])
+            v += float(dv.square().sum(-1).sum())
+        for f in range(t - 2):
+            da = (pred[i, f + 2] - 2 * pred[i, f + 1] + pred[i, f]) - (
+                gt[i, f + 2] - 2 * gt[i, f + 1] + gt[i, f]
+            )
+            a += float(da.square().sum(-1).sum())
+        vel += weight[i] * v / ((t - 1) * 2 * 21)
+        acc += weight[i] * a / ((t - 2) * 2 * 21)
+    return vel / b, acc / b
+
+
+def test_smoothness_matches_a_naive_loop_and_applies_the_weights(clap):
+    gt = clap[:20].unsqueeze(0).repeat(2, 1, 1, 1, 1)
+    pred = gt + 0.01 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0), dtype=gt.dtype)
+    out = L.smoothness_loss(pred, gt, torch.tensor([1.0, 3.0], dtype=gt.dtype))
+    vel, acc = _naive_smoothness(pred, gt, [1.0, 3.0])
+    assert float(out["velocity"]) == pytest.approx(vel, rel=1e-12)
+    assert float(out["acceleration"]) == pytest.approx(acc, rel=1e-12)
+    assert float(out["total"]) == pytest.approx(vel + acc, rel=1e-12)
+
+
+def test_smoothness_ignores_an_offset_and_a_drift_costs_velocity_only(clap):
+    gt = clap[:30].unsqueeze(0)
+    assert float(L.smoothness_loss(gt, gt)["total"]) == 0.0
+    offset = L.smoothness_loss(gt + 0.05, gt)  # a static offset has the data's velocity and acceleration
+    assert float(offset["total"]) == pytest.approx(0.0, abs=1e-20)
+    frames = torch.arange(30, dtype=gt.dtype).reshape(1, 30, 1, 1, 1)
+    drift = L.smoothness_loss(gt + 0.002 * frames, gt)  # 2 mm per frame along x, y and z
+    assert float(drift["velocity"]) == pytest.approx(3 * 0.002**2, rel=1e-9)
+    assert float(drift["acceleration"]) == pytest.approx(0.0, abs=1e-20)
+
+
+def test_a_tremble_costs_sixteen_times_its_squared_amplitude_in_acceleration(clap):
+    """pred = gt + a (-1)^t along x: second differences are 4a, first differences 2a."""
+    gt = clap[:30].unsqueeze(0)
+    sign = (-1.0) ** torch.arange(30, dtype=gt.dtype)
+    tremble = torch.zeros_like(gt)
+    tremble[..., 0] = 0.003 * sign.reshape(1, 30, 1, 1)
+    out = L.smoothness_loss(gt + tremble, gt)
+    assert float(out["acceleration"]) == pytest.approx(16 * 0.003**2, rel=1e-9)
+    assert float(out["velocity"]) == pytest.approx(4 * 0.003**2, rel=1e-9)
+    # the jitter metric sees the same tremble: 4a per frame^2 more than the data on every joint
+    assert float(Mx.jitter(gt[0] + tremble[0], 30.0)) > float(Mx.jitter(gt[0], 30.0))
+
+
+def test_smoothness_rejects_a_wrong_shape(clap):
+    with pytest.raises(InputError, match="pred"):
+        L.smoothness_loss(clap[:10], clap[:10])  # no batch dimension

@@ -127,6 +127,24 @@ def test_export_loads_back_and_resume_is_bit_identical(tmp_path):
     assert [r["loss"] for r in _log(part)] == [r["loss"] for r in _log(tmp_path / "full")]
 
 
+def test_smoothness_term_is_added_with_its_weight(tmp_path):
+    """The loss with λ_smooth is the loss without it plus λ times smoothness_loss on the FK joints of the
+    prediction (keyframes imputed) and of the data, weighted per sample like the v-loss."""
+    torch.manual_seed(0)
+    method = T.HandDiffuseTraining(_cfg(tmp_path, keyframe_prob=1.0, smoothness_weight=2.0))
+    method.setup(_CpuRun())
+    batch = {"x": torch.stack([method.dataset[i]["x"] for i in range(3)]),
+             "label": torch.tensor([method.dataset[i]["label"] for i in range(3)])}  # fmt: skip
+    with torch.no_grad():
+        out = method.losses(batch, torch.Generator().manual_seed(7))
+        method.cfg.smoothness_weight = 0.0
+        plain = method.losses(batch, torch.Generator().manual_seed(7))
+    assert "smoothness" not in plain and float(out["smoothness"]) > 0
+    assert float(out["loss"]) == pytest.approx(
+        float(plain["loss"]) + 2.0 * float(out["smoothness"]), rel=1e-6
+    )
+
+
 @pytest.mark.slow  # trains
 def test_interaction_weight_zero_is_the_ablation(tmp_path):
     path = T.train(_cfg(tmp_path / "abl", max_steps=1, interaction_weight=0.0))

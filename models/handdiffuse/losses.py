@@ -41,3 +41,26 @@ def interaction_loss(
     else:
         temporal = dp.new_zeros(())
     return {"static": static, "temporal": temporal, "total": static + velocity_weight * temporal}
+
+
+def smoothness_loss(pred: Tensor, gt: Tensor, weight: Tensor | None = None) -> dict[str, Tensor]:
+    """Velocity and acceleration of every joint, prediction vs ground truth, for joints [B, T, 2, 21, 3].
+
+        L_smooth = mean_b w_b * ( mean |dX_pred - dX_gt|^2 + mean |d2X_pred - d2X_gt|^2 )   (metres; per frame)
+
+    Our choice for the tremble the generated hands showed (docs/handdiffuse.md): motion-diffusion models
+    add a velocity term on joint positions; the acceleration term is the jitter metric's own quantity.
+    Both compare with the data's, so a prediction smoother than the data costs as much as a trembling one.
+    Squared, so a large tremble costs more than a small offset. `weight` [B] scales each sample (the
+    trainer passes its v-loss weight 1 / (1 - ab_t), so low-noise steps, where a tremble is left in, count).
+    """
+    if pred.shape != gt.shape or pred.dim() != 5 or tuple(pred.shape[-3:]) != (2, NUM_JOINTS, 3):
+        raise InputError(
+            "pred", f"joints [B, T, 2, 21, 3] shaped like {tuple(gt.shape)}", str(tuple(pred.shape))
+        )
+    err = pred - gt  # differences of the error = error of the differences
+    vel = torch.diff(err, dim=1).square().sum(-1).flatten(1).mean(1)
+    acc = torch.diff(err, n=2, dim=1).square().sum(-1).flatten(1).mean(1) if err.shape[1] > 2 else vel * 0
+    if weight is not None:
+        vel, acc = vel * weight, acc * weight
+    return {"velocity": vel.mean(), "acceleration": acc.mean(), "total": vel.mean() + acc.mean()}

@@ -5,6 +5,7 @@ t ~ U{0..999} on the cosine schedule, x_t = q_sample(x0, t, eps), the model pred
 
     L = MSE(x0_pred, x0) / (1 - ab_t) over the entries NOT given as keyframes
         + interaction_weight * L_inter(FK(x0_pred), FK(x0))            (losses.py, static + temporal)
+        + smoothness_weight * L_smooth(FK(x0_pred'), FK(x0), 1 / (1 - ab_t))  (losses.py, velocity + accel.)
 
 The 1 / (1 - ab_t) weight makes the first term the MSE of the network's own output F of the x0 skip
 (denoiser.py: x0 = sqrt(ab) x_t + sqrt(1 - ab) F), the v-loss: with the plain x0 MSE, low-noise steps
@@ -13,6 +14,9 @@ generated wrists moved at 100 cm/s where the world's move at 10-30). Models with
 (`--no-x0-skip`) keep the plain x0 MSE. interaction_weight (λ) defaults to 1: L_inter is in metres (L1
 of distance matrices, ~5e-3 for a fair prediction) beside a v-loss of ~0.05-0.1 late in training, so it
 is a few to ten per cent of the loss. `--interaction-weight 0` is the ablation (the model without it).
+L_smooth (off by default) compares the joints' per-frame velocity and acceleration, in metres, of
+x0_pred' (x0_pred with the keyframes imputed, what the sampler returns) with the data's, weighted per
+sample like the v-loss so that low-noise steps count.
 
 Masked keyframe training (in-betweening): with probability `keyframe_prob` a sample gets keyframes:
 every frame is a keyframe with probability u ~ U(0.02, 0.2) (at least one), and for each keyframe either
@@ -62,7 +66,7 @@ from ..common.errors import InputError
 from ..common.training import Callbacks, LoopSettings, Run, TrainingMethod, TrainState, atomic_write_dir, fit
 from .denoiser import HandDenoiser, drop_labels
 from .hand import NUM_ROT
-from .losses import interaction_loss
+from .losses import interaction_loss, smoothness_loss
 from .motion import HAND_FEATURES, HandMotion
 from .pipeline import ModelConfig, features_to_joints, from_model_space, save_model
 from .sampler import cosine_alphas_cumprod, q_sample
@@ -93,6 +97,9 @@ class TrainConfig:
     max_frames: int = option(512, "longest sequence the model can generate (frames)", group="model")
     trans_scale: float = option(0.1, "metres per feature unit of the wrist positions", group="model")
     interaction_weight: float = option(1.0, "λ of the interaction loss (0 = ablation without it)")
+    smoothness_weight: float = option(
+        0.0, "λ of the smoothness loss (joint velocity + acceleration vs the data's, losses.py); 0 = off"
+    )
     keyframe_prob: float = option(0.5, "probability that a sample is trained with random keyframes")
     label_dropout: float = option(0.1, "probability of dropping the label (classifier-free guidance)")
     lr: float = option(2e-4, "AdamW learning rate")
@@ -144,8 +151,9 @@ class TrainConfig:
             )
         if not 0 < self.lr_final <= 1:
             raise InputError("lr_final", "a fraction in (0, 1]", str(self.lr_final))
-        if self.interaction_weight < 0:
-            raise InputError("interaction_weight", "0 or more", str(self.interaction_weight))
+        for name in ("interaction_weight", "smoothness_weight"):
+            if getattr(self, name) < 0:
+                raise InputError(name, "0 or more", str(getattr(self, name)))
         if not 0 <= self.ema_decay < 1:
             raise InputError("ema_decay", "a value in [0, 1)", str(self.ema_decay))
 
@@ -302,26 +310,34 @@ class HandDiffuseTraining(TrainingMethod):
         xt = torch.where(known, x0, xt)  # imputation of the clean keyframes
         pred = self.module(xt, t.to(dev), label)
         free = (~known).to(pred.dtype)
-        err = (pred - x0).square()
+        weight = torch.ones(b, dtype=pred.dtype, device=dev)
         if self.model.x0_skip:  # MSE on the network's own output F (v-loss): x0 error / (1 - ab)
-            err = err / (1 - self.alphas_cumprod.to(dev)[t]).clamp_min(1e-4).to(err.dtype).reshape(
-                -1, 1, 1, 1
-            )
+            weight = 1 / (1 - self.alphas_cumprod.to(dev)[t]).clamp_min(1e-4).to(pred.dtype)
+        err = (pred - x0).square() * weight.reshape(-1, 1, 1, 1)
         mse = (err * free).sum() / free.sum().clamp_min(1.0)
         out = {"mse": mse, "loss": mse}
+        if c.smoothness_weight > 0:  # on what the sampler returns: the keyframes imputed
+            smooth = smoothness_loss(
+                features_to_joints(from_model_space(torch.where(known, x0, pred), self.config), 1.0),
+                features_to_joints(from_model_space(x0, self.config), 1.0),
+                weight,
+            )
+            out["smoothness"] = smooth["total"]
+            out["loss"] = out["loss"] + c.smoothness_weight * smooth["total"]
         if c.interaction_weight > 0:
             inter = interaction_loss(
                 features_to_joints(from_model_space(pred, self.config), 1.0),
                 features_to_joints(from_model_space(x0, self.config), 1.0),
             )
             out["interaction"] = inter["total"]
-            out["loss"] = mse + c.interaction_weight * inter["total"]
+            out["loss"] = out["loss"] + c.interaction_weight * inter["total"]
         return out
 
     def describe(self, state: TrainState) -> str:
         c = self.cfg
         return (f"training HandDiffuse on {len(self.dataset)} sequences ({'world' if not c.data else c.data}), "
-                f"λ_inter {c.interaction_weight}, steps {state.step}->{c.max_steps}")  # fmt: skip
+                f"λ_inter {c.interaction_weight}, λ_smooth {c.smoothness_weight}, "
+                f"steps {state.step}->{c.max_steps}")  # fmt: skip
 
     def _write_final(self, folder: Path) -> None:
         save_model(self.model, self.config, folder / MODEL_FILE)
