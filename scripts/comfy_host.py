@@ -483,18 +483,34 @@ def copy_outputs(files: list[Path], out_dir: Path, prefix: str) -> list[Path]:
     return copied
 
 
-def run_one_workflow(host: ComfyHost, path: Path, out_dir: Path, timeout: float) -> tuple[bool, str, list]:
-    """Run one API-format workflow; return (ok, status, copied files). Errors are printed, not raised."""
+def drop_stale(out_dir: Path, name: str, keep: list[Path], others: list[str]) -> list[Path]:
+    """Remove <name>_* files of an earlier run that this run did not write (a ComfyUI whose output folder
+    persists numbers each run's files anew, and the contact sheet and thumbnails would show the oldest);
+    files of another workflow whose name extends this one's (`<name>_x_...`) are left alone."""
+    longer = [o + "_" for o in others if o != name and o.startswith(name + "_")]
+    stale = [
+        p
+        for p in out_dir.glob(f"{name}_*")
+        if p not in keep and not any(p.name.startswith(o) for o in longer)
+    ]
+    for p in stale:
+        p.unlink()
+    return stale
+
+
+def run_one_workflow(
+    host: ComfyHost, path: Path, out_dir: Path, timeout: float, others: list[str] = ()
+) -> tuple[bool, str, list]:
+    """Run one API-format workflow; return (ok, status, copied files). Errors are printed, not raised.
+    `others`: the names of the run's other workflows (drop_stale)."""
     name = workflow_name(path)
     try:
         prompt = json.loads(path.read_text())
         entry = host.run(prompt, timeout=timeout)
         files = copy_outputs(host.output_files(entry), out_dir, name)
-        return (
-            True,
-            "ok",
-            copy_inputs(host, prompt, out_dir, name) + files + write_reports(entry, prompt, out_dir, name),
-        )
+        files = copy_inputs(host, prompt, out_dir, name) + files + write_reports(entry, prompt, out_dir, name)
+        drop_stale(out_dir, name, files, list(others))
+        return True, "ok", files
     except (ComfyError, TimeoutError, ValueError, OSError) as err:
         print(f"--- {name} failed:\n{err}", file=sys.stderr)
         return False, type(err).__name__, []
@@ -514,7 +530,8 @@ def cmd_run_workflows(args: argparse.Namespace) -> int:
             print(f"WARNING: {PACK_NAME} failed to import; see {host.log_path}", file=sys.stderr)
         for path in workflows:
             t0 = time.monotonic()
-            ok, status, files = run_one_workflow(host, path, out_dir, args.timeout)
+            others = [workflow_name(p) for p in workflows]
+            ok, status, files = run_one_workflow(host, path, out_dir, args.timeout, others)
             failures += not ok
             names = ", ".join(f.name for f in files) or "-"
             print(

@@ -72,3 +72,18 @@ def test_an_animation_shows_four_evenly_spaced_frames(tmp_path):
     got = [sheet.getpixel((cs.MARGIN + c * (cs.PANEL + cs.GAP) + cs.PANEL // 2, row_top)) for c in range(4)]
     assert got == [(0, 0, 255), (75, 0, 180), (150, 0, 105), (225, 0, 30)]  # frames 0, 3, 6, 9
     assert cs.caption_of(api / "hands.json") == 'label "clap"'
+
+
+def test_the_main_job_drops_an_earlier_runs_files_of_a_workflow(tmp_path):
+    """A ComfyUI whose output folder persists numbers each run's files anew: the main job keeps only the
+    latest run's files of a workflow (what the contact sheet and thumbnails show), not another's."""
+    import comfy_host
+
+    old = [tmp_path / "infedit_edited_00001_.png", tmp_path / "infedit_report.txt"]
+    new = [tmp_path / "infedit_edited_00002_.png", tmp_path / "infedit_report.txt"]
+    other = [tmp_path / "infedit_batch_out_00001_.png", tmp_path / "colorize_color_00001_.png"]
+    for p in old + new + other:
+        p.write_bytes(b"x")
+    dropped = comfy_host.drop_stale(tmp_path, "infedit", new, ["infedit", "infedit_batch", "colorize"])
+    assert dropped == [tmp_path / "infedit_edited_00001_.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in set(new + other))
