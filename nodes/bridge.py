@@ -69,9 +69,20 @@ def _shared(state_dict: dict, dtype: torch.dtype) -> dict | None:
     return out
 
 
+def _text_encoder_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.dtype:
+    """ComfyUI keeps CLIP's weights in half precision on the CPU and so do our loaders when computing in
+    float32 (models/common/text.py `store_for_compute`): the host's half-precision weights are then taken
+    as they are (shared when unpatched) instead of upcast into a float32 copy."""
+    dtypes = {v.dtype for v in module.state_dict().values() if v.is_floating_point()}
+    if dtype == torch.float32 and len(dtypes) == 1 and dtypes <= {torch.float16, torch.bfloat16}:
+        return dtypes.pop()
+    return dtype
+
+
 def components_from_comfy(model, clip, vae, dtype: torch.dtype = torch.float32) -> SDComponents:
     """Convert core MODEL/CLIP/VAE of the SD1.x family (incl. InstructPix2Pix) to SDComponents in `dtype`,
-    sharing the host's weights where they are unpatched and already in `dtype` (no second copy in RAM)."""
+    sharing the host's weights where they are unpatched and already in `dtype` (no second copy in RAM);
+    a half-precision CLIP stays in half precision and computes in float32 (`_text_encoder_dtype`)."""
     try:
         diffusion_model = model.model.diffusion_model
     except AttributeError as exc:
@@ -85,7 +96,8 @@ def components_from_comfy(model, clip, vae, dtype: torch.dtype = torch.float32) 
     if clip_l is None:
         raise InputError("clip", "an SD1.x CLIP (CLIP-L text encoder)", type(cond).__name__)
     patcher = clip.load_model() if hasattr(clip, "load_model") else clip.patcher
-    for k, v in _patched_state_dict(patcher, clip_l.transformer, "clip_l.transformer.", dtype).items():
+    clip_dtype = _text_encoder_dtype(clip_l.transformer, dtype)
+    for k, v in _patched_state_dict(patcher, clip_l.transformer, "clip_l.transformer.", clip_dtype).items():
         if k.startswith("text_model."):  # ComfyUI also keeps text_projection, which SD1.x never uses
             sd[ldm_layout.CLIP_PREFIX + k] = v
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 from papernodes.nodes import bridge, comfy_adapter
 
@@ -136,10 +137,12 @@ def test_patched_or_other_precision_weights_are_copied():
         assert half[k].dtype == torch.bfloat16 and torch.equal(half[k], v.to(torch.bfloat16)), k
 
 
-def test_bridged_components_share_the_hosts_tensors_and_leave_them_unchanged():
+@pytest.mark.parametrize("clip_dtype", [torch.float32, torch.float16])
+def test_bridged_components_share_the_hosts_tensors_and_leave_them_unchanged(clip_dtype):
     """The whole bridge on a host-shaped MODEL/CLIP/VAE (LDM layout, as ComfyUI keeps SD1.x): the U-Net
-    and VAE weights are the host's memory; running our pipeline's modules does not change them."""
-    from papernodes.models.common import ldm_layout
+    and VAE weights are the host's memory; running our pipeline's modules does not change them. A
+    float16 CLIP (ComfyUI's choice on the CPU) is shared too and computes in float32."""
+    from papernodes.models.common import ldm_layout, text
     from papernodes.models.common.saving import ldm_state_dict
     from papernodes.models.common.tiny import build_tiny_components
 
@@ -147,7 +150,12 @@ def test_bridged_components_share_the_hosts_tensors_and_leave_them_unchanged():
     full = ldm_state_dict(comps)
 
     def holder(prefix: str) -> torch.nn.Module:
-        part = {k[len(prefix) :]: v.clone() for k, v in full.items() if k.startswith(prefix)}
+        dtype = clip_dtype if prefix == ldm_layout.CLIP_PREFIX else torch.float32
+        part = {
+            k[len(prefix) :]: v.to(dtype) if v.is_floating_point() else v.clone()
+            for k, v in full.items()
+            if k.startswith(prefix)
+        }
         module = torch.nn.Module()
         for k, v in part.items():  # a module whose state_dict() is exactly `part`
             module.register_buffer(k.replace(".", "__"), v)
@@ -179,3 +187,12 @@ def test_bridged_components_share_the_hosts_tensors_and_leave_them_unchanged():
         assert torch.equal(v, before[k]), k
     for a, b in zip(ours.unet.state_dict().values(), comps.unet.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # and they are the model's numbers
+    clip_ptrs = {v.data_ptr() for v in clip_m.state_dict().values()}
+    assert {p.dtype for p in ours.text_encoder.parameters()} == {clip_dtype}
+    assert all(p.data_ptr() in clip_ptrs for p in ours.text_encoder.parameters())
+    got = text.encode_prompts(ours, ["a star"], "cpu")
+    reference = build_tiny_components(seed=4).text_encoder
+    for p in reference.parameters():
+        p.data = p.data.to(clip_dtype).float()  # the host's numbers, in float32
+    want = reference(text.tokenize_prompts(ours.tokenizer, ["a star"]))[0]
+    assert got.dtype == torch.float32 and torch.allclose(got, want, rtol=0, atol=1e-6)

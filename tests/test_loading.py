@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 from pathlib import Path
 
@@ -424,3 +425,45 @@ def test_safetensors_are_read_into_memory_not_mapped(tmp_path):
         assert sd["h"].dtype == (dtype or torch.float16) and torch.equal(
             sd["h"], tensors["h"].to(sd["h"].dtype)
         )
+
+
+# ---- the text encoder of a half-precision file: kept in half precision, computed in float32 ----
+
+
+def test_a_half_precision_files_text_encoder_is_kept_and_computes_exactly_in_float32(ip2p_tiny, tmp_path):
+    """ComfyUI's choice on the CPU: CLIP weights stay float16 (not converted at load), the U-Net and VAE are
+    float32; the embeddings equal those of the float32 conversion of the same weights bit for bit (the
+    upcast is exact and the computation the same)."""
+    from papernodes.models.common import saving, text
+
+    path = saving.save_single_file(ip2p_tiny, tmp_path / "fp16.safetensors", torch.float16)
+    comps = loading.load_single_file(path)
+    assert {p.dtype for p in comps.text_encoder.parameters()} == {torch.float16}
+    assert {p.dtype for m in (comps.unet, comps.vae) for p in m.parameters()} == {torch.float32}
+    assert text.compute_dtype(comps.text_encoder) == torch.float32
+    prompts = ["a red star", "two yellow circles on a striped background"]
+    got = text.encode_prompts(comps, prompts, "cpu")
+    stored = [p.clone() for p in comps.text_encoder.parameters()]
+    reference = copy.deepcopy(comps.text_encoder).float()
+    want = reference(text.tokenize_prompts(comps.tokenizer, prompts))[0]
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    # the stored weights are left as they were (float copies live only during the call)
+    assert all(
+        torch.equal(a, b) and a.dtype == torch.float16
+        for a, b in zip(comps.text_encoder.parameters(), stored)
+    )
+
+
+def test_a_float32_files_text_encoder_and_explicit_half_precision_are_cast_as_asked(ip2p_tiny, tmp_path):
+    from papernodes.models.common import saving, text
+
+    fp32 = loading.load_single_file(saving.save_single_file(ip2p_tiny, tmp_path / "fp32.safetensors"))
+    assert {p.dtype for p in fp32.text_encoder.parameters()} == {torch.float32}
+    assert not hasattr(fp32.text_encoder, text.COMPUTE_DTYPE_ATTR)  # never downcast a float32 file
+    half_file = saving.save_single_file(ip2p_tiny, tmp_path / "fp16.safetensors", torch.float16)
+    half = loading.load_single_file(half_file, torch.float16)
+    assert text.compute_dtype(half.text_encoder) == torch.float16  # fp16 asked: fp16 computation
+    assert text.encode_prompts(half, ["a star"], "cpu").dtype == torch.float16
+    kept = loading.load_single_file(half_file)
+    loading.cast_module(kept.text_encoder, torch.bfloat16)  # an explicit cast takes over
+    assert text.compute_dtype(kept.text_encoder) == torch.bfloat16

@@ -27,6 +27,7 @@ from transformers.utils import logging as transformers_logging
 from . import ldm_layout
 from .errors import WeightsFormatError, WeightsNotFoundError
 from .safetensors_read import read_safetensors
+from .text import COMPUTE_DTYPE_ATTR, store_for_compute
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -67,19 +68,21 @@ class StateDict(dict):
         self.metadata: dict[str, str] = dict(metadata or {})
 
 
-def load_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -> StateDict:
+def load_state_dict(
+    path: str | os.PathLike, dtype: torch.dtype | None = None, keep: Callable[[str], bool] | None = None
+) -> StateDict:
     """Read a weights file: safetensors directly, pickles only with `weights_only=True` (no code runs).
 
     With `dtype`, floating tensors come back in that dtype, each converted straight from the file's mapping
     and its pages released right after (`safetensors_read.py`). The loaders make the tensors the modules'
     parameters without another copy (`assign_weights`); so every tensor has memory of its own, never the
     mapping itself, which would crash the process (SIGBUS) on the next access to a held model once the file
-    is rewritten in place.
+    is rewritten in place. Tensors whose key `keep` accepts stay in the file's dtype.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in SAFE_SUFFIXES:
-        return StateDict(*read_safetensors(path, dtype))
+        return StateDict(*read_safetensors(path, dtype, keep))
     if suffix in PICKLE_SUFFIXES:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -96,7 +99,8 @@ def load_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -
         for key in list(obj):  # popped one by one: each original is freed once converted
             t = obj.pop(key)
             if isinstance(t, torch.Tensor):
-                tensors[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+                convert = dtype is not None and t.is_floating_point() and not (keep is not None and keep(key))
+                tensors[key] = t.to(dtype) if convert else t
         return StateDict(tensors)
     raise WeightsFormatError(
         f"{path.name}: unsupported weights format {suffix!r}; expected one of "
@@ -249,7 +253,8 @@ def components_from_ldm(
     }
     assign_weights(text_encoder, clip_sd, "text encoder", source)
     del clip_sd
-    cast_module(text_encoder, dtype)
+    if not store_for_compute(text_encoder, dtype):  # half-precision CLIP weights are kept (text.py)
+        cast_module(text_encoder, dtype)
     return _finish(
         SDComponents(
             unet,
@@ -276,8 +281,11 @@ def _infer(infer, part: dict, what: str, prefix: str, source: str, *template) ->
 
 
 def load_single_file(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> SDComponents:
-    """A single-file checkpoint in the original LDM layout; configs are inferred + shipped templates."""
-    return components_from_ldm(load_state_dict(path, dtype), source=str(path), dtype=dtype)
+    """A single-file checkpoint in the original LDM layout; configs are inferred + shipped templates.
+    The text encoder's tensors are read in the file's dtype: half-precision ones stay so and compute in
+    `dtype` (`text.store_for_compute`, ComfyUI's choice); others are cast to `dtype` like the rest."""
+    keep_clip = lambda key: key.startswith(ldm_layout.CLIP_PREFIX)  # noqa: E731
+    return components_from_ldm(load_state_dict(path, dtype, keep_clip), source=str(path), dtype=dtype)
 
 
 WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
@@ -416,14 +424,18 @@ def meta_tensors(module: torch.nn.Module) -> list[str]:
 
 
 def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Floating parameters and buffers to `dtype` in place; tensors already in it are kept, not copied."""
+    """Floating parameters and buffers to `dtype` in place; tensors already in it are kept, not copied.
+    A text encoder kept in half precision (`text.store_for_compute`) then computes in `dtype` too."""
     if any(p.dtype != dtype for p in module.parameters()):
         torch.nn.Module.to(module, dtype)  # (diffusers' own .to(dtype) logs a warning on every call)
+    if hasattr(module, COMPUTE_DTYPE_ATTR):
+        delattr(module, COMPUTE_DTYPE_ATTR)
     return module
 
 
 def _finish(comps: SDComponents, dtype: torch.dtype = torch.float32) -> SDComponents:
     for module in comps.modules():
-        cast_module(module, dtype)
+        if getattr(module, COMPUTE_DTYPE_ATTR, None) != dtype:  # a kept half-precision CLIP stays (text.py)
+            cast_module(module, dtype)
         module.eval().requires_grad_(False)
     return comps

@@ -15,6 +15,7 @@ import json
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -81,8 +82,11 @@ def _view(path: Path, data: mmap.mmap, start: int, key: str, info: dict) -> torc
     return raw.view(dtype).view(shape)
 
 
-def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None) -> tuple[dict, dict]:
-    """(tensors, metadata). With `dtype`, floating tensors come back in it. Every tensor owns its memory."""
+def read_safetensors(
+    path: str | os.PathLike, dtype: torch.dtype | None = None, keep: Callable[[str], bool] | None = None
+) -> tuple[dict, dict]:
+    """(tensors, metadata). With `dtype`, floating tensors come back in it, except those whose key `keep`
+    accepts (they stay in the file's dtype). Every tensor owns its memory."""
     path = Path(path)
     with open(path, "rb") as fh:
         if os.fstat(fh.fileno()).st_size == 0:
@@ -95,7 +99,8 @@ def read_safetensors(path: str | os.PathLike, dtype: torch.dtype | None = None) 
         tensors = {}
         for key, info in sorted(header.items(), key=_offset):
             view = _view(path, data, start, key, info)
-            if dtype is not None and view.is_floating_point() and view.dtype != dtype:
+            convert = dtype is not None and view.is_floating_point() and view.dtype != dtype
+            if convert and not (keep is not None and keep(key)):
                 tensors[key] = view.to(dtype)  # one pass over the mapped bytes
             else:
                 tensors[key] = view.clone()
