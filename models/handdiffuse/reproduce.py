@@ -8,8 +8,8 @@ Stages: `evaluator` (the action classifier of classifier.py on 1 400 world clips
 `--interaction-weight 0`, for the benchmark's ablation row; not shipped). Generator runs resume from
 their checkpoints (`--resume auto`), so an interrupted reproduce continues where it stopped. Shipped
 files go to models/proving_ground/weights/world_hands/; runs live in --cache. Use 1 torch thread per
-process when several run (OMP_NUM_THREADS=1): the two generator runs took 37 min each side by side on
-2 cores.
+process when several run (OMP_NUM_THREADS=1): the two generator runs took 30 and 26 min side by side on
+2 cores (2026-12-04, with the smoothness loss).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ EVALUATOR_FILE = "action_classifier.safetensors"
 GENERATOR_ARGS = [
     "--width", "128", "--heads", "4", "--single-layers", "3", "--interact-layers", "2",
     "--batch-size", "16", "--lr", "5e-4", "--max-steps", "5000", "--save-every", "500",
+    "--smoothness-weight", "3",
 ]  # fmt: skip  # a 4000-step cool-down (--lr-decay-from 5000 --max-steps 9000) was tried: docs/handdiffuse.md
 EVALUATOR_CLIPS = (1, 1400)  # (world seed, clips): disjoint from the generator's seed 0
 STAGES = ("evaluator", "generator", "ablation")

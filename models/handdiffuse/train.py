@@ -14,9 +14,9 @@ generated wrists moved at 100 cm/s where the world's move at 10-30). Models with
 (`--no-x0-skip`) keep the plain x0 MSE. interaction_weight (λ) defaults to 1: L_inter is in metres (L1
 of distance matrices, ~5e-3 for a fair prediction) beside a v-loss of ~0.05-0.1 late in training, so it
 is a few to ten per cent of the loss. `--interaction-weight 0` is the ablation (the model without it).
-L_smooth (off by default) compares the joints' per-frame velocity and acceleration, in metres, of
-x0_pred' (x0_pred with the keyframes imputed, what the sampler returns) with the data's, weighted per
-sample like the v-loss so that low-noise steps count.
+L_smooth (λ_smooth = 3 by default, as the shipped model; 0 turns it off) compares the joints'
+per-frame velocity and acceleration, in metres, of x0_pred' (x0_pred with the keyframes imputed, what
+the sampler returns) with the data's, weighted per sample like the v-loss so that low-noise steps count.
 
 Masked keyframe training (in-betweening): with probability `keyframe_prob` a sample gets keyframes:
 every frame is a keyframe with probability u ~ U(0.02, 0.2) (at least one), and for each keyframe either
@@ -98,7 +98,7 @@ class TrainConfig:
     trans_scale: float = option(0.1, "metres per feature unit of the wrist positions", group="model")
     interaction_weight: float = option(1.0, "λ of the interaction loss (0 = ablation without it)")
     smoothness_weight: float = option(
-        0.0, "λ of the smoothness loss (joint velocity + acceleration vs the data's, losses.py); 0 = off"
+        3.0, "λ of the smoothness loss (joint velocity + acceleration vs the data's, losses.py); 0 = off"
     )
     keyframe_prob: float = option(0.5, "probability that a sample is trained with random keyframes")
     label_dropout: float = option(0.1, "probability of dropping the label (classifier-free guidance)")
