@@ -162,3 +162,58 @@ def test_a_tremble_costs_sixteen_times_its_squared_amplitude_in_acceleration(cla
 def test_smoothness_rejects_a_wrong_shape(clap):
     with pytest.raises(InputError, match="pred"):
         L.smoothness_loss(clap[:10], clap[:10])  # no batch dimension
+
+
+# ---- penetration term of the interaction loss (one-sided, relative to the data's own) ----
+
+
+def _naive_penetration(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Loops over frames, both directions, joints and capsules; distances to segments by hand."""
+    radii, jr = Mx.CAPSULE_RADII.tolist(), Mx.JOINT_RADII.tolist()
+
+    def depth(joints, f, h, j, c):
+        p = joints[f, h, j]
+        a, b = joints[f, 1 - h, Mx.CAPSULES[c][0]], joints[f, 1 - h, Mx.CAPSULES[c][1]]
+        ab = b - a
+        t = min(1.0, max(0.0, float((p - a) @ ab) / max(float(ab @ ab), 1e-12)))
+        dist = float((p - (a + t * ab)).norm())
+        return max(0.0, radii[c] + jr[j] - dist)
+
+    total = 0.0
+    for f in range(pred.shape[0]):
+        for h in (0, 1):
+            for j in range(21):
+                for c in range(len(Mx.CAPSULES)):
+                    total += max(0.0, depth(pred, f, h, j, c) - depth(gt, f, h, j, c))
+    return total / pred.shape[0]
+
+
+def test_penetration_term_matches_a_naive_loop_and_is_one_sided(clap):
+    gt = clap[:6]
+    assert float(L.penetration_loss(gt, gt)) == 0.0  # the data costs nothing, even where it touches
+    apart = gt.clone()
+    apart[:, 1, :, 0] -= 0.2  # left hand 20 cm further away: no penetration at all
+    assert float(L.penetration_loss(apart, gt)) == 0.0
+    pressed = gt.clone()
+    centre = gt[:, 0].mean(1, keepdim=True)
+    pressed[:, 1] = centre + 0.5 * (gt[:, 1] - centre)  # left hand pulled into the right one
+    got = float(L.penetration_loss(pressed, gt))
+    assert got > 1e-3 and got == pytest.approx(_naive_penetration(pressed, gt), rel=1e-9)
+
+
+def test_penetration_term_enters_the_interaction_loss_with_its_weight_and_pushes_apart(clap):
+    gt = clap[:6]
+    pressed = gt.clone()
+    centre = gt[:, 0].mean(1, keepdim=True)
+    pressed[:, 1] = centre + 0.5 * (gt[:, 1] - centre)
+    plain = L.interaction_loss(pressed, gt)
+    both = L.interaction_loss(pressed, gt, penetration_weight=2.0)
+    assert "penetration" not in plain
+    assert float(both["total"]) == pytest.approx(float(plain["total"]) + 2 * float(both["penetration"]))
+    x = pressed.clone().requires_grad_(True)
+    L.penetration_loss(x, gt).backward()
+    assert torch.isfinite(x.grad).all()
+    # a small step against the gradient lowers the penetration
+    with torch.no_grad():
+        stepped = x - 1e-3 * x.grad / x.grad.norm()
+    assert float(L.penetration_loss(stepped, gt)) < float(L.penetration_loss(pressed, gt))

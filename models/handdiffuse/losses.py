@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..common.errors import InputError
 from .hand import NUM_JOINTS
+from .metrics import pair_clearance
 
 
 def distance_matrices(joints: Tensor) -> Tensor:
@@ -28,9 +29,14 @@ def distance_matrices(joints: Tensor) -> Tensor:
 
 
 def interaction_loss(
-    pred: Tensor, gt: Tensor, velocity_weight: float = 1.0, frame_dim: int = -4
+    pred: Tensor,
+    gt: Tensor,
+    velocity_weight: float = 1.0,
+    frame_dim: int = -4,
+    penetration_weight: float = 0.0,
 ) -> dict[str, Tensor]:
-    """Static and temporal interaction terms and their weighted sum for joints [..., T, 2, 21, 3]."""
+    """Static, temporal and penetration interaction terms and their weighted sum for joints
+    [..., T, 2, 21, 3] (`penetration_loss`; weight 0 leaves it out)."""
     if pred.shape != gt.shape:
         raise InputError("pred", f"the ground truth's shape {tuple(gt.shape)}", str(tuple(pred.shape)))
     dp, dg = distance_matrices(pred), distance_matrices(gt)
@@ -40,7 +46,25 @@ def interaction_loss(
         temporal = (torch.diff(dp, dim=dim) - torch.diff(dg, dim=dim)).abs().mean()
     else:
         temporal = dp.new_zeros(())
-    return {"static": static, "temporal": temporal, "total": static + velocity_weight * temporal}
+    out = {"static": static, "temporal": temporal, "total": static + velocity_weight * temporal}
+    if penetration_weight > 0:
+        out["penetration"] = penetration_loss(pred, gt)
+        out["total"] = out["total"] + penetration_weight * out["penetration"]
+    return out
+
+
+def penetration_loss(pred: Tensor, gt: Tensor) -> Tensor:
+    """How much deeper the predicted hands interpenetrate than the data's, per frame [m], averaged:
+
+        L_pen = mean_frames sum_pairs max(0, depth_pred - depth_gt),   depth = max(0, -clearance)
+
+    over every (joint sphere, other hand's capsule) pair of metrics.pair_clearance. One-sided: hands
+    apart or touching cost nothing (contact stays free); a pair the data itself presses together (a
+    tight clap) may go as deep as the data does; zero for the ground truth. Summed over pairs so every
+    penetrating joint gets a gradient, not only the deepest."""
+    depth_p = (-pair_clearance(pred)).clamp_min(0)
+    depth_g = (-pair_clearance(gt)).clamp_min(0)
+    return (depth_p - depth_g).clamp_min(0).sum(dim=(-1, -2, -3)).mean()
 
 
 def smoothness_loss(pred: Tensor, gt: Tensor, weight: Tensor | None = None) -> dict[str, Tensor]:

@@ -81,21 +81,27 @@ def _point_segment_distance(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return (p[..., :, None, :] - closest).norm(dim=-1)
 
 
-def hand_gap(joints: Tensor) -> Tensor:
-    """Per-frame signed clearance [...] in metres between the hands: the smallest
-    distance(joint, other hand's bone) - r_bone - r_joint over both directions. Negative = penetration,
-    near zero = contact (the basis of contact metrics)."""
+def pair_clearance(joints: Tensor) -> Tensor:
+    """Signed clearance [..., 2, 21, C] in metres of every joint sphere of hand h (dim -3) from every
+    capsule of the other hand: distance(joint, bone segment) - r_bone - r_joint (negative = inside)."""
     _check("joints", joints)
     cr = CAPSULE_RADII.to(joints)
     jr = JOINT_RADII.to(joints)
     a = torch.tensor([c[0] for c in CAPSULES], device=joints.device)
     b = torch.tensor([c[1] for c in CAPSULES], device=joints.device)
-    gaps = []
+    out = []
     for h in (0, 1):
         pts, other = joints[..., h, :, :], joints[..., 1 - h, :, :]
         d = _point_segment_distance(pts, other[..., a, :], other[..., b, :])
-        gaps.append((d - jr[:, None] - cr[None, :]).amin(dim=(-1, -2)))
-    return torch.minimum(gaps[0], gaps[1])
+        out.append(d - jr[:, None] - cr[None, :])
+    return torch.stack(out, -3)
+
+
+def hand_gap(joints: Tensor) -> Tensor:
+    """Per-frame signed clearance [...] in metres between the hands: the smallest
+    distance(joint, other hand's bone) - r_bone - r_joint over both directions. Negative = penetration,
+    near zero = contact (the basis of contact metrics)."""
+    return pair_clearance(joints).amin(dim=(-1, -2, -3))
 
 
 def penetration_depth(joints: Tensor) -> Tensor:

@@ -97,6 +97,9 @@ class TrainConfig:
     max_frames: int = option(512, "longest sequence the model can generate (frames)", group="model")
     trans_scale: float = option(0.1, "metres per feature unit of the wrist positions", group="model")
     interaction_weight: float = option(1.0, "λ of the interaction loss (0 = ablation without it)")
+    penetration_weight: float = option(
+        0.0, "weight of the penetration term inside the interaction loss (losses.penetration_loss); 0 = off"
+    )
     smoothness_weight: float = option(
         3.0, "λ of the smoothness loss (joint velocity + acceleration vs the data's, losses.py); 0 = off"
     )
@@ -151,7 +154,7 @@ class TrainConfig:
             )
         if not 0 < self.lr_final <= 1:
             raise InputError("lr_final", "a fraction in (0, 1]", str(self.lr_final))
-        for name in ("interaction_weight", "smoothness_weight"):
+        for name in ("interaction_weight", "penetration_weight", "smoothness_weight"):
             if getattr(self, name) < 0:
                 raise InputError(name, "0 or more", str(getattr(self, name)))
         if not 0 <= self.ema_decay < 1:
@@ -328,6 +331,7 @@ class HandDiffuseTraining(TrainingMethod):
             inter = interaction_loss(
                 features_to_joints(from_model_space(pred, self.config), 1.0),
                 features_to_joints(from_model_space(x0, self.config), 1.0),
+                penetration_weight=c.penetration_weight,
             )
             out["interaction"] = inter["total"]
             out["loss"] = out["loss"] + c.interaction_weight * inter["total"]
