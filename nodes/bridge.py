@@ -13,6 +13,7 @@ import torch
 from ..models.common import ldm_layout
 from ..models.common.errors import InputError
 from ..models.common.loading import SDComponents, components_from_ldm
+from ..models.common.text import HALF
 from .comfy_adapter import host_call_failed
 from .comfy_memory import dtype_input
 
@@ -74,7 +75,7 @@ def _text_encoder_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.dt
     float32 (models/common/text.py `store_for_compute`): the host's half-precision weights are then taken
     as they are (shared when unpatched) instead of upcast into a float32 copy."""
     dtypes = {v.dtype for v in module.state_dict().values() if v.is_floating_point()}
-    if dtype == torch.float32 and len(dtypes) == 1 and dtypes <= {torch.float16, torch.bfloat16}:
+    if dtype == torch.float32 and len(dtypes) == 1 and dtypes <= set(HALF):
         return dtypes.pop()
     return dtype
 
