@@ -528,9 +528,9 @@ def cmd_run_workflows(args: argparse.Namespace) -> int:
         print(f"ComfyUI up at {host.url} after {host.startup_seconds:.1f} s (log: {host.log_path})")
         if host.pack_import_failed():
             print(f"WARNING: {PACK_NAME} failed to import; see {host.log_path}", file=sys.stderr)
+        others = [workflow_name(p) for p in workflows]
         for path in workflows:
             t0 = time.monotonic()
-            others = [workflow_name(p) for p in workflows]
             ok, status, files = run_one_workflow(host, path, out_dir, args.timeout, others)
             failures += not ok
             names = ", ".join(f.name for f in files) or "-"

@@ -319,10 +319,12 @@ class HandDiffuseTraining(TrainingMethod):
         err = (pred - x0).square() * weight.reshape(-1, 1, 1, 1)
         mse = (err * free).sum() / free.sum().clamp_min(1.0)
         out = {"mse": mse, "loss": mse}
+        if c.smoothness_weight > 0 or c.interaction_weight > 0:  # FK of the data, once for both terms
+            gt_joints = features_to_joints(from_model_space(x0, self.config), 1.0)
         if c.smoothness_weight > 0:  # on what the sampler returns: the keyframes imputed
             smooth = smoothness_loss(
                 features_to_joints(from_model_space(torch.where(known, x0, pred), self.config), 1.0),
-                features_to_joints(from_model_space(x0, self.config), 1.0),
+                gt_joints,
                 weight,
             )
             out["smoothness"] = smooth["total"]
@@ -330,7 +332,7 @@ class HandDiffuseTraining(TrainingMethod):
         if c.interaction_weight > 0:
             inter = interaction_loss(
                 features_to_joints(from_model_space(pred, self.config), 1.0),
-                features_to_joints(from_model_space(x0, self.config), 1.0),
+                gt_joints,
                 penetration_weight=c.penetration_weight,
             )
             out["interaction"] = inter["total"]
