@@ -66,9 +66,9 @@ def test_captions_name_the_drawn_attributes_and_scenes_repeat():
 def test_colour_is_the_nearest_objects_texture():
     scene = W.Scene((W.Primitive("sphere", "red", size=0.3, center=(-0.5, 0, 0)),
                      W.Primitive("cube", "blue", "striped", size=0.3, center=(0.5, 0, 0))))  # fmt: skip
-    p = torch.tensor([[-0.5, 0.0, 0.0], [0.5, 0.05, 0.0], [0.5, 0.2, 0.0]])
+    p = torch.tensor([[-0.5, 0.0, 0.0], [0.5, 0.05, 0.0], [0.5, 0.3, 0.0]])
     col = scene.color(p)
     assert torch.allclose(col[0], torch.tensor(W.COLORS["red"]))
-    assert torch.allclose(col[1], torch.tensor(W.COLORS["blue"]))  # y in [0, 0.125): coloured band
-    assert torch.allclose(col[2], torch.tensor(W.WHITE))  # y in [0.125, 0.25): white band
+    assert torch.allclose(col[1], torch.tensor(W.COLORS["blue"]))  # y in [0, 0.25): coloured band
+    assert torch.allclose(col[2], torch.tensor(W.WHITE))  # y in [0.25, 0.5): white band
     assert scene.sdf(p)[0].item() == pytest.approx(-0.3)

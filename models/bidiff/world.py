@@ -29,7 +29,7 @@ COLORS = {
     "orange": (0.98, 0.55, 0.10),
 }
 TEXTURES = ("plain", "striped")
-STRIPE_PERIOD = 0.25  # world units per white + coloured band pair (striped texture)
+STRIPE_PERIOD = 0.5  # world units per white + coloured band pair: bands of 0.25, two cells of a 16^3 grid
 WHITE = (0.95, 0.95, 0.95)
 
 
