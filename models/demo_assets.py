@@ -17,6 +17,7 @@ import torch
 from .common.saving import save_diffusers_folder, save_single_file
 from .common.tiny import build_tiny_components
 from .dreamoving.demo import write_dreamoving_demo_assets
+from .bidiff.demo import write_bidiff_demo_prior
 from .handdiffuse.demo import write_hands_demo_model
 
 DEMO_COLORIZER = "papernodes-demo-colorizer"
@@ -93,6 +94,7 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
             **write_dreamoving_demo_assets(base),
             **hands,
             **motion,
+            **write_bidiff_demo_prior(base, trained=True),
         }  # DreaMoving: tiny
     diffusers = base / "models" / "diffusers"
     folder, lcm_folder = diffusers / DEMO_COLORIZER, diffusers / DEMO_LCM
@@ -133,6 +135,7 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         **write_dreamoving_demo_assets(base),  # DreaMoving: tiny models + pose/depth/person inputs
         **write_hands_demo_model(base, trained=False),
         **write_motion_demo(base, trained=False),
+        **write_bidiff_demo_prior(base, trained=False),
     }
 
 

@@ -125,6 +125,10 @@ WIDGETS: dict[str, list[str]] = {
     "PaperNodes_HandDiffuseSave": ["filename_prefix"],
     "PaperNodes_HandDiffuseMesh": ["frame_step"],
     "SaveGLB": ["filename_prefix"],
+    "PaperNodes_BiDiffLoadPrior": ["model_name"],
+    "PaperNodes_BiDiffSamplePrior": ["prompt", "seed", "count", "steps", "guidance"],
+    "PaperNodes_BiDiffMesh": ["resolution"],
+    "PaperNodes_BiDiffRenderViews": ["views", "size", "elevation", "samples"],
 }
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
@@ -175,6 +179,10 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "PaperNodes_HandDiffuseSave": [("bvh_path", "STRING"), ("npz_path", "STRING")],
     "PaperNodes_HandDiffuseMesh": [("mesh", "MESH")],
     "SaveGLB": [],
+    "PaperNodes_BiDiffLoadPrior": [("prior", "BIDIFF_PRIOR3D")],
+    "PaperNodes_BiDiffSamplePrior": [("shapes", "BIDIFF_SHAPES")],
+    "PaperNodes_BiDiffMesh": [("mesh", "MESH")],
+    "PaperNodes_BiDiffRenderViews": [("images", "IMAGE"), ("masks", "MASK")],
 }
 LINK_TYPES: dict[str, dict[str, str]] = {
     "SaveImage": {"images": "IMAGE"},
@@ -214,6 +222,9 @@ LINK_TYPES: dict[str, dict[str, str]] = {
     "PaperNodes_HandDiffuseSave": {"motion": "HAND_MOTION"},
     "PaperNodes_HandDiffuseMesh": {"motion": "HAND_MOTION"},
     "SaveGLB": {"mesh": "MESH"},
+    "PaperNodes_BiDiffSamplePrior": {"prior": "BIDIFF_PRIOR3D"},
+    "PaperNodes_BiDiffMesh": {"shapes": "BIDIFF_SHAPES"},
+    "PaperNodes_BiDiffRenderViews": {"shapes": "BIDIFF_SHAPES"},
 }
 
 
@@ -252,6 +263,10 @@ DISPLAY: dict[str, str] = {  # the title the UI draws for a node without its own
     "PaperNodes_HandDiffuseSave": "HandDiffuse: Save Hand Motion",
     "PaperNodes_HandDiffuseMesh": "HandDiffuse: Hands to Mesh",
     "SaveGLB": "Save 3D Model",  # 0.33's name; 0.3.75 shows "SaveGLB"
+    "PaperNodes_BiDiffLoadPrior": "BiDiff: Load 3D Prior",
+    "PaperNodes_BiDiffSamplePrior": "BiDiff: Sample 3D Prior",
+    "PaperNodes_BiDiffMesh": "BiDiff: Shapes to Mesh",
+    "PaperNodes_BiDiffRenderViews": "BiDiff: Render Views",
 }
 # Text inputs the UI draws as multi-line boxes (taller than a one-line widget).
 MULTILINE = {"instruction", "source_prompt", "target_prompt", "prompt", "negative_prompt", "poses"}
@@ -926,6 +941,31 @@ def hands_inbetween_graph() -> list[Node]:
     ]
 
 
+PRIOR_3D = "papernodes-world-3d-prior.safetensors"
+
+
+def bidiff_prior_graph() -> list[Node]:
+    """A world caption -> the world's 3D prior -> a mesh (Save GLB, Preview3D) and 8 orbit views."""
+    return [
+        Node(1, "PaperNodes_BiDiffLoadPrior", {"model_name": PRIOR_3D}),
+        Node(
+            2,
+            "PaperNodes_BiDiffSamplePrior",
+            {"prompt": "a yellow striped torus", "seed": 0, "count": 1, "steps": 25, "guidance": 3.0},
+            links={"prior": (1, 0)},
+        ),
+        Node(3, "PaperNodes_BiDiffMesh", {"resolution": 64}, links={"shapes": (2, 0)}),
+        Node(4, "SaveGLB", {"filename_prefix": "PaperNodes/bidiff_prior"}, links={"mesh": (3, 0)}),
+        Node(
+            5,
+            "PaperNodes_BiDiffRenderViews",
+            {"views": 8, "size": 128, "elevation": 20.0, "samples": 64},
+            links={"shapes": (2, 0)},
+        ),
+        Node(6, "SaveImage", {"filename_prefix": "PaperNodes/bidiff_prior_views"}, links={"images": (5, 0)}),
+    ]
+
+
 VIDEO_SD, VIDEO_MM = "diffusers/papernodes-world-sd", "papernodes-world-mm.safetensors"
 MOTION_PROMPT = "a red square {}orbiting on a dotted blue background"  # a subject the motion clips never show
 VIDEO_RUN = {"negative_prompt": "", "num_frames": 8, "width": 128, "height": 128, "steps": 25, "guidance": 9.0,
@@ -1086,6 +1126,19 @@ WORKFLOWS += [
         "layers), its timestep law, bound to 'sks'. The paper trains 3000 steps; this demo runs 20 (a second "
         "run continues the same run instead of restarting). The file lands in models/motions/.\n\n" + DEMO,
         motion_train_graph,
+    ),
+]
+WORKFLOWS += [
+    Workflow(
+        "bidiff_prior",
+        "BiDiff - text to 3D mesh with a 3D prior",
+        "BiDiff (Ding et al. 2023), first stage: a 3D prior turns the prompt into a signed-distance shape with "
+        "colours (BiDiff's 3D branch starts from it), exported as a mesh (Save 3D Model: open the GLB in "
+        "Preview3D) and rendered from 8 orbiting cameras. The bidirectional 2D + 3D sampler is not built yet.\n\n"
+        "Models: Shap-E (openai/shap-e, MIT) as a diffusers folder in models/diffusers/, loaded with BiDiff: Load "
+        "Shap-E; or a grid prior in models/bidiff/. The demo uses papernodes-world-3d-prior, trained on the "
+        "pack's procedural 3D world (six shapes, six colours, plain or striped).\n\n" + DEMO,
+        bidiff_prior_graph,
     ),
 ]
 OUT_DIR_API = (

@@ -164,8 +164,9 @@ def noise_scheduler(config: GridPriorConfig):
 
 def scene_grid(sdf: Callable, color: Callable, resolution: int, trunc: float = TRUNC) -> torch.Tensor:
     """[4, R, R, R] model-space grid of a shape's fields (what the prior is trained to produce)."""
-    axis = torch.linspace(-1.0, 1.0, resolution)
-    p = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    from ..common.isosurface import grid_points
+
+    p = grid_points(resolution, 1.0, dtype=torch.float32).reshape(-1, 3)
     d = (sdf(p) / trunc).clamp(-1, 1)
     col = color(p) * 2 - 1
     return torch.cat([d[:, None], col], 1).T.reshape(4, resolution, resolution, resolution)
@@ -204,10 +205,12 @@ class GridPrior(Prior3D):
         steps: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        unconditional: bool = False,
     ) -> torch.Tensor:
+        """Grids [count, 4, R, R, R] in model space; `unconditional` samples the empty prompt (a baseline)."""
         from diffusers import DDIMScheduler
 
-        prompt = check_prompt(prompt)
+        prompt = "" if unconditional else check_prompt(prompt)
         guidance = self.default_guidance if guidance is None else float(guidance)
         steps = self.default_steps if steps is None else int(steps)
         if steps < 1:

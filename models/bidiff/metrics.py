@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..common import isosurface
 from .prior3d import Shape3D
 from .world import COLORS, SHAPES, TEXTURES, WHITE, Primitive
 
@@ -22,8 +23,7 @@ YAWS = tuple(i * math.pi / 16 for i in range(8))  # 0 .. 90 degrees: every primi
 
 
 def grid_points(resolution: int) -> torch.Tensor:
-    axis = torch.linspace(-1.0, 1.0, resolution)
-    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    return isosurface.grid_points(resolution, 1.0, dtype=torch.float32).reshape(-1, 3)
 
 
 def occupancy(shape: Shape3D, resolution: int = 32) -> torch.Tensor:

@@ -258,3 +258,29 @@ def orbit_eye(
         target[1] + radius * math.sin(el),
         target[2] + radius * math.cos(el) * math.cos(az),
     )
+
+
+def orbit_rig(
+    views: int,
+    radius: float = 3.0,
+    elevation_degrees: float = 20.0,
+    fov_degrees: float = 40.0,
+    width: int = 64,
+    height: int = 64,
+    azimuth_start: float = 0.0,
+    target: Sequence[float] = (0.0, 0.0, 0.0),
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`views` cameras evenly spaced in azimuth around `target` (y up), each looking at it: (K [V, 3, 3]
+    with `fov_degrees` across the width, world -> camera [V, 4, 4]). The multi-view sets of BiDiff."""
+    if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+        raise InputError("views", "a positive number of cameras", repr(views))
+    if not radius > 0:
+        raise InputError("radius", "a distance > 0", repr(radius))
+    dtype = dtype or torch.get_default_dtype()
+    eyes = [
+        orbit_eye(radius, azimuth_start + 360.0 * i / views, elevation_degrees, target) for i in range(views)
+    ]
+    extrinsics = look_at(torch.tensor(eyes, dtype=dtype), torch.tensor(target, dtype=dtype))
+    K = intrinsics_from_fov(fov_degrees, width, height, dtype=dtype).expand(views, 3, 3).clone()
+    return K, extrinsics

@@ -1,0 +1,231 @@
+"""BiDiff nodes: load a 3D prior (Shap-E from a diffusers folder, or a grid prior file), sample shapes from a
+prompt (BIDIFF_SHAPES), turn them into core MESH (Save GLB / Preview3D) and render them from orbit views.
+
+Shap-E (openai/shap-e, MIT) lives in models/diffusers as the diffusers folder; grid priors (the world's,
+or one trained with `python -m models.bidiff.train_prior`) in models/bidiff (registered here when absent).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.bidiff.export import shape_mesh, shape_views
+from ..models.bidiff.grid_prior import load_grid_prior
+from ..models.bidiff.prior3d import Prior3D, Shape3D
+from ..models.common.errors import InputError, WeightsNotFoundError
+from .comfy_adapter import (
+    core_mesh,
+    file_choices,
+    model_dirs_with,
+    model_folders,
+    path_inside,
+    progress_callback,
+    register_model_folders,
+    resolve_file,
+)
+
+CATEGORY = "PaperNodes/BiDiff"
+FOLDER = "bidiff"
+PRIOR_TYPE, SHAPES_TYPE = "BIDIFF_PRIOR3D", "BIDIFF_SHAPES"
+SHAP_E_MARKER = "shap_e_renderer/config.json"
+SHAP_E_PUBLISHED = (
+    "huggingface.co/openai/shap-e (MIT): the whole diffusers folder into models/diffusers/shap-e"
+)
+PRIOR_PUBLISHED = ("none is published for the grid prior; train one with `python -m models.bidiff.train_prior "
+                   "--out OUT` and copy OUT/final/grid_prior.safetensors")  # fmt: skip
+NO_SHAP_E = "(no Shap-E folder found: put openai/shap-e in models/diffusers)"
+NO_PRIORS = "(no 3D priors found: put a .safetensors in models/bidiff)"
+MAX_MESH_RESOLUTION, MAX_VIEW_PIXELS = 256, 1024 * 1024
+
+register_model_folders(FOLDER)
+
+
+def _shapes(shapes) -> list[Shape3D]:
+    if not isinstance(shapes, list) or not shapes or not all(isinstance(s, Shape3D) for s in shapes):
+        raise InputError("shapes", "BIDIFF_SHAPES from 'BiDiff: Sample 3D Prior'", type(shapes).__name__)
+    return shapes
+
+
+def _int(name: str, value, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(name, f"{what} ({low}..{high})", repr(value))
+    return value
+
+
+class LoadShapE:
+    DESCRIPTION = ("Load Shap-E (OpenAI, MIT) from a diffusers folder as BiDiff's 3D prior: text -> a 3D "
+                   "implicit function (signed distance + colour). The paper's 3D prior (BiDiff Sec. 3.3).")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (PRIOR_TYPE,)
+    RETURN_NAMES = ("prior",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        tip = "A Shap-E diffusers folder (openai/shap-e) inside ComfyUI's models/diffusers."
+        choices = model_dirs_with("diffusers", SHAP_E_MARKER) or [NO_SHAP_E]
+        return {"required": {"model_name": (choices, {"tooltip": tip})}}
+
+    def load(self, model_name):
+        from ..models.bidiff.shap_e import load_shap_e
+
+        searched = model_folders("diffusers")
+        for root in searched:
+            folder = path_inside(root, model_name)
+            if folder is not None and folder.is_dir():
+                return (load_shap_e(folder),)
+        raise WeightsNotFoundError(model_name, searched, SHAP_E_PUBLISHED)
+
+
+class LoadGridPrior:
+    DESCRIPTION = ("Load a grid 3D prior (.safetensors from models/bidiff): a small text-conditioned diffusion "
+                   "over signed-distance + colour grids, the stand-in for Shap-E that the pack trains on its 3D "
+                   "world (papernodes-world-3d-prior).")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (PRIOR_TYPE,)
+    RETURN_NAMES = ("prior",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        tip = "A grid prior file in ComfyUI's models/bidiff folder."
+        return {"required": {"model_name": (file_choices(FOLDER) or [NO_PRIORS], {"tooltip": tip})}}
+
+    def load(self, model_name):
+        return (load_grid_prior(resolve_file(FOLDER, model_name, PRIOR_PUBLISHED)),)
+
+
+class SamplePrior:
+    DESCRIPTION = ("Sample shapes from a 3D prior for a prompt: BiDiff's 3D starting point (its 'lazy' start "
+                   "samples the 3D prior first). Guidance and steps 0 use the prior's own defaults "
+                   "(Shap-E: guidance 15 as in BiDiff, 64 steps; world prior: 3, 25 DDIM steps).")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (SHAPES_TYPE,)
+    RETURN_NAMES = ("shapes",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "prior": (PRIOR_TYPE, {"tooltip": "From 'BiDiff: Load Shap-E' or 'BiDiff: Load 3D Prior'."}),
+                "prompt": ("STRING", {"default": "a red striped cube", "multiline": True,
+                                      "tooltip": "What to make. The world prior knows the world's words: "
+                                                 "six shapes, six colours, 'striped'."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip": "Seed of the initial noise."}),
+                "count": ("INT", {"default": 1, "min": 1, "max": 16, "tooltip": "Shapes to sample for the prompt."}),
+                "steps": ("INT", {"default": 0, "min": 0, "max": 1000,
+                                  "tooltip": "Sampling steps; 0 = the prior's default."}),
+                "guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 50.0, "step": 0.5,
+                                       "tooltip": "Classifier-free guidance; 0 = the prior's default (Shap-E 15)."}),
+            }
+        }  # fmt: skip
+
+    def sample(self, prior: Prior3D, prompt, seed, count, steps, guidance):
+        if not isinstance(prior, Prior3D):
+            raise InputError("prior", "a BIDIFF_PRIOR3D from a BiDiff loader", type(prior).__name__)
+        steps = steps or prior.default_steps
+        shapes = prior.sample(
+            prompt, seed=seed, count=count, steps=steps, guidance=guidance or None,
+            progress=progress_callback(steps),
+        )  # fmt: skip
+        return (shapes,)
+
+
+class ShapesToMesh:
+    DESCRIPTION = ("Shapes as triangle meshes (core MESH, vertex colours where the host keeps them): the SDF on "
+                   "a grid, marching tetrahedra at its zero level. Feed core 'Save GLB' for Preview3D.")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MESH",)
+    RETURN_NAMES = ("mesh",)
+    FUNCTION = "mesh"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "shapes": (SHAPES_TYPE, {"tooltip": "From 'BiDiff: Sample 3D Prior'."}),
+                "resolution": ("INT", {"default": 64, "min": 8, "max": MAX_MESH_RESOLUTION, "step": 8,
+                                       "tooltip": "Grid cells per axis over [-1, 1]^3 (more: finer, slower)."}),
+            }
+        }  # fmt: skip
+
+    def mesh(self, shapes, resolution):
+        shapes = _shapes(shapes)
+        resolution = _int("resolution", resolution, 8, MAX_MESH_RESOLUTION, "grid cells per axis")
+        report = progress_callback(len(shapes))
+        meshes = []
+        for i, shape in enumerate(shapes):
+            meshes.append(shape_mesh(shape, resolution))
+            report(i + 1, len(shapes))
+        return (core_mesh(*_batched(meshes)),)
+
+
+def _batched(meshes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
+    """Meshes of different sizes as core MESH's batch [B, N, 3] / [B, M, 3]: shorter ones are padded with
+    copies of their first vertex and degenerate faces on it (zero area: invisible, dropped by viewers)."""
+    n = max(1, max(len(v) for v, _, _ in meshes))
+    m = max(1, max(len(f) for _, f, _ in meshes))
+    verts, faces, cols = [], [], []
+    for v, f, c in meshes:
+        if len(v) == 0:
+            v, c = torch.zeros(1, 3), torch.zeros(1, 3)
+        verts.append(torch.cat([v, v[:1].expand(n - len(v), 3)]).float())
+        cols.append(torch.cat([c, c[:1].expand(n - len(c), 3)]).float())
+        faces.append(torch.cat([f, f.new_zeros(m - len(f), 3)]).long())
+    return torch.stack(verts), torch.stack(faces), torch.stack(cols)
+
+
+class RenderViews:
+    DESCRIPTION = ("Render shapes from cameras orbiting them (NeuS volume rendering of the SDF, pure torch): "
+                   "IMAGE [shapes x views], MASK (opacity) and depth as an image.")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("images", "masks")
+    FUNCTION = "render"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "shapes": (SHAPES_TYPE, {"tooltip": "From 'BiDiff: Sample 3D Prior'."}),
+                "views": ("INT", {"default": 8, "min": 1, "max": 64,
+                                  "tooltip": "Cameras evenly spaced in azimuth (BiDiff's multi-view set: 8)."}),
+                "size": ("INT", {"default": 128, "min": 16, "max": 1024, "step": 16,
+                                 "tooltip": "Width and height of each view in pixels."}),
+                "elevation": ("FLOAT", {"default": 20.0, "min": -89.0, "max": 89.0, "step": 1.0,
+                                        "tooltip": "Camera elevation above the shape's equator, degrees."}),
+                "samples": ("INT", {"default": 64, "min": 8, "max": 512,
+                                    "tooltip": "Samples per ray (more: sharper edges, slower)."}),
+            }
+        }  # fmt: skip
+
+    def render(self, shapes, views, size, elevation, samples):
+        shapes = _shapes(shapes)
+        views = _int("views", views, 1, 64, "a number of cameras")
+        size = _int("size", size, 16, 1024, "pixels")
+        samples = _int("samples", samples, 8, 512, "samples per ray")
+        report = progress_callback(len(shapes))
+        images, masks = [], []
+        for i, shape in enumerate(shapes):
+            out = shape_views(shape, views=views, size=size, elevation=float(elevation), samples=samples)
+            images.append(out["image"])
+            masks.append(out["mask"])
+            report(i + 1, len(shapes))
+        return (torch.cat(images).float(), torch.cat(masks).float())
+
+
+NODE_CLASS_MAPPINGS = {
+    "PaperNodes_BiDiffLoadShapE": LoadShapE,
+    "PaperNodes_BiDiffLoadPrior": LoadGridPrior,
+    "PaperNodes_BiDiffSamplePrior": SamplePrior,
+    "PaperNodes_BiDiffMesh": ShapesToMesh,
+    "PaperNodes_BiDiffRenderViews": RenderViews,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "PaperNodes_BiDiffLoadShapE": "BiDiff: Load Shap-E",
+    "PaperNodes_BiDiffLoadPrior": "BiDiff: Load 3D Prior",
+    "PaperNodes_BiDiffSamplePrior": "BiDiff: Sample 3D Prior",
+    "PaperNodes_BiDiffMesh": "BiDiff: Shapes to Mesh",
+    "PaperNodes_BiDiffRenderViews": "BiDiff: Render Views",
+}

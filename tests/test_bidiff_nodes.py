@@ -1,0 +1,119 @@
+"""BiDiff nodes (nodes/bidiff.py) without ComfyUI: a tiny grid prior in a fake models/bidiff folder and a
+tiny Shap-E folder in a fake models/diffusers, sampled, meshed (batched meshes of different sizes padded
+with invisible faces) and rendered; the world's exact shape through the same mesh and view functions;
+InputErrors naming the input."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+from papernodes.models.bidiff.grid_prior import GridPriorConfig, GridUNet, save_grid_prior
+from papernodes.models.bidiff.world import Primitive, Scene
+from papernodes.models.common.errors import InputError, WeightsNotFoundError
+
+TINY = GridPriorConfig(resolution=8, channels=(8, 16), emb=16)
+
+
+@pytest.fixture()
+def nodes(tmp_path, monkeypatch):
+    folders = {"bidiff": [str(tmp_path / "bidiff")], "diffusers": [str(tmp_path / "diffusers")]}
+    for name in folders:
+        (tmp_path / name).mkdir()
+    fake = types.ModuleType("folder_paths")
+    fake.get_folder_paths = lambda kind: folders.get(kind, [])
+    fake.get_filename_list = lambda kind: sorted(
+        str(p.relative_to(tmp_path / kind)) for p in (tmp_path / kind).rglob("*") if p.is_file()
+    )
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    torch.manual_seed(0)
+    save_grid_prior(GridUNet(TINY), tmp_path / "bidiff" / "tiny.safetensors")
+    from papernodes.nodes import bidiff
+
+    return bidiff, tmp_path
+
+
+def test_every_input_has_a_tooltip(nodes):
+    nd, _ = nodes
+    for cls in nd.NODE_CLASS_MAPPINGS.values():
+        for group in cls.INPUT_TYPES().values():
+            for name, (_, opts) in group.items():
+                assert opts.get("tooltip"), f"{cls.__name__}.{name}"
+
+
+def test_grid_prior_samples_meshes_and_renders(nodes):
+    nd, _ = nodes
+    assert "tiny.safetensors" in nd.LoadGridPrior.INPUT_TYPES()["required"]["model_name"][0]
+    prior = nd.LoadGridPrior().load("tiny.safetensors")[0]
+    (shapes,) = nd.SamplePrior().sample(prior, "a red cube", 0, 2, 2, 0.0)
+    assert len(shapes) == 2 and shapes[0].prompt == "a red cube"
+    (mesh,) = nd.ShapesToMesh().mesh(shapes, 16)
+    assert mesh.vertices.shape[0] == 2 and mesh.faces.shape[0] == 2
+    images, masks = nd.RenderViews().render(shapes, 3, 16, 20.0, 8)
+    assert images.shape == (6, 16, 16, 3) and masks.shape == (6, 16, 16)
+    assert images.dtype == torch.float32 and 0 <= images.min() and images.max() <= 1
+
+
+def test_exact_sphere_mesh_and_views(nodes):
+    nd, _ = nodes
+    sphere = Scene((Primitive("sphere", "blue", size=0.5),)).shape3d()
+    (mesh,) = nd.ShapesToMesh().mesh([sphere], 32)
+    v = mesh.vertices[0]
+    assert (v.norm(dim=-1) - 0.5).abs().max() < 2 / 31  # on the sphere within a grid cell
+    _, masks = nd.RenderViews().render([sphere], 2, 32, 0.0, 64)
+    # the sphere's silhouette from 3 units with a 40-degree view: radius = f * 0.5 / sqrt(3^2 - 0.5^2)
+    import math
+
+    f = 16 / math.tan(math.radians(20))
+    expected = math.pi * (f * 0.5 / math.sqrt(9 - 0.25)) ** 2
+    assert masks[0].sum().item() == pytest.approx(expected, rel=0.08)
+
+
+def test_meshes_of_different_sizes_are_padded_with_invisible_faces(nodes):
+    nd, _ = nodes
+    big = Scene((Primitive("sphere", "red", size=0.7),)).shape3d()
+    small = Scene((Primitive("cube", "green", size=0.3),)).shape3d()
+    (mesh,) = nd.ShapesToMesh().mesh([big, small], 24)
+    v, f = mesh.vertices, mesh.faces
+    assert v.shape[1] > 0 and f.shape[1] > 0
+    for b in range(2):
+        tri = v[b][f[b]]
+        area = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1)
+        real = (area > 0).sum().item()
+        assert real > 0
+    # the small cube's padding faces are degenerate (all on one vertex)
+    pad = f[1][(f[1] == f[1][:, :1]).all(-1)]
+    assert len(pad) > 0
+
+
+def test_shap_e_folder_loads_through_the_node(nodes):
+    from helpers_bidiff import write_tiny_shap_e
+
+    nd, tmp = nodes
+    write_tiny_shap_e(tmp / "diffusers" / "shap-e")
+    assert "shap-e" in nd.LoadShapE.INPUT_TYPES()["required"]["model_name"][0]
+    prior = nd.LoadShapE().load("shap-e")[0]
+    (shapes,) = nd.SamplePrior().sample(prior, "a chair", 0, 1, 2, 0.0)
+    assert shapes[0].source == "shap-e"
+    with pytest.raises(WeightsNotFoundError, match="missing-folder"):
+        nd.LoadShapE().load("missing-folder")
+
+
+def test_inputs_are_checked_by_name(nodes):
+    nd, _ = nodes
+    prior = nd.LoadGridPrior().load("tiny.safetensors")[0]
+    with pytest.raises(InputError, match="prompt"):
+        nd.SamplePrior().sample(prior, "  ", 0, 1, 2, 0.0)
+    with pytest.raises(InputError, match="prior"):
+        nd.SamplePrior().sample("not a prior", "a cube", 0, 1, 2, 0.0)
+    with pytest.raises(InputError, match="shapes"):
+        nd.ShapesToMesh().mesh([], 16)
+    sphere = Scene((Primitive("sphere", "blue"),)).shape3d()
+    with pytest.raises(InputError, match="resolution"):
+        nd.ShapesToMesh().mesh([sphere], 4)
+    with pytest.raises(InputError, match="views"):
+        nd.RenderViews().render([sphere], 0, 16, 0.0, 8)
+    with pytest.raises(WeightsNotFoundError):
+        nd.LoadGridPrior().load("../escape.safetensors")
