@@ -96,6 +96,7 @@ def _shap_e_without_prior(prompt):
 
 def _mesh_resolution_too_large(prompt):
     prompt["3"]["inputs"]["resolution"] = 4096
+    del prompt["5"], prompt["6"]  # ComfyUI runs the outputs that validate: keep only the mesh's
     return PromptRejected, "resolution"
 
 
