@@ -44,6 +44,7 @@ class GridPriorConfig:
     vocabulary: list[str] = field(default_factory=world_vocabulary)
     trunc: float = TRUNC
     train_timesteps: int = 1000
+    in_channels: int = 4  # the prior's grids; BiDiff's 3D denoiser feeds back-projected features
 
 
 def tokenize(prompts: list[str], vocabulary: list[str], max_tokens: int) -> torch.Tensor:
@@ -88,21 +89,28 @@ def _norm(ch: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(8, ch), ch)
 
 
-class ResBlock3d(nn.Module):
-    def __init__(self, cin: int, cout: int, emb: int):
+class ResBlock(nn.Module):
+    """Conv residual block (3D grids or 2D images) with FiLM of an embedding; its output conv starts at 0."""
+
+    def __init__(self, cin: int, cout: int, emb: int, dims: int = 3):
         super().__init__()
-        self.norm1, self.conv1 = _norm(cin), nn.Conv3d(cin, cout, 3, padding=1)
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
+        self.dims = dims
+        self.norm1, self.conv1 = _norm(cin), conv(cin, cout, 3, padding=1)
         self.film = nn.Linear(emb, 2 * cout)
-        self.norm2, self.conv2 = _norm(cout), nn.Conv3d(cout, cout, 3, padding=1)
+        self.norm2, self.conv2 = _norm(cout), conv(cout, cout, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
+        self.skip = conv(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.film(emb)[:, :, None, None, None].chunk(2, 1)
+        scale, shift = self.film(emb).reshape(*emb.shape[:1], -1, *([1] * self.dims)).chunk(2, 1)
         h = self.norm2(h) * (1 + scale) + shift
         return self.skip(x) + self.conv2(F.silu(h))
+
+
+ResBlock3d = ResBlock
 
 
 class GridUNet(nn.Module):
@@ -115,7 +123,7 @@ class GridUNet(nn.Module):
         self.text = TextEncoder(len(config.vocabulary), e, config.text_layers, config.max_tokens)
         self.time = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
         self.cond = nn.Sequential(nn.SiLU(), nn.Linear(e, e))
-        self.inp = nn.Conv3d(4, c[0], 3, padding=1)
+        self.inp = nn.Conv3d(config.in_channels, c[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
         for i, ch in enumerate(c):
@@ -130,8 +138,7 @@ class GridUNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        emb = self.time(timestep_embedding(t, self.config.emb)) + self.text(tokens)
-        emb = self.cond(emb)
+        emb = self.cond(self.time(timestep_embedding(t, self.config.emb)) + self.text(tokens))
         h, skips = self.inp(x), []
         for block, down in zip(self.down, self.downsample, strict=True):
             h = block(h, emb)
