@@ -1,5 +1,6 @@
-"""BiDiff nodes: load a 3D prior (Shap-E from a diffusers folder, or a grid prior file), sample shapes from a
-prompt (BIDIFF_SHAPES), turn them into core MESH (Save GLB / Preview3D) and render them from orbit views.
+"""BiDiff nodes: load a 3D prior (Shap-E from a diffusers folder, or a grid prior file) and sample shapes from
+a prompt (BIDIFF_SHAPES); load a BiDiff model and generate with both branches guiding each other (lazy start
+from a prior); turn shapes into core MESH (Save GLB / Preview3D) and render them from orbit views.
 
 Shap-E (openai/shap-e, MIT) lives in models/diffusers as the diffusers folder; grid priors (the world's,
 or one trained with `python -m models.bidiff.train_prior`) in models/bidiff (registered here when absent).
@@ -11,6 +12,7 @@ import torch
 
 from ..models.bidiff.export import shape_mesh, shape_views
 from ..models.bidiff.grid_prior import load_grid_prior
+from ..models.bidiff.pipeline import BiDiffModel, load_bidiff
 from ..models.bidiff.prior3d import Prior3D, Shape3D
 from ..models.common.errors import InputError, WeightsNotFoundError
 from .comfy_adapter import (
@@ -26,7 +28,7 @@ from .comfy_adapter import (
 
 CATEGORY = "PaperNodes/BiDiff"
 FOLDER = "bidiff"
-PRIOR_TYPE, SHAPES_TYPE = "BIDIFF_PRIOR3D", "BIDIFF_SHAPES"
+PRIOR_TYPE, SHAPES_TYPE, MODEL_TYPE = "BIDIFF_PRIOR3D", "BIDIFF_SHAPES", "BIDIFF_MODEL"
 SHAP_E_MARKER = "shap_e_renderer/config.json"
 SHAP_E_PUBLISHED = (
     "huggingface.co/openai/shap-e (MIT): the whole diffusers folder into models/diffusers/shap-e"
@@ -35,6 +37,9 @@ PRIOR_PUBLISHED = ("none is published for the grid prior; train one with `python
                    "--out OUT` and copy OUT/final/grid_prior.safetensors")  # fmt: skip
 NO_SHAP_E = "(no Shap-E folder found: put openai/shap-e in models/diffusers)"
 NO_PRIORS = "(no 3D priors found: put a .safetensors in models/bidiff)"
+NO_MODELS = "(no BiDiff models found: put a .safetensors in models/bidiff)"
+MODEL_PUBLISHED = ("the paper released no weights; train one with `python -m models.bidiff.train_bidiff --out OUT` "
+                   "and copy OUT/final/bidiff.safetensors")  # fmt: skip
 MAX_MESH_RESOLUTION, MAX_VIEW_PIXELS = 256, 1024 * 1024
 
 register_model_folders(FOLDER)
@@ -132,6 +137,82 @@ class SamplePrior:
         return (shapes,)
 
 
+class LoadBiDiff:
+    DESCRIPTION = ("Load a BiDiff model (.safetensors from models/bidiff): the multi-view 2D diffusion with its "
+                   "ControlNet for the 3D renders, and the 3D volume denoiser. The paper released no weights; the "
+                   "demo's papernodes-world-bidiff is trained on the pack's 3D world.")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        tip = "A BiDiff model file in ComfyUI's models/bidiff folder (not a 3D prior)."
+        return {"required": {"model_name": (file_choices(FOLDER) or [NO_MODELS], {"tooltip": tip})}}
+
+    def load(self, model_name):
+        return (load_bidiff(resolve_file(FOLDER, model_name, MODEL_PUBLISHED)),)
+
+
+def _views_image(views: torch.Tensor) -> torch.Tensor:
+    """[V, 3, S, S] in [-1, 1] -> IMAGE [V, S, S, 3] in [0, 1]."""
+    return ((views.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous()
+
+
+class Generate3D:
+    DESCRIPTION = ("BiDiff (Ding et al. 2023): the 3D and multi-view 2D diffusions guide each other at every step "
+                   "(the 3D branch's renders steer the 2D views through a ControlNet; the 2D views are "
+                   "reconstructed into the 3D shape), with decoupled guidance for text and 3D consistency and, "
+                   "given a 3D prior, the lazy start from its sample. Outputs the shape (-> Shapes to Mesh), the "
+                   "2D views and the renders of the 3D result.")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (SHAPES_TYPE, "IMAGE", "IMAGE")
+    RETURN_NAMES = ("shapes", "views", "renders")
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        scale = lambda tip: ("FLOAT", {"default": 7.0, "min": 1.0, "max": 30.0, "step": 0.5, "tooltip": tip})  # noqa: E731
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "From 'BiDiff: Load Model'."}),
+                "prompt": ("STRING", {"default": "a red striped cube", "multiline": True,
+                                      "tooltip": "What to make (both branches unless the prompts below are set)."}),
+                "shape_prompt": ("STRING", {"default": "", "tooltip":
+                                            "Geometry only: the 3D branch and the 3D prior read this (empty: prompt)."}),
+                "texture_prompt": ("STRING", {"default": "", "tooltip":
+                                              "Appearance only: the 2D branch reads this (empty: prompt)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip": "Seed of the initial noise."}),
+                "steps": ("INT", {"default": 25, "min": 1, "max": 1000,
+                                  "tooltip": "DDIM steps over the whole schedule (the paper: 25)."}),
+                "text_scale": scale("Text guidance s_text (the paper: 7)."),
+                "consistency_scale": scale("3D-consistency guidance s_cond: how hard the 3D renders steer the "
+                                           "views (the paper: 7; 1 = plain conditional)."),
+                "lazy_t": ("FLOAT", {"default": 0.6, "min": 0.05, "max": 1.0, "step": 0.05, "tooltip":
+                                     "With a prior: start at this fraction of the noise schedule from the prior's "
+                                     "shape (smaller keeps more of it)."}),
+            },
+            "optional": {
+                "prior": (PRIOR_TYPE, {"tooltip": "A 3D prior for the lazy start (Shap-E, or the world prior); "
+                                                  "without one, sampling starts from noise."}),
+            },
+        }  # fmt: skip
+
+    def generate(self, model, prompt, shape_prompt, texture_prompt, seed, steps, text_scale, consistency_scale,
+                 lazy_t, prior=None):  # fmt: skip
+        if not isinstance(model, BiDiffModel):
+            raise InputError("model", "a BIDIFF_MODEL from 'BiDiff: Load Model'", type(model).__name__)
+        if prior is not None and not isinstance(prior, Prior3D):
+            raise InputError("prior", "a BIDIFF_PRIOR3D from a BiDiff prior loader", type(prior).__name__)
+        out = model.generate(
+            prompt, shape_prompt=shape_prompt or None, texture_prompt=texture_prompt or None, seed=seed,
+            steps=steps, text_scale=text_scale, consistency_scale=consistency_scale, prior=prior, lazy_t=lazy_t,
+            progress=progress_callback(steps),
+        )  # fmt: skip
+        return ([out["shape"]], _views_image(out["views"]), _views_image(out["renders"]))
+
+
 class ShapesToMesh:
     DESCRIPTION = ("Shapes as triangle meshes (core MESH, vertex colours where the host keeps them): the SDF on "
                    "a grid, marching tetrahedra at its zero level. Feed core 'Save GLB' for Preview3D.")  # fmt: skip
@@ -219,6 +300,8 @@ NODE_CLASS_MAPPINGS = {
     "PaperNodes_BiDiffLoadShapE": LoadShapE,
     "PaperNodes_BiDiffLoadPrior": LoadGridPrior,
     "PaperNodes_BiDiffSamplePrior": SamplePrior,
+    "PaperNodes_BiDiffLoadModel": LoadBiDiff,
+    "PaperNodes_BiDiffGenerate": Generate3D,
     "PaperNodes_BiDiffMesh": ShapesToMesh,
     "PaperNodes_BiDiffRenderViews": RenderViews,
 }
@@ -226,6 +309,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_BiDiffLoadShapE": "BiDiff: Load Shap-E",
     "PaperNodes_BiDiffLoadPrior": "BiDiff: Load 3D Prior",
     "PaperNodes_BiDiffSamplePrior": "BiDiff: Sample 3D Prior",
+    "PaperNodes_BiDiffLoadModel": "BiDiff: Load Model",
+    "PaperNodes_BiDiffGenerate": "BiDiff: Generate 3D",
     "PaperNodes_BiDiffMesh": "BiDiff: Shapes to Mesh",
     "PaperNodes_BiDiffRenderViews": "BiDiff: Render Views",
 }

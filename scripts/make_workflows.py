@@ -128,6 +128,17 @@ WIDGETS: dict[str, list[str]] = {
     "PaperNodes_BiDiffLoadPrior": ["model_name"],
     "PaperNodes_BiDiffSamplePrior": ["prompt", "seed", "count", "steps", "guidance"],
     "PaperNodes_BiDiffMesh": ["resolution"],
+    "PaperNodes_BiDiffLoadModel": ["model_name"],
+    "PaperNodes_BiDiffGenerate": [
+        "prompt",
+        "shape_prompt",
+        "texture_prompt",
+        "seed",
+        "steps",
+        "text_scale",
+        "consistency_scale",
+        "lazy_t",
+    ],
     "PaperNodes_BiDiffRenderViews": ["views", "size", "elevation", "samples"],
 }
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
@@ -182,6 +193,8 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "PaperNodes_BiDiffLoadPrior": [("prior", "BIDIFF_PRIOR3D")],
     "PaperNodes_BiDiffSamplePrior": [("shapes", "BIDIFF_SHAPES")],
     "PaperNodes_BiDiffMesh": [("mesh", "MESH")],
+    "PaperNodes_BiDiffLoadModel": [("model", "BIDIFF_MODEL")],
+    "PaperNodes_BiDiffGenerate": [("shapes", "BIDIFF_SHAPES"), ("views", "IMAGE"), ("renders", "IMAGE")],
     "PaperNodes_BiDiffRenderViews": [("images", "IMAGE"), ("masks", "MASK")],
 }
 LINK_TYPES: dict[str, dict[str, str]] = {
@@ -224,6 +237,7 @@ LINK_TYPES: dict[str, dict[str, str]] = {
     "SaveGLB": {"mesh": "MESH"},
     "PaperNodes_BiDiffSamplePrior": {"prior": "BIDIFF_PRIOR3D"},
     "PaperNodes_BiDiffMesh": {"shapes": "BIDIFF_SHAPES"},
+    "PaperNodes_BiDiffGenerate": {"model": "BIDIFF_MODEL", "prior": "BIDIFF_PRIOR3D"},
     "PaperNodes_BiDiffRenderViews": {"shapes": "BIDIFF_SHAPES"},
 }
 
@@ -266,6 +280,8 @@ DISPLAY: dict[str, str] = {  # the title the UI draws for a node without its own
     "PaperNodes_BiDiffLoadPrior": "BiDiff: Load 3D Prior",
     "PaperNodes_BiDiffSamplePrior": "BiDiff: Sample 3D Prior",
     "PaperNodes_BiDiffMesh": "BiDiff: Shapes to Mesh",
+    "PaperNodes_BiDiffLoadModel": "BiDiff: Load Model",
+    "PaperNodes_BiDiffGenerate": "BiDiff: Generate 3D",
     "PaperNodes_BiDiffRenderViews": "BiDiff: Render Views",
 }
 # Text inputs the UI draws as multi-line boxes (taller than a one-line widget).
@@ -966,6 +982,43 @@ def bidiff_prior_graph() -> list[Node]:
     ]
 
 
+BIDIFF_MODEL = "papernodes-world-bidiff.safetensors"
+
+
+def bidiff_generate_graph() -> list[Node]:
+    """A world caption -> BiDiff (lazy start from the world prior, both branches) -> mesh, views, renders."""
+    return [
+        Node(1, "PaperNodes_BiDiffLoadPrior", {"model_name": PRIOR_3D}),
+        Node(2, "PaperNodes_BiDiffLoadModel", {"model_name": BIDIFF_MODEL}),
+        Node(
+            3,
+            "PaperNodes_BiDiffGenerate",
+            {
+                "prompt": "a yellow striped torus",
+                "shape_prompt": "",
+                "texture_prompt": "",
+                "seed": 0,
+                "steps": 25,
+                "text_scale": 7.0,
+                "consistency_scale": 7.0,
+                "lazy_t": 0.6,
+            },
+            links={"model": (2, 0), "prior": (1, 0)},
+        ),  # fmt: skip
+        Node(4, "PaperNodes_BiDiffMesh", {"resolution": 64}, links={"shapes": (3, 0)}),
+        Node(5, "SaveGLB", {"filename_prefix": "PaperNodes/bidiff_generate"}, links={"mesh": (4, 0)}),
+        Node(
+            6, "SaveImage", {"filename_prefix": "PaperNodes/bidiff_generate_views"}, links={"images": (3, 1)}
+        ),
+        Node(
+            7,
+            "SaveImage",
+            {"filename_prefix": "PaperNodes/bidiff_generate_renders"},
+            links={"images": (3, 2)},
+        ),
+    ]
+
+
 VIDEO_SD, VIDEO_MM = "diffusers/papernodes-world-sd", "papernodes-world-mm.safetensors"
 MOTION_PROMPT = "a red square {}orbiting on a dotted blue background"  # a subject the motion clips never show
 VIDEO_RUN = {"negative_prompt": "", "num_frames": 8, "width": 128, "height": 128, "steps": 25, "guidance": 9.0,
@@ -1134,11 +1187,25 @@ WORKFLOWS += [
         "BiDiff - text to 3D mesh with a 3D prior",
         "BiDiff (Ding et al. 2023), first stage: a 3D prior turns the prompt into a signed-distance shape with "
         "colours (BiDiff's 3D branch starts from it), exported as a mesh (Save 3D Model: open the GLB in "
-        "Preview3D) and rendered from 8 orbiting cameras. The bidirectional 2D + 3D sampler is not built yet.\n\n"
+        "Preview3D) and rendered from 8 orbiting cameras: the 3D-only starting point of the BiDiff workflow.\n\n"
         "Models: Shap-E (openai/shap-e, MIT) as a diffusers folder in models/diffusers/, loaded with BiDiff: Load "
         "Shap-E; or a grid prior in models/bidiff/. The demo uses papernodes-world-3d-prior, trained on the "
         "pack's procedural 3D world (six shapes, six colours, plain or striped).\n\n" + DEMO,
         bidiff_prior_graph,
+    ),
+    Workflow(
+        "bidiff_generate",
+        "BiDiff - text to 3D with 2D and 3D priors",
+        "BiDiff (Ding et al. 2023): a multi-view 2D diffusion and a 3D diffusion guide each other at every step; "
+        "the sampling starts lazily from the 3D prior's shape (lazy_t of the schedule), text and 3D consistency "
+        "are guided separately (the paper's 7 and 7), and separate shape / texture prompts steer geometry and "
+        "appearance. Outputs: the mesh (Save 3D Model -> Preview3D), the 2D branch's views and the renders of "
+        "the 3D result from the same cameras (they agree when the branches are consistent).\n\n"
+        "Models: a BiDiff model in models/bidiff/ (the paper released none; train one with "
+        "`python -m models.bidiff.train_bidiff`) and a 3D prior (Shap-E in models/diffusers/, or a grid prior "
+        "in models/bidiff/). The demo uses papernodes-world-bidiff and papernodes-world-3d-prior, trained on "
+        "the pack's 3D world.\n\n" + DEMO,
+        bidiff_generate_graph,
     ),
 ]
 OUT_DIR_API = (

@@ -10,7 +10,9 @@ import types
 
 import pytest
 import torch
+from papernodes.models.bidiff.demo import TINY_MV, TINY_VOL
 from papernodes.models.bidiff.grid_prior import GridPriorConfig, GridUNet, save_grid_prior
+from papernodes.models.bidiff.pipeline import BiDiffModel, save_bidiff
 from papernodes.models.bidiff.world import Primitive, Scene
 from papernodes.models.common.errors import InputError, WeightsNotFoundError
 
@@ -30,6 +32,7 @@ def nodes(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "folder_paths", fake)
     torch.manual_seed(0)
     save_grid_prior(GridUNet(TINY), tmp_path / "bidiff" / "tiny.safetensors")
+    save_bidiff(BiDiffModel(TINY_MV, TINY_VOL), tmp_path / "bidiff" / "tiny-bidiff.safetensors")
     from papernodes.nodes import bidiff
 
     return bidiff, tmp_path
@@ -117,3 +120,25 @@ def test_inputs_are_checked_by_name(nodes):
         nd.RenderViews().render([sphere], 0, 16, 0.0, 8)
     with pytest.raises(WeightsNotFoundError):
         nd.LoadGridPrior().load("../escape.safetensors")
+
+
+def test_generate_3d_with_and_without_a_prior(nodes):
+    nd, _ = nodes
+    model = nd.LoadBiDiff().load("tiny-bidiff.safetensors")[0]
+    prior = nd.LoadGridPrior().load("tiny.safetensors")[0]
+    shapes, views, renders = nd.Generate3D().generate(model, "a red cube", "", "", 0, 2, 7.0, 7.0, 0.6)
+    assert len(shapes) == 1 and shapes[0].source == "bidiff"
+    assert views.shape == (4, 16, 16, 3) and renders.shape == (4, 16, 16, 3)
+    assert 0 <= views.min() and views.max() <= 1 and 0 <= renders.min() and renders.max() <= 1
+    lazy = nd.Generate3D().generate(model, "a red cube", "a torus", "", 0, 4, 7.0, 7.0, 0.5, prior=prior)
+    assert not torch.equal(lazy[1], views)
+    (mesh,) = nd.ShapesToMesh().mesh(lazy[0], 16)
+    assert mesh.vertices.shape[0] == 1
+    with pytest.raises(InputError, match="model"):
+        nd.Generate3D().generate(prior, "a red cube", "", "", 0, 2, 7.0, 7.0, 0.6)
+    with pytest.raises(InputError, match="prior"):
+        nd.Generate3D().generate(model, "a red cube", "", "", 0, 2, 7.0, 7.0, 0.6, prior=model)
+    from papernodes.models.common.errors import WeightsFormatError
+
+    with pytest.raises(WeightsFormatError, match="not a BiDiff model"):
+        nd.LoadBiDiff().load("tiny.safetensors")  # a prior file picked in the model loader

@@ -20,6 +20,8 @@ NODES = (
     "PaperNodes_BiDiffSamplePrior",
     "PaperNodes_BiDiffMesh",
     "PaperNodes_BiDiffRenderViews",
+    "PaperNodes_BiDiffLoadModel",
+    "PaperNodes_BiDiffGenerate",
 )
 SHAP_E, BROKEN = "papernodes-test-shap-e", "papernodes-test-shap-e-no-prior"
 
@@ -87,6 +89,32 @@ def test_shap_e_folder_loads_and_samples_a_mesh(comfy_host, shap_e_folders):
 def _empty_prompt(prompt):
     prompt["2"]["inputs"]["prompt"] = "   "
     return ExecutionFailed, "prompt"
+
+
+def _generate_api() -> dict:
+    prompt = json.loads((REPO_ROOT / "example_workflows" / "api" / "bidiff_generate.json").read_text())
+    prompt["3"]["inputs"]["steps"] = 4  # the demo models in the test host are tiny random ones
+    prompt["4"]["inputs"]["resolution"] = 16
+    return prompt
+
+
+def test_generate_workflow_writes_a_glb_views_and_renders(comfy_host):
+    entry = comfy_host.run(_generate_api(), timeout=600)
+    assert len(comfy_host.output_files({"outputs": {"5": entry["outputs"]["5"]}})) == 1
+    for node in ("6", "7"):
+        files = comfy_host.output_files({"outputs": {node: entry["outputs"][node]}})
+        assert len(files) == 4  # one image per view
+        with Image.open(files[0]) as im:
+            assert im.size == (16, 16)
+
+
+def test_generate_with_a_prior_file_as_the_model_says_what_to_load(comfy_host):
+    prompt = _generate_api()
+    prompt["2"]["inputs"]["model_name"] = "papernodes-world-3d-prior.safetensors"
+    with pytest.raises(ExecutionFailed) as info:
+        comfy_host.run(prompt, timeout=600)
+    assert "not a BiDiff model" in str(info.value) and "train_bidiff" in str(info.value)
+    assert comfy_host.is_running()
 
 
 def _shap_e_without_prior(prompt):

@@ -57,6 +57,7 @@ def _widget_names(info: dict) -> list[str]:
 def test_there_is_a_workflow_per_shipped_method():
     mw, by_file = _workflows()
     assert sorted(wf.slug for wf in mw.WORKFLOWS) == [
+        "bidiff_generate",
         "bidiff_prior",
         "colorize",
         "dreamoving_depth",
