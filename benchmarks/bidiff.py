@@ -1,20 +1,27 @@
-"""BiDiff on the 3D world: does the 3D prior make what the caption says? — one run.
+"""BiDiff on the 3D world: does each branch make what the caption says, and do the branches agree? — one run.
 
-Rows (held-out captions: world seed 1, one object each; the prior trained on seed 0):
+Rows (held-out captions: world seed 1, one object each; the models trained on seed 0):
 - world scenes (exact SDF): the evaluator's ceiling (metrics.py: best-fit shape, palette colour, stripes);
 - world grids at the prior's resolution: what the grid representation itself can hold;
-- the 3D prior, prompted with each caption (DDIM `--steps`, guidance `--guidance`, seed = row index);
-- the 3D prior with the empty prompt (guidance 1): chance for a model that ignores the text.
-Each row: shape / colour / texture accuracy, mean best-fit IoU with the caption's primitive, seconds per
-shape. Peak RSS (high-water mark) of the whole run at the end.
+- 3D-only: the 3D prior, prompted with each caption (DDIM `--steps`, guidance `--guidance`, seed = index);
+- the 3D prior with the empty prompt (guidance 1): chance for a model that ignores the text;
+with `--model` (the paper's ablation, Sec. 4.3):
+- 2D-only: the multi-view model alone (no 3D control; text guidance `--text-scale`), its 3D read back from
+  its final views by the volume denoiser;
+- bidirectional from noise, and bidirectional with the lazy start from the 3D prior (`--lazy-t`);
+  both scales `--text-scale` / `--consistency-scale` (the paper: 7 / 7), `--bidiff-steps` DDIM steps.
+Each row: shape / colour / texture accuracy and mean best-fit IoU with the caption's primitive, all of the
+3D result (so every view, seen or not, counts); multi-view consistency = PSNR between the 2D branch's final
+views and the renders of the 3D result from the same cameras; seconds per shape. Peak RSS at the end.
 
-    python benchmarks/bidiff.py [--count 60] [--prior PATH] [--json benchmarks/results/bidiff-cpu.json]
+    python benchmarks/bidiff.py [--count 60] [--model PATH] [--json benchmarks/results/bidiff-cpu.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import sys
 import time
@@ -29,20 +36,29 @@ import papernodes_bootstrap  # noqa: E402  (the one bootstrap: the checkout as t
 papernodes_bootstrap.register()
 
 from papernodes.models.bidiff import metrics  # noqa: E402
-from papernodes.models.bidiff.demo import SHIPPED  # noqa: E402
+from papernodes.models.bidiff.demo import SHIPPED, SHIPPED_MODEL  # noqa: E402
 from papernodes.models.bidiff.grid_prior import grid_to_shape, load_grid_prior, scene_grid  # noqa: E402
+from papernodes.models.bidiff.pipeline import load_bidiff  # noqa: E402
 from papernodes.models.bidiff.world import make_scene  # noqa: E402
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) of two image sets in [-1, 1]."""
+    mse = ((a - b) / 2).square().mean().item()
+    return 10 * math.log10(1 / max(mse, 1e-10))
+
+
 def score(rows: list[tuple]) -> dict:
-    """rows: (report, primitive, seconds)."""
+    """rows: (report, primitive, seconds[, consistency PSNR])."""
     n = len(rows)
+    cons = [r[3] for r in rows if len(r) > 3]
     return {
-        "shape_accuracy": sum(r.shape == o.shape for r, o, _ in rows) / n,
-        "color_accuracy": sum(r.color == o.color for r, o, _ in rows) / n,
-        "texture_accuracy": sum(r.texture == o.texture for r, o, _ in rows) / n,
-        "caption_iou": sum(r.caption_iou for r, _, _ in rows) / n,
-        "seconds_per_shape": sum(s for _, _, s in rows) / n,
+        "consistency_psnr": sum(cons) / len(cons) if cons else None,
+        "shape_accuracy": sum(r[0].shape == r[1].shape for r in rows) / n,
+        "color_accuracy": sum(r[0].color == r[1].color for r in rows) / n,
+        "texture_accuracy": sum(r[0].texture == r[1].texture for r in rows) / n,
+        "caption_iou": sum(r[0].caption_iou for r in rows) / n,
+        "seconds_per_shape": sum(r[2] for r in rows) / n,
         "count": n,
     }
 
@@ -54,6 +70,15 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--resolution", type=int, default=32, help="evaluator grid")
+    ap.add_argument(
+        "--model",
+        default=str(SHIPPED_MODEL) if SHIPPED_MODEL.is_file() else None,
+        help="BiDiff model file (adds the ablation rows)",
+    )
+    ap.add_argument("--bidiff-steps", type=int, default=25)
+    ap.add_argument("--text-scale", type=float, default=7.0)
+    ap.add_argument("--consistency-scale", type=float, default=7.0)
+    ap.add_argument("--lazy-t", type=float, default=0.6)
     ap.add_argument("--json", default=None)
     ap.add_argument("--quiet-machine", action="store_true", help="record that nothing else ran")
     args = ap.parse_args()
@@ -62,6 +87,10 @@ def main() -> int:
     scenes = [make_scene(1, i) for i in range(args.count)]
     res = args.resolution
     rows: dict[str, list] = {"world_exact": [], "world_grid": [], "prior": [], "prior_no_text": []}
+    model = load_bidiff(args.model) if args.model else None
+    if model is not None:
+        rows.update({"2d_only": [], "bidirectional": [], "bidirectional_lazy": []})
+    kw = dict(steps=args.bidiff_steps, text_scale=args.text_scale, consistency_scale=args.consistency_scale)
     for i, scene in enumerate(scenes):
         o = scene.objects[0]
         t = time.perf_counter()
@@ -80,6 +109,14 @@ def main() -> int:
         grid = prior.sample_grids("", seed=i, steps=args.steps, guidance=1.0, unconditional=True)[0]
         shape = grid_to_shape(grid, prior.config.trunc)
         rows["prior_no_text"].append((metrics.evaluate(shape, o.shape, res), o, time.perf_counter() - t))
+        if model is not None:
+            for name, extra in (("2d_only", {"use_3d": False}), ("bidirectional", {}),
+                                ("bidirectional_lazy", {"prior": prior, "lazy_t": args.lazy_t})):  # fmt: skip
+                t = time.perf_counter()
+                out = model.generate(scene.caption, seed=i, **kw, **extra)
+                dt = time.perf_counter() - t
+                report = metrics.evaluate(out["shape"], o.shape, res)
+                rows[name].append((report, o, dt, psnr(out["views"], out["renders"])))
         if (i + 1) % 10 == 0:
             print(f"{i + 1}/{len(scenes)}", flush=True)
     table = {name: score(r) for name, r in rows.items()}
@@ -89,10 +126,11 @@ def main() -> int:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
     }
-    print(f"{'row':16s} shape  colour texture  IoU   s/shape")
+    print(f"{'row':20s} shape  colour texture  IoU  consistency  s/shape")
     for name, r in table.items():
-        print(f"{name:16s} {r['shape_accuracy']:5.1%} {r['color_accuracy']:6.1%} {r['texture_accuracy']:6.1%} "
-              f"{r['caption_iou']:5.2f} {r['seconds_per_shape']:7.3f}")  # fmt: skip
+        cons = f"{r['consistency_psnr']:6.2f} dB" if r["consistency_psnr"] is not None else "     -   "
+        print(f"{name:20s} {r['shape_accuracy']:5.1%} {r['color_accuracy']:6.1%} {r['texture_accuracy']:6.1%} "
+              f"{r['caption_iou']:5.2f}  {cons}  {r['seconds_per_shape']:7.3f}")  # fmt: skip
     print(f"peak RSS {out['peak_rss_mb']:.0f} MB, {out['threads']} torch threads")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
