@@ -152,3 +152,29 @@ def test_orbit_eye_positions():
 def test_errors_name_the_input(call, name):
     with pytest.raises(InputError, match=f"Input '{name}'"):
         call()
+
+
+def test_orbit_rig_cameras_look_at_the_origin_from_the_radius_evenly_in_azimuth():
+    views, radius, elevation = 6, 2.5, 30.0
+    K, E = C.orbit_rig(views, radius=radius, elevation_degrees=elevation, fov_degrees=40.0, width=W, height=H,
+                       azimuth_start=15.0, dtype=torch.float64)  # fmt: skip
+    assert K.shape == (views, 3, 3) and E.shape == (views, 4, 4) and K.dtype == E.dtype == torch.float64
+    torch.testing.assert_close(K, C.intrinsics_from_fov(40.0, W, H, dtype=torch.float64).expand(views, 3, 3))
+    centres = C.camera_center(E)
+    torch.testing.assert_close(centres.norm(dim=-1), torch.full((views,), radius, dtype=torch.float64))
+    torch.testing.assert_close(centres[:, 1], torch.full((views,), radius * math.sin(math.radians(elevation)),
+                                                         dtype=torch.float64))  # fmt: skip
+    # azimuth 0 looks from +z, 90 from +x (orbit_eye): evenly spaced from azimuth_start
+    azimuth = torch.rad2deg(torch.atan2(centres[:, 0], centres[:, 2]))
+    want = torch.tensor([15.0 + 360.0 * i / views for i in range(views)], dtype=torch.float64)
+    torch.testing.assert_close(torch.remainder(azimuth - want + 180.0, 360.0) - 180.0,
+                               torch.zeros(views, dtype=torch.float64), rtol=0, atol=1e-9)  # fmt: skip
+    uv, depth = C.project(torch.zeros(views, 1, 3, dtype=torch.float64), K, E)
+    torch.testing.assert_close(uv[:, 0], torch.tensor([W / 2, H / 2], dtype=torch.float64).expand(views, 2))
+    torch.testing.assert_close(depth[:, 0], torch.full((views,), radius, dtype=torch.float64))
+    above, _ = C.project(torch.tensor([[0.0, 0.1, 0.0]], dtype=torch.float64).expand(views, 1, 3), K, E)
+    assert bool((above[:, 0, 1] < H / 2).all())  # world up is image up in every view
+    with pytest.raises(InputError, match="Input 'views'"):
+        C.orbit_rig(0)
+    with pytest.raises(InputError, match="Input 'radius'"):
+        C.orbit_rig(2, radius=0.0)

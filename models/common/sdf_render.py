@@ -1,19 +1,35 @@
 """NeuS volume rendering of a signed distance field (Wang et al. 2021, "NeuS", Sec. 3.3), in pure torch.
 
-BiDiff renders its 3D branch's SDF into the multi-view images the 2D branch sees, and TriHuman renders its
-avatar the same way; both use this module. A ray's samples are n equal bins between near and far (bin
-midpoints, or jittered inside their bins when a generator is given: training); the SDF is evaluated at
-the n + 1 bin edges, and bin i's opacity is NeuS's discrete one,
+BiDiff renders its 3D branch's SDF into the multi-view images its 2D branch sees, and TriHuman renders its
+avatar the same way; both use this module, so one camera rig (camera.py) and one renderer serve both.
+
+Conventions: the SDF f is negative inside and positive outside (NeuS's and `models/bidiff/prior3d.py`'s);
+colours are whatever color_fn returns (sRGB 0..1 for Shape3D); rays have unit directions, so distances
+along a ray are world units; depth is the camera-frame z (OpenCV, camera.py).
+
+Sampling: a ray's interval [near, far] is cut into n equal sections (bins) whose n + 1 edges are
+t_k = near + k (far - near) / n. With a torch.Generator (training) every interior edge is jittered
+uniformly within half a bin of its place (stratified, and still ordered), so the geometry, not only the
+colour, is sampled at fresh depths each step. Colours are taken at the section midpoints, the "samples".
+
+Opacity: the SDF is evaluated at the section edges, and section i gets NeuS's discrete opacity
 
     alpha_i = clamp((Phi_s(f(t_i)) - Phi_s(f(t_i+1))) / Phi_s(f(t_i)), 0, 1),  Phi_s(x) = sigmoid(inv_s x),
 
-with f > 0 outside (our convention). Evaluating f at the bin edges instead of estimating the edges from
-the midpoint and the SDF's gradient (NeuS's own code) needs no gradient of f (the fields may be grids or
-MLPs without it) and is exact for the piecewise-linear f the estimate assumes. Colours are taken at the
-bin midpoints; weights w_i = T_i alpha_i with T_i = prod_{j<i} (1 - alpha_j); the image is
-sum w_i c_i + (1 - sum w_i) background. Rays are processed `chunk` at a time, so memory is bounded by
-chunk x samples whatever the image size. With near/far None, each ray is clipped to the cube
-[-bound, bound]^3 (the slab method) and rays that miss it are background.
+computed as -expm1(logsigmoid(inv_s f_i+1) - logsigmoid(inv_s f_i)), which is the same number without
+0/0 deep inside the shape (where both Phi_s underflow). Why the edges rather than NeuS's own code (the SDF
+at the midpoint, the section ends extrapolated with the SDF's gradient along the ray): it needs no gradient
+of f, so grids, analytic shapes and MLPs render alike, it is exact for the piecewise-linear f that estimate
+assumes, and it costs n + 1 SDF evaluations instead of n evaluations plus a backward pass.
+
+Compositing: T_i = prod_{j<i} (1 - alpha_j), w_i = T_i alpha_i; colour = sum w_i c_i + (1 - sum w_i)
+background; opacity = sum w_i; distance = sum w_i t_mid_i / max(opacity, 1e-10) (the weight-averaged
+distance of the visible surface, 0 where nothing is hit).
+
+Memory: rays are rendered `chunk` at a time, so the fields see chunk x (n + 1) points at once whatever the
+image size (with autograd on, the graph of every chunk is kept, as the backward pass needs it). With
+near/far None each ray is clipped to the cube [-bound, bound]^3 (slab method), where the shapes live;
+rays that miss it are background with opacity 0 and never reach the fields.
 """
 
 from __future__ import annotations
@@ -21,55 +37,100 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
-from .camera import pixel_rays, transform_points
+from .camera import pixel_rays
 from .errors import InputError
 
 Field = Callable[[torch.Tensor], torch.Tensor]
+Distance = float | torch.Tensor | None
 
 
 def _check_rays(origins: torch.Tensor, directions: torch.Tensor) -> None:
     for name, x in (("origins", origins), ("directions", directions)):
         if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[-1] != 3 or not x.is_floating_point():
-            got = f"shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            got = f"shape {list(x.shape)}, {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
             raise InputError(name, "floating-point rays [..., 3]", got)
     if origins.shape != directions.shape:
         raise InputError(
-            "directions", f"the shape of origins {list(origins.shape)}", f"{list(directions.shape)}"
+            "directions", f"the shape of origins {list(origins.shape)}", f"shape {list(directions.shape)}"
         )
+    if directions.dtype != origins.dtype or directions.device != origins.device:
+        raise InputError(
+            "directions",
+            f"the dtype and device of origins ({origins.dtype}, {origins.device})",
+            f"{directions.dtype}, {directions.device}",
+        )
+
+
+def _positive_int(value: int, name: str, expected: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(name, expected, repr(value))
+    return value
 
 
 def cube_interval(
     origins: torch.Tensor, directions: torch.Tensor, bound: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entry and exit distances [N] of rays [N, 3] through [-bound, bound]^3 (exit <= entry: a miss)."""
-    d = torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
+    """Entry and exit distances [...] of rays [..., 3] through [-bound, bound]^3 (slab method); the entry
+    is clamped to 0 (nothing behind the origin) and exit <= entry means the ray misses the cube."""
+    tiny = torch.full_like(directions, 1e-12)
+    d = torch.where(directions.abs() < 1e-12, torch.where(directions < 0, -tiny, tiny), directions)
     t0, t1 = (-bound - origins) / d, (bound - origins) / d
     near = torch.minimum(t0, t1).amax(-1).clamp_min(0)
     far = torch.maximum(t0, t1).amin(-1)
     return near, far
 
 
-def _render_chunk(sdf_fn, color_fn, o, d, near, far, samples, inv_s, background, generator):
+def _interval(value: Distance, name: str, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """near or far as a flat [N] tensor (a number or a tensor broadcastable to the rays' shape)."""
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    try:
+        return t.expand(shape).reshape(-1)
+    except RuntimeError:
+        raise InputError(
+            name, f"a number or a tensor broadcastable to {list(shape)}", f"shape {list(t.shape)}"
+        ) from None
+
+
+def _field(fn: Field, name: str, points: torch.Tensor, channels: int) -> torch.Tensor:
+    out = fn(points)
+    n = points.shape[0]
+    want = (n,) if channels == 1 else (n, channels)
+    if not isinstance(out, torch.Tensor) or out.numel() != n * channels:
+        got = f"shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(name, f"a {list(want)} tensor for {n} points", got)
+    return out.reshape(want).to(points.dtype)
+
+
+def _render_chunk(
+    sdf_fn: Field,
+    color_fn: Field,
+    o: torch.Tensor,
+    d: torch.Tensor,
+    near: torch.Tensor,
+    far: torch.Tensor,
+    samples: int,
+    inv_s: float | torch.Tensor,
+    background: torch.Tensor,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = o.shape[0]
-    edges = torch.linspace(0, 1, samples + 1, dtype=o.dtype, device=o.device)
-    t = near[:, None] + (far - near)[:, None] * edges  # [n, S + 1]
-    u = (
-        torch.rand(n, samples, generator=generator, dtype=o.dtype).to(o.device)
-        if generator is not None
-        else 0.5
-    )
-    mid = t[:, :-1] + (t[:, 1:] - t[:, :-1]) * u  # [n, S]
-    points_edge = o[:, None] + d[:, None] * t[..., None]
-    f = sdf_fn(points_edge.reshape(-1, 3)).reshape(n, samples + 1)
-    phi = torch.sigmoid(f * inv_s)
-    alpha = ((phi[:, :-1] - phi[:, 1:]) / phi[:, :-1].clamp_min(1e-6)).clamp(0, 1)
-    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1] + 1e-7], 1), 1)
+    step = (far - near)[:, None] / samples
+    edges = near[:, None] + step * torch.arange(samples + 1, dtype=o.dtype, device=o.device)  # [n, S + 1]
+    if generator is not None:  # interior edges jittered within +-half a bin: stratified and still ordered
+        u = torch.rand(n, samples - 1, generator=generator, dtype=o.dtype, device=generator.device)
+        edges = torch.cat([edges[:, :1], edges[:, 1:-1] + (u.to(o.device) - 0.5) * step, edges[:, -1:]], 1)
+    mid = (edges[:, :-1] + edges[:, 1:]) / 2  # [n, S]
+    f = _field(sdf_fn, "sdf_fn", (o[:, None] + d[:, None] * edges[..., None]).reshape(-1, 3), 1)
+    log_phi = F.logsigmoid(f.reshape(n, samples + 1) * inv_s)
+    alpha = (-torch.expm1(log_phi[:, 1:] - log_phi[:, :-1])).clamp(0, 1)  # (Phi_i - Phi_i+1) / Phi_i
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]], 1), 1)
     w = alpha * trans  # [n, S]
-    colors = color_fn((o[:, None] + d[:, None] * mid[..., None]).reshape(-1, 3)).reshape(n, samples, 3)
+    colors = _field(color_fn, "color_fn", (o[:, None] + d[:, None] * mid[..., None]).reshape(-1, 3), 3)
     opacity = w.sum(1)
-    rgb = (w[..., None] * colors.to(w.dtype)).sum(1) + (1 - opacity)[:, None] * background
-    distance = (w * mid).sum(1) / opacity.clamp_min(1e-6)
+    rgb = (w[..., None] * colors.reshape(n, samples, 3)).sum(1) + (1 - opacity)[:, None] * background
+    distance = (w * mid).sum(1) / opacity.clamp_min(1e-10)
     return rgb, opacity, distance
 
 
@@ -78,46 +139,54 @@ def render_rays(
     color_fn: Field,
     origins: torch.Tensor,
     directions: torch.Tensor,
-    near: float | torch.Tensor | None = None,
-    far: float | torch.Tensor | None = None,
+    near: Distance = None,
+    far: Distance = None,
     samples: int = 64,
     inv_s: float | torch.Tensor = 64.0,
-    background: Sequence[float] = (1.0, 1.0, 1.0),
+    background: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0),
     chunk: int = 4096,
     generator: torch.Generator | None = None,
     bound: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """rgb [..., 3], opacity [...], distance along the ray [...] (0 where nothing is hit) of unit rays."""
+    """NeuS-render rays (origins, unit directions [..., 3]) through an SDF and a colour field.
+
+    sdf_fn: points [N, 3] -> [N] (negative inside); color_fn: points [N, 3] -> [N, 3]. near/far: numbers or
+    per-ray tensors [...]; None clips to the cube [-bound, bound]^3. inv_s: NeuS's sharpness s (1 / the
+    standard deviation of the logistic density), a number or a (learnable) tensor. generator: jitter the
+    sections (training; then the result depends on `chunk` through the random draws). Returns rgb
+    [..., 3], opacity [...] and distance [...] along the ray (0 where nothing is hit), in origins' dtype,
+    differentiable w.r.t. everything the fields use and inv_s."""
     _check_rays(origins, directions)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise InputError("samples", "at least 2 samples per ray", repr(samples))
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise InputError("chunk", "a positive number of rays", repr(chunk))
+    _positive_int(samples, "samples", "at least 2 sections per ray", 2)
+    _positive_int(chunk, "chunk", "a positive number of rays per chunk")
+    s = torch.as_tensor(inv_s)
+    if s.numel() != 1 or not bool(s.detach() > 0):
+        raise InputError("inv_s", "one sharpness value > 0", repr(inv_s))
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
+        raise InputError("bound", "a half-size > 0 of the cube [-bound, bound]^3", repr(bound))
     shape = origins.shape[:-1]
     o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
+    bg = torch.as_tensor(background, dtype=o.dtype, device=o.device)
+    if bg.shape != (3,):
+        raise InputError("background", "an RGB colour (3 values)", repr(background))
     if near is None or far is None:
         lo, hi = cube_interval(o, d, bound)
-        near = lo if near is None else torch.as_tensor(near, dtype=o.dtype, device=o.device).expand_as(lo)
-        far = hi if far is None else torch.as_tensor(far, dtype=o.dtype, device=o.device).expand_as(hi)
-    else:
-        near = torch.as_tensor(near, dtype=o.dtype, device=o.device).expand(o.shape[0])
-        far = torch.as_tensor(far, dtype=o.dtype, device=o.device).expand(o.shape[0])
-    hit = far > near
-    bg = torch.as_tensor(background, dtype=o.dtype, device=o.device)
-    rgb = bg.expand(o.shape[0], 3).clone()
+    near = lo if near is None else _interval(near, "near", shape, o)
+    far = hi if far is None else _interval(far, "far", shape, o)
+
+    idx = (far > near).nonzero().squeeze(1)  # rays with something to march through
+    parts = [
+        _render_chunk(sdf_fn, color_fn, o[j], d[j], near[j], far[j], samples, inv_s, bg, generator)
+        for j in idx.split(chunk)
+    ]
+    rgb = bg.expand(o.shape[0], 3)
     opacity, distance = o.new_zeros(o.shape[0]), o.new_zeros(o.shape[0])
-    idx = hit.nonzero().squeeze(1)
-    parts = []
-    for i in range(0, len(idx), chunk):
-        j = idx[i : i + chunk]
-        parts.append(
-            (j, *_render_chunk(sdf_fn, color_fn, o[j], d[j], near[j], far[j], samples, inv_s, bg, generator))
-        )
-    if parts:  # index_put keeps the graph (gradients reach the fields' parameters)
-        j = torch.cat([p[0] for p in parts])
-        rgb = rgb.index_put((j,), torch.cat([p[1] for p in parts]))
-        opacity = opacity.index_put((j,), torch.cat([p[2] for p in parts]))
-        distance = distance.index_put((j,), torch.cat([p[3] for p in parts]))
+    if parts:  # out-of-place index_put keeps the graph (gradients reach the fields' parameters)
+        rgb = rgb.index_put((idx,), torch.cat([p[0] for p in parts]))
+        opacity = opacity.index_put((idx,), torch.cat([p[1] for p in parts]))
+        distance = distance.index_put((idx,), torch.cat([p[2] for p in parts]))
+    else:
+        rgb = rgb.clone()
     return {
         "rgb": rgb.reshape(*shape, 3),
         "opacity": opacity.reshape(shape),
@@ -132,21 +201,28 @@ def render_views(
     world_to_camera: torch.Tensor,
     height: int,
     width: int,
+    mask_threshold: float = 0.5,
     **kw,
 ) -> dict[str, torch.Tensor]:
-    """image [V, H, W, 3], mask (opacity) [V, H, W], depth (camera-frame z of the expected hit; 0 where
-    empty) [V, H, W] from cameras K [V, 3, 3] or [3, 3] and world -> camera [V, 4, 4] (camera.py)."""
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(name, "a positive number of pixels", repr(value))
-    if world_to_camera.ndim == 2:
-        world_to_camera = world_to_camera[None]
-    K = K.expand(world_to_camera.shape[0], 3, 3) if K.ndim == 2 else K
-    origins, dirs = pixel_rays(K, world_to_camera, height, width)
+    """Render V pinhole views (camera.py's OpenCV convention, one ray per pixel centre) of an SDF.
+
+    K [V, 3, 3] or [3, 3], world_to_camera [V, 4, 4] or [4, 4]; `kw` go to render_rays (samples, inv_s,
+    background, chunk, near, far, generator, bound). Returns image [V, H, W, 3], mask (the opacity, soft)
+    [V, H, W] and depth [V, H, W]: the camera-frame z of the expected hit, 0 where the opacity is at most
+    `mask_threshold` (a crisp silhouette for depth maps)."""
+    _positive_int(height, "height", "a positive number of pixels")
+    _positive_int(width, "width", "a positive number of pixels")
+    for name, x, tail in (("K", K, (3, 3)), ("world_to_camera", world_to_camera, (4, 4))):
+        if not isinstance(x, torch.Tensor) or x.ndim not in (2, 3) or tuple(x.shape[-2:]) != tail:
+            got = f"shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InputError(name, f"a [V, {tail[0]}, {tail[1]}] or [{tail[0]}, {tail[1]}] tensor", got)
+    K = K if K.ndim == 3 else K[None]
+    E = world_to_camera if world_to_camera.ndim == 3 else world_to_camera[None]
+    if K.shape[0] != E.shape[0] and 1 not in (K.shape[0], E.shape[0]):
+        raise InputError("K", f"1 or {E.shape[0]} cameras (as world_to_camera)", f"{K.shape[0]}")
+    origins, dirs = pixel_rays(K, E, height, width)  # [V, H, W, 3]
     out = render_rays(sdf_fn, color_fn, origins, dirs, **kw)
-    points = origins + dirs * out["distance"][..., None]
-    z = transform_points(world_to_camera, points.reshape(points.shape[0], -1, 3))[..., 2]
-    depth = torch.where(
-        out["opacity"] > 0.5, z.reshape(out["opacity"].shape), torch.zeros_like(out["opacity"])
-    )
+    cos = (dirs * E[:, None, None, 2, :3].to(dirs.dtype)).sum(-1)  # camera z of a unit step along the ray
+    visible = out["opacity"] > mask_threshold
+    depth = torch.where(visible, out["distance"] * cos, torch.zeros_like(out["distance"]))
     return {"image": out["rgb"], "mask": out["opacity"], "depth": depth}
