@@ -142,3 +142,21 @@ def test_generate_3d_with_and_without_a_prior(nodes):
 
     with pytest.raises(WeightsFormatError, match="not a BiDiff model"):
         nd.LoadBiDiff().load("tiny.safetensors")  # a prior file picked in the model loader
+
+
+def test_refine_moves_the_shape_and_keeps_the_model_untouched(nodes):
+    nd, _ = nodes
+    model = nd.LoadBiDiff().load("tiny-bidiff.safetensors")[0]
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))  # a fresh model's zero output layer would give no score
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    (scratch,) = nd.Refine3D().refine(model, "a red cube", 3, 0.05, 7.0, 0)
+    sphere = Scene((Primitive("sphere", "blue", size=0.5),)).shape3d()
+    (refined,) = nd.Refine3D().refine(model, "a red cube", 3, 0.05, 7.0, 0, shapes=[sphere])
+    p = torch.tensor([[0.0, 0.0, 0.0], [0.45, 0.0, 0.0], [0.9, 0.0, 0.0]])
+    assert refined[0].sdf(p)[0] < 0 and refined[0].sdf(p)[2] > 0  # still the sphere, moved a little
+    assert not torch.allclose(refined[0].sdf(p), sphere.sdf(p), atol=1e-4)
+    assert len(scratch) == 1 and scratch[0].source == "bidiff refined"
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(InputError, match="prompt"):
+        nd.Refine3D().refine(model, " ", 3, 0.05, 7.0, 0)
