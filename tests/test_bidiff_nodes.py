@@ -158,5 +158,6 @@ def test_refine_moves_the_shape_and_keeps_the_model_untouched(nodes):
     assert not torch.allclose(refined[0].sdf(p), sphere.sdf(p), atol=1e-4)
     assert len(scratch) == 1 and scratch[0].source == "bidiff refined"
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())  # flags put back (the model is shared)
     with pytest.raises(InputError, match="prompt"):
         nd.Refine3D().refine(model, " ", 3, 0.05, 7.0, 0)

@@ -63,15 +63,29 @@ def refine(
         raise InputError("grid", f"a model-space grid [4, {r}, {r}, {r}]", f"shape {list(start.shape)}")
     param = torch.nn.Parameter(start)
     opt = torch.optim.Adam([param], lr=lr)
+    g = torch.Generator().manual_seed(int(seed))
+    tokens = model.tokens([prompt])
+    flags = [p.requires_grad for p in model.parameters()]
+    try:  # the model is shared (ComfyUI caches it): only the grid learns, and the flags are put back
+        for p in model.parameters():
+            p.requires_grad_(False)
+        _descend(
+            model, param, opt, steps, tokens, guidance, t_range, tv_weight, g, progress, should_stop, on_step
+        )
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+    return param.detach()
+
+
+def _descend(
+    model, param, opt, steps, tokens, guidance, t_range, tv_weight, g, progress, should_stop, on_step
+):
     sched = model.scheduler
     abar = sched.alphas_cumprod.float()
     T = sched.config.num_train_timesteps
-    g = torch.Generator().manual_seed(int(seed))
-    tokens = model.tokens([prompt])
     null = torch.zeros_like(tokens)
     mv = model.multiview
-    for p in model.parameters():
-        p.requires_grad_(False)
     for step in range(steps):
         if should_stop is not None and should_stop():
             raise InterruptedError("BiDiff refinement was cancelled")
@@ -99,7 +113,6 @@ def refine(
             on_step(step + 1, param.detach())
         if progress is not None:
             progress(step + 1, steps)
-    return param.detach()
 
 
 def refined_shape(model: BiDiffModel, prompt: str, start: Shape3D | None = None, **kw) -> Shape3D:
