@@ -252,10 +252,11 @@ class Refine3D:
         total = steps * len(starts)
         report = progress_callback(total)
         out = []
-        for i, start in enumerate(starts):
-            tick = lambda k, n, done=i * steps: report(done + k, total)  # noqa: E731
-            out.append(refined_shape(model, prompt, start, steps=steps, lr=learning_rate, guidance=guidance,
-                                     seed=seed, progress=tick))  # fmt: skip
+        with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
+            for i, start in enumerate(starts):
+                tick = lambda k, n, done=i * steps: report(done + k, total)  # noqa: E731
+                out.append(refined_shape(model, prompt, start, steps=steps, lr=learning_rate, guidance=guidance,
+                                         seed=seed, progress=tick))  # fmt: skip
         return (out,)
 
 

@@ -128,6 +128,7 @@ WIDGETS: dict[str, list[str]] = {
     "PaperNodes_BiDiffLoadPrior": ["model_name"],
     "PaperNodes_BiDiffSamplePrior": ["prompt", "seed", "count", "steps", "guidance"],
     "PaperNodes_BiDiffMesh": ["resolution"],
+    "PaperNodes_BiDiffRefine": ["prompt", "steps", "learning_rate", "guidance", "seed"],
     "PaperNodes_BiDiffLoadModel": ["model_name"],
     "PaperNodes_BiDiffGenerate": [
         "prompt",
@@ -193,6 +194,7 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "PaperNodes_BiDiffLoadPrior": [("prior", "BIDIFF_PRIOR3D")],
     "PaperNodes_BiDiffSamplePrior": [("shapes", "BIDIFF_SHAPES")],
     "PaperNodes_BiDiffMesh": [("mesh", "MESH")],
+    "PaperNodes_BiDiffRefine": [("shapes", "BIDIFF_SHAPES")],
     "PaperNodes_BiDiffLoadModel": [("model", "BIDIFF_MODEL")],
     "PaperNodes_BiDiffGenerate": [("shapes", "BIDIFF_SHAPES"), ("views", "IMAGE"), ("renders", "IMAGE")],
     "PaperNodes_BiDiffRenderViews": [("images", "IMAGE"), ("masks", "MASK")],
@@ -237,6 +239,7 @@ LINK_TYPES: dict[str, dict[str, str]] = {
     "SaveGLB": {"mesh": "MESH"},
     "PaperNodes_BiDiffSamplePrior": {"prior": "BIDIFF_PRIOR3D"},
     "PaperNodes_BiDiffMesh": {"shapes": "BIDIFF_SHAPES"},
+    "PaperNodes_BiDiffRefine": {"model": "BIDIFF_MODEL", "shapes": "BIDIFF_SHAPES"},
     "PaperNodes_BiDiffGenerate": {"model": "BIDIFF_MODEL", "prior": "BIDIFF_PRIOR3D"},
     "PaperNodes_BiDiffRenderViews": {"shapes": "BIDIFF_SHAPES"},
 }
@@ -280,6 +283,7 @@ DISPLAY: dict[str, str] = {  # the title the UI draws for a node without its own
     "PaperNodes_BiDiffLoadPrior": "BiDiff: Load 3D Prior",
     "PaperNodes_BiDiffSamplePrior": "BiDiff: Sample 3D Prior",
     "PaperNodes_BiDiffMesh": "BiDiff: Shapes to Mesh",
+    "PaperNodes_BiDiffRefine": "BiDiff: Refine 3D",
     "PaperNodes_BiDiffLoadModel": "BiDiff: Load Model",
     "PaperNodes_BiDiffGenerate": "BiDiff: Generate 3D",
     "PaperNodes_BiDiffRenderViews": "BiDiff: Render Views",
@@ -1016,6 +1020,30 @@ def bidiff_generate_graph() -> list[Node]:
             {"filename_prefix": "PaperNodes/bidiff_generate_renders"},
             links={"images": (3, 2)},
         ),
+        Node(
+            8,
+            "PaperNodes_BiDiffRefine",
+            {
+                "prompt": "a yellow striped torus",
+                "steps": 100,
+                "learning_rate": 0.02,
+                "guidance": 7.0,
+                "seed": 0,
+            },
+            links={"model": (2, 0), "shapes": (3, 0)},
+        ),
+        Node(
+            9,
+            "PaperNodes_BiDiffRenderViews",
+            {"views": 4, "size": 128, "elevation": 20.0, "samples": 64},
+            links={"shapes": (8, 0)},
+        ),
+        Node(
+            10,
+            "SaveImage",
+            {"filename_prefix": "PaperNodes/bidiff_generate_refined"},
+            links={"images": (9, 0)},
+        ),
     ]
 
 
@@ -1200,7 +1228,8 @@ WORKFLOWS += [
         "the sampling starts lazily from the 3D prior's shape (lazy_t of the schedule), text and 3D consistency "
         "are guided separately (the paper's 7 and 7), and separate shape / texture prompts steer geometry and "
         "appearance. Outputs: the mesh (Save 3D Model -> Preview3D), the 2D branch's views and the renders of "
-        "the 3D result from the same cameras (they agree when the branches are consistent).\n\n"
+        "the 3D result from the same cameras (they agree when the branches are consistent), and the result "
+        "refined by 100 steps of score distillation (Refine 3D), rendered.\n\n"
         "Models: a BiDiff model in models/bidiff/ (the paper released none; train one with "
         "`python -m models.bidiff.train_bidiff`) and a 3D prior (Shap-E in models/diffusers/, or a grid prior "
         "in models/bidiff/). The demo uses papernodes-world-bidiff and papernodes-world-3d-prior, trained on "

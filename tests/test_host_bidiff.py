@@ -95,17 +95,19 @@ def _generate_api() -> dict:
     prompt = json.loads((REPO_ROOT / "example_workflows" / "api" / "bidiff_generate.json").read_text())
     prompt["3"]["inputs"]["steps"] = 4  # the demo models in the test host are tiny random ones
     prompt["4"]["inputs"]["resolution"] = 16
+    prompt["8"]["inputs"]["steps"] = 2
+    prompt["9"]["inputs"].update(size=32, samples=16)
     return prompt
 
 
 def test_generate_workflow_writes_a_glb_views_and_renders(comfy_host):
     entry = comfy_host.run(_generate_api(), timeout=600)
     assert len(comfy_host.output_files({"outputs": {"5": entry["outputs"]["5"]}})) == 1
-    for node in ("6", "7"):
+    for node, size in (("6", 16), ("7", 16), ("10", 32)):
         files = comfy_host.output_files({"outputs": {node: entry["outputs"][node]}})
         assert len(files) == 4  # one image per view
         with Image.open(files[0]) as im:
-            assert im.size == (16, 16)
+            assert im.size == (size, size)
 
 
 def test_generate_with_a_prior_file_as_the_model_says_what_to_load(comfy_host):

@@ -65,15 +65,18 @@ def refine(
     opt = torch.optim.Adam([param], lr=lr)
     g = torch.Generator().manual_seed(int(seed))
     tokens = model.tokens([prompt])
-    flags = [p.requires_grad for p in model.parameters()]
-    try:  # the model is shared (ComfyUI caches it): only the grid learns, and the flags are put back
-        for p in model.parameters():
+    # the model is shared (ComfyUI caches it): only the grid learns, and the flags are put back; tensors made
+    # in inference mode (a model loaded inside ComfyUI) never record gradients and cannot be switched
+    switch = [p for p in model.parameters() if p.requires_grad and not p.is_inference()]
+    flags = [True] * len(switch)
+    try:
+        for p in switch:
             p.requires_grad_(False)
         _descend(
             model, param, opt, steps, tokens, guidance, t_range, tv_weight, g, progress, should_stop, on_step
         )
     finally:
-        for p, flag in zip(model.parameters(), flags, strict=True):
+        for p, flag in zip(switch, flags, strict=True):
             p.requires_grad_(flag)
     return param.detach()
 
