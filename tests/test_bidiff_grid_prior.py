@@ -167,3 +167,14 @@ def test_world_scene_items_are_reproducible():
     ds = T.WorldGrids(cfg, G.GridPriorConfig(resolution=8))
     assert torch.equal(ds[2]["grid"], ds[2]["grid"])
     assert make_scene(0, 2).caption.split()[-1] in TINY.vocabulary
+
+
+@pytest.mark.slow
+def test_reproduce_quick_runs_both_stages_into_a_weights_folder(tmp_path):
+    from papernodes.models.bidiff import reproduce
+    from papernodes.models.bidiff.pipeline import load_bidiff
+
+    code = reproduce.main(["--quick", "--cache", str(tmp_path / "runs"), "--weights", str(tmp_path / "w")])
+    assert code == 0
+    assert G.load_grid_prior(tmp_path / "w" / "grid_prior.safetensors").config.resolution == 16
+    assert load_bidiff(tmp_path / "w" / "bidiff.safetensors").volume.config.views == 4
