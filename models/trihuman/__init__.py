@@ -3,4 +3,6 @@
 skinning (linear blend and dual-quaternion skinning of the deformable template), uv_raster (per-vertex
 attributes rasterised into UV space: the motion texture), closest_face (closest surface point among
 candidate faces -> texture-cube coordinates (u, v, d)). Pure torch: no CUDA extensions.
+triplane (the tri-plane generator: U-Net with 3D-aware convolutions, motion code, tri-plane sampling),
+fields (positional encoding, SDF MLP with geometric init and weight norm, IDR colour MLP, NeuS variance).
 """
