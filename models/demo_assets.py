@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bidiff.demo import write_bidiff_demo_prior
 from .common.saving import save_diffusers_folder, save_single_file
 from .common.tiny import build_tiny_components
 from .dreamoving.demo import write_dreamoving_demo_assets
-from .bidiff.demo import write_bidiff_demo_prior
 from .handdiffuse.demo import write_hands_demo_model
 
 DEMO_COLORIZER = "papernodes-demo-colorizer"
