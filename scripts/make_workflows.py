@@ -971,7 +971,7 @@ def bidiff_prior_graph() -> list[Node]:
         Node(
             2,
             "PaperNodes_BiDiffSamplePrior",
-            {"prompt": "a yellow striped torus", "seed": 0, "count": 1, "steps": 25, "guidance": 3.0},
+            {"prompt": "a red striped cylinder", "seed": 0, "count": 1, "steps": 25, "guidance": 3.0},
             links={"prior": (1, 0)},
         ),
         Node(3, "PaperNodes_BiDiffMesh", {"resolution": 64}, links={"shapes": (2, 0)}),
@@ -998,7 +998,7 @@ def bidiff_generate_graph() -> list[Node]:
             3,
             "PaperNodes_BiDiffGenerate",
             {
-                "prompt": "a yellow striped torus",
+                "prompt": "a red striped cylinder",
                 "shape_prompt": "",
                 "texture_prompt": "",
                 "seed": 0,
@@ -1024,7 +1024,7 @@ def bidiff_generate_graph() -> list[Node]:
             8,
             "PaperNodes_BiDiffRefine",
             {
-                "prompt": "a yellow striped torus",
+                "prompt": "a red striped cylinder",
                 "steps": 100,
                 "learning_rate": 0.02,
                 "guidance": 7.0,

@@ -163,5 +163,4 @@ def test_3d_world_files_are_self_describing_and_load():
     from papernodes.models.bidiff.pipeline import load_bidiff
 
     assert load_grid_prior(SHIPPED).config.resolution == 16
-    if SHIPPED_MODEL.is_file():
-        assert load_bidiff(SHIPPED_MODEL).volume.config.views == 4
+    assert load_bidiff(SHIPPED_MODEL).volume.config.views == 4
