@@ -6,8 +6,8 @@
 Stages: `prior` (train_prior.py: the grid prior, 4 000 steps, batch 16), `bidiff` (train_bidiff.py: both
 branches, PRIOR/BIDIFF steps below). Runs resume from their checkpoints (`--resume auto`), so an interrupted
 reproduce continues where it stopped. Shipped files (float16) go to models/proving_ground/weights/world_3d/;
-runs live in --cache. Use 1 torch thread per process when several run (OMP_NUM_THREADS=1): the two runs
-took about 90 min side by side on 2 cores (2026-12-04).
+runs live in --cache. Use 1 torch thread per process when several run (OMP_NUM_THREADS=1): on 2 cores
+side by side, 1 thread each (2026-12-04), the prior took 97 min and the BiDiff model 80 min.
 """
 
 from __future__ import annotations
