@@ -15,7 +15,6 @@ File: one `.safetensors` with the JSON config in its metadata (key "bidiff_grid_
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.errors import InputError, WeightsFormatError
+from ..common.config_file import load_with_config, save_with_config
+from ..common.errors import InputError
 from .prior3d import Prior3D, Shape3D, check_prompt, grid_shape
 from .world import world_vocabulary
 
@@ -254,35 +254,16 @@ class GridPrior(Prior3D):
 
 
 def save_grid_prior(model: GridUNet, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={META_KEY: json.dumps(asdict(model.config))})
-    return path
+    return save_with_config(model, path, META_KEY, asdict(model.config), dtype)
 
 
 def load_grid_prior(path: str | Path, device: torch.device | str = "cpu") -> GridPrior:
     """A GridPrior from a file of `save_grid_prior` (weights computed in float32)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"3D prior file '{path}' not found")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:
-        raise WeightsFormatError(f"'{path.name}' is not a readable .safetensors file ({exc})") from None
-    if META_KEY not in meta:
-        raise WeightsFormatError(
-            f"'{path.name}' is not a BiDiff grid prior (no '{META_KEY}' metadata); "
-            "train one with `python -m models.bidiff.train_prior` or load Shap-E with 'BiDiff: Load Shap-E'"
-        )
-    raw = json.loads(meta[META_KEY])
+    state, raw = load_with_config(
+        path, META_KEY, "BiDiff grid prior",
+        "train one with `python -m models.bidiff.train_prior` or load Shap-E with 'BiDiff: Load Shap-E'",
+    )  # fmt: skip
     raw["channels"] = tuple(raw["channels"])
     model = GridUNet(GridPriorConfig(**raw))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.load_state_dict(state)
     return GridPrior(model, device)

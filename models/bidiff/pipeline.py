@@ -19,14 +19,14 @@ metadata (key "bidiff_model").
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from ..common.errors import InputError, WeightsFormatError
+from ..common.config_file import load_with_config, save_with_config
+from ..common.errors import InputError
 from .grid_prior import TRUNC, grid_to_shape, noise_scheduler, tokenize
 from .multiview import MultiViewConfig, MultiViewUNet
 from .prior3d import Prior3D, Shape3D, check_prompt
@@ -149,36 +149,16 @@ def noise_scheduler_for_views():
 
 
 def save_bidiff(model: BiDiffModel, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    from safetensors.torch import save_file
-
-    path = Path(path)
     meta = {"multiview": asdict(model.multiview.config), "volume": asdict(model.volume.config)}
-    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={META_KEY: json.dumps(meta)})
-    return path
+    return save_with_config(model, path, META_KEY, meta, dtype)
 
 
 def load_bidiff(path: str | Path, device: torch.device | str = "cpu") -> BiDiffModel:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"BiDiff model '{path}' not found")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except Exception as exc:
-        raise WeightsFormatError(f"'{path.name}' is not a readable .safetensors file ({exc})") from None
-    if META_KEY not in meta:
-        raise WeightsFormatError(
-            f"'{path.name}' is not a BiDiff model (no '{META_KEY}' metadata); train one with "
-            "`python -m models.bidiff.train_bidiff`"
-        )
-    raw = json.loads(meta[META_KEY])
+    state, raw = load_with_config(
+        path, META_KEY, "BiDiff model", "train one with `python -m models.bidiff.train_bidiff`"
+    )
     mv, vol = raw["multiview"], raw["volume"]
     mv["channels"], vol["channels"] = tuple(mv["channels"]), tuple(vol["channels"])
     model = BiDiffModel(MultiViewConfig(**mv), VolumeConfig(**vol))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.load_state_dict(state)
     return model.eval().to(device)
