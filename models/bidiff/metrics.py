@@ -9,6 +9,7 @@ surface is white. No learnt model: the evaluator cannot share a generator's blin
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -32,22 +33,27 @@ def occupancy(shape: Shape3D, resolution: int = 32) -> torch.Tensor:
         return shape.sdf(grid_points(resolution)) < 0
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    union = (a | b).sum().item()
-    return (a & b).sum().item() / union if union else 1.0
+@functools.lru_cache(maxsize=16)
+def reference_occupancies(shape: str, resolution: int) -> torch.Tensor:
+    """[K, R^3] bool: the centred primitive `shape` at every fitted size and yaw (built once per resolution;
+    every evaluation compares against the same references). Only the cube's yaw matters: the others are
+    round about y."""
+    from .world import primitive_sdf
+
+    p = grid_points(resolution)
+    yaws = YAWS if shape == "cube" else (0.0,)
+    return torch.stack(
+        [primitive_sdf(Primitive(shape, "red", size=s, yaw=y), p) < 0 for s in SIZES for y in yaws]
+    )
 
 
 def best_fit_iou(occ: torch.Tensor, shape: str, resolution: int = 32) -> float:
     """Highest IoU of `occ` with the centred primitive `shape` over the world's sizes and yaws."""
-    from .world import primitive_sdf
-
-    p = grid_points(resolution)
-    best = 0.0
-    for size in SIZES:
-        for yaw in YAWS if shape not in ("sphere", "cylinder", "cone", "torus", "capsule") else (0.0,):
-            ref = primitive_sdf(Primitive(shape, "red", size=size, yaw=yaw), p) < 0
-            best = max(best, _iou(occ, ref))
-    return best
+    refs = reference_occupancies(shape, resolution)
+    inter = (refs & occ).sum(-1)
+    union = (refs | occ).sum(-1)
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter, dtype=torch.float32))
+    return float(iou.max())
 
 
 def surface_colors(shape: Shape3D, resolution: int = 32) -> torch.Tensor:
