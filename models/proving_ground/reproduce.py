@@ -126,9 +126,11 @@ def stage_colorize(weights: Path, cache: Path, quick: bool) -> None:
     from ..colorize import train as colorize_train
     from .train_base import world_images
 
+    # Scenes with the world's color priors (world.PALETTES, issue 19): from luminance alone red, purple and
+    # blue are nearly equal, so only a prior (each shape and texture has a typical color) makes color learnable.
     n = 64 if quick else 3000
-    images, _ = world_images(n, seed=2, cache_dir=cache)
-    data = cache / f"colorize-data-{n}"
+    images, _ = world_images(n, seed=2, cache_dir=cache, palette="prior")
+    data = cache / f"colorize-data-prior-{n}"
     if not (data / f"{n - 1:05d}.png").is_file():
         data.mkdir(parents=True, exist_ok=True)
         for i, im in enumerate(images):
@@ -147,13 +149,20 @@ def stage_colorize(weights: Path, cache: Path, quick: bool) -> None:
 
 def stage_lcm(weights: Path, cache: Path, quick: bool) -> None:
     from ..common.loading import load_components
-    from .train_base import PosteriorLatents, scaled_linear_alphas_cumprod, to_pixels, world_images
+    from .train_base import (
+        TEACHER_PHASES,
+        PosteriorLatents,
+        scaled_linear_alphas_cumprod,
+        teacher_scenes,
+        to_pixels,
+    )
     from .train_lcm import LCMSettings, distill_lcm
 
     comps = load_components(zoo.base_dir(weights))
-    # The teacher's training scenes (seed 1); their posteriors are encoded again here (~3 min on 2 cores):
-    # a stage reads only the shipped weights, never another stage's in-memory state.
-    images, captions = world_images(64 if quick else 12000, 1, cache_dir=cache)
+    # The teacher's last phase's training scenes (seed 1); their posteriors are encoded again here (~3 min on
+    # 2 cores): a stage reads only the shipped weights, never another stage's in-memory state.
+    final = TEACHER_PHASES[-1]
+    images, captions = teacher_scenes(replace(final, images=64) if quick else final, cache)
     latents_fn = PosteriorLatents(comps.vae, to_pixels(images))
 
     def encode_text(texts: list[str]) -> torch.Tensor:
@@ -175,9 +184,10 @@ def stage_lcm(weights: Path, cache: Path, quick: bool) -> None:
 def stage_swiftbrush(weights: Path, cache: Path, quick: bool) -> None:
     """Our SwiftBrush trainer: variational score distillation from the teacher, captions only, no images."""
     from ..swiftbrush import train as swiftbrush_train
-    from .train_base import world_images
+    from .train_base import TEACHER_PHASES, teacher_scenes
 
-    _, captions = world_images(64 if quick else 12000, seed=3, cache_dir=cache)
+    final = TEACHER_PHASES[-1]  # the teacher's last distribution, another seed
+    _, captions = teacher_scenes(replace(final, images=64) if quick else final, cache, seed=3)
     prompts = cache / "swiftbrush-prompts.txt"
     prompts.write_text("\n".join(sorted(set(captions))) + "\n")
     out = cache / ("swiftbrush-run-quick" if quick else "swiftbrush-run")

@@ -77,6 +77,21 @@ COUNT_WORDS = {2: "two", 3: "three"}
 EDIT_KINDS: tuple[str, ...] = ("color", "shape", "background", "texture")
 SPLITS = {"train": 0x7A1E, "heldout": 0x4E1D}  # salts of the per-index seed streams
 
+# Scene distributions (issue 19). "full": the whole grammar (1-3 objects in up to 3 groups). "focus": one
+# group of one or two large objects, the distribution the small teacher learns within a few CPU hours
+# (measured: real focus scenes keep their shape through the VAE far better than full ones, and the full
+# grammar's teacher drew blobs); full-grammar captions stay as the held-out generalisation rows.
+LAYOUTS: tuple[str, ...] = ("full", "focus")
+# Palettes. "uniform": every contrasting color equally likely. "prior": each shape and each texture has a
+# typical color (taken with probability PRIOR_STRENGTH when it contrasts), the kind of semantic prior real
+# colorization relies on (sky blue, grass green); without one, colors of equal luma cannot be told apart.
+PALETTES: tuple[str, ...] = ("uniform", "prior")
+PRIOR_STRENGTH = 0.8
+SHAPE_PRIOR_COLORS = {"circle": "yellow", "square": "blue", "triangle": "green", "star": "black",
+                      "ring": "orange", "cross": "red"}  # fmt: skip
+TEXTURE_PRIOR_COLORS = {"solid": "white", "striped": "purple", "checkered": "cyan", "dotted": "pink",
+                        "gradient": "blue"}  # fmt: skip
+
 
 # ----------------------------------------------------------------------------------------- scene types
 
@@ -411,8 +426,15 @@ def _group_sizes(rng: np.random.Generator) -> list[int]:
     return [3] if r < 0.25 else ([2, 1] if r < 0.45 else ([1, 2] if r < 0.6 else [1, 1, 1]))
 
 
-def _sizes(rng: np.random.Generator, n: int, shrink: float) -> list[float]:
-    main = {1: (16.0, 30.0), 2: (16.0, 26.0), 3: (15.0, 23.0)}[n]
+def _focus_group_sizes(rng: np.random.Generator) -> list[int]:
+    return [1] if rng.random() < 0.7 else [2]
+
+
+def _sizes(rng: np.random.Generator, n: int, shrink: float, layout: str = "full") -> list[float]:
+    table = {1: (16.0, 30.0), 2: (16.0, 26.0), 3: (15.0, 23.0)}
+    if layout == "focus":
+        table = {1: (24.0, 34.0), 2: (22.0, 28.0)}
+    main = table[n]
     r0 = rng.uniform(*main) * shrink
     hi = r0 / MAIN_RATIO
     return [r0] + [rng.uniform(min(8.0, hi), hi) for _ in range(n - 1)]
@@ -434,28 +456,53 @@ def _place(rng: np.random.Generator, sizes: list[float]) -> list[tuple[float, fl
     return centers
 
 
-def sample_background(rng: np.random.Generator, color: str | None = None) -> Background:
-    color = _pick(rng, COLOR_NAMES) if color is None else color
-    texture = _pick(rng, TEXTURES)
+def _with_prior(rng: np.random.Generator, typical: str, options, palette: str) -> str:
+    """`typical` with probability PRIOR_STRENGTH under the prior palette (if allowed), else any option.
+    Both draws always happen, so a scene's other attributes do not depend on which branch was taken."""
+    options = list(options)
+    take, other = rng.random(), _pick(rng, options)
+    return typical if palette == "prior" and take < PRIOR_STRENGTH and typical in options else other
+
+
+def sample_background(
+    rng: np.random.Generator, color: str | None = None, palette: str = "uniform"
+) -> Background:
+    if palette == "uniform":  # the original draw order: color, then texture
+        color = _pick(rng, COLOR_NAMES) if color is None else color
+        texture = _pick(rng, TEXTURES)
+    else:  # the texture first: it decides the typical color
+        texture = _pick(rng, TEXTURES)
+        color = (
+            _with_prior(rng, TEXTURE_PRIOR_COLORS[texture], COLOR_NAMES, palette) if color is None else color
+        )
     period = float(rng.uniform(10.0, 18.0))
     angle = float(rng.uniform(0.0, math.pi)) if texture != "gradient" else float(rng.uniform(0, 2 * math.pi))
     return Background(color=color, texture=texture, period=period, angle=angle, phase=float(rng.random()))
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
-    """A random scene (deterministic given the generator's state)."""
-    bg = sample_background(rng)
-    group_sizes = _group_sizes(rng)
+def sample_scene(rng: np.random.Generator, layout: str = "full", palette: str = "uniform") -> Scene:
+    """A random scene of `layout` and `palette` (see LAYOUTS, PALETTES; deterministic given the generator's
+    state). The defaults draw exactly the scenes this function drew before layouts and palettes existed."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    if palette not in PALETTES:
+        raise ValueError(f"unknown palette {palette!r}; known: {', '.join(PALETTES)}")
+    bg = sample_background(rng, palette=palette)
+    group_sizes = _group_sizes(rng) if layout == "full" else _focus_group_sizes(rng)
     colors = object_colors_for(bg.color)
     kinds: list[tuple[str, str]] = []
     while len(kinds) < len(group_sizes):
-        kind = (_pick(rng, colors), _pick(rng, SHAPES))
+        if palette == "uniform":
+            kind = (_pick(rng, colors), _pick(rng, SHAPES))
+        else:
+            shape = _pick(rng, SHAPES)
+            kind = (_with_prior(rng, SHAPE_PRIOR_COLORS[shape], colors, palette), shape)
         if kind not in kinds:
             kinds.append(kind)
     n = sum(group_sizes)
     shrink = 1.0
     while True:
-        sizes = _sizes(rng, n, shrink)
+        sizes = _sizes(rng, n, shrink, layout)
         centers = _place(rng, sizes)
         if centers is not None:
             break
@@ -537,10 +584,17 @@ class WorldDataset:
     different salts in their seed sequences, so their streams are independent.
     """
 
-    def __init__(self, n: int, seed: int = 0, split: str = "train"):
+    def __init__(
+        self, n: int, seed: int = 0, split: str = "train", layout: str = "full", palette: str = "uniform"
+    ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+        if layout not in LAYOUTS or palette not in PALETTES:
+            raise ValueError(
+                f"layout {layout!r} / palette {palette!r}: expected one of {LAYOUTS} / {PALETTES}"
+            )
         self.n, self.seed, self.split = int(n), int(seed), split
+        self.layout, self.palette = layout, palette
 
     def __len__(self) -> int:
         return self.n
@@ -548,7 +602,7 @@ class WorldDataset:
     def scene(self, index: int) -> Scene:
         if not 0 <= index < self.n:
             raise IndexError(index)
-        return sample_scene(scene_rng(self.seed, self.split, index))
+        return sample_scene(scene_rng(self.seed, self.split, index), self.layout, self.palette)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         scene = self.scene(index)
