@@ -217,3 +217,67 @@ def test_penetration_term_enters_the_interaction_loss_with_its_weight_and_pushes
     with torch.no_grad():
         stepped = x - 1e-3 * x.grad / x.grad.norm()
     assert float(L.penetration_loss(stepped, gt)) < float(L.penetration_loss(pressed, gt))
+
+
+# ---- clearance term of the interaction loss (two-sided, on the pairs the data brings near contact) ----
+
+
+def _naive_clearance(pred: torch.Tensor, gt: torch.Tensor, margin: float) -> float:
+    """Loops over frames, both directions, joints and capsules; clearance to segments by hand."""
+    radii, jr = Mx.CAPSULE_RADII.tolist(), Mx.JOINT_RADII.tolist()
+
+    def clearance(joints, f, h, j, c):
+        p = joints[f, h, j]
+        a, b = joints[f, 1 - h, Mx.CAPSULES[c][0]], joints[f, 1 - h, Mx.CAPSULES[c][1]]
+        ab = b - a
+        t = min(1.0, max(0.0, float((p - a) @ ab) / max(float(ab @ ab), 1e-12)))
+        return float((p - (a + t * ab)).norm()) - radii[c] - jr[j]
+
+    total = 0.0
+    for f in range(pred.shape[0]):
+        for h in (0, 1):
+            for j in range(21):
+                for c in range(len(Mx.CAPSULES)):
+                    g = clearance(gt, f, h, j, c)
+                    w = min(1.0, max(0.0, 1.0 - g / margin))
+                    total += w * abs(clearance(pred, f, h, j, c) - g)
+    return total / pred.shape[0]
+
+
+def test_clearance_term_matches_a_naive_loop_and_is_two_sided_near_contact_only(clap):
+    gt = clap[:6].double()
+    assert float(Mx.hand_gap(gt).min()) < L.CLEARANCE_MARGIN  # the clap brings the hands into contact
+    assert float(L.clearance_loss(gt, gt)) == 0.0
+    centre = gt[:, 0].mean(1, keepdim=True)
+    pressed, opened = gt.clone(), gt.clone()
+    pressed[:, 1] = centre + 0.5 * (gt[:, 1] - centre)  # left hand pulled into the right one
+    opened[:, 1, :, 0] -= 0.03  # left hand 3 cm further away: stops short of contact
+    for moved in (pressed, opened):  # both directions cost
+        got = float(L.clearance_loss(moved, gt))
+        assert got > 1e-3 and got == pytest.approx(_naive_clearance(moved, gt, L.CLEARANCE_MARGIN), rel=1e-9)
+    far = gt.clone()
+    far[:, 1, :, 0] -= 0.5  # data 50 cm apart: no pair near contact, nothing to pull together
+    assert float(L.clearance_loss(far + torch.randn_like(far) * 0.01, far)) == 0.0
+
+
+def test_clearance_term_enters_the_interaction_loss_and_pulls_toward_contact(clap):
+    gt = clap[:6]
+    away = gt[:, 1].mean(1) - gt[:, 0].mean(1)  # per frame, from the right hand's centre to the left's
+    opened = gt.clone()
+    opened[:, 1] += 0.03 * (away / away.norm(dim=-1, keepdim=True))[:, None]  # left hand 3 cm further out
+    plain = L.interaction_loss(opened, gt)
+    both = L.interaction_loss(opened, gt, clearance_weight=3.0)
+    assert "clearance" not in plain
+    assert float(both["total"]) == pytest.approx(float(plain["total"]) + 3 * float(both["clearance"]))
+    x = opened.clone().requires_grad_(True)
+    L.clearance_loss(x, gt).backward()
+    with torch.no_grad():
+        stepped = x - 1e-3 * x.grad / x.grad.norm()
+    assert torch.isfinite(x.grad).all()
+    assert float(L.clearance_loss(stepped, gt)) < float(L.clearance_loss(opened, gt))
+
+    def contact_pairs_error(joints):  # signed: > 0 where the contact pairs stand further apart than the data's
+        w = (1 - Mx.pair_clearance(gt) / L.CLEARANCE_MARGIN).clamp(0, 1)
+        return float((w * (Mx.pair_clearance(joints) - Mx.pair_clearance(gt))).sum())
+
+    assert 0 < contact_pairs_error(stepped) < contact_pairs_error(opened)  # pulled back toward contact

@@ -100,6 +100,11 @@ class TrainConfig:
     penetration_weight: float = option(
         0.0, "weight of the penetration term inside the interaction loss (losses.penetration_loss); 0 = off"
     )
+    clearance_weight: float = option(
+        0.0,
+        "weight of the two-sided contact clearance term inside the interaction loss "
+        "(losses.clearance_loss); 0 = off",
+    )
     smoothness_weight: float = option(
         3.0, "λ of the smoothness loss (joint velocity + acceleration vs the data's, losses.py); 0 = off"
     )
@@ -154,7 +159,7 @@ class TrainConfig:
             )
         if not 0 < self.lr_final <= 1:
             raise InputError("lr_final", "a fraction in (0, 1]", str(self.lr_final))
-        for name in ("interaction_weight", "penetration_weight", "smoothness_weight"):
+        for name in ("interaction_weight", "penetration_weight", "clearance_weight", "smoothness_weight"):
             if getattr(self, name) < 0:
                 raise InputError(name, "0 or more", str(getattr(self, name)))
         if not 0 <= self.ema_decay < 1:
@@ -334,6 +339,7 @@ class HandDiffuseTraining(TrainingMethod):
                 features_to_joints(from_model_space(pred, self.config), 1.0),
                 gt_joints,
                 penetration_weight=c.penetration_weight,
+                clearance_weight=c.clearance_weight,
             )
             out["interaction"] = inter["total"]
             out["loss"] = out["loss"] + c.interaction_weight * inter["total"]
