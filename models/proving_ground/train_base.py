@@ -76,10 +76,6 @@ class VAEPhase:
     lr: float
     cosine: bool  # cosine decay to 0 after 50 warm-up steps, else constant
     decoder_only: bool = False  # freeze the encoder (and so the latent space); whole posteriors sampled
-    # decoder-only phases: this fraction of each batch decodes a degraded latent (`degrade_latents`) to the
-    # clean scene, so latents with little detail (what generators produce early) decode without artefacts
-    degrade: float = 0.0
-    focus_images: int = 0  # extra "focus" scenes (seed settings.seed) in this phase's pool
 
 
 @dataclass
@@ -91,9 +87,6 @@ class VAESettings:
         VAEPhase(1200, 64, 8, 3e-4, False),
         VAEPhase(200, 128, 4, 1e-4, False),
         VAEPhase(600, 128, 8, 2e-4, True, decoder_only=True),
-        # issue 19: the decoder again, on full and focus scenes, a quarter of each batch from degraded latents
-        # (the shared speck near pixel (105, 8) came from low-detail latents; docs/proving_ground.md)
-        VAEPhase(600, 128, 8, 1e-4, True, decoder_only=True, degrade=0.25, focus_images=2000),
     )
     kl_weight: float = 1e-6
     images: int = 4000
@@ -122,20 +115,13 @@ def train_vae(settings: VAESettings, cache_dir: Path | None = None, progress=Non
         opt = torch.optim.AdamW(params, lr=phase.lr, weight_decay=0.0)
         sched = _cosine(opt, phase.steps, warmup=50) if phase.cosine else None
         c, t0 = phase.crop, time.time()
-        pool = pixels
-        if phase.focus_images:
-            focus, _ = world_images(phase.focus_images, settings.seed, cache_dir=cache_dir, layout="focus")
-            pool = torch.cat([pixels, to_pixels(focus)])
         for step in range(phase.steps):
-            idx = rng.integers(0, len(pool), phase.batch_size)
+            idx = rng.integers(0, len(pixels), phase.batch_size)
             ys, xs = rng.integers(0, size - c + 1, 2)
-            x = pool[idx, :, ys : ys + c, xs : xs + c]
+            x = pixels[idx, :, ys : ys + c, xs : xs + c]
             with torch.set_grad_enabled(not phase.decoder_only):
                 post = vae.encode(x).latent_dist
-            z = post.sample()
-            if phase.degrade:
-                z = degrade_latents(z, phase.degrade, rng)
-            rec = vae.decode(z).sample
+            rec = vae.decode(post.sample()).sample
             loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
             if not phase.decoder_only:  # the KL term only moves the encoder
                 loss = loss + settings.kl_weight * post.kl().mean()
@@ -154,25 +140,6 @@ def train_vae(settings: VAESettings, cache_dir: Path | None = None, progress=Non
     std = encode_posteriors(vae, pixels[:1000])[0].std().item()
     vae.register_to_config(scaling_factor=round(1.0 / std, 5))
     return vae
-
-
-@torch.no_grad()
-def degrade_latents(z: torch.Tensor, fraction: float, rng: np.random.Generator) -> torch.Tensor:
-    """A copy of z [b,4,h,w] whose first round(fraction * b) samples lost detail, one way each, drawn from
-    `rng`: a 3x3 box blur, a pull toward the spatial mean (keeping 30-90 % of the deviation), or added
-    noise of 0.2-0.6 of the latent's std."""
-    z = z.clone()
-    for i in range(round(fraction * len(z))):
-        zi, kind = z[i : i + 1], int(rng.integers(3))
-        if kind == 0:
-            z[i : i + 1] = F.avg_pool2d(F.pad(zi, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        elif kind == 1:
-            mean = zi.mean((2, 3), keepdim=True)
-            z[i : i + 1] = mean + float(rng.uniform(0.3, 0.9)) * (zi - mean)
-        else:
-            noise = torch.from_numpy(rng.standard_normal(zi.shape).astype(np.float32))
-            z[i : i + 1] = zi + float(rng.uniform(0.2, 0.6)) * zi.std() * noise
-    return z
 
 
 @torch.no_grad()
@@ -232,7 +199,7 @@ class TeacherSettings:
 # Phase 3 (issue 19) continues on "focus" scenes (one group of one or two large objects), with a quarter of
 # full-grammar scenes kept in the pool so multi-object scenes (edited by InfEdit) are not forgotten. Why: after
 # phases 1-2 the teacher drew the caption's shape 24-28 % of the time (chance 17 %), even on one-object
-# captions, while real focus scenes keep their shape through the VAE 84 % of the time (full ones 62-69 %).
+# captions, while real focus scenes keep their shape through the VAE 80 % of the time (full ones 68-70 %).
 TEACHER_PHASES: tuple[TeacherSettings, ...] = (
     TeacherSettings(),
     TeacherSettings(steps=1000, lr=1e-4, offset_noise=0.2, text_pretrain=None, seed=1),
