@@ -276,7 +276,8 @@ def test_clearance_term_enters_the_interaction_loss_and_pulls_toward_contact(cla
     assert torch.isfinite(x.grad).all()
     assert float(L.clearance_loss(stepped, gt)) < float(L.clearance_loss(opened, gt))
 
-    def contact_pairs_error(joints):  # signed: > 0 where the contact pairs stand further apart than the data's
+    def contact_pairs_error(joints):
+        """Signed: > 0 where the contact pairs stand further apart than the data's."""
         w = (1 - Mx.pair_clearance(gt) / L.CLEARANCE_MARGIN).clamp(0, 1)
         return float((w * (Mx.pair_clearance(joints) - Mx.pair_clearance(gt))).sum())
 
