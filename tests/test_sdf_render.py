@@ -85,6 +85,20 @@ def test_sphere_silhouette_depth_and_constant_colour(rig):
     assert out["mask"][clear].max() < 1e-3
 
 
+def test_view_dependent_colour_sees_each_ray_direction(rig):
+    """A colour field of the direction alone (0.5 + 0.5 d) composites to exactly that colour on an opaque
+    pixel (every sample of a ray shares its direction), blended with the background by the opacity."""
+    K, E, o, d = rig
+    out = R.render_views(_sphere(0.6), lambda p, dirs: 0.5 + 0.5 * dirs, K, E, S, S, samples=N, inv_s=SHARP,
+                         background=(0.0, 0.0, 0.0), view_dependent=True)  # fmt: skip
+    expected = out["mask"][..., None] * (0.5 + 0.5 * d)
+    torch.testing.assert_close(out["image"], expected, atol=1e-9, rtol=0)
+    hit, _ = _sphere_hits(o, d, 0.6)
+    assert (out["mask"][hit] > 0.99).float().mean() > 0.95  # mostly opaque: the check above is not vacuous
+    with pytest.raises(TypeError):  # a points-only colour field is not called with directions silently
+        R.render_views(_sphere(0.6), lambda p: p, K, E, 8, 8, view_dependent=True)
+
+
 def test_box_silhouette_and_depth(rig):
     K, E, o, d = rig
     half = (0.45, 0.3, 0.6)

@@ -114,6 +114,7 @@ def _render_chunk(
     inv_s: float | torch.Tensor,
     background: torch.Tensor,
     generator: torch.Generator | None,
+    view_dependent: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = o.shape[0]
     step = (far - near)[:, None] / samples
@@ -127,7 +128,12 @@ def _render_chunk(
     alpha = (-torch.expm1(log_phi[:, 1:] - log_phi[:, :-1])).clamp(0, 1)  # (Phi_i - Phi_i+1) / Phi_i
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]], 1), 1)
     w = alpha * trans  # [n, S]
-    colors = _field(color_fn, "color_fn", (o[:, None] + d[:, None] * mid[..., None]).reshape(-1, 3), 3)
+    points = (o[:, None] + d[:, None] * mid[..., None]).reshape(-1, 3)
+    if view_dependent:  # the colour field also sees each sample's ray direction (IDR / NeuS colour MLPs)
+        dirs = d[:, None].expand(n, samples, 3).reshape(-1, 3)
+        colors = _field(lambda x: color_fn(x, dirs), "color_fn", points, 3)
+    else:
+        colors = _field(color_fn, "color_fn", points, 3)
     opacity = w.sum(1)
     rgb = (w[..., None] * colors.reshape(n, samples, 3)).sum(1) + (1 - opacity)[:, None] * background
     distance = (w * mid).sum(1) / opacity.clamp_min(1e-10)
@@ -147,10 +153,12 @@ def render_rays(
     chunk: int = 4096,
     generator: torch.Generator | None = None,
     bound: float = 1.0,
+    view_dependent: bool = False,
 ) -> dict[str, torch.Tensor]:
     """NeuS-render rays (origins, unit directions [..., 3]) through an SDF and a colour field.
 
-    sdf_fn: points [N, 3] -> [N] (negative inside); color_fn: points [N, 3] -> [N, 3]. near/far: numbers or
+    sdf_fn: points [N, 3] -> [N] (negative inside); color_fn: points [N, 3] -> [N, 3], or with
+    view_dependent (points [N, 3], ray directions [N, 3]) -> [N, 3]. near/far: numbers or
     per-ray tensors [...]; None clips to the cube [-bound, bound]^3. inv_s: NeuS's sharpness s (1 / the
     standard deviation of the logistic density), a number or a (learnable) tensor. generator: jitter the
     sections (training; then the result depends on `chunk` through the random draws). Returns rgb
@@ -176,7 +184,9 @@ def render_rays(
 
     idx = (far > near).nonzero().squeeze(1)  # rays with something to march through
     parts = [
-        _render_chunk(sdf_fn, color_fn, o[j], d[j], near[j], far[j], samples, inv_s, bg, generator)
+        _render_chunk(
+            sdf_fn, color_fn, o[j], d[j], near[j], far[j], samples, inv_s, bg, generator, view_dependent
+        )
         for j in idx.split(chunk)
     ]
     rgb = bg.expand(o.shape[0], 3)
