@@ -128,3 +128,24 @@ def test_bad_inputs_are_named(sphere):
     with pytest.raises(InputError, match="planes"):
         AvatarField(SMALL).bind(v, f, uv, torch.zeros(3, 5, 8, 8))
     assert np.isfinite(SMALL.shell)
+
+
+def test_mesh_is_the_subdivided_template_moved_to_the_zero_level(sphere):
+    """At init the surface is the template: subdivided vertices land on it (midpoints move out to the facets'
+    surface). With a constant residual -c the surface moves out to d* = c * shell / (shell + c) (f = d - w(d) c
+    = 0), the same topology."""
+    v, f, uv = sphere
+    field, avatar = _bound(sphere)
+    verts, faces = avatar.mesh()
+    assert verts.shape[0] == v.shape[0] + 3 * f.shape[0] // 2 and faces.shape[0] == 4 * f.shape[0]
+    d = closest_points_brute(verts, v, f).signed_distance
+    assert float(d.abs().max()) < 1e-9
+    c = 0.02
+    with torch.no_grad():
+        field.sdf_net.layers[-1].bias[0] = -c
+    verts2, faces2 = avatar.mesh()
+    assert torch.equal(faces2, faces)
+    d2 = closest_points_brute(verts2, v, f).signed_distance
+    torch.testing.assert_close(
+        d2, torch.full_like(d2, c * SMALL.shell / (SMALL.shell + c)), atol=1e-7, rtol=0
+    )

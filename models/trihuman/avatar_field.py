@@ -29,6 +29,7 @@ from torch import nn
 
 from ..common.errors import InputError
 from ..common.sdf_render import render_views
+from ..common.subdivide import subdivide_midpoint
 from .closest_face import closest_points_candidates
 from .fields import ColorNetwork, LearnedVariance, SDFNetwork
 from .triplane import cube_coordinates, sample_triplanes
@@ -94,7 +95,7 @@ class AvatarField(nn.Module):
 
 
 class BoundAvatar:
-    """The fields of one frame (see the module docstring): sdf, color, render."""
+    """The fields of one frame (see the module docstring): sdf, color, render, mesh."""
 
     def __init__(self, field: AvatarField, vertices, faces, uvs, planes):
         self.field, self.vertices, self.faces, self.uvs, self.planes = field, vertices, faces, uvs, planes
@@ -147,3 +148,41 @@ class BoundAvatar:
                             samples=self.field.config.samples, inv_s=self.field.variance.inv_s(), near=near,
                             far=far, background=background, chunk=chunk, generator=generator,
                             view_dependent=True)  # fmt: skip
+
+    def project_to_surface(
+        self, points: torch.Tensor, iterations: int = 5, start_normals: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Points [N, 3] moved along the SDF gradient to its zero level by Newton steps x -= f grad f / |grad f|^2
+        (exact in one step for a true distance field; a few more for a learnt one). No gradient kept.
+
+        Points exactly on the template have no gradient of d there (the distance's norm at zero offset), so
+        with `start_normals` they first step 1e-4 shell off the surface along them; a step is never longer
+        than the shell, and a point whose gradient vanishes stays where it is."""
+        shell = self.field.config.shell
+        x = points.detach()
+        if start_normals is not None:
+            x = x + 1e-4 * shell * torch.nn.functional.normalize(start_normals.to(x.dtype), dim=-1)
+        for _ in range(int(iterations)):
+            with torch.enable_grad():
+                y = x.requires_grad_(True)
+                f = self.sdf(y)
+                (g,) = torch.autograd.grad(f.sum(), y)
+            g2 = g.square().sum(-1)
+            step = torch.where(g2 > 1e-8, f / g2.clamp_min(1e-8), torch.zeros_like(f))[:, None] * g
+            length = step.norm(dim=-1, keepdim=True)
+            x = (y - step * (shell / length.clamp_min(shell))).detach()
+        return x
+
+    def mesh(self, iterations: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+        """TriHuman's geometry output (Sec. 3.5): the posed template subdivided once (midpoints) and every
+        vertex moved along the SDF gradient to the zero level. Same faces every frame. (vertices, faces)."""
+        vertices, faces = subdivide_midpoint(self.vertices, self.faces)
+        return self.project_to_surface(vertices, iterations, vertex_normals(vertices, faces)), faces
+
+
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted vertex normals [V, 3] (unit; outward for counter-clockwise faces)."""
+    v = vertices[faces]  # [F, 3, 3]
+    n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    out = torch.zeros_like(vertices).index_add_(0, faces.reshape(-1), n.repeat_interleave(3, 0))
+    return torch.nn.functional.normalize(out, dim=-1)
