@@ -32,6 +32,7 @@ from ..common.sdf_render import render_views
 from ..common.subdivide import subdivide_midpoint
 from .closest_face import closest_points_candidates
 from .fields import ColorNetwork, LearnedVariance, SDFNetwork
+from .template import vertex_normals
 from .triplane import cube_coordinates, sample_triplanes
 
 
@@ -178,11 +179,3 @@ class BoundAvatar:
         vertex moved along the SDF gradient to the zero level. Same faces every frame. (vertices, faces)."""
         vertices, faces = subdivide_midpoint(self.vertices, self.faces)
         return self.project_to_surface(vertices, iterations, vertex_normals(vertices, faces)), faces
-
-
-def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted vertex normals [V, 3] (unit; outward for counter-clockwise faces)."""
-    v = vertices[faces]  # [F, 3, 3]
-    n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
-    out = torch.zeros_like(vertices).index_add_(0, faces.reshape(-1), n.repeat_interleave(3, 0))
-    return torch.nn.functional.normalize(out, dim=-1)
