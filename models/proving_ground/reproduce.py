@@ -186,10 +186,10 @@ def stage_lcm(weights: Path, cache: Path, quick: bool) -> None:
 def stage_swiftbrush(weights: Path, cache: Path, quick: bool) -> None:
     """Our SwiftBrush trainer: variational score distillation from the teacher, captions only, no images."""
     from ..swiftbrush import train as swiftbrush_train
-    from .train_base import TEACHER_PHASES, teacher_scenes
+    from .train_base import TEACHER_PHASES, teacher_captions
 
     final = TEACHER_PHASES[-1]  # the teacher's last distribution, another seed
-    _, captions = teacher_scenes(replace(final, images=64) if quick else final, cache, seed=3)
+    captions = teacher_captions(replace(final, images=64) if quick else final, seed=3)
     prompts = cache / "swiftbrush-prompts.txt"
     prompts.write_text("\n".join(sorted(set(captions))) + "\n")
     out = cache / ("swiftbrush-run-quick" if quick else "swiftbrush-run")

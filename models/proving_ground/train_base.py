@@ -209,10 +209,22 @@ TEACHER_PHASES: tuple[TeacherSettings, ...] = (
 )
 
 
+def teacher_captions(settings: TeacherSettings, seed: int) -> list[str]:
+    """The captions `teacher_scenes` would give for `seed`, without rendering (SwiftBrush needs text only)."""
+    from .world import caption
+
+    def of(n: int, layout: str) -> list[str]:
+        ds = WorldDataset(n, seed=seed, layout=layout)
+        return [caption(ds.scene(i)) for i in range(n)]
+
+    extra = round(settings.images * settings.full_fraction) if settings.layout != "full" else 0
+    return of(settings.images, settings.layout) + (of(extra, "full") if extra else [])
+
+
 def teacher_scenes(settings: TeacherSettings, cache_dir: Path | None = None, seed: int = 1):
     """The phase's training images and captions: scenes of its layout (+ full-grammar ones). The teacher
     trains on seed 1; the students distil on the final phase's distribution (LCM: the same scenes; SwiftBrush:
-    seed 3's captions)."""
+    seed 3's captions, `teacher_captions`)."""
     images, captions = world_images(settings.images, seed, cache_dir=cache_dir, layout=settings.layout)
     extra = round(settings.images * settings.full_fraction) if settings.layout != "full" else 0
     if extra:
