@@ -147,3 +147,15 @@ def test_teacher_phase_continues_from_init_and_reproduce_quick_runs(tmp_path, mo
     assert reproduce.main(argv) == 0
     comps = load_components(base)
     assert comps.unet.config.block_out_channels == shipped.unet.config.block_out_channels
+
+
+def test_teacher_captions_are_the_captions_of_teacher_scenes():
+    """SwiftBrush distils on text only: the caption list equals the rendered scenes' (focus + full scenes)."""
+    from dataclasses import replace
+
+    from papernodes.models.proving_ground.train_base import TEACHER_PHASES, teacher_captions, teacher_scenes
+
+    final = replace(TEACHER_PHASES[-1], images=12)
+    assert final.layout == "focus" and final.full_fraction > 0
+    images, captions = teacher_scenes(final, None, seed=3)
+    assert captions == teacher_captions(final, 3) and len(captions) == len(images) == 15
