@@ -53,9 +53,14 @@ def _run_trainer(main, argv: list[str]) -> None:
 
 
 def _save_fp16(module: torch.nn.Module, folder: Path) -> None:
-    """float16 safetensors (half the bytes; the loaders cast back to float32)."""
+    """float16 safetensors (half the bytes; the loaders cast back to float32). The config keeps no
+    `_name_or_path` (the training machine's path of the module's source folder)."""
     module.to(torch.float16).save_pretrained(folder, safe_serialization=True)
     module.to(torch.float32)
+    config = Path(folder) / "config.json"
+    data = json.loads(config.read_text())
+    if data.pop("_name_or_path", None) is not None:
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def stage_vae(weights: Path, cache: Path, quick: bool, start_phase: int = 0) -> None:
