@@ -167,25 +167,26 @@ def test_smoothness_rejects_a_wrong_shape(clap):
 # ---- penetration term of the interaction loss (one-sided, relative to the data's own) ----
 
 
-def _naive_penetration(pred: torch.Tensor, gt: torch.Tensor) -> float:
-    """Loops over frames, both directions, joints and capsules; distances to segments by hand."""
+def _naive_clearances(joints: torch.Tensor) -> dict:
+    """{(frame, hand, joint, capsule): surface clearance}, looping over frames, both directions, joints and
+    the other hand's capsules; distances to segments by hand."""
     radii, jr = Mx.CAPSULE_RADII.tolist(), Mx.JOINT_RADII.tolist()
-
-    def depth(joints, f, h, j, c):
-        p = joints[f, h, j]
-        a, b = joints[f, 1 - h, Mx.CAPSULES[c][0]], joints[f, 1 - h, Mx.CAPSULES[c][1]]
-        ab = b - a
-        t = min(1.0, max(0.0, float((p - a) @ ab) / max(float(ab @ ab), 1e-12)))
-        dist = float((p - (a + t * ab)).norm())
-        return max(0.0, radii[c] + jr[j] - dist)
-
-    total = 0.0
-    for f in range(pred.shape[0]):
+    out = {}
+    for f in range(joints.shape[0]):
         for h in (0, 1):
             for j in range(21):
                 for c in range(len(Mx.CAPSULES)):
-                    total += max(0.0, depth(pred, f, h, j, c) - depth(gt, f, h, j, c))
-    return total / pred.shape[0]
+                    p = joints[f, h, j]
+                    a, b = joints[f, 1 - h, Mx.CAPSULES[c][0]], joints[f, 1 - h, Mx.CAPSULES[c][1]]
+                    ab = b - a
+                    t = min(1.0, max(0.0, float((p - a) @ ab) / max(float(ab @ ab), 1e-12)))
+                    out[f, h, j, c] = float((p - (a + t * ab)).norm()) - radii[c] - jr[j]
+    return out
+
+
+def _naive_penetration(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    cp, cg = _naive_clearances(pred), _naive_clearances(gt)
+    return sum(max(0.0, max(0.0, -cp[k]) - max(0.0, -cg[k])) for k in cp) / pred.shape[0]
 
 
 def test_penetration_term_matches_a_naive_loop_and_is_one_sided(clap):
@@ -223,25 +224,8 @@ def test_penetration_term_enters_the_interaction_loss_with_its_weight_and_pushes
 
 
 def _naive_clearance(pred: torch.Tensor, gt: torch.Tensor, margin: float) -> float:
-    """Loops over frames, both directions, joints and capsules; clearance to segments by hand."""
-    radii, jr = Mx.CAPSULE_RADII.tolist(), Mx.JOINT_RADII.tolist()
-
-    def clearance(joints, f, h, j, c):
-        p = joints[f, h, j]
-        a, b = joints[f, 1 - h, Mx.CAPSULES[c][0]], joints[f, 1 - h, Mx.CAPSULES[c][1]]
-        ab = b - a
-        t = min(1.0, max(0.0, float((p - a) @ ab) / max(float(ab @ ab), 1e-12)))
-        return float((p - (a + t * ab)).norm()) - radii[c] - jr[j]
-
-    total = 0.0
-    for f in range(pred.shape[0]):
-        for h in (0, 1):
-            for j in range(21):
-                for c in range(len(Mx.CAPSULES)):
-                    g = clearance(gt, f, h, j, c)
-                    w = min(1.0, max(0.0, 1.0 - g / margin))
-                    total += w * abs(clearance(pred, f, h, j, c) - g)
-    return total / pred.shape[0]
+    cp, cg = _naive_clearances(pred), _naive_clearances(gt)
+    return sum(min(1.0, max(0.0, 1.0 - cg[k] / margin)) * abs(cp[k] - cg[k]) for k in cp) / pred.shape[0]
 
 
 def test_clearance_term_matches_a_naive_loop_and_is_two_sided_near_contact_only(clap):
