@@ -22,7 +22,7 @@ no importance sampling (`models/common/sdf_render.py`), rays chunked.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -78,9 +78,6 @@ class AvatarField(nn.Module):
             feature_dim=c.sdf_features, hidden=c.color_hidden, n_layers=c.color_layers
         )
         self.variance = LearnedVariance()
-
-    def config_dict(self) -> dict:
-        return asdict(self.config)
 
     def bind(
         self, vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor, planes: torch.Tensor
