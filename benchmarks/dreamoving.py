@@ -5,9 +5,12 @@ AnimateDiff's linear-beta schedule, --steps steps, windows of 16 frames with ove
 chunks of 8 frames, torch.set_num_threads(--threads). Rows:
 
 - ours (Video ControlNet): DreaMovingPipeline with the Video ControlNet (image ControlNet + motion blocks,
-  Sec. 3.2) - the DreaMoving configuration;
+  Sec. 3.2) - the DreaMoving configuration; frame-split sampling (the default: spatial layers and the
+  ControlNet once per frame in 16-frame chunks, only the motion blocks windowed, `common.frame_split`);
 - ours (image ControlNet): the same pipeline with the plain ControlNetModel run frame by frame - the
   like-for-like row against diffusers, which only takes a ControlNetModel;
+- ours (image CN, U-Net windows): the same with `split=False`: the whole U-Net and ControlNet per window
+  (the previous default, memory of one window) - the baseline of the split;
 - diffusers FreeNoise: AnimateDiffControlNetPipeline (diffusers 0.42) built from the same UNetMotionModel,
   ControlNetModel, VAE, text encoder and scheduler config, with `enable_free_noise(context_length=16,
   context_stride=12, weighting_scheme="pyramid", noise_type="random")`: the same 16/12 end-aligned
@@ -30,9 +33,10 @@ modules, noise and windows: they must agree to float rounding).
 
 Models: "tiny" = the tests' seeded SD1.5-architecture doubles (U-Net blocks (32, 64)) at 64x64 px;
 "large" = U-Net blocks (64, 128, 256), 2 cross-attention levels, motion adapter to match, at 128x128 px.
-Windows re-run overlapped frames through the whole U-Net, so with 16/12 windows the frame evaluations per
-output frame are 1, 1.5, 1.25, 1.375 at 16, 32, 64, 128 frames (-> 4/3 for long videos): the per-frame
-time of a linear-time sampler follows that factor, and the table prints it next to the measured ratio.
+Whole-U-Net windows re-run overlapped frames through every layer, so with 16/12 windows the frame
+evaluations per output frame are 1, 1.5, 1.25, 1.375 at 16, 32, 64, 128 frames (-> 4/3 for long videos):
+the per-frame time of that row follows the factor, and the table prints it next to the measured ratio.
+The split rows (and FreeNoise) pay it in the motion blocks only.
 """
 
 from __future__ import annotations
@@ -66,11 +70,12 @@ WINDOW, OVERLAP, GUIDANCE, DECODE_CHUNK = 16, 4, 7.5, 8
 ROWS = {
     "ours": "ours (Video ControlNet)",
     "ours_image_cn": "ours (image ControlNet)",
+    "ours_windows": "ours (image CN, U-Net windows)",
     "diffusers": "diffusers FreeNoise",
     "diffusers_split": "diffusers FreeNoise + split",
 }
 MODELS = {
-    "tiny": {"unet": {}, "size": 64, "rows": ("ours", "ours_image_cn", "diffusers")},
+    "tiny": {"unet": {}, "size": 64, "rows": ("ours", "ours_image_cn", "ours_windows", "diffusers")},
     "large": {
         "unet": {
             "block_out_channels": (64, 128, 256),
@@ -152,8 +157,9 @@ def make_runner(row: str, m: dict, steps: int):
 
     comps, size = m["comps"], m["size"]
     pipe = DreaMovingPipeline(comps, m["adapter"])
-    if row in ("ours", "ours_image_cn"):
+    if row.startswith("ours"):
         net = m["vcn"] if row == "ours" else m["controlnet"]
+        split = row != "ours_windows"
 
         def run(num_frames: int, n_steps: int) -> torch.Tensor:
             spec = ControlSpec(net, pose_frames(num_frames, size), scale=POSE_SCALE)
@@ -170,6 +176,7 @@ def make_runner(row: str, m: dict, steps: int):
                 window=WINDOW,
                 overlap=OVERLAP,
                 controls=[spec],
+                split=split,
             )
 
         return run, pipe.unet
@@ -301,7 +308,7 @@ def summarise(results: dict, frames: list[int]) -> dict:
                 "peak_work_ratio": b["peak_work_bytes"] / max(a["peak_work_bytes"], 1),
             }
             s["memory_flat"] = s["peak_rss_ratio"] <= 1.2
-            if row.startswith("ours"):  # our windows re-run overlapped frames through U-Net and ControlNet
+            if row == "ours_windows":  # whole-U-Net windows re-run overlapped frames through every layer
                 s["window_factor"] = evals_per_frame(hi) / evals_per_frame(lo)
                 s["cpu_per_evaluated_frame_ratio"] = s["cpu_per_frame_ratio"] / s["window_factor"]
             out[model][row] = s
@@ -313,7 +320,7 @@ def versus_diffusers(rows: dict, frames: list[int]) -> dict:
     """Each of our rows against diffusers FreeNoise per length: speedup > 1 means ours is faster per frame."""
     theirs = rows.get("diffusers", {})
     out = {}
-    for row in ("ours_image_cn", "ours"):
+    for row in ("ours_image_cn", "ours", "ours_windows"):
         for f in frames:
             x, y = rows.get(row, {}).get(str(f), {}), theirs.get(str(f), {})
             if x.get("status") == "ok" and y.get("status") == "ok":

@@ -99,9 +99,14 @@ class ApplyVideoControlNet:
         return ([*(previous or []), spec],)
 
 
+FRAME_SPLIT = "frame split"
+CONTEXT_MODES = {FRAME_SPLIT: True, "U-Net windows": False}  # -> DreaMovingPipeline(split=...)
+
+
 class GenerateVideo:
     DESCRIPTION = (
-        "DreaMoving text-to-video: the motion U-Net denoises all frames in sliding context windows, steered by "
+        "DreaMoving text-to-video: the motion U-Net denoises all frames (its motion blocks see sliding context "
+        "windows), steered by "
         "the Video ControlNet(s) and the Content Guider's face/clothes images "
         "(Z = Attn_text + α_f Attn_face + α_c Attn_clothes). Returns the frames as an IMAGE batch."
     )
@@ -199,6 +204,17 @@ class GenerateVideo:
                     "IMAGE",
                     {"tooltip": "Reference clothes (one image); needs the content guider."},
                 ),
+                "context_mode": (
+                    list(CONTEXT_MODES),
+                    {
+                        "default": FRAME_SPLIT,
+                        "tooltip": "How videos longer than one window run. 'frame split': every frame goes "
+                        "once through the U-Net's spatial layers and the ControlNet (16 frames at a time), "
+                        "only the motion blocks run per window (FreeNoise's split; fastest, memory grows "
+                        "slowly with length). 'U-Net windows': the whole U-Net per window (memory of one "
+                        "window whatever the length; overlapped frames cost twice).",
+                    },
+                ),
             },
         }
 
@@ -222,8 +238,12 @@ class GenerateVideo:
         content_guider=None,
         face_image=None,
         clothes_image=None,
+        context_mode=None,
     ):
         pipe = dreamoving_pipe
+        mode = FRAME_SPLIT if context_mode is None else context_mode
+        if mode not in CONTEXT_MODES:
+            raise InputError("context_mode", " or ".join(repr(m) for m in CONTEXT_MODES), repr(context_mode))
         controls = list(control or [])
         if num_frames == 0:
             if not controls:
@@ -258,6 +278,7 @@ class GenerateVideo:
                 guider=guider,
                 progress=_lazy_progress(),
                 device=device,
+                split=CONTEXT_MODES[mode],
             )
         return (frames,)
 

@@ -84,6 +84,7 @@ WIDGETS: dict[str, list[str]] = {
         "seed",
         "context_window",
         "context_overlap",
+        "context_mode",
     ],
     "PaperNodes_MotionCustomLoadVideoModel": ["model_name", "motion_module_name", "dtype"],
     "PaperNodes_MotionCustomLoadMotion": ["motion_name"],
@@ -810,6 +811,7 @@ def _dreamoving_common(controlnet: str, control_frames: tuple[int, int], strengt
                 "seed": 0,
                 "context_window": 16,
                 "context_overlap": 4,
+                "context_mode": "frame split",
             },
             links={
                 "dreamoving_pipe": (21, 0),

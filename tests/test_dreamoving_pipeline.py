@@ -106,11 +106,14 @@ def test_windows_blend_framewise_predictions_exactly_like_one_pass(pipe):
     run = {**RUN, "decode": False}
     with motion_modules_enabled(pipe.unet, False):
         single = pipe(num_frames=8, window=8, overlap=0, **run)
-        windowed = pipe(num_frames=8, window=4, overlap=2, **run)
+        windowed = pipe(num_frames=8, window=4, overlap=2, split=False, **run)
     torch.testing.assert_close(windowed, single, atol=1e-4, rtol=1e-4)  # batch-size rounding only
+    with motion_modules_enabled(pipe.unet, False):
+        split = pipe(num_frames=8, window=4, overlap=2, **run)  # frame-split: blends equal features
+    torch.testing.assert_close(split, single, atol=1e-4, rtol=1e-4)
     # With motion blocks, frames interact within a window only: the result changes but stays finite.
     moving_single = pipe(num_frames=8, window=8, overlap=0, **run)
-    moving_windows = pipe(num_frames=8, window=4, overlap=2, **run)
+    moving_windows = pipe(num_frames=8, window=4, overlap=2, split=False, **run)
     assert torch.isfinite(moving_windows).all()
     assert (moving_windows - moving_single).abs().max() > 1e-4
 
@@ -122,7 +125,7 @@ def test_windowed_controls_use_each_windows_frames(pipe, vcn):
     run = {**RUN, "decode": False, "controls": [spec]}
     with motion_modules_enabled(pipe.unet, False):
         single = pipe(num_frames=6, window=6, overlap=0, **run)
-        windowed = pipe(num_frames=6, window=3, overlap=1, **run)
+        windowed = pipe(num_frames=6, window=3, overlap=1, split=False, **run)
         plain = pipe(num_frames=6, window=6, overlap=0, **{**run, "controls": []})
     torch.testing.assert_close(windowed, single, atol=1e-4, rtol=1e-4)  # batch-size rounding only
     assert (single - plain).abs().max() > 1e-4
@@ -157,9 +160,13 @@ def test_processors_restored_after_run_and_after_cancel(pipe, comps, guider_mode
 
 def test_progress_counts_windows_times_steps_then_decode(pipe):
     calls = []
-    pipe(num_frames=10, window=4, overlap=1, progress=lambda d, t: calls.append((d, t)), **RUN)
+    run = dict(num_frames=10, window=4, overlap=1, progress=lambda d, t: calls.append((d, t)), **RUN)
+    pipe(split=False, **run)
     # windows of 4 with stride 3 over 10 frames: [0-3], [3-6], [6-9] -> 3 x 2 steps, then 2 decode chunks
     assert calls == [(k, 8) for k in range(1, 9)]
+    calls.clear()
+    pipe(**run)  # frame-split (default): one U-Net call per step, then 2 decode chunks
+    assert calls == [(k, 4) for k in range(1, 5)]
 
 
 def test_bad_inputs_name_the_input(pipe, vcn, guider_models):

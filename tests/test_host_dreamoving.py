@@ -48,8 +48,14 @@ def test_pose_nodes_keep_their_ids_in_the_pose_category(comfy_host):
     assert info["PaperNodes_DreaMovingGenerate"]["category"] == "PaperNodes/DreaMoving"
 
 
-def test_depth_workflow_retimes_and_runs_two_windows(comfy_host):
-    entry = comfy_host.run(_api("depth"), timeout=900)
+@pytest.mark.parametrize("mode", [None, "frame split", "U-Net windows"])
+def test_depth_workflow_retimes_and_runs_two_windows(comfy_host, mode):
+    prompt = _api("depth")
+    if mode is not None:  # None: a workflow saved before the input existed
+        prompt[GENERATE]["inputs"]["context_mode"] = mode
+    else:
+        prompt[GENERATE]["inputs"].pop("context_mode", None)
+    entry = comfy_host.run(prompt, timeout=900)
     video = _frames(comfy_host, entry, SAVE)
     assert len(video) == 24 and video[0].size == (64, 64)  # 16 frames at 8 fps -> 24 at 12 fps
 
@@ -123,14 +129,20 @@ def _negative_frames(prompt: dict) -> str:
     return GENERATE
 
 
+def _unknown_context_mode(prompt: dict) -> str:
+    prompt[GENERATE]["inputs"]["context_mode"] = "fastest"
+    return GENERATE
+
+
 @pytest.mark.parametrize(
     "change,needle",
     [
         (_mask_as_face, "face_image"),
         (_unknown_motion_module, "mm_does_not_exist"),
         (_negative_frames, "num_frames"),
+        (_unknown_context_mode, "context_mode"),
     ],
-    ids=["mask_into_face_image", "unknown_motion_module", "negative_frames"],
+    ids=["mask_into_face_image", "unknown_motion_module", "negative_frames", "unknown_context_mode"],
 )
 def test_invalid_prompts_are_rejected_by_validation(comfy_host, change, needle):
     prompt = _api("pose")

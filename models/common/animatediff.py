@@ -23,7 +23,7 @@ from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D, M
 from diffusers.utils import logging as diffusers_logging
 
 from ...kernels.processor import AttentionHook, HookState, attention_hooks
-from . import animatediff_layout
+from . import animatediff_layout, frame_split
 from .animatediff_layout import (
     detect_layout,
     diffusers_to_original,
@@ -291,7 +291,7 @@ def run_motion_unet(
         raise InputError("latents", "[B, C, F, H, W]", f"{list(latents.shape)}")
     b, _, f = latents.shape[:3]
     max_len = getattr(model.config, "motion_max_seq_length", None)
-    if max_len is not None and f > max_len:
+    if max_len is not None and f > max_len and not frame_split.is_windowed(model):
         raise InputError(
             "latents", f"at most {max_len} frames (the motion module's positional table)", f"{f}"
         )

@@ -9,15 +9,19 @@ Sampling (ours; the paper publishes no inference code):
 - classifier-free guidance with ONE batched U-Net call per window per step: rows [uncond video; cond video];
   the uncond branch gets the negative prompt and the image adapters' unconditional tokens (IP-Adapter's
   convention, see content_guider.py); both branches get the control residuals (diffusers' convention);
-- sliding context windows (default 16 frames, overlap 4: AnimateDiff's training clip length) blended per
-  frame by `windows.WindowedDenoiser`; the scheduler steps ONCE per step on the blended full-length noise
-  prediction, so `window >= num_frames` is bit-identical to a single pass and memory is one window's;
+- sliding context windows (default 16 frames, overlap 4: AnimateDiff's training clip length). By default
+  frame-split (`common.frame_split`, FreeNoise's split): spatial layers and ControlNets run once per
+  frame in chunks of one window, only the motion blocks per window, blended per frame. `split=False`
+  runs the whole U-Net per window and blends the noise predictions (`windows.WindowedDenoiser`; memory
+  of one window, overlapped frames evaluated twice). Either way the scheduler steps ONCE per step on
+  the full-length prediction, and `window >= num_frames` is bit-identical to a single pass;
 - AnimateDiff's noise schedule (linear betas) on the model's own scheduler config, DDIM, 25 steps, CFG 7.5
   (AnimateDiff's inference defaults; DreaMoving states none).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Sequence
@@ -28,6 +32,7 @@ import torch
 from ...kernels.processor import HookState, attention_hooks
 from ..common.animatediff import ANIMATEDIFF_SCHEDULE, inflate_unet, run_motion_unet
 from ..common.errors import InputError
+from ..common.frame_split import frame_split
 from ..common.image_prompt import IPAdapter
 from ..common.loading import SDComponents
 from ..common.schedulers import make_scheduler
@@ -192,8 +197,13 @@ class DreaMovingPipeline:
         progress: ProgressFn | None = None,
         device: torch.device | str | None = None,
         decode: bool = True,
+        split: bool = True,
     ) -> torch.Tensor:
         """Frames [F, H, W, 3] float32 in 0..1 (or the final latents [1, C, F, h, w] with decode=False).
+
+        `split` (default): spatial layers and ControlNets once per frame in chunks of `window` frames,
+        only the motion blocks windowed (`common.frame_split`, FreeNoise's split); False: the whole
+        U-Net per window (`windows.WindowedDenoiser`, memory of one window). Equal without overlap.
 
         `controls` are frames [F, 3, H, W] (all num_frames long); `guider` is a ContentGuider (its α_f / α_c
         are the prompts' scales). `progress(done, total)` counts windows x steps, then decoded chunks; an
@@ -223,7 +233,8 @@ class DreaMovingPipeline:
 
         denoiser = WindowedDenoiser(window, overlap)
         step_kw = _step_kwargs(sched, gen)
-        per_step = denoiser.calls_per_step(num_frames)
+        split = bool(split) and denoiser.calls_per_step(num_frames) > 1
+        per_step = 1 if split else denoiser.calls_per_step(num_frames)
         n_chunks = -(-num_frames // DECODE_CHUNK) if decode else 0
         total = per_step * len(timesteps) + n_chunks
         done = 0
@@ -237,15 +248,25 @@ class DreaMovingPipeline:
             if progress is not None:
                 progress(done, total)
 
+        if split:
+            nets = [self.unet, *(spec.controlnet for spec in controls)]
+            videos = 2 if cfg else 1
+            splitting = frame_split(nets, num_frames, videos, window, overlap, chunk=window)
+        else:
+            splitting = contextlib.nullcontext()
         # Always the kernels' processor (also without hooks), so α = 0 / no guider are exactly equal.
-        with attention_hooks(self.unet, hooks, state):
+        with attention_hooks(self.unet, hooks, state), splitting:
             for i, t in enumerate(timesteps):
                 state.step = i
                 fraction = i / len(timesteps)
                 model_in = sched.scale_model_input(latents, t)
 
                 fn = functools.partial(self._window_eps, model_in, t, fraction, text, controls, guidance)
-                eps = denoiser(num_frames, fn, on_window=tick)
+                if split:
+                    eps = fn(list(range(num_frames)))
+                    tick(1, 1)
+                else:
+                    eps = denoiser(num_frames, fn, on_window=tick)
                 latents = sched.step(eps.float(), t, latents, **step_kw).prev_sample
         if not decode:
             return latents

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..common.controlnet import PUBLISHED, load_controlnet
 from ..common.errors import InputError, WeightsFormatError, WeightsNotFoundError
+from ..common.frame_split import is_windowed
 from ..common.loading import assign_weights, empty_parameters, load_state_dict
 
 POSE_SCALE = 0.5  # official DreaMoving demo: pose control scale
@@ -224,7 +225,8 @@ class VideoControlNet(nn.Module):
         n = sample.shape[0]
         if num_frames < 1 or n % num_frames:
             raise InputError("num_frames", f"a divisor of the batch of {n} frames", str(num_frames))
-        if self.motion_config is not None and num_frames > self.motion_config["max_seq_length"]:
+        long = self.motion_config is not None and num_frames > self.motion_config["max_seq_length"]
+        if long and not is_windowed(self.motion_modules):
             raise InputError(
                 "num_frames",
                 f"at most {self.motion_config['max_seq_length']} frames per window (the motion blocks' "
