@@ -255,15 +255,25 @@ def scaled_linear_alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0).float()
 
 
-def train_teacher(vae, settings: TeacherSettings, cache_dir: Path | None = None, progress=None, init=None):
+def train_teacher(
+    vae,
+    settings: TeacherSettings,
+    cache_dir: Path | None = None,
+    progress=None,
+    init=None,
+    data: tuple[np.ndarray, list[str]] | None = None,
+    train_text: bool = True,
+):
     """(text_encoder, unet) trained jointly; returns the EMA copies. `init` = (text_encoder, unet) to continue
-    from (a later phase); the training scenes are seed 1's of the phase's layout (`teacher_scenes`)."""
+    from (a later phase); the training scenes are seed 1's of the phase's layout (`teacher_scenes`), or
+    `data` = (uint8 images [n, H, W, 3], captions) of another world (the dance world's fine-tune).
+    `train_text=False` keeps the text encoder frozen (a fine-tune that ships a U-Net only)."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed + 1)
-    images, captions = teacher_scenes(settings, cache_dir)
+    images, captions = teacher_scenes(settings, cache_dir) if data is None else data
     latents = PosteriorLatents(vae, to_pixels(images))
     tokenizer = load_tokenizer()
     ids = tokenize(tokenizer, captions)
@@ -276,9 +286,9 @@ def train_teacher(vae, settings: TeacherSettings, cache_dir: Path | None = None,
         unet = UNet2DConditionModel(**zoo.WORLD_UNET)
     else:
         text_encoder, unet = init
-    text_encoder = text_encoder.float().train().requires_grad_(True)
+    text_encoder = text_encoder.float().train(train_text).requires_grad_(train_text)
     unet = unet.float().train().requires_grad_(True)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
+    params = list(unet.parameters()) + (list(text_encoder.parameters()) if train_text else [])
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=1e-2)
     sched = _cosine(opt, settings.steps, warmup=100)
     # the shipped teachers' warm-up counted the current update: decay min(d, (1 + n) / (10 + n)) from n = 1
@@ -307,10 +317,11 @@ def train_teacher(vae, settings: TeacherSettings, cache_dir: Path | None = None,
         opt.step()
         sched.step()
         ema_unet.step(unet.parameters())
-        ema_text.step(text_encoder.parameters())
+        if train_text:
+            ema_text.step(text_encoder.parameters())
         if progress:
             progress("teacher", step + 1, settings.steps, float(loss.detach()), time.time() - t0)
-    return averaged_copy(text_encoder, ema_text), averaged_copy(unet, ema_unet)
+    return averaged_copy(text_encoder, ema_text if train_text else None), averaged_copy(unet, ema_unet)
 
 
 def _cosine(opt, steps: int, warmup: int):

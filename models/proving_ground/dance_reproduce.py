@@ -1,0 +1,124 @@
+"""Reproduce the dance world's models (DreaMoving's proving ground), resumable stage by stage.
+
+    python -m models.proving_ground.dance_reproduce [--stages image] [--quick] [--threads 1]
+
+- `image`: the world's SD1.5-architecture image model of people: the image world's teacher U-Net
+  (`world_sd/unet`) fine-tuned on single dance-world frames at 128 px with their captions, the world's
+  VAE and CLIP text encoder frozen and shared (so only a U-Net ships: `world_dance/unet`, fp16). Same
+  recipe as the teacher's last phases (epsilon prediction on SD's schedule, Min-SNR 5, offset noise 0.2,
+  10 % caption dropout, EMA weights). Frames come from many short clips (2 frames each, random dance
+  phase per clip), so poses, people and backgrounds vary more than frames of a few long clips would.
+
+Later stages (not built yet; issue 20): the AnimateDiff-format motion module on dance clips, the pose and
+depth ControlNets and their Video ControlNet motion blocks (`dreamoving.train --stage controlnet`), the
+face/clothes IP-Adapters with a small CLIP-vision encoder (`--stage guider`), and the evaluators.
+Rendered data is cached under --cache; shipped files go to weights/world_dance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if __name__ == "__main__":  # `python -m models.proving_ground.dance_reproduce`: run inside the pack
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from papernodes_bootstrap import run_in_pack
+
+    run_in_pack(__spec__.name)
+
+from ..common.cli import report_user_errors
+from . import zoo
+from .dance_world import make_clip
+from .reproduce import _progress, _save_fp16
+from .train_base import TeacherSettings, train_teacher
+
+log = logging.getLogger("proving_ground.dance_reproduce")
+SHIPPED = zoo.WEIGHTS_DIR / "world_dance"
+STAGES = ("image",)
+IMAGE_SIZE = 128  # the world teacher's resolution (16x16 latents)
+IMAGE_CLIPS, IMAGE_FRAMES, IMAGE_SEED = 3000, 2, 0  # dance-world train split, seed 0: 6 000 frames
+IMAGE_SETTINGS = TeacherSettings(
+    steps=1500, batch_size=32, lr=1e-4, images=IMAGE_CLIPS * IMAGE_FRAMES, offset_noise=0.2,
+    text_pretrain=None, seed=5,
+)  # fmt: skip
+
+
+def dance_frames(
+    clips: int, frames: int, seed: int, size: int, cache: Path | None = None, split: str = "train"
+) -> tuple[np.ndarray, list[str]]:
+    """uint8 frames [clips * frames, size, size, 3] and their captions (each clip's caption per frame),
+    rendered once and cached as .npz."""
+    path = None if cache is None else Path(cache) / f"dance-{split}-{seed}-{clips}x{frames}-{size}.npz"
+    if path is not None and path.is_file():
+        data = np.load(path)
+        return data["images"], [str(c) for c in data["captions"]]
+    images, captions = [], []
+    for i in range(clips):
+        clip = make_clip(seed, split, i, num_frames=frames, size=size)
+        images.append(clip.frames)
+        captions += [clip.caption] * frames
+    images = np.concatenate(images)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, images=images, captions=np.array(captions))
+    return images, captions
+
+
+def stage_image(shipped: Path, cache: Path, quick: bool) -> None:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    base = zoo.base_dir()
+    vae = AutoencoderKL.from_pretrained(base / "vae", torch_dtype=torch.float32).eval().requires_grad_(False)
+    text = CLIPTextModel.from_pretrained(base / "text_encoder", torch_dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(base / "unet", torch_dtype=torch.float32)
+    settings, clips = (replace(IMAGE_SETTINGS, steps=4, batch_size=2, images=8), 4) if quick else (
+        IMAGE_SETTINGS, IMAGE_CLIPS)  # fmt: skip
+    data = dance_frames(clips, IMAGE_FRAMES, IMAGE_SEED, IMAGE_SIZE, None if quick else cache)
+    _, unet = train_teacher(
+        vae, settings, progress=_progress(), init=(text, unet), data=data, train_text=False
+    )
+    _save_fp16(unet, shipped / "unet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
+    p.add_argument("--weights", default=str(SHIPPED), help="output folder (default: the shipped one)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "comfyui-papernodes" / "dance_world"))
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--quick", action="store_true", help="a few steps per stage: checks the plumbing only")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    torch.set_num_threads(args.threads)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        p.error(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
+    return report_user_errors(lambda: _run(stages, Path(args.weights), Path(args.cache), args.quick))
+
+
+def _run(stages: list[str], shipped: Path, cache: Path, quick: bool) -> None:
+    record = shipped / "training_times.json"
+    times = json.loads(record.read_text()) if record.is_file() and not quick else {}
+    for stage in (s for s in STAGES if s in stages):
+        t0 = time.time()
+        log.info("stage %s ...", stage)
+        globals()[f"stage_{stage}"](shipped, cache, quick)
+        times[stage] = round(time.time() - t0, 1)
+        log.info("stage %s done in %.0f s", stage, times[stage])
+    if not quick:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(times, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

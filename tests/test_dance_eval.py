@@ -1,0 +1,69 @@
+"""Dance-world evaluators and reproduce plumbing: PCK, clothes match and flicker measure what they claim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from papernodes.models.proving_ground import dance_eval as de
+from papernodes.models.proving_ground.dance_world import make_clip
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return make_clip(0, "train", 3, num_frames=6, size=64)
+
+
+def test_pck_is_one_on_the_truth_and_drops_with_the_offset(clip):
+    kp, vis = clip.keypoints[..., :2], clip.keypoints[..., 2] > 0
+    assert de.pck(kp, kp, vis) == 1.0
+    extent = max((kp[0][vis[0]].max(0) - kp[0][vis[0]].min(0)).max(), 1.0)
+    # every frame's extent is within the figure's size: an offset of 0.05 x the smallest extent passes,
+    # twice the largest fails everywhere
+    extents = [(k[v].max(0) - k[v].min(0)).max() for k, v in zip(kp, vis)]
+    assert de.pck(kp + np.array([0.05 * min(extents), 0]), kp, vis) == 1.0
+    assert de.pck(kp + np.array([0.2 * max(extents), 0]), kp, vis) == 0.0
+    assert extent > 20  # the figure fills most of the 64 px frame
+    # invisible keypoints do not count, however wrong
+    wrong = kp.copy()
+    wrong[~vis] += 1000
+    assert de.pck(wrong, kp, vis) == 1.0
+
+
+def test_flicker_ignores_the_moving_figure_and_sees_background_changes(clip):
+    frames, person = clip.frames, clip.depth > 0
+    assert de.background_flicker(frames, person) == 0.0  # the world's background is static
+    assert np.abs(np.diff(frames.astype(int), axis=0)).mean() > 0.5  # the figure does move
+    noisy = frames.astype(np.float32) + np.random.default_rng(0).normal(0, 4, frames.shape)
+    noisy = np.clip(noisy, 0, 255).astype(np.uint8)
+    flicker = de.background_flicker(noisy, person)
+    assert 3.0 < flicker < 6.0  # |N(0,4) - N(0,4)| has mean 4 * 2 / sqrt(pi) = 4.5
+    # float frames in 0..1 (ComfyUI IMAGE) are measured in the same 0..255 units
+    assert de.background_flicker(noisy / 255.0, person) == pytest.approx(flicker, rel=1e-5)
+
+
+def test_clothes_match_counts_frames_with_both_colours():
+    pred = {"shirt": ["red", "red", "blue"], "trousers": ["blue", "green", "blue"]}
+    assert de.clothes_match(pred, "red", "blue") == pytest.approx(1 / 3)
+
+
+def test_evaluator_round_trips_and_reads_frames(tmp_path, clip):
+    torch.manual_seed(0)
+    model = de.DanceEvaluator(width=8).eval()
+    path = de.save_evaluator(model, tmp_path / "ev.safetensors", {"note": "test"})
+    loaded = de.load_evaluator(path)
+    out = de.read_frames(loaded, clip.frames)
+    ref = de.read_frames(model, clip.frames)
+    assert np.array_equal(out["keypoints"], ref["keypoints"]) and out["shirt"] == ref["shirt"]
+    assert (
+        out["keypoints"].shape == (6, 18, 2)
+        and (0 <= out["keypoints"]).all()
+        and (out["keypoints"] <= 1).all()
+    )
+    with pytest.raises(ValueError, match="not a dance-world evaluator"):
+        from safetensors.torch import save_file
+
+        save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+        de.load_evaluator(tmp_path / "other.safetensors")
