@@ -67,3 +67,26 @@ def test_evaluator_round_trips_and_reads_frames(tmp_path, clip):
 
         save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
         de.load_evaluator(tmp_path / "other.safetensors")
+
+
+@pytest.mark.slow
+def test_reproduce_plumbing_writes_files_the_pack_loads(tmp_path):
+    """--quick: a few steps per stage; the outputs load through the users' loaders (AnimateDiff original
+    layout, diffusers U-Net folder, our evaluator)."""
+    from diffusers import UNet2DConditionModel
+    from papernodes.models.common.animatediff import load_motion_adapter
+    from papernodes.models.common.animatediff_layout import detect_layout
+    from papernodes.models.common.loading import load_state_dict
+    from papernodes.models.proving_ground import dance_reproduce as dr
+
+    out = tmp_path / "weights"
+    code = dr.main(["--stages", "evaluator,image,motion", "--quick", "--weights", str(out),
+                    "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert code == 0
+    de.load_evaluator(out / dr.EVALUATOR_FILE)
+    unet = UNet2DConditionModel.from_pretrained(out / "unet")
+    assert unet.config.cross_attention_dim == 96  # the world CLIP's width
+    mm = out / dr.MOTION_MODULE_FILE
+    assert detect_layout(load_state_dict(mm)) == "original"
+    adapter = load_motion_adapter(mm)
+    assert tuple(adapter.config.block_out_channels) == tuple(unet.config.block_out_channels)

@@ -2,6 +2,8 @@
 
     python -m models.proving_ground.dance_reproduce [--stages image] [--quick] [--threads 1]
 
+- `evaluator`: the pose/clothes evaluator (`dance_eval.DanceEvaluator`) trained on 4 800 train-split
+  frames at 64 px; held-out PCK and clothes accuracy on frames rendered at 128 px go into its JSON.
 - `image`: the world's SD1.5-architecture image model of people: the image world's teacher U-Net
   (`world_sd/unet`) fine-tuned on single dance-world frames at 128 px with their captions, the world's
   VAE and CLIP text encoder frozen and shared (so only a U-Net ships: `world_dance/unet`, fp16). Same
@@ -42,7 +44,15 @@ from .train_base import TeacherSettings, train_teacher
 
 log = logging.getLogger("proving_ground.dance_reproduce")
 SHIPPED = zoo.WEIGHTS_DIR / "world_dance"
-STAGES = ("image",)
+STAGES = ("evaluator", "image", "motion")
+EVALUATOR_FILE = "dance_evaluator.safetensors"
+MOTION_MODULE_FILE = "mm_dance_v1.safetensors"  # AnimateDiff original layout, fp16
+MOTION_CLIPS, MOTION_FRAMES, MOTION_SEED = 600, 16, 2  # 16 frames: AnimateDiff's training length
+# AnimateDiff's recipe for a motion module on a frozen image model: temporal layers only, uniform timesteps,
+# captions as written (no token), lr 1e-4 (AnimateDiff v2's), batch 1.
+MOTION_ARGS = dict(trainable="temporal", token="", timestep_law="uniform", lr=1e-4, max_steps=1200,
+                   prior_weight=0.0)  # fmt: skip
+EVAL_CLIPS, EVAL_FRAMES, EVAL_SEED = 100, 4, 1  # held-out split, frames rendered at 128 px
 IMAGE_SIZE = 128  # the world teacher's resolution (16x16 latents)
 IMAGE_CLIPS, IMAGE_FRAMES, IMAGE_SEED = 3000, 2, 0  # dance-world train split, seed 0: 6 000 frames
 IMAGE_SETTINGS = TeacherSettings(
@@ -72,6 +82,39 @@ def dance_frames(
     return images, captions
 
 
+def evaluate_evaluator(
+    model, clips: int = EVAL_CLIPS, frames: int = EVAL_FRAMES, seed: int = EVAL_SEED
+) -> dict:
+    """Held-out accuracy of the evaluator on frames rendered at 128 px (as generated frames are)."""
+    from .dance_eval import HEADS, pck, read_frames
+
+    size = IMAGE_SIZE
+    data = [make_clip(seed, "heldout", i, num_frames=frames, size=size) for i in range(clips)]
+    images = np.concatenate([c.frames for c in data])
+    read = read_frames(model, images)
+    kps = np.concatenate([c.keypoints for c in data])
+    report = {"frames": len(images), "size": size}
+    for alpha in (0.05, 0.1):
+        report[f"pck@{alpha}"] = pck(read["keypoints"] * size, kps[..., :2], kps[..., 2] > 0, alpha)
+    for head in HEADS:
+        truth = [getattr(c.person, head) for c in data for _ in range(frames)]
+        report[f"{head}_accuracy"] = float(np.mean([a == b for a, b in zip(read[head], truth)]))
+    return report
+
+
+def stage_evaluator(shipped: Path, cache: Path, quick: bool) -> None:
+    from .dance_eval import save_evaluator, train_evaluator
+
+    kw = dict(clips=10, frames=2, steps=4, batch_size=4) if quick else {}
+    model, settings = train_evaluator(progress=_progress(), **kw)
+    report = evaluate_evaluator(model, clips=3 if quick else EVAL_CLIPS)
+    log.info("evaluator held-out: %s", report)
+    save_evaluator(model, shipped / EVALUATOR_FILE, {"training": settings, "heldout": report})
+    (shipped / "dance_evaluator.json").write_text(
+        json.dumps({"training": settings, "heldout": report}, indent=2) + "\n"
+    )
+
+
 def stage_image(shipped: Path, cache: Path, quick: bool) -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -87,6 +130,46 @@ def stage_image(shipped: Path, cache: Path, quick: bool) -> None:
         vae, settings, progress=_progress(), init=(text, unet), data=data, train_text=False
     )
     _save_fp16(unet, shipped / "unet")
+
+
+def dance_components(shipped: Path = SHIPPED):
+    """The world SD (VAE, text encoder, tokenizer, scheduler) with the dance U-Net: the dance image model."""
+    from diffusers import UNet2DConditionModel
+
+    from ..common.loading import load_model_fresh
+
+    comps = load_model_fresh(zoo.base_dir())
+    comps.unet = UNet2DConditionModel.from_pretrained(shipped / "unet", torch_dtype=torch.float32).eval()
+    return comps
+
+
+def stage_motion(shipped: Path, cache: Path, quick: bool) -> None:
+    """A fresh AnimateDiff motion module (AnimateDiff's init) for the dance U-Net, trained on dance clips."""
+    from ..common.animatediff import save_motion_adapter_original
+    from ..motion_custom.data import clips_from_frames
+    from ..motion_custom.motion_file import load_motion, motions_applied
+    from ..motion_custom.pipeline import animatediff_model
+    from ..motion_custom.train import TrainConfig, train
+    from .motion_reproduce import fresh_adapter
+
+    comps = dance_components(shipped)
+    adapter = fresh_adapter(comps.unet)
+    n = 3 if quick else MOTION_CLIPS
+    clips = [make_clip(MOTION_SEED, "train", i, num_frames=MOTION_FRAMES, size=IMAGE_SIZE) for i in range(n)]
+    sources = clips_from_frames([c.frames for c in clips], [c.caption for c in clips])
+    cfg = TrainConfig(out=str(cache / "motion"), frames=MOTION_FRAMES, height=IMAGE_SIZE, width=IMAGE_SIZE,
+                      save_every=200, keep_checkpoints=1, resume="auto", cpu=True, **MOTION_ARGS)  # fmt: skip
+    if quick:
+        cfg.max_steps, cfg.save_every, cfg.resume, cfg.frames = 2, 0, None, 4
+        cfg.out = str(cache / "motion-quick")
+    model = animatediff_model(comps, adapter)
+    run = train(cfg, base=model, clips=sources)
+    with motions_applied(model.unet, [(load_motion(run), 1.0)]):
+        state = {k: v.detach().clone() for k, v in model.unet.state_dict().items() if ".motion_modules." in k}
+    missing = adapter.load_state_dict(state, strict=False)
+    assert not missing.unexpected_keys and all("pos_embed" in k for k in missing.missing_keys), missing
+    shipped.mkdir(parents=True, exist_ok=True)
+    save_motion_adapter_original(adapter.half(), shipped / MOTION_MODULE_FILE)
 
 
 def main(argv: list[str] | None = None) -> int:
