@@ -44,7 +44,7 @@ from .train_base import TeacherSettings, train_teacher
 
 log = logging.getLogger("proving_ground.dance_reproduce")
 SHIPPED = zoo.WEIGHTS_DIR / "world_dance"
-STAGES = ("evaluator", "image", "motion")
+STAGES = ("evaluator", "image", "motion", "controlnet")
 EVALUATOR_FILE = "dance_evaluator.safetensors"
 MOTION_MODULE_FILE = "mm_dance_v1.safetensors"  # AnimateDiff original layout, fp16
 MOTION_CLIPS, MOTION_FRAMES, MOTION_SEED = 600, 16, 2  # 16 frames: AnimateDiff's training length
@@ -170,6 +170,94 @@ def stage_motion(shipped: Path, cache: Path, quick: bool) -> None:
     assert not missing.unexpected_keys and all("pos_embed" in k for k in missing.missing_keys), missing
     shipped.mkdir(parents=True, exist_ok=True)
     save_motion_adapter_original(adapter.half(), shipped / MOTION_MODULE_FILE)
+
+
+POSE_CONTROLNET_FILE = "control_dance_openpose.safetensors"  # original (ldm) single-file layout, fp16
+POSE_VCN_DIR = "video_controlnet_openpose"  # the Video ControlNet folder (our trainer's format), fp16
+CN_CLIPS, CN_SEED = 400, 3  # 16-frame clips at 128 px on disk in the trainer's documented layout
+# Phase 1 trains the image ControlNet on single frames (a fresh ControlNet copied from the dance U-Net, as
+# ControlNet does, Zhang et al. 2023 Sec. 3; half of the captions dropped, their Sec. 3.3, so the control
+# alone must carry the pose). Phase 2 trains only the Video ControlNet's motion blocks (zero init: the
+# image ControlNet exactly at the start) on 16-frame clips with the trained motion module in the U-Net.
+CN_IMAGE = dict(
+    frames=1, stride=1, batch_size=8, max_steps=1500, lr=1e-4, text_dropout=0.5, train_controlnet=True
+)
+CN_MOTION = dict(frames=16, stride=1, batch_size=1, max_steps=600, lr=1e-4, text_dropout=0.1)
+
+
+def dance_model_folder(shipped: Path, dest: Path) -> Path:
+    """A diffusers SD folder: the world SD with the dance U-Net (what `--model` of the trainers reads)."""
+    import shutil
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(zoo.base_dir(), dest, copy_function=zoo._link_or_copy)
+    shutil.rmtree(dest / "unet")
+    shutil.copytree(shipped / "unet", dest / "unet", copy_function=zoo._link_or_copy)
+    return dest
+
+
+def write_control_clips(folder: Path, n: int, seed: int, frames: int = 16, size: int = IMAGE_SIZE) -> Path:
+    """Dance clips as <name>.mp4 + <name>.txt + <name>.pose.json (POSE_KEYPOINT: the trainer renders the
+    maps with the pack's OpenPose renderer, identical to the world's) - the layout users train on."""
+    from ..common.video_io import write_video
+    from .dance_world import FPS
+
+    done = folder / ".complete"
+    if done.is_file() and int(done.read_text()) == n:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        clip = make_clip(seed, "train", i, num_frames=frames, size=size)
+        write_video(folder / f"dance{i:04d}.mp4", clip.frames, FPS)
+        (folder / f"dance{i:04d}.txt").write_text(clip.caption)
+        (folder / f"dance{i:04d}.pose.json").write_text(json.dumps(clip.pose_keypoint))
+    done.write_text(str(n))
+    return folder
+
+
+def stage_controlnet(shipped: Path, cache: Path, quick: bool) -> None:
+    from diffusers import ControlNetModel
+
+    from ..common.animatediff import save_motion_adapter_original
+    from ..common.controlnet import save_controlnet_single_file
+    from ..dreamoving.train import TrainConfig, train
+    from ..dreamoving.video_controlnet import load_video_controlnet, save_video_controlnet
+    from .motion_reproduce import fresh_adapter
+
+    cache.mkdir(parents=True, exist_ok=True)
+    model = dance_model_folder(shipped, cache / "dance_sd")
+    comps = dance_components(shipped)
+    n = 2 if quick else CN_CLIPS
+    data = write_control_clips(cache / ("control-clips-quick" if quick else "control-clips"), n, CN_SEED)
+    init = cache / "controlnet-init"
+    if not (init / "config.json").is_file():
+        torch.manual_seed(CN_SEED)
+        ControlNetModel.from_unet(comps.unet).save_pretrained(init, safe_serialization=True)
+    identity = save_motion_adapter_original(fresh_adapter(comps.unet), cache / "mm_identity.safetensors")
+    common = dict(stage="controlnet", model=str(model), data=str(data), resolution=IMAGE_SIZE, cpu=True,
+                  save_every=250, keep_checkpoints=1, resume="auto")  # fmt: skip
+    phases = [
+        ("pose-image", CN_IMAGE, init, identity),
+        ("pose-video", CN_MOTION, None, shipped / MOTION_MODULE_FILE),
+    ]
+    previous = None
+    for name, args, start, motion in phases:
+        cfg = TrainConfig(out=str(cache / name), controlnet=str(start or previous), motion_module=str(motion),
+                          **common, **args)  # fmt: skip
+        if quick:
+            cfg.max_steps, cfg.save_every, cfg.resume, cfg.frames, cfg.batch_size = (
+                2,
+                0,
+                None,
+                min(cfg.frames, 4),
+                1,
+            )
+            cfg.out = str(cache / f"{name}-quick")
+        previous = train(cfg).final / "video_controlnet"
+    vcn = load_video_controlnet(previous).half()
+    save_controlnet_single_file(vcn.controlnet, shipped / POSE_CONTROLNET_FILE)
+    save_video_controlnet(vcn, shipped / POSE_VCN_DIR)
 
 
 def main(argv: list[str] | None = None) -> int:
