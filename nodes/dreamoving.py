@@ -209,10 +209,12 @@ class GenerateVideo:
                     {
                         "default": FRAME_SPLIT,
                         "tooltip": "How videos longer than one window run. 'frame split': every frame goes "
-                        "once through the U-Net's spatial layers and the ControlNet (16 frames at a time), "
-                        "only the motion blocks run per window (FreeNoise's split; fastest, memory grows "
-                        "slowly with length). 'U-Net windows': the whole U-Net per window (memory of one "
-                        "window whatever the length; overlapped frames cost twice).",
+                        "once through the U-Net's spatial layers and the ControlNet (one window of frames "
+                        "at a time), only the motion blocks run per window (FreeNoise's split; fastest; "
+                        "the layers' outputs for all frames are kept, so memory grows with the length). "
+                        "'U-Net windows': the whole U-Net per window (memory of one window "
+                        "whatever the length; overlapped frames cost twice): for long videos at high "
+                        "resolution on little memory.",
                     },
                 ),
             },
