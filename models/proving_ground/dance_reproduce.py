@@ -279,16 +279,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(stages: list[str], shipped: Path, cache: Path, quick: bool) -> None:
     record = shipped / "training_times.json"
-    times = json.loads(record.read_text()) if record.is_file() and not quick else {}
+    times = {}
     for stage in (s for s in STAGES if s in stages):
         t0 = time.time()
         log.info("stage %s ...", stage)
         globals()[f"stage_{stage}"](shipped, cache, quick)
         times[stage] = round(time.time() - t0, 1)
         log.info("stage %s done in %.0f s", stage, times[stage])
-    if not quick:
+    if not quick:  # read again: stages run side by side in other processes may have written meanwhile
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(times, indent=2) + "\n")
+        now = json.loads(record.read_text()) if record.is_file() else {}
+        record.write_text(json.dumps({**now, **times}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
