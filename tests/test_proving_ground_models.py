@@ -25,13 +25,15 @@ def test_every_model_is_shipped_within_the_size_budget():
     sizes = {p.relative_to(zoo.WEIGHTS_DIR).as_posix(): p.stat().st_size for p in _files(zoo.WEIGHTS_DIR)}
     assert all(s <= 20 * MB for s in sizes.values()), sizes
     # the image world (its four models and two evaluators) within 80 MB; every other method's world, one
-    # folder each, within its 20 MB (DESIGN.md): the clone grows by at most that per method
-    own_worlds = ("world_hands", "world_3d")
+    # folder each, within its budget (DESIGN.md: 20 MB; the dance world 40 MB, issue 20): the clone grows by
+    # at most that per method
+    budgets = {"world_hands": 20 * MB, "world_3d": 20 * MB, "world_dance": 40 * MB}
+    own_worlds = tuple(budgets)
     image_world = {k: v for k, v in sizes.items() if k.split("/")[0] not in own_worlds}
     assert sum(image_world.values()) <= 80 * MB, sum(image_world.values()) / MB
-    for world in own_worlds:
+    for world, budget in budgets.items():
         total = sum(v for k, v in sizes.items() if k.split("/")[0] == world)
-        assert 0 < total <= 20 * MB, (world, total / MB)
+        assert 0 < total <= budget, (world, total / MB)
     self_describing = {
         "attribute_classifier.safetensors",
         "motion_classifier.safetensors",
