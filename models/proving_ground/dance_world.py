@@ -103,6 +103,7 @@ from .world import (
     background_phrase,
     contrasts,
     parse_caption,
+    pattern_on,
     sample_background,
     second_tone,
 )
@@ -582,16 +583,7 @@ def _background_samples(bg: Background, X: np.ndarray, Y: np.ndarray, size: int)
     else:
         u = (c * X + s * Y) / bg.period + bg.phase
         v = (-s * X + c * Y) / bg.period + bg.phase
-        if bg.texture == "striped":
-            on = (u - np.floor(u)) < 0.5
-        elif bg.texture == "checkered":
-            on = ((np.floor(u) + np.floor(v)) % 2) == 1
-        elif bg.texture == "dotted":
-            du, dv = u - np.floor(u) - 0.5, v - np.floor(v) - 0.5
-            on = du * du + dv * dv <= 0.25**2
-        else:
-            raise ValueError(f"unknown texture {bg.texture!r}")
-        t = on.astype(np.float32)
+        t = pattern_on(bg.texture, u, v).astype(np.float32)
     a = np.asarray(COLORS[bg.color], np.float32)
     b = second_tone(bg.color).astype(np.float32)
     return a * (1.0 - t[..., None]) + b * t[..., None]

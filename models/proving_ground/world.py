@@ -285,16 +285,20 @@ def _texture_fraction(bg: Background) -> np.ndarray:
     X, Y = _sample_coords(0, SIZE, 0, SIZE)
     u = (c * X + s * Y) / bg.period + bg.phase
     v = (-s * X + c * Y) / bg.period + bg.phase
-    if bg.texture == "striped":
-        on = (u - np.floor(u)) < 0.5
-    elif bg.texture == "checkered":
-        on = ((np.floor(u) + np.floor(v)) % 2) == 1
-    elif bg.texture == "dotted":
+    return _box_mean(pattern_on(bg.texture, u, v).astype(np.float32))
+
+
+def pattern_on(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Where a periodic texture shows its second tone, at lattice coordinates (u, v) (one period per unit):
+    stripes, a checkerboard, or dots of radius 1/4 at the cell centres."""
+    if texture == "striped":
+        return (u - np.floor(u)) < 0.5
+    if texture == "checkered":
+        return ((np.floor(u) + np.floor(v)) % 2) == 1
+    if texture == "dotted":
         du, dv = u - np.floor(u) - 0.5, v - np.floor(v) - 0.5
-        on = du * du + dv * dv <= 0.25**2
-    else:
-        raise ValueError(f"unknown texture {bg.texture!r}; known: {', '.join(TEXTURES)}")
-    return _box_mean(on.astype(np.float32))
+        return du * du + dv * dv <= 0.25**2
+    raise ValueError(f"unknown texture {texture!r}; known: {', '.join(TEXTURES)}")
 
 
 def render_background(bg: Background) -> np.ndarray:
