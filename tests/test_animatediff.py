@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 
@@ -373,3 +374,56 @@ def test_controlnet_residuals_follow_2d_convention(comps, inputs):
     assert (out5 - motion.run_motion_unet(model, latents, 500, text)).abs().max() > 1e-3
     with pytest.raises(InputError, match="mid_block_additional_residual"):
         motion.run_motion_unet(model, latents, 500, text, down5, mid5[:, :, :2])
+
+
+def test_trained_schedule_travels_from_file_to_the_pipelines_sampler(comps, tmp_path):
+    """A motion module trained on other betas than AnimateDiff's linear ones records them in its header;
+    the inflated U-Net, DreaMoving's sampler and Customizing Motion's model then use them."""
+    from diffusers import DDIMScheduler
+    from papernodes.models.dreamoving.pipeline import DreaMovingPipeline
+    from papernodes.models.motion_custom.pipeline import animatediff_model
+
+    plain = motion.build_tiny_motion_adapter(seed=5)
+    plain_file = motion.load_motion_adapter(
+        motion.save_motion_adapter_original(plain, tmp_path / "p.safetensors")
+    )
+    assert motion.motion_schedule(plain_file) == {"beta_schedule": "linear"}  # published files: AnimateDiff's
+    marked = motion.set_motion_schedule(motion.build_tiny_motion_adapter(seed=5), "scaled_linear")
+    loaded = motion.load_motion_adapter(
+        motion.save_motion_adapter_original(marked, tmp_path / "m.safetensors")
+    )
+    assert motion.motion_schedule(loaded) == {"beta_schedule": "scaled_linear"}
+    assert motion.motion_schedule(motion.inflate_unet(comps.unet, loaded)) == {
+        "beta_schedule": "scaled_linear"
+    }
+
+    def betas(config):
+        return DDIMScheduler.from_config(config).betas
+
+    base = {**comps.scheduler_config, "beta_start": 0.00085, "beta_end": 0.012}
+    comps_ = dataclasses.replace(comps, scheduler_config=base)
+    for adapter, law in ((plain_file, "linear"), (loaded, "scaled_linear")):
+        want = betas({**base, "beta_schedule": law})
+        torch.testing.assert_close(
+            DreaMovingPipeline(comps_, adapter).scheduler("ddim").betas, want, rtol=0, atol=0
+        )
+        torch.testing.assert_close(
+            betas(animatediff_model(comps_, adapter).scheduler_config), want, rtol=0, atol=0
+        )
+    # the two laws differ where it matters (scaled-linear: sqrt-space interpolation, smaller mid-range betas)
+    gap = betas({**base, "beta_schedule": "linear"}) - betas({**base, "beta_schedule": "scaled_linear"})
+    assert gap.abs().max() > 1e-3
+
+
+def test_schedule_needs_a_header(tmp_path):
+    marked = motion.set_motion_schedule(motion.build_tiny_motion_adapter(seed=5), "scaled_linear")
+    with pytest.raises(WeightsFormatError, match="save it as .safetensors"):
+        motion.save_motion_adapter_original(marked, tmp_path / "m.ckpt")
+    from safetensors.torch import load_file, save_file
+
+    path = motion.save_motion_adapter_original(
+        motion.build_tiny_motion_adapter(seed=5), tmp_path / "x.safetensors"
+    )
+    save_file(load_file(path), str(path), metadata={"beta_schedule": "cubic"})
+    with pytest.raises(WeightsFormatError, match="beta_schedule='cubic'"):
+        motion.load_motion_adapter(path)

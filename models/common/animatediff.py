@@ -5,6 +5,8 @@
 - `save_motion_adapter_original`: the reverse writer (our trainer and the tests use it).
 - `build_tiny_motion_adapter`: seeded tiny adapter matching `tiny.TINY_UNET`.
 - `inflate_unet`: UNet2DConditionModel + MotionAdapter -> diffusers UNetMotionModel.
+- `motion_schedule` / `set_motion_schedule`: the noise schedule a motion module was trained on (the
+  file's header, AnimateDiff's linear betas when it says nothing); the inflated U-Net inherits it.
 - `motion_modules_enabled`: run the inflated U-Net frame by frame (temporal blocks bypassed).
 - `motion_attention`: route every attention layer (temporal ones flagged) through `kernels`.
 - `run_motion_unet`: one call convention for [B, C, F, H, W] latents with per-video text.
@@ -41,7 +43,13 @@ from .loading import (
 )
 
 MotionUNet = UNetMotionModel  # the inflated U-Net type, for annotations in other modules
-ANIMATEDIFF_SCHEDULE = {"beta_schedule": "linear"}  # motion modules were trained on linear betas
+ANIMATEDIFF_SCHEDULE = {
+    "beta_schedule": "linear"
+}  # the published motion modules were trained on linear betas
+# A motion module trained on another schedule (the dance world's, on its image model's scaled-linear betas)
+# says so in its file's header under this key; the pipelines then sample on that schedule.
+SCHEDULE_KEY = "beta_schedule"
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 TINY_MOTION = dict(
     block_out_channels=(32, 64),
@@ -81,6 +89,25 @@ def _quiet_diffusers() -> Iterator[None]:
         diffusers_logging.set_verbosity(level)
 
 
+def motion_schedule(module: torch.nn.Module) -> dict:
+    """Scheduler-config overrides for the schedule `module` (adapter or inflated U-Net) was trained on."""
+    return {
+        SCHEDULE_KEY: getattr(module, "trained_beta_schedule", None) or ANIMATEDIFF_SCHEDULE[SCHEDULE_KEY]
+    }
+
+
+def set_motion_schedule(
+    module: torch.nn.Module, beta_schedule: str | None, source: str = ""
+) -> torch.nn.Module:
+    """Record on `module` the beta schedule its motion blocks were trained on (None: AnimateDiff's)."""
+    if beta_schedule is not None and beta_schedule not in BETA_SCHEDULES:
+        raise WeightsFormatError(
+            f"{source or 'motion module'}: header {SCHEDULE_KEY}={beta_schedule!r}; expected one of {BETA_SCHEDULES}"
+        )
+    module.trained_beta_schedule = beta_schedule
+    return module
+
+
 def _adapter_from_state_dict(sd: dict[str, torch.Tensor], source: str, config: dict | None = None):
     """Build a MotionAdapter for `sd` (any layout) and load it strictly; pe tables may be absent."""
     layout = detect_layout(sd)
@@ -90,13 +117,14 @@ def _adapter_from_state_dict(sd: dict[str, torch.Tensor], source: str, config: d
             hint = " This looks like a SparseCtrl ControlNet, not a motion module."
         sample = ", ".join(repr(k) for k in list(sd)[:3]) or "no tensors"
         raise WeightsFormatError(f"{source}: not a motion module; expected {EXPECTED}. Found {sample}.{hint}")
+    schedule = getattr(sd, "metadata", {}).get(SCHEDULE_KEY)  # the header, before the key conversion
     sd = original_to_diffusers(sd, source)
     config = config or infer_motion_config(sd, source)
     # Built without random initialisation. Files converted by diffusers' script may lack the sinusoidal
     # tables: those buffers keep their computed values, which equal the stored ones.
     what = f"{layout}-layout motion-module (inferred config {config})"
     adapter = build_loaded(lambda: MotionAdapter.from_config(config), sd, what, source, ("pos_embed.pe",))
-    return _finish(adapter)
+    return set_motion_schedule(_finish(adapter), schedule, source)
 
 
 def load_motion_adapter(path: str | os.PathLike) -> MotionAdapter:
@@ -126,14 +154,23 @@ def load_motion_adapter(path: str | os.PathLike) -> MotionAdapter:
 
 
 def save_motion_adapter_original(adapter: torch.nn.Module, path: str | os.PathLike) -> Path:
-    """Write `adapter` in the original AnimateDiff key layout (.safetensors, or .ckpt/.pt via torch.save)."""
+    """Write `adapter` in the original AnimateDiff key layout (.safetensors, or .ckpt/.pt via torch.save).
+
+    A schedule recorded on the adapter (`set_motion_schedule`) goes into the safetensors header; pickles
+    have no header, so such an adapter must be written as .safetensors."""
     path = Path(path)
     sd = {k: v.detach().cpu().contiguous() for k, v in diffusers_to_original(adapter.state_dict()).items()}
+    schedule = getattr(adapter, "trained_beta_schedule", None)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in SAFE_SUFFIXES:
         from safetensors.torch import save_file
 
-        save_file(sd, str(path))
+        save_file(sd, str(path), metadata={SCHEDULE_KEY: schedule} if schedule else None)
+    elif schedule:
+        raise WeightsFormatError(
+            f"{path.name}: this motion module was trained on {schedule!r} betas, which only a .safetensors "
+            "header can record; save it as .safetensors"
+        )
     elif path.suffix.lower() in PICKLE_SUFFIXES:
         torch.save(sd, str(path))
     else:
@@ -190,7 +227,8 @@ def inflate_unet(unet: torch.nn.Module, adapter: MotionAdapter) -> UNetMotionMod
         # (building the model with random weights first, then copying over them).
         with _quiet_diffusers():
             model = UNetMotionModel.from_unet2d(unet, adapter)
-        return model.to(device=unet.device).eval().requires_grad_(False)
+        model = model.to(device=unet.device).eval().requires_grad_(False)
+        return set_motion_schedule(model, getattr(adapter, "trained_beta_schedule", None))
     with _quiet_diffusers(), empty_parameters():
         model = UNetMotionModel.from_unet2d(unet, adapter, load_weights=False)
     # What from_unet2d copies, without initialising weights first: the 2D layers from the U-Net and the
@@ -201,7 +239,9 @@ def inflate_unet(unet: torch.nn.Module, adapter: MotionAdapter) -> UNetMotionMod
     sd = {k: copy(sources[k]) for k in model.state_dict() if k in sources}
     # buffers the model computes itself (positional tables) may be absent from both
     assign_weights(model, sd, "motion U-Net", "U-Net + motion module", may_lack=("pos_embed.pe",))
-    return model.eval().requires_grad_(False)
+    return set_motion_schedule(
+        model.eval().requires_grad_(False), getattr(adapter, "trained_beta_schedule", None)
+    )
 
 
 _MISSING = object()

@@ -15,7 +15,8 @@ Sampling (ours; the paper publishes no inference code):
   runs the whole U-Net per window and blends the noise predictions (`windows.WindowedDenoiser`; memory
   of one window, overlapped frames evaluated twice). Either way the scheduler steps ONCE per step on
   the full-length prediction, and `window >= num_frames` is bit-identical to a single pass;
-- AnimateDiff's noise schedule (linear betas) on the model's own scheduler config, DDIM, 25 steps, CFG 7.5
+- the motion module's noise schedule (AnimateDiff's linear betas unless its file records another,
+  `animatediff.motion_schedule`) on the model's own scheduler config, DDIM, 25 steps, CFG 7.5
   (AnimateDiff's inference defaults; DreaMoving states none).
 """
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ...kernels.processor import HookState, attention_hooks
-from ..common.animatediff import ANIMATEDIFF_SCHEDULE, inflate_unet, run_motion_unet
+from ..common.animatediff import inflate_unet, motion_schedule, run_motion_unet
 from ..common.errors import InputError
 from ..common.frame_split import frame_split
 from ..common.image_prompt import IPAdapter
@@ -143,7 +144,7 @@ class DreaMovingPipeline:
         return getattr(self.unet.config, "motion_max_seq_length", None)
 
     def scheduler(self, name: str):
-        return make_scheduler(name, {**self.components.scheduler_config, **ANIMATEDIFF_SCHEDULE})
+        return make_scheduler(name, {**self.components.scheduler_config, **motion_schedule(self.unet)})
 
     # ----- validation --------------------------------------------------------------------------------------
     def validate(self, num_frames, height, width, steps, window, overlap, controls) -> None:

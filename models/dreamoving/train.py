@@ -60,7 +60,7 @@ if (
 
 from ...kernels.dispatch import use_backend
 from ...kernels.processor import attention_hooks, attention_modules
-from ..common.animatediff import inflate_unet, load_motion_adapter, run_motion_unet
+from ..common.animatediff import inflate_unet, load_motion_adapter, motion_schedule, run_motion_unet
 from ..common.cli import TrainerCli, option
 from ..common.errors import InputError, WeightsFormatError
 from ..common.image_prompt import (
@@ -457,8 +457,10 @@ def _check_clip_width(adapter: IPAdapter, clip_vision, name: str) -> None:
 def setup_stage(cfg: TrainConfig, comps, device, weight_dtype):
     """(trainable stage module, Frozen, dataset) for `cfg.stage`; frozen modules on `device` in `weight_dtype`."""
     texts = TextEmbeddingCache(comps.tokenizer, comps.text_encoder.to(device, weight_dtype), device)
+    schedule = {}
     if cfg.stage == "controlnet":
         adapter = load_motion_adapter(cfg.motion_module)
+        schedule = motion_schedule(adapter)  # the one the pipeline samples this U-Net on
         if cfg.frames > adapter.config.motion_max_seq_length:
             raise InputError(
                 "frames",
@@ -504,7 +506,7 @@ def setup_stage(cfg: TrainConfig, comps, device, weight_dtype):
         if cfg.stage == "controlnet" and cfg.train_controlnet:
             stage.vcn.controlnet.enable_gradient_checkpointing()
     frozen = Frozen(
-        unet, comps.vae, texts, texts([""])[0], make_noise_scheduler(comps.scheduler_config),
+        unet, comps.vae, texts, texts([""])[0], make_noise_scheduler({**comps.scheduler_config, **schedule}),
         weight_dtype, clip_vision, uncond,
     )  # fmt: skip
     if cfg.stage == "guider":  # patched for the run, so gradient checkpointing re-runs the guided layers

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..common.animatediff import ANIMATEDIFF_SCHEDULE, inflate_unet, run_motion_unet
+from ..common.animatediff import inflate_unet, motion_schedule, run_motion_unet
 from ..common.errors import InputError
 from ..common.loading import SDComponents, load_components
 from ..common.schedulers import make_scheduler
@@ -91,7 +91,7 @@ def load_zeroscope(path, dtype: torch.dtype = torch.float32) -> VideoModel:
 
 def animatediff_model(components: SDComponents, adapter: torch.nn.Module) -> VideoModel:
     """SD1.5-family components inflated with an AnimateDiff motion module (the 2D U-Net is not changed)."""
-    config = {**components.scheduler_config, **ANIMATEDIFF_SCHEDULE}
+    config = {**components.scheduler_config, **motion_schedule(adapter)}
     return VideoModel.from_components(components, inflate_unet(components.unet, adapter), config)
 
 
