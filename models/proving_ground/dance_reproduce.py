@@ -44,7 +44,7 @@ from .train_base import TeacherSettings, train_teacher
 
 log = logging.getLogger("proving_ground.dance_reproduce")
 SHIPPED = zoo.WEIGHTS_DIR / "world_dance"
-STAGES = ("evaluator", "image", "motion", "controlnet")
+STAGES = ("evaluator", "image", "motion", "controlnet", "guider")
 EVALUATOR_FILE = "dance_evaluator.safetensors"
 MOTION_MODULE_FILE = "mm_dance_v1.safetensors"  # AnimateDiff original layout, fp16
 MOTION_CLIPS, MOTION_FRAMES, MOTION_SEED = 600, 16, 2  # 16 frames: AnimateDiff's training length
@@ -260,6 +260,47 @@ def stage_controlnet(shipped: Path, cache: Path, quick: bool) -> None:
     vcn = load_video_controlnet(previous).half()
     save_controlnet_single_file(vcn.controlnet, shipped / POSE_CONTROLNET_FILE)
     save_video_controlnet(vcn, shipped / POSE_VCN_DIR)
+
+
+CLIP_VISION_FILE = "clip_vision_dance.safetensors"  # transformers layout, fp16 (dance_guider.py)
+GUIDER_FILES = {"face": "ip_adapter_dance_face.safetensors", "clothes": "ip_adapter_dance_clothes.safetensors"}
+GUIDER_CLIPS, GUIDER_SEED = 3000, 4  # one frame per clip, with the clip's reference crops
+# IP-Adapter's recipe (Ye et al. 2023, Sec. 4.1.2: AdamW lr 1e-4, weight decay 0.01, 5 % text / image /
+# both dropped) on the plain variant with 4 tokens (the encoder is trained on image_embeds); frozen dance
+# U-Net frame by frame at 128 px.
+GUIDER_ARGS = dict(adapter_variant="plain", num_tokens=4, batch_size=8, max_steps=1500, lr=1e-4)
+
+
+def stage_guider(shipped: Path, cache: Path, quick: bool) -> None:
+    """The dance CLIP vision encoder (once), then the face and clothes IP-Adapters on content samples."""
+    from ..common.image_prompt import save_ip_adapter
+    from ..dreamoving.train import TrainConfig, train
+    from . import dance_guider as dg
+
+    cache.mkdir(parents=True, exist_ok=True)
+    encoder_file = (cache / "clip-vision-quick.safetensors") if quick else shipped / CLIP_VISION_FILE
+    if quick or not encoder_file.is_file():
+        kw = dict(clips=8, steps=2, batch_size=4) if quick else {}
+        encoder, heads, settings = dg.train_encoder(progress=_progress(), **kw)
+        report = dg.probe_accuracy(encoder, heads, clips=4 if quick else 300)
+        log.info("dance CLIP vision held-out: %s", report)
+        dg.save_encoder(encoder, encoder_file)
+        if not quick:
+            (shipped / "clip_vision_dance.json").write_text(
+                json.dumps({"training": settings, "heldout": report}, indent=2) + "\n"
+            )
+    n = 4 if quick else GUIDER_CLIPS
+    data = dg.write_content_samples(cache / f"content-{n}", n, GUIDER_SEED, IMAGE_SIZE)
+    cfg = TrainConfig(stage="guider", model=str(dance_model_folder(shipped, cache / "dance_sd")), data=str(data),
+                      out=str(cache / ("guider-quick" if quick else "guider")), clip_vision=str(encoder_file),
+                      resolution=IMAGE_SIZE, cpu=True, save_every=250, keep_checkpoints=1, resume="auto",
+                      **GUIDER_ARGS)  # fmt: skip
+    if quick:
+        cfg.max_steps, cfg.save_every, cfg.resume, cfg.batch_size = 2, 0, None, 2
+    adapters = train(cfg).modules
+    if not quick:
+        for name, file in GUIDER_FILES.items():
+            save_ip_adapter(adapters[name].half(), shipped / file)
 
 
 def main(argv: list[str] | None = None) -> int:

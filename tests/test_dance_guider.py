@@ -1,0 +1,85 @@
+"""The dance world's Content Guider parts (models/proving_ground/dance_guider.py): the CLIP-layout encoder
+round-trips through the loader users' files go through, the crops carry the labels they show, the
+captions leave the clothes to the image prompts, and the samples are in the trainer's layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from papernodes.models.common.image_prompt import infer_clip_vision_config
+from papernodes.models.common.loading import load_state_dict
+from papernodes.models.dreamoving.train_data import ContentDataset, scan_content_samples
+from papernodes.models.proving_ground import dance_guider as dg
+from papernodes.models.proving_ground import dance_reproduce as dr
+from papernodes.models.proving_ground.dance_world import make_clip, parse_dance_caption
+
+torch.set_num_threads(1)
+
+
+def test_the_single_file_loads_back_as_the_same_encoder(tmp_path):
+    """The config is inferred from shapes on load (heads and activation cannot be read from weights):
+    ENCODER is chosen so the inference gives it back, and the fp16 file computes what the model does."""
+    encoder = dg.new_encoder(seed=0).eval()
+    path = dg.save_encoder(encoder, tmp_path / "enc.safetensors")
+    inferred = infer_clip_vision_config(load_state_dict(path), path.name)
+    assert {k: inferred[k] for k in dg.ENCODER} == dg.ENCODER
+    loaded = dg.load_encoder(path)
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = encoder.half().float()(pixel_values=x).image_embeds  # the weights as the file stores them
+        got = loaded(pixel_values=x).image_embeds
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # separately built modules: float tolerance
+    assert next(encoder.parameters()).dtype == torch.float32  # saving does not change the caller's model
+
+
+def test_crops_are_labelled_with_what_they_show():
+    pool = dg.crop_pool(3, seed=0)
+    assert pool["images"].shape == (6, 64, 64, 3)
+    clips = [make_clip(0, "train", i, num_frames=1) for i in range(3)]
+    for i, clip in enumerate(clips):
+        np.testing.assert_array_equal(pool["images"][i], clip.face_crop)
+        np.testing.assert_array_equal(pool["images"][3 + i], clip.clothes_crop)
+        for k, names in dg.HEADS.items():
+            face, clothes = int(pool["labels"][k][i]), int(pool["labels"][k][3 + i])
+            truth = names.index(getattr(clip.person, k))
+            assert (face, clothes) == ((truth, -1) if k in dg.FACE_HEADS else (-1, truth))
+
+
+def test_content_caption_names_the_background_only():
+    clip = make_clip(0, "train", 5, num_frames=1)
+    text = dg.content_caption(clip)
+    full = parse_dance_caption(clip.caption)
+    assert text.endswith(full["background"]) and text.startswith("a person dancing on ")
+    for word in ("shirt", "trousers", clip.person.shirt, clip.person.trousers):
+        assert word not in text.replace(full["background"], "")
+
+
+def test_content_samples_are_in_the_guider_trainers_layout(tmp_path):
+    folder = dg.write_content_samples(tmp_path / "content", 3, seed=4, size=64, frames=4)
+    samples = scan_content_samples(folder)
+    assert len(samples) == 3
+    data = ContentDataset(folder, 64, dg.ENCODER["image_size"])
+    item = data[1]
+    clip = make_clip(4, "train", 1, num_frames=4, size=64)
+    assert item["caption"] == dg.content_caption(clip)
+    frame = (item["pixels"].permute(1, 2, 0).numpy() + 1) * 127.5
+    # the sample's frame is one of its clip's frames
+    assert min(np.abs(frame - f.astype(np.float32)).max() for f in clip.frames) < 1.0
+    # written once: a second call with the same arguments does not rewrite
+    stamp = (folder / "dance00000.png").stat().st_mtime_ns
+    dg.write_content_samples(tmp_path / "content", 3, seed=4, size=64, frames=4)
+    assert (folder / "dance00000.png").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_shipped_encoder_reads_unseen_peoples_crops():
+    """The shipped encoder's embedding names skin, hair and clothes of held-out people (linear probe
+    heads are not shipped, so the probe is refit here on train-split crops)."""
+    path = dr.SHIPPED / dr.CLIP_VISION_FILE
+    if not path.is_file():
+        pytest.skip("the dance CLIP vision encoder is not trained yet (dance_reproduce --stages guider)")
+    encoder = dg.load_encoder(path)
+    heads = dg.fit_probe(encoder, clips=400, seed=11)
+    report = dg.probe_accuracy(encoder, heads, clips=150)
+    assert min(report.values()) >= 0.8, report
