@@ -19,6 +19,8 @@ from .common.saving import save_diffusers_folder, save_single_file
 from .common.tiny import build_tiny_components
 from .dreamoving.demo import write_dreamoving_demo_assets
 from .handdiffuse.demo import write_hands_demo_model
+from .proving_ground.dance_demo import trained_shipped as dance_trained_shipped
+from .proving_ground.dance_demo import write_dance_world_demo
 
 DEMO_COLORIZER = "papernodes-demo-colorizer"
 DEMO_LCM = "papernodes-demo-lcm"
@@ -91,11 +93,12 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         return {
             **paths,
             "image": image,
-            **write_dreamoving_demo_assets(base),
+            **write_dreamoving_demo_assets(base),  # the depth workflow's tiny models
+            **write_dance_world_demo(base, trained=dance_trained_shipped()),
             **hands,
             **motion,
             **write_bidiff_demo_prior(base, trained=True),
-        }  # DreaMoving: tiny
+        }
     diffusers = base / "models" / "diffusers"
     folder, lcm_folder = diffusers / DEMO_COLORIZER, diffusers / DEMO_LCM
     swiftbrush_folder = diffusers / DEMO_SWIFTBRUSH  # tiny one-step student (and teacher)
@@ -133,6 +136,7 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         "lora": lora,
         "swiftbrush": swiftbrush_folder,
         **write_dreamoving_demo_assets(base),  # DreaMoving: tiny models + pose/depth/person inputs
+        **write_dance_world_demo(base, trained=False),
         **write_hands_demo_model(base, trained=False),
         **write_motion_demo(base, trained=False),
         **write_bidiff_demo_prior(base, trained=False),

@@ -754,24 +754,61 @@ def swiftbrush_graph() -> list[Node]:
     ]
 
 
-def _dreamoving_common(controlnet: str, control_frames: tuple[int, int], strength: float) -> list[Node]:
-    """Motion module -> model; Video ControlNet (motion blocks from the module) on the control frames;
-    Content Guider with the person image as face and clothes reference; generate; save an animated WEBP."""
+@dataclass(frozen=True)
+class DanceModels:
+    """File names one DreaMoving workflow loads (ComfyUI folders named in the note)."""
+
+    model: str
+    motion: str
+    controlnet: str
+    face_adapter: str
+    clothes_adapter: str
+    clip_vision: str
+    face_image: str
+    clothes_image: str
+
+
+# Tiny random models in the users' formats (the depth workflow; the world has no depth ControlNet yet).
+TINY_DANCE = DanceModels("diffusers/papernodes-demo-dreamoving", "papernodes-demo-motion.safetensors",
+                         "papernodes-demo-depth.safetensors", "papernodes-demo-ip-adapter.safetensors", "none",
+                         "papernodes-demo-clip-vision.safetensors", "papernodes_demo_person.png",
+                         "papernodes_demo_person.png")  # fmt: skip
+TINY_GENERATE = dict(prompt="a woman in a red top and blue jeans dancing, best quality",
+                     negative_prompt="lowres, bad anatomy, worst quality, blurry", face_scale=0.8,
+                     clothes_scale=0.8, width=64, height=64, steps=4)  # fmt: skip
+# The dance world's trained models (models/proving_ground/dance_demo.py writes them under these names).
+WORLD_DANCE = DanceModels("diffusers/papernodes-world-dance", "papernodes-world-dance-motion.safetensors",
+                          "papernodes-world-dance-openpose", "papernodes-world-dance-face.safetensors",
+                          "papernodes-world-dance-clothes.safetensors",
+                          "papernodes-world-dance-clip-vision.safetensors", "papernodes_world_dance_face.png",
+                          "papernodes_world_dance_clothes.png")  # fmt: skip
+# dance_demo.demo_prompt(): the held-out dancer's background; face and clothes come from the crops
+WORLD_DANCE_PROMPT = "a person dancing on a red background"
+
+
+def _dreamoving_common(
+    m: DanceModels, control_frames: tuple[int, int], strength: float, generate: dict
+) -> list[Node]:
+    """Motion module -> model; Video ControlNet on the control frames; Content Guider with face and clothes
+    references; generate (`generate`: the sampler widgets that differ per workflow)."""
+    one_image = m.face_image == m.clothes_image
+    images = [
+        Node(25, "LoadImage", {"image": m.face_image, "upload": "image"},
+             title="Reference person (face and clothes)" if one_image else "Reference face"),
+    ]  # fmt: skip
+    if not one_image:
+        images.append(
+            Node(27, "LoadImage", {"image": m.clothes_image, "upload": "image"}, title="Reference clothes")
+        )
     return [
-        Node(
-            20, "PaperNodes_DreaMovingLoadMotionModule", {"motion_name": "papernodes-demo-motion.safetensors"}
-        ),
-        Node(
-            21,
-            "PaperNodes_DreaMovingLoadModel",
-            {"model_name": "diffusers/papernodes-demo-dreamoving"},
-            links={"motion_module": (20, 0)},
-        ),
+        Node(20, "PaperNodes_DreaMovingLoadMotionModule", {"motion_name": m.motion}),
+        Node(21, "PaperNodes_DreaMovingLoadModel", {"model_name": m.model}, links={"motion_module": (20, 0)}),
         Node(
             22,
             "PaperNodes_DreaMovingLoadVideoControlNet",
-            {"controlnet_name": controlnet},
-            links={"motion_module": (20, 0)},
+            {"controlnet_name": m.controlnet},
+            # an image ControlNet's motion blocks start from the module's; a saved Video ControlNet has its own
+            links={"motion_module": (20, 0)} if m.controlnet.endswith(".safetensors") else {},
         ),
         Node(
             23,
@@ -783,58 +820,50 @@ def _dreamoving_common(controlnet: str, control_frames: tuple[int, int], strengt
             24,
             "PaperNodes_DreaMovingLoadContentGuider",
             {
-                "face_ipadapter": "papernodes-demo-ip-adapter.safetensors",
-                "clothes_ipadapter": "none",
-                "clip_vision": "papernodes-demo-clip-vision.safetensors",
+                "face_ipadapter": m.face_adapter,
+                "clothes_ipadapter": m.clothes_adapter,
+                "clip_vision": m.clip_vision,
             },
         ),
-        Node(
-            25,
-            "LoadImage",
-            {"image": "papernodes_demo_person.png", "upload": "image"},
-            title="Reference person (face and clothes)",
-        ),
+        *images,
         Node(
             26,
             "PaperNodes_DreaMovingGenerate",
             {
-                "prompt": "a woman in a red top and blue jeans dancing, best quality",
-                "negative_prompt": "lowres, bad anatomy, worst quality, blurry",
-                "face_scale": 0.8,
-                "clothes_scale": 0.8,
                 "num_frames": 0,
-                "width": 64,
-                "height": 64,
-                "steps": 4,
                 "guidance": 7.5,
                 "scheduler": "ddim",
                 "seed": 0,
                 "context_window": 16,
                 "context_overlap": 4,
                 "context_mode": "frame split",
+                **generate,
             },
             links={
                 "dreamoving_pipe": (21, 0),
                 "control": (23, 0),
                 "content_guider": (24, 0),
                 "face_image": (25, 0),
-                "clothes_image": (25, 0),
+                "clothes_image": (25 if one_image else 27, 0),
             },
         ),
     ]
 
 
 def dreamoving_pose_graph() -> list[Node]:
-    """Pose keypoints (JSON) -> OpenPose maps -> Video ControlNet (0.5) -> DreaMoving with a reference person."""
+    """A held-out dance (pose keypoints JSON) -> OpenPose maps -> the world's Video ControlNet -> DreaMoving with
+    the held-out dancer's face and clothes crops; the prompt names only the background."""
+    world = dict(prompt=WORLD_DANCE_PROMPT, negative_prompt="", face_scale=1.0, clothes_scale=1.0, width=128,
+                 height=128, steps=25)  # fmt: skip
     return [
-        Node(1, "PaperNodes_DreaMovingLoadPoseKeypoints", {"json_file": "papernodes_demo_pose.json"}),
+        Node(1, "PaperNodes_DreaMovingLoadPoseKeypoints", {"json_file": "papernodes_world_dance_pose.json"}),
         Node(
             2,
             "PaperNodes_DreaMovingRenderPose",
-            {"width": 64, "height": 64, "draw_body": True, "draw_hands": True, "draw_face": True},
+            {"width": 128, "height": 128, "draw_body": True, "draw_hands": True, "draw_face": True},
             links={"pose_keypoint": (1, 0)},
         ),
-        *_dreamoving_common("papernodes-demo-openpose.safetensors", (2, 0), 0.5),
+        *_dreamoving_common(WORLD_DANCE, (2, 0), 1.0, world),
         Node(
             30,
             "SaveAnimatedWEBP",
@@ -846,18 +875,6 @@ def dreamoving_pose_graph() -> list[Node]:
                 "method": "default",
             },
             links={"images": (26, 0)},
-        ),
-        Node(
-            31,
-            "SaveAnimatedWEBP",
-            {
-                "filename_prefix": "PaperNodes/dreamoving_pose_maps",
-                "fps": 8.0,
-                "lossless": True,
-                "quality": 90,
-                "method": "default",
-            },
-            links={"images": (2, 0)},
         ),
     ]
 
@@ -878,7 +895,7 @@ def dreamoving_depth_graph() -> list[Node]:
             {"source_fps": 8.0, "target_fps": 12.0, "num_frames": 0, "image_mode": "linear"},
             links={"images": (1, 0)},
         ),
-        *_dreamoving_common("papernodes-demo-depth.safetensors", (2, 1), 0.7),
+        *_dreamoving_common(TINY_DANCE, (2, 1), 0.7, TINY_GENERATE),
         Node(
             30,
             "SaveAnimatedWEBP",
@@ -1146,13 +1163,15 @@ WORKFLOWS = [
     Workflow(
         "dreamoving_pose",
         "DreaMoving - dance video from pose keypoints",
-        "DreaMoving (Feng et al. 2023): OpenPose keypoints drive a Video ControlNet; a reference person gives "
-        "face and clothes (Content Guider); the motion module makes the frames move together.\n\n"
+        "DreaMoving (Feng et al. 2023): OpenPose keypoints drive a Video ControlNet; reference crops give the "
+        "face and the clothes (Content Guider) while the prompt names only the background; the motion module "
+        "makes the frames move together. 24 frames: two 16-frame context windows, frame split.\n\n"
         "Models: SD1.5 in models/diffusers/ or models/checkpoints/; mm_sd_v15_v2.ckpt in "
-        "models/animatediff_models/ (guoyww/animatediff); control_v11p_sd15_openpose in models/controlnet/ "
-        "(lllyasviel/ControlNet-v1-1); ip-adapter-plus-face_sd15 in models/ipadapter/ and the ViT-H image "
-        "encoder in models/clip_vision/ (h94/IP-Adapter). The demo's models are tiny random ones in these "
-        "formats: the frames are noise until you put real weights there.\n\n" + DEMO,
+        "models/animatediff_models/ (guoyww/animatediff); control_v11p_sd15_openpose (or a Video ControlNet "
+        "you trained) in models/controlnet/ (lllyasviel/ControlNet-v1-1); IP-Adapters in models/ipadapter/ "
+        "and their image encoder in models/clip_vision/ (h94/IP-Adapter). The demo uses the pack's dance "
+        "world's models, trained on procedural dancers (models/proving_ground/dance_reproduce.py); this dance "
+        "and dancer are held out of training.\n\n" + DEMO,
         dreamoving_pose_graph,
     ),
     Workflow(

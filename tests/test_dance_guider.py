@@ -83,3 +83,11 @@ def test_shipped_encoder_reads_unseen_peoples_crops():
     heads = dg.fit_probe(encoder, clips=400, seed=11)
     report = dg.probe_accuracy(encoder, heads, clips=150)
     assert min(report.values()) >= 0.8, report
+
+
+def test_the_pose_workflow_prompts_the_demo_dancers_background():
+    """The example workflow's prompt is static text: it must name the held-out demo clip's background."""
+    import make_workflows
+    from papernodes.models.proving_ground import dance_demo
+
+    assert make_workflows.WORLD_DANCE_PROMPT == dance_demo.demo_prompt()

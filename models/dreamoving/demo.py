@@ -133,7 +133,7 @@ def demo_person(size: int = 64) -> np.ndarray:
     return (img * 255).round().astype(np.uint8)
 
 
-def _tiny_controlnet(seed: int):
+def tiny_controlnet(seed: int):
     """A ControlNet of the tiny U-Net's architecture with non-zero zero-convolutions (so control shows)."""
     from diffusers import ControlNetModel, UNet2DConditionModel
 
@@ -186,7 +186,7 @@ def write_dreamoving_demo_assets(base_dir: str | Path) -> dict[str, Path]:
         )
     for key, seed in (("dreamoving_pose_controlnet", 9), ("dreamoving_depth_controlnet", 10)):
         if not paths[key].is_file():
-            save_controlnet_single_file(_tiny_controlnet(seed), paths[key])
+            save_controlnet_single_file(tiny_controlnet(seed), paths[key])
     if not paths["dreamoving_clip_vision"].is_file() or not paths["dreamoving_ip_adapter"].is_file():
         clip = build_tiny_clip_vision(seed=11)
         unet = (comps or build_tiny_components(seed=7)).unet

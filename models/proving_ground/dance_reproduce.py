@@ -263,7 +263,10 @@ def stage_controlnet(shipped: Path, cache: Path, quick: bool) -> None:
 
 
 CLIP_VISION_FILE = "clip_vision_dance.safetensors"  # transformers layout, fp16 (dance_guider.py)
-GUIDER_FILES = {"face": "ip_adapter_dance_face.safetensors", "clothes": "ip_adapter_dance_clothes.safetensors"}
+GUIDER_FILES = {
+    "face": "ip_adapter_dance_face.safetensors",
+    "clothes": "ip_adapter_dance_clothes.safetensors",
+}
 GUIDER_CLIPS, GUIDER_SEED = 3000, 4  # one frame per clip, with the clip's reference crops
 # IP-Adapter's recipe (Ye et al. 2023, Sec. 4.1.2: AdamW lr 1e-4, weight decay 0.01, 5 % text / image /
 # both dropped) on the plain variant with 4 tokens (the encoder is trained on image_embeds); frozen dance

@@ -1,0 +1,136 @@
+"""The dance-world DreaMoving demo (issue 20): models and inputs of the `dreamoving_pose` example workflow.
+
+Written into a ComfyUI base directory under the names the workflow uses:
+
+- models/diffusers/papernodes-world-dance/            the world SD (VAE, CLIP text) with the dance U-Net
+- models/animatediff_models/papernodes-world-dance-motion.safetensors   AnimateDiff layout motion module
+- models/controlnet/papernodes-world-dance-openpose/  saved Video ControlNet (pose ControlNet + motion blocks)
+- models/clip_vision/papernodes-world-dance-clip-vision.safetensors     transformers CLIP vision layout
+- models/ipadapter/papernodes-world-dance-face.safetensors / -clothes.safetensors   IP-Adapter plain layout
+- input/papernodes_world_dance_pose.json    a held-out dance as POSE_KEYPOINT (DEMO_FRAMES frames)
+- input/papernodes_world_dance_face.png / _clothes.png   that dancer's reference crops
+
+`trained=True`: the shipped world models (`weights/world_dance`), so the video shows the held-out person
+dancing the held-out pose. `trained=False` (the test suite's host): tiny seeded models of the same
+formats under the same names, fast and random. The inputs are the world's in both cases.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from . import dance_reproduce as dr
+from .dance_guider import content_caption
+from .dance_world import make_clip
+
+WORLD_MODEL = "papernodes-world-dance"
+WORLD_MOTION = "papernodes-world-dance-motion.safetensors"
+WORLD_POSE_VCN = "papernodes-world-dance-openpose"
+WORLD_CLIP_VISION = "papernodes-world-dance-clip-vision.safetensors"
+WORLD_ADAPTERS = {"face": "papernodes-world-dance-face.safetensors",
+                  "clothes": "papernodes-world-dance-clothes.safetensors"}  # fmt: skip
+WORLD_POSE = "papernodes_world_dance_pose.json"
+WORLD_IMAGES = {"face": "papernodes_world_dance_face.png", "clothes": "papernodes_world_dance_clothes.png"}
+# A held-out dancer and dance (not in any training set); 24 frames: two 16-frame context windows.
+DEMO_CLIP = dict(seed=1, split="heldout", index=0)
+DEMO_FRAMES = 24
+
+
+def demo_clip():
+    return make_clip(DEMO_CLIP["seed"], DEMO_CLIP["split"], DEMO_CLIP["index"], num_frames=DEMO_FRAMES,
+                     size=dr.IMAGE_SIZE)  # fmt: skip
+
+
+def demo_prompt() -> str:
+    """The workflow's prompt: the background only; face and clothes come from the reference crops."""
+    return content_caption(demo_clip())
+
+
+def trained_shipped(weights: Path = dr.SHIPPED) -> bool:
+    files = [dr.MOTION_MODULE_FILE, dr.CLIP_VISION_FILE, *dr.GUIDER_FILES.values()]
+    return (
+        (weights / "unet" / "config.json").is_file()
+        and (weights / dr.POSE_VCN_DIR).is_dir()
+        and all((weights / f).is_file() for f in files)
+    )
+
+
+def write_dance_world_demo(base_dir: str | Path, trained: bool) -> dict[str, Path]:
+    from PIL import Image
+
+    base = Path(base_dir)
+    models, inputs = base / "models", base / "input"
+    paths = {
+        "dance_model": models / "diffusers" / WORLD_MODEL,
+        "dance_motion": models / "animatediff_models" / WORLD_MOTION,
+        "dance_controlnet": models / "controlnet" / WORLD_POSE_VCN,
+        "dance_clip_vision": models / "clip_vision" / WORLD_CLIP_VISION,
+        **{f"dance_{k}_adapter": models / "ipadapter" / v for k, v in WORLD_ADAPTERS.items()},
+        "dance_pose": inputs / WORLD_POSE,
+        **{f"dance_{k}_image": inputs / v for k, v in WORLD_IMAGES.items()},
+    }
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    (_write_trained if trained else _write_tiny)(paths)
+    clip = demo_clip()
+    paths["dance_pose"].write_text(json.dumps(clip.pose_keypoint))
+    Image.fromarray(clip.face_crop).save(paths["dance_face_image"])
+    Image.fromarray(clip.clothes_crop).save(paths["dance_clothes_image"])
+    return paths
+
+
+def _fresh(path: Path) -> Path:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    return path
+
+
+def _write_trained(paths: dict[str, Path]) -> None:
+    """The shipped files, linked or copied (rebuilt each time: the checkout may have changed)."""
+    from . import zoo
+
+    w = dr.SHIPPED
+    dr.dance_model_folder(w, _fresh(paths["dance_model"]))
+    shutil.copytree(w / dr.POSE_VCN_DIR, _fresh(paths["dance_controlnet"]), copy_function=zoo._link_or_copy)
+    for key, name in (("dance_motion", dr.MOTION_MODULE_FILE), ("dance_clip_vision", dr.CLIP_VISION_FILE),
+                      ("dance_face_adapter", dr.GUIDER_FILES["face"]),
+                      ("dance_clothes_adapter", dr.GUIDER_FILES["clothes"])):  # fmt: skip
+        zoo._link_or_copy(str(w / name), str(_fresh(paths[key])))
+
+
+def _write_tiny(paths: dict[str, Path]) -> None:
+    """Tiny seeded stand-ins in the same formats (only missing ones are built)."""
+    from ..common.animatediff import build_tiny_motion_adapter, save_motion_adapter_original
+    from ..common.image_prompt import (
+        build_tiny_clip_vision,
+        build_tiny_ip_adapter,
+        save_clip_vision,
+        save_ip_adapter,
+    )
+    from ..common.saving import save_diffusers_folder
+    from ..common.tiny import build_tiny_components
+    from ..dreamoving.demo import tiny_controlnet
+    from ..dreamoving.video_controlnet import VideoControlNet, save_video_controlnet
+
+    comps = build_tiny_components(seed=7)
+    if not (paths["dance_model"] / "unet" / "config.json").is_file():
+        save_diffusers_folder(comps, paths["dance_model"])
+    adapter = build_tiny_motion_adapter(seed=8, zero_out=False)
+    if not paths["dance_motion"].is_file():
+        save_motion_adapter_original(adapter, paths["dance_motion"])
+    if not (paths["dance_controlnet"] / "config.json").is_file():
+        save_video_controlnet(VideoControlNet.from_motion_adapter(tiny_controlnet(9), adapter),
+                              paths["dance_controlnet"])  # fmt: skip
+    clip = build_tiny_clip_vision(seed=11)
+    if not paths["dance_clip_vision"].is_file():
+        save_clip_vision(clip, paths["dance_clip_vision"], single_file=True)
+    for seed, key in ((12, "dance_face_adapter"), (13, "dance_clothes_adapter")):
+        if not paths[key].is_file():
+            with torch.no_grad():
+                save_ip_adapter(build_tiny_ip_adapter(comps.unet, "plain", clip, seed=seed), paths[key])
