@@ -400,3 +400,17 @@ def test_trainers_run_from_the_checkout_root_with_one_line_errors(method, requir
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr == "error: Input 'resolution': expected a multiple of 8 (VAE downsampling), got 60\n"
     assert "Traceback" not in done.stderr and not Path(out).exists()
+
+
+def test_stages_are_chosen_in_order_and_unknown_ones_named(capsys):
+    import argparse
+
+    from papernodes.models.common.cli import add_stages, chosen_stages
+
+    p = argparse.ArgumentParser(prog="reproduce")
+    add_stages(p, ("a", "b", "c"))
+    assert chosen_stages(p, p.parse_args([]).stages, ("a", "b", "c")) == ["a", "b", "c"]
+    assert chosen_stages(p, " c, a ,", ("a", "b", "c")) == ["c", "a"]
+    with pytest.raises(SystemExit):
+        chosen_stages(p, "a,z", ("a", "b", "c"))
+    assert "unknown ['z']; choose from a, b, c" in capsys.readouterr().err

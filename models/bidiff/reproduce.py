@@ -23,6 +23,7 @@ if __name__ == "__main__":  # `python -m models.bidiff.reproduce`: run inside th
 
     run_in_pack(__spec__.name)
 
+from ..common.cli import add_stages, chosen_stages  # noqa: E402
 from .demo import SHIPPED, SHIPPED_MODEL  # noqa: E402
 
 PRIOR_ARGS = ["--max-steps", "4000", "--batch-size", "16", "--save-every", "500"]
@@ -42,17 +43,12 @@ def _run(main, out: Path, args: list[str], quick: bool, file: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--stages", default=",".join(STAGES), help="comma-separated subset of " + ", ".join(STAGES)
-    )
+    add_stages(p, STAGES)
     p.add_argument("--cache", default="~/.cache/comfyui-papernodes/bidiff-runs", help="training runs")
     p.add_argument("--weights", default=str(SHIPPED.parent), help="where the shipped files go")
     p.add_argument("--quick", action="store_true", help="a few steps of each stage (a smoke test)")
     args = p.parse_args(argv)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    bad = [s for s in stages if s not in STAGES]
-    if bad:
-        p.error(f"unknown stages {bad}; choose from {', '.join(STAGES)}")
+    stages = chosen_stages(p, args.stages, STAGES)
     cache, weights = Path(args.cache).expanduser(), Path(args.weights).expanduser()
     weights.mkdir(parents=True, exist_ok=True)
     if "prior" in stages:

@@ -105,6 +105,21 @@ def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
     return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
 
 
+def add_stages(p: argparse.ArgumentParser, stages: Sequence[str]) -> None:
+    """`--stages a,b` of a reproduce command: a comma-separated subset of `stages` (default: all)."""
+    p.add_argument(
+        "--stages", default=",".join(stages), help="comma-separated subset of " + ", ".join(stages)
+    )
+
+
+def chosen_stages(p: argparse.ArgumentParser, text: str, stages: Sequence[str]) -> list[str]:
+    """The `--stages` subset in the order given; an unknown name exits through the parser's error."""
+    chosen = [s.strip() for s in text.split(",") if s.strip()]
+    if unknown := [s for s in chosen if s not in stages]:
+        p.error(f"--stages: unknown {unknown}; choose from {', '.join(stages)}")
+    return chosen
+
+
 def report_user_errors(fn: Callable[[], Any]) -> int:
     """Run `fn`: 0 when it returns; 2 and one line on stderr for a user error (PaperNodesError or a missing
     file). Other exceptions (bugs) propagate with their traceback."""

@@ -26,6 +26,8 @@ if __name__ == "__main__":  # `python -m models.handdiffuse.reproduce`: run insi
 
     run_in_pack(__spec__.name)
 
+from ..common.cli import add_stages, chosen_stages  # noqa: E402
+
 WEIGHTS = Path(__file__).resolve().parents[1] / "proving_ground" / "weights" / "world_hands"
 GENERATOR_FILE = "handdiffuse-world.safetensors"
 EVALUATOR_FILE = "action_classifier.safetensors"
@@ -76,17 +78,12 @@ def stage_ablation(cache: Path, quick: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--stages", default=",".join(STAGES), help="comma-separated subset of " + ", ".join(STAGES)
-    )
+    add_stages(p, STAGES)
     p.add_argument("--weights", default=str(WEIGHTS), help="where shipped files go")
     p.add_argument("--cache", default=".work/handdiffuse-reproduce", help="training runs (resumable)")
     p.add_argument("--quick", action="store_true", help="a plumbing check with tiny budgets")
     args = p.parse_args(argv)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        p.error(f"--stages: unknown {unknown}; choose from {', '.join(STAGES)}")
+    stages = chosen_stages(p, args.stages, STAGES)
     weights, cache = Path(args.weights), Path(args.cache)
     for stage in stages:
         t0 = time.perf_counter()

@@ -31,6 +31,7 @@ if __name__ == "__main__":  # `python -m models.proving_ground.motion_reproduce`
     run_in_pack(__spec__.name)
 
 from ..common.animatediff import load_motion_adapter, save_motion_adapter_original
+from ..common.cli import add_stages, chosen_stages
 from ..common.loading import load_model_fresh
 from ..motion_custom.data import clips_from_frames
 from ..motion_custom.motion_file import (
@@ -185,17 +186,12 @@ STAGES = {"base": stage_base, "custom": stage_custom, "ablations": stage_ablatio
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--stages", default=",".join(STAGES), help="comma-separated subset of " + ", ".join(STAGES)
-    )
+    add_stages(p, STAGES)
     p.add_argument("--cache", default=".work/motion-reproduce", help="training runs (resumable)")
     p.add_argument("--shipped", default=str(SHIPPED), help="where shipped files go")
     p.add_argument("--quick", action="store_true", help="a plumbing check with tiny budgets")
     args = p.parse_args(argv)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        p.error(f"--stages: unknown {unknown}; choose from {', '.join(STAGES)}")
+    stages = chosen_stages(p, args.stages, STAGES)
     for stage in stages:
         t0 = time.perf_counter()
         STAGES[stage](Path(args.cache), Path(args.shipped), args.quick)

@@ -29,7 +29,7 @@ if (
 
     run_in_pack(__spec__.name)
 
-from ..common.cli import report_user_errors
+from ..common.cli import add_stages, chosen_stages, report_user_errors
 from ..common.text import encode_prompts
 from . import zoo
 
@@ -214,7 +214,7 @@ def stage_swiftbrush(weights: Path, cache: Path, quick: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {', '.join(STAGES)}")
+    add_stages(p, STAGES)
     p.add_argument("--weights", default=str(zoo.WEIGHTS_DIR), help="output folder (default: the shipped one)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "comfyui-papernodes" / "proving_ground"))
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -231,10 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     torch.set_num_threads(args.threads)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        p.error(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
+    stages = chosen_stages(p, args.stages, STAGES)
     return report_user_errors(lambda: _run_stages(stages, args))
 
 
