@@ -72,17 +72,18 @@ def test_evaluator_round_trips_and_reads_frames(tmp_path, clip):
 @pytest.mark.slow
 def test_reproduce_plumbing_writes_files_the_pack_loads(tmp_path):
     """--quick: a few steps per stage; the outputs load through the users' loaders (AnimateDiff original
-    layout, diffusers U-Net folder, ControlNet single file, Video ControlNet folder, our evaluator)."""
+    layout with its schedule, diffusers U-Net folder, Video ControlNet folder, CLIP vision single file,
+    IP-Adapter files, our evaluator)."""
     from diffusers import UNet2DConditionModel
-    from papernodes.models.common.animatediff import load_motion_adapter
+    from papernodes.models.common.animatediff import load_motion_adapter, motion_schedule
     from papernodes.models.common.animatediff_layout import detect_layout
-    from papernodes.models.common.controlnet import load_controlnet
+    from papernodes.models.common.image_prompt import load_clip_vision, load_ip_adapter
     from papernodes.models.common.loading import load_state_dict
     from papernodes.models.dreamoving.video_controlnet import load_video_controlnet
     from papernodes.models.proving_ground import dance_reproduce as dr
 
     out = tmp_path / "weights"
-    code = dr.main(["--stages", "evaluator,image,motion,controlnet", "--quick", "--weights", str(out),
+    code = dr.main(["--stages", "evaluator,image,motion,controlnet,guider", "--quick", "--weights", str(out),
                     "--cache", str(tmp_path / "cache")])  # fmt: skip
     assert code == 0
     de.load_evaluator(out / dr.EVALUATOR_FILE)
@@ -92,11 +93,15 @@ def test_reproduce_plumbing_writes_files_the_pack_loads(tmp_path):
     assert detect_layout(load_state_dict(mm)) == "original"
     adapter = load_motion_adapter(mm)
     assert tuple(adapter.config.block_out_channels) == tuple(unet.config.block_out_channels)
-    single = load_controlnet(out / dr.POSE_CONTROLNET_FILE)  # original single-file layout
+    assert motion_schedule(adapter) == {"beta_schedule": "scaled_linear"}  # the dance image model's
     vcn = load_video_controlnet(out / dr.POSE_VCN_DIR)
     assert vcn.motion_modules is not None
-    for (name, a), b in zip(single.state_dict().items(), vcn.controlnet.state_dict().values()):
-        assert torch.equal(a, b.float()), name  # the same ControlNet in both formats
+    encoder = load_clip_vision(out / dr.CLIP_VISION_FILE)
+    assert encoder.config.hidden_size == 128
+    for file in dr.GUIDER_FILES.values():
+        adapter = load_ip_adapter(out / file)
+        adapter.bind(unet)  # fits the dance U-Net's cross-attention layers
+        assert adapter.image_proj.proj.in_features == encoder.config.projection_dim
 
 
 def test_shipped_evaluator_reads_held_out_frames():

@@ -174,7 +174,6 @@ def stage_motion(shipped: Path, cache: Path, quick: bool) -> None:
     save_motion_adapter_original(adapter.half(), shipped / MOTION_MODULE_FILE)
 
 
-POSE_CONTROLNET_FILE = "control_dance_openpose.safetensors"  # original (ldm) single-file layout, fp16
 POSE_VCN_DIR = "video_controlnet_openpose"  # the Video ControlNet folder (our trainer's format), fp16
 CN_CLIPS, CN_SEED = 400, 3  # 16-frame clips at 128 px on disk in the trainer's documented layout
 # Phase 1 trains the image ControlNet on single frames (a fresh ControlNet copied from the dance U-Net, as
@@ -222,7 +221,6 @@ def stage_controlnet(shipped: Path, cache: Path, quick: bool) -> None:
     from diffusers import ControlNetModel
 
     from ..common.animatediff import save_motion_adapter_original
-    from ..common.controlnet import save_controlnet_single_file
     from ..dreamoving.train import TrainConfig, train
     from ..dreamoving.video_controlnet import load_video_controlnet, save_video_controlnet
     from .motion_reproduce import fresh_adapter
@@ -257,9 +255,9 @@ def stage_controlnet(shipped: Path, cache: Path, quick: bool) -> None:
             )
             cfg.out = str(cache / f"{name}-quick")
         previous = train(cfg).final / "video_controlnet"
-    vcn = load_video_controlnet(previous).half()
-    save_controlnet_single_file(vcn.controlnet, shipped / POSE_CONTROLNET_FILE)
-    save_video_controlnet(vcn, shipped / POSE_VCN_DIR)
+    # Only the Video ControlNet folder ships (its image ControlNet is `without_motion()`): a second copy of
+    # the ControlNet as a single file would not fit the world's 40 MB budget.
+    save_video_controlnet(load_video_controlnet(previous).half(), shipped / POSE_VCN_DIR)
 
 
 CLIP_VISION_FILE = "clip_vision_dance.safetensors"  # transformers layout, fp16 (dance_guider.py)
@@ -281,17 +279,16 @@ def stage_guider(shipped: Path, cache: Path, quick: bool) -> None:
     from . import dance_guider as dg
 
     cache.mkdir(parents=True, exist_ok=True)
-    encoder_file = (cache / "clip-vision-quick.safetensors") if quick else shipped / CLIP_VISION_FILE
-    if quick or not encoder_file.is_file():
+    encoder_file = shipped / CLIP_VISION_FILE
+    if quick or not encoder_file.is_file():  # trained once; the adapters are trained on its features
         kw = dict(clips=8, steps=2, batch_size=4) if quick else {}
         encoder, heads, settings = dg.train_encoder(progress=_progress(), **kw)
         report = dg.probe_accuracy(encoder, heads, clips=4 if quick else 300)
         log.info("dance CLIP vision held-out: %s", report)
         dg.save_encoder(encoder, encoder_file)
-        if not quick:
-            (shipped / "clip_vision_dance.json").write_text(
-                json.dumps({"training": settings, "heldout": report}, indent=2) + "\n"
-            )
+        (shipped / "clip_vision_dance.json").write_text(
+            json.dumps({"training": settings, "heldout": report}, indent=2) + "\n"
+        )
     n = 4 if quick else GUIDER_CLIPS
     data = dg.write_content_samples(cache / f"content-{n}", n, GUIDER_SEED, IMAGE_SIZE)
     cfg = TrainConfig(stage="guider", model=str(dance_model_folder(shipped, cache / "dance_sd")), data=str(data),
@@ -301,9 +298,8 @@ def stage_guider(shipped: Path, cache: Path, quick: bool) -> None:
     if quick:
         cfg.max_steps, cfg.save_every, cfg.resume, cfg.batch_size = 2, 0, None, 2
     adapters = train(cfg).modules
-    if not quick:
-        for name, file in GUIDER_FILES.items():
-            save_ip_adapter(adapters[name].half(), shipped / file)
+    for name, file in GUIDER_FILES.items():
+        save_ip_adapter(adapters[name].half(), shipped / file)
 
 
 def main(argv: list[str] | None = None) -> int:
