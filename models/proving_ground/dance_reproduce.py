@@ -10,10 +10,15 @@
   recipe as the teacher's last phases (epsilon prediction on SD's schedule, Min-SNR 5, offset noise 0.2,
   10 % caption dropout, EMA weights). Frames come from many short clips (2 frames each, random dance
   phase per clip), so poses, people and backgrounds vary more than frames of a few long clips would.
+- `motion`: a fresh AnimateDiff motion module (original layout) trained on 16-frame dance clips with the
+  dance image model frozen, on that model's own (scaled-linear) betas, recorded in the file's header.
+- `controlnet`: a pose ControlNet from the dance U-Net on single frames, then the Video ControlNet's
+  motion blocks on 16-frame clips with the motion module in the U-Net (`dreamoving.train --stage
+  controlnet`, clips written in its documented layout); ships as one Video ControlNet folder.
+- `guider`: a small CLIP-vision-architecture encoder trained on the world's face/clothes crops
+  (`dance_guider.py`), then the face and clothes IP-Adapters (`dreamoving.train --stage guider`) on
+  frames whose captions name only the background.
 
-Later stages (not built yet; issue 20): the AnimateDiff-format motion module on dance clips, the pose and
-depth ControlNets and their Video ControlNet motion blocks (`dreamoving.train --stage controlnet`), the
-face/clothes IP-Adapters with a small CLIP-vision encoder (`--stage guider`), and the evaluators.
 Rendered data is cached under --cache; shipped files go to weights/world_dance.
 """
 
@@ -269,7 +274,7 @@ GUIDER_CLIPS, GUIDER_SEED = 3000, 4  # one frame per clip, with the clip's refer
 # IP-Adapter's recipe (Ye et al. 2023, Sec. 4.1.2: AdamW lr 1e-4, weight decay 0.01, 5 % text / image /
 # both dropped) on the plain variant with 4 tokens (the encoder is trained on image_embeds); frozen dance
 # U-Net frame by frame at 128 px.
-GUIDER_ARGS = dict(adapter_variant="plain", num_tokens=4, batch_size=8, max_steps=1500, lr=1e-4)
+GUIDER_ARGS = dict(adapter_variant="plain", num_tokens=4, batch_size=8, max_steps=1000, lr=1e-4)
 
 
 def stage_guider(shipped: Path, cache: Path, quick: bool) -> None:
