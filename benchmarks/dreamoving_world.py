@@ -9,13 +9,15 @@ Rows (same seeds and sampler settings; 128 px, 16 frames, DDIM, CFG 7.5, one win
   identity (the model picks clothes);
 - Content Guider: the same prompt with the dancer's face and clothes crops as image prompts (Sec. 3.3,
   alpha_f = alpha_c = 1, the scale they were trained at).
-Measures per row (`models/proving_ground/dance_eval.py`): PCK@0.1 of the keypoints the world's evaluator
-reads in the generated frames against the control's keypoints; clothes accuracy (shirt and trousers as in
-the caption, per frame); background flicker (mean |frame_t - frame_t-1| over pixels that are background in
+Two reference rows: the world's frames (the evaluator's ceiling) and the same frames encoded and decoded
+by the model's VAE (the ceiling of any generator on this VAE). Measures per row
+(`models/proving_ground/dance_eval.py`): PCK@0.1 of the keypoints the world's evaluator reads in the
+generated frames against the control's keypoints; clothes accuracy (shirt and trousers as in the caption,
+per frame); background flicker (mean |frame_t - frame_t-1| over pixels that are background in
 both frames by the control's depth maps, 0..255). Targets: PCK >= 70 % with the Video ControlNet; flicker
 of the Video ControlNet <= 0.8 x the image ControlNet's; clothes (identity) >= 80 % with the Content Guider.
 
-    python benchmarks/dreamoving_world.py [--clips 12] [--steps 25] [--threads 1] [--weights DIR] [--json F]
+    python benchmarks/dreamoving_world.py [--clips 6] [--steps 25] [--rows R1,R2] [--merge] [--json F]
 """
 
 from __future__ import annotations
@@ -84,6 +86,14 @@ def generate(pipe, clip, row: str, vcn, guider_parts, steps: int, guidance: floa
     return (frames.numpy() * 255).round().astype(np.uint8)
 
 
+@torch.no_grad()
+def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
+    """The world's frames encoded and decoded by the model's VAE: the best any generator of it can draw."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+    y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    return ((y.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
 def measure(evaluator, clip, frames: np.ndarray) -> dict:
     read = de.read_frames(evaluator, frames)
     kp = clip.keypoints
@@ -104,6 +114,8 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default=str(dr.SHIPPED))
     p.add_argument("--json", default=str(REPO_ROOT / "benchmarks" / "results" / "dreamoving-world-cpu.json"))
     p.add_argument("--save-frames", default=None, help="folder for a PNG strip per clip and row")
+    p.add_argument("--merge", action="store_true",
+                   help="add these rows to the rows already in --json (same clips and settings)")  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     weights = Path(args.weights)
@@ -131,6 +143,8 @@ def main(argv=None) -> int:
             strip.append(np.concatenate(list(frames[::4]), 1))
         truth = measure(evaluator, clip, clip.frames)
         rows.setdefault("world frames (ceiling)", []).append(truth)
+        through_vae = measure(evaluator, clip, vae_round_trip(comps.vae, clip.frames))
+        rows.setdefault("world frames through the VAE", []).append(through_vae)
         if args.save_frames:
             from PIL import Image
 
@@ -141,6 +155,20 @@ def main(argv=None) -> int:
             Image.fromarray(np.concatenate([top, *strip])).save(Path(args.save_frames) / f"clip{i:02d}.png")
         print(f"[{time.time() - t0:5.0f} s] clip {i + 1}/{len(clips)}: " + ", ".join(
             f"{r}: PCK {rows[r][-1]['pck']:.2f}" for r in run_rows), flush=True)  # fmt: skip
+    settings = {
+        "clips": args.clips,
+        "frames": FRAMES,
+        "size": SIZE,
+        "steps": args.steps,
+        "guidance": args.guidance,
+    }
+    seconds = round(time.time() - t0, 1)
+    if args.merge and Path(args.json).is_file():
+        before = json.loads(Path(args.json).read_text())
+        if any(before[k] != v for k, v in settings.items()):
+            p.error(f"--merge: {args.json} was measured with other settings")
+        rows = {**before["per_clip"], **rows}
+        seconds += before["seconds"]
     summary = {
         r: {k: float(np.mean([m[k] for m in v])) for k in ("pck", "clothes", "flicker")}
         for r, v in rows.items()
@@ -152,9 +180,8 @@ def main(argv=None) -> int:
         targets["flicker_reduction>=0.20"] = ic["flicker"] > 0 and 1 - vc["flicker"] / ic["flicker"] >= 0.20
     if "Content Guider" in summary:
         targets["clothes_content_guider>=0.80"] = summary["Content Guider"]["clothes"] >= 0.80
-    report = {"clips": args.clips, "frames": FRAMES, "size": SIZE, "steps": args.steps, "guidance": args.guidance,
-              "threads": args.threads, "weights": str(weights), "summary": summary, "targets": targets,
-              "seconds": round(time.time() - t0, 1), "per_clip": rows}  # fmt: skip
+    report = {**settings, "threads": args.threads, "weights": str(weights), "summary": summary, "targets": targets,
+              "seconds": seconds, "per_clip": rows}  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'row':28s} {'PCK@0.1':>8s} {'clothes':>8s} {'flicker':>8s}")
