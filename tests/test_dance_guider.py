@@ -4,6 +4,8 @@ captions leave the clothes to the image prompts, and the samples are in the trai
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -91,3 +93,31 @@ def test_the_pose_workflow_prompts_the_demo_dancers_background():
     from papernodes.models.proving_ground import dance_demo
 
     assert make_workflows.WORLD_DANCE_PROMPT == dance_demo.demo_prompt()
+
+
+@pytest.mark.slow
+def test_trained_demo_files_load_as_the_workflow_loads_them(tmp_path):
+    """The main job's dance-world files (write_dance_world_demo, trained) load through the loaders the
+    workflow's nodes call, and fit together (adapters on the U-Net, motion module's schedule kept)."""
+    from papernodes.models.common.animatediff import load_motion_adapter, motion_schedule
+    from papernodes.models.common.image_prompt import load_clip_vision, load_ip_adapter
+    from papernodes.models.common.loading import load_diffusers_folder
+    from papernodes.models.dreamoving.pipeline import DreaMovingPipeline
+    from papernodes.models.dreamoving.video_controlnet import load_video_controlnet
+    from papernodes.models.proving_ground import dance_demo
+
+    if not dance_demo.trained_shipped():
+        pytest.skip("the dance world's models are not all trained yet")
+    paths = dance_demo.write_dance_world_demo(tmp_path, trained=True)
+    comps = load_diffusers_folder(paths["dance_model"])
+    pipe = DreaMovingPipeline(comps, load_motion_adapter(paths["dance_motion"]))
+    assert motion_schedule(pipe.unet) == {"beta_schedule": "scaled_linear"}
+    assert pipe.scheduler("ddim").config.beta_schedule == "scaled_linear"
+    vcn = load_video_controlnet(paths["dance_controlnet"])
+    assert vcn.motion_modules is not None
+    encoder = load_clip_vision(paths["dance_clip_vision"])
+    for key in ("dance_face_adapter", "dance_clothes_adapter"):
+        load_ip_adapter(paths[key]).bind(comps.unet)
+    assert encoder.config.image_size == 64
+    clip = dance_demo.demo_clip()
+    assert len(json.loads(paths["dance_pose"].read_text())) == dance_demo.DEMO_FRAMES == len(clip.frames)
