@@ -13,9 +13,10 @@ Two reference rows: the world's frames (the evaluator's ceiling) and the same fr
 by the model's VAE (the ceiling of any generator on this VAE). Measures per row
 (`models/proving_ground/dance_eval.py`): PCK@0.1 of the keypoints the world's evaluator reads in the
 generated frames against the control's keypoints; clothes accuracy (shirt and trousers as in the caption,
-per frame); background flicker (mean |frame_t - frame_t-1| over pixels that are background in
-both frames by the control's depth maps, 0..255). Targets: PCK >= 70 % with the Video ControlNet; flicker
-of the Video ControlNet <= 0.8 x the image ControlNet's; clothes (identity) >= 80 % with the Content Guider.
+per frame; and each garment's colour alone); background flicker (mean |frame_t - frame_t-1| over pixels
+that are background in both frames by the control's depth maps, 0..255). Targets: PCK >= 70 % with the
+Video ControlNet; flicker of the Video ControlNet <= 0.8 x the image ControlNet's; clothes (identity) >= 80 %
+with the Content Guider.
 
     python benchmarks/dreamoving_world.py [--clips 6] [--steps 25] [--rows R1,R2] [--merge] [--json F]
 """
@@ -100,6 +101,8 @@ def measure(evaluator, clip, frames: np.ndarray) -> dict:
     return {
         "pck": de.pck(read["keypoints"] * SIZE, kp[..., :2], kp[..., 2] > 0, 0.1),
         "clothes": de.clothes_match(read, clip.person.shirt, clip.person.trousers),
+        "shirt": float(np.mean([c == clip.person.shirt for c in read["shirt"]])),
+        "trousers": float(np.mean([c == clip.person.trousers for c in read["trousers"]])),
         "flicker": de.background_flicker(frames, clip.depth > 0),
     }
 
@@ -169,10 +172,11 @@ def main(argv=None) -> int:
             p.error(f"--merge: {args.json} was measured with other settings")
         rows = {**before["per_clip"], **rows}
         seconds += before["seconds"]
+    keys = ("pck", "clothes", "shirt", "trousers", "flicker")
     summary = {
-        r: {k: float(np.mean([m[k] for m in v])) for k in ("pck", "clothes", "flicker")}
+        r: {k: float(np.mean([m[k] for m in v])) if all(k in m for m in v) else None for k in keys}
         for r, v in rows.items()
-    }
+    }  # fmt: skip (rows merged from an older run may lack a measure)
     targets = {}
     if {"Video ControlNet", "image ControlNet"} <= summary.keys():
         vc, ic = summary["Video ControlNet"], summary["image ControlNet"]
@@ -184,9 +188,9 @@ def main(argv=None) -> int:
               "seconds": seconds, "per_clip": rows}  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'row':28s} {'PCK@0.1':>8s} {'clothes':>8s} {'flicker':>8s}")
+    print(f"{'row':30s}" + "".join(f"{k:>9s}" for k in keys))
     for r, s in summary.items():
-        print(f"{r:28s} {s['pck']:8.3f} {s['clothes']:8.3f} {s['flicker']:8.2f}")
+        print(f"{r:30s}" + "".join("        -" if s[k] is None else f"{s[k]:9.3f}" for k in keys))
     print("targets:", targets)
     return 0
 
