@@ -43,9 +43,8 @@ from .loading import (
 )
 
 MotionUNet = UNetMotionModel  # the inflated U-Net type, for annotations in other modules
-ANIMATEDIFF_SCHEDULE = {
-    "beta_schedule": "linear"
-}  # the published motion modules were trained on linear betas
+# the published motion modules were trained on linear betas
+ANIMATEDIFF_SCHEDULE = {"beta_schedule": "linear"}
 # A motion module trained on another schedule (the dance world's, on its image model's scaled-linear betas)
 # says so in its file's header under this key; the pipelines then sample on that schedule.
 SCHEDULE_KEY = "beta_schedule"
@@ -106,6 +105,11 @@ def set_motion_schedule(
         )
     module.trained_beta_schedule = beta_schedule
     return module
+
+
+def _inherit_schedule(model: torch.nn.Module, adapter: torch.nn.Module) -> torch.nn.Module:
+    """The inflated U-Net samples on the schedule its motion blocks (the adapter's) were trained on."""
+    return set_motion_schedule(model, getattr(adapter, "trained_beta_schedule", None))
 
 
 def _adapter_from_state_dict(sd: dict[str, torch.Tensor], source: str, config: dict | None = None):
@@ -227,8 +231,7 @@ def inflate_unet(unet: torch.nn.Module, adapter: MotionAdapter) -> UNetMotionMod
         # (building the model with random weights first, then copying over them).
         with _quiet_diffusers():
             model = UNetMotionModel.from_unet2d(unet, adapter)
-        model = model.to(device=unet.device).eval().requires_grad_(False)
-        return set_motion_schedule(model, getattr(adapter, "trained_beta_schedule", None))
+        return _inherit_schedule(model.to(device=unet.device).eval().requires_grad_(False), adapter)
     with _quiet_diffusers(), empty_parameters():
         model = UNetMotionModel.from_unet2d(unet, adapter, load_weights=False)
     # What from_unet2d copies, without initialising weights first: the 2D layers from the U-Net and the
@@ -239,9 +242,7 @@ def inflate_unet(unet: torch.nn.Module, adapter: MotionAdapter) -> UNetMotionMod
     sd = {k: copy(sources[k]) for k in model.state_dict() if k in sources}
     # buffers the model computes itself (positional tables) may be absent from both
     assign_weights(model, sd, "motion U-Net", "U-Net + motion module", may_lack=("pos_embed.pe",))
-    return set_motion_schedule(
-        model.eval().requires_grad_(False), getattr(adapter, "trained_beta_schedule", None)
-    )
+    return _inherit_schedule(model.eval().requires_grad_(False), adapter)
 
 
 _MISSING = object()
