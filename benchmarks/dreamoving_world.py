@@ -42,7 +42,7 @@ for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_key, "1")
 
 from papernodes.models.common.animatediff import load_motion_adapter  # noqa: E402
-from papernodes.models.common.image_prompt import load_ip_adapter  # noqa: E402
+from papernodes.models.common.image_prompt import load_clip_vision, load_ip_adapter  # noqa: E402
 from papernodes.models.dreamoving.content_guider import ContentGuider, ImagePrompt  # noqa: E402
 from papernodes.models.dreamoving.pipeline import DreaMovingPipeline  # noqa: E402
 from papernodes.models.dreamoving.video_controlnet import (  # noqa: E402
@@ -50,7 +50,6 @@ from papernodes.models.dreamoving.video_controlnet import (  # noqa: E402
     load_video_controlnet,
 )
 from papernodes.models.proving_ground import dance_eval as de  # noqa: E402
-from papernodes.models.proving_ground import dance_guider as dg  # noqa: E402
 from papernodes.models.proving_ground import dance_reproduce as dr  # noqa: E402
 from papernodes.models.proving_ground.dance_guider import content_caption  # noqa: E402
 from papernodes.models.proving_ground.dance_world import make_clip  # noqa: E402
@@ -133,7 +132,7 @@ def main(argv=None) -> int:
     guider_parts = None
     if "Content Guider" in run_rows:
         guider_parts = (
-            dg.load_encoder(weights / dr.CLIP_VISION_FILE),
+            load_clip_vision(weights / dr.CLIP_VISION_FILE),
             {name: load_ip_adapter(weights / file) for name, file in dr.GUIDER_FILES.items()},
         )
     rows: dict[str, list[dict]] = {r: [] for r in run_rows}

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from papernodes.models.common.image_prompt import infer_clip_vision_config
+from papernodes.models.common.image_prompt import infer_clip_vision_config, load_clip_vision
 from papernodes.models.common.loading import load_state_dict
 from papernodes.models.dreamoving.train_data import ContentDataset, scan_content_samples
 from papernodes.models.proving_ground import dance_guider as dg
@@ -26,7 +26,7 @@ def test_the_single_file_loads_back_as_the_same_encoder(tmp_path):
     path = dg.save_encoder(encoder, tmp_path / "enc.safetensors")
     inferred = infer_clip_vision_config(load_state_dict(path), path.name)
     assert {k: inferred[k] for k in dg.ENCODER} == dg.ENCODER
-    loaded = dg.load_encoder(path)
+    loaded = load_clip_vision(path)
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = encoder.half().float()(pixel_values=x).image_embeds  # the weights as the file stores them
@@ -81,7 +81,7 @@ def test_shipped_encoder_reads_unseen_peoples_crops():
     path = dr.SHIPPED / dr.CLIP_VISION_FILE
     if not path.is_file():
         pytest.skip("the dance CLIP vision encoder is not trained yet (dance_reproduce --stages guider)")
-    encoder = dg.load_encoder(path)
+    encoder = load_clip_vision(path)
     heads = dg.fit_probe(encoder, clips=400, seed=11)
     report = dg.probe_accuracy(encoder, heads, clips=150)
     assert min(report.values()) >= 0.8, report

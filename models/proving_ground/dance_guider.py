@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.image_prompt import load_clip_vision, preprocess_clip_images, save_clip_vision
+from ..common.image_prompt import preprocess_clip_images, save_clip_vision
 from .dance_world import CLOTH_PATTERNS, SKIN_TONES, DanceClip, make_clip
 from .world import COLOR_NAMES, background_phrase
 
@@ -54,13 +54,10 @@ def crop_pool(clips: int, seed: int, split: str = "train") -> dict:
         p = clip.person
         for k, names in HEADS.items():
             labels[k].append(names.index(getattr(p, k)))
-    n = clips
     # a face crop shows skin and hair; a clothes crop shirt and trousers (hands and neck aside)
-    out = {}
-    for k, v in labels.items():
-        face_side = v if k in FACE_HEADS else [-1] * n
-        clothes_side = v if k in CLOTHES_HEADS else [-1] * n
-        out[k] = torch.tensor(face_side + clothes_side)
+    hidden = [-1] * clips
+    out = {k: torch.tensor((v if k in FACE_HEADS else hidden) + (v if k in CLOTHES_HEADS else hidden))
+           for k, v in labels.items()}  # fmt: skip
     return {"images": np.concatenate([np.stack(faces), np.stack(clothes)]), "labels": out}
 
 
@@ -140,17 +137,14 @@ def probe_accuracy(encoder, heads: nn.Module, clips: int = 300, seed: int = 1) -
 
 
 def save_encoder(encoder, path: str | Path) -> Path:
-    """One fp16 .safetensors in the transformers key layout (what `load_clip_vision` and ComfyUI read)."""
+    """One fp16 .safetensors in the transformers key layout (read back with `image_prompt.load_clip_vision`,
+    as the Content Guider loader and ComfyUI read it)."""
     import copy
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_clip_vision(copy.deepcopy(encoder).half(), path, single_file=True)
     return path
-
-
-def load_encoder(path: str | Path):
-    return load_clip_vision(path)
 
 
 def write_content_samples(folder: Path, n: int, seed: int, size: int, frames: int = 8) -> Path:

@@ -291,7 +291,7 @@ def stage_guider(shipped: Path, cache: Path, quick: bool) -> None:
         report = dg.probe_accuracy(encoder, heads, clips=4 if quick else 300)
         log.info("dance CLIP vision held-out: %s", report)
         dg.save_encoder(encoder, encoder_file)
-        (shipped / "clip_vision_dance.json").write_text(
+        (shipped / CLIP_VISION_FILE).with_suffix(".json").write_text(
             json.dumps({"training": settings, "heldout": report}, indent=2) + "\n"
         )
     n = 4 if quick else GUIDER_CLIPS
