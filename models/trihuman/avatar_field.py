@@ -112,12 +112,17 @@ class BoundAvatar:
         """f at points [N, 3] -> [N] (negative inside)."""
         return self._sdf_and_features(points)[0]
 
-    def normals(self, points: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
-        """grad f / |grad f| at points [N, 3] (autograd through the closest-point mapping)."""
+    def gradient(self, points: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """grad f at points [N, 3] (autograd through the closest-point mapping); `create_graph` keeps it
+        differentiable for the parameters (the eikonal loss)."""
         with torch.enable_grad():
             x = points.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(self.sdf(x).sum(), x, create_graph=create_graph)
-        return torch.nn.functional.normalize(g, dim=-1)
+        return g
+
+    def normals(self, points: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """grad f / |grad f| at points [N, 3] (autograd through the closest-point mapping)."""
+        return torch.nn.functional.normalize(self.gradient(points, create_graph), dim=-1)
 
     def color(self, points: torch.Tensor, view_dirs: torch.Tensor) -> torch.Tensor:
         """RGB in (0, 1) at points [N, 3] seen along unit directions [N, 3]."""

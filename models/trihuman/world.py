@@ -79,6 +79,7 @@ from ..common.camera import orbit_rig
 from ..common.errors import InputError
 from ..common.isosurface import marching_tetrahedra
 from ..common.mesh_raster import interpolate, rasterize
+from .character import Character, skeleton_transforms
 from .deform import axis_angle_matrix
 from .skinning import dual_quaternion_skinning, matrix_to_quaternion
 from .template import vertex_normals
@@ -126,25 +127,7 @@ def forward_kinematics(
         raise InputError(
             "poses", f"axis-angle poses [..., {len(JOINTS)}, 3]", str(getattr(poses, "shape", poses))
         )
-    rest = REST_JOINTS.to(poses)
-    local = axis_angle_matrix(poses)
-    rot: list[torch.Tensor] = []
-    pos: list[torch.Tensor] = []
-    for j, parent in enumerate(PARENTS):
-        if parent < 0:
-            rot.append(local[..., j, :, :])
-            t = translations if translations is not None else torch.zeros_like(poses[..., 0, :])
-            pos.append(rest[j] + t)
-        else:
-            rot.append(rot[parent] @ local[..., j, :, :])
-            pos.append(pos[parent] + (rot[parent] @ (rest[j] - rest[parent])[:, None])[..., 0])
-    G = torch.stack(rot, -3)
-    p = torch.stack(pos, -2)
-    T = torch.zeros(*G.shape[:-2], 4, 4, dtype=G.dtype, device=G.device)
-    T[..., :3, :3] = G
-    T[..., :3, 3] = p - (G @ rest[:, :, None])[..., 0]
-    T[..., 3, 3] = 1
-    return p, G, T
+    return skeleton_transforms(poses, REST_JOINTS, PARENTS, translations)
 
 
 def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
@@ -449,6 +432,12 @@ def _template_cached(spacing: float) -> AvatarTemplate:
 def avatar_template(spacing: float = GRID) -> AvatarTemplate:
     """The rest template (cached: treat its tensors as read-only). See the module spec."""
     return _template_cached(float(spacing))
+
+
+def world_character(template: AvatarTemplate | None = None) -> Character:
+    """The world's character as the avatar sees it (character.py): template, skin weights, UVs, skeleton."""
+    t = template or avatar_template()
+    return Character(t.vertices, t.faces, t.uvs, t.weights, t.joints, t.parents, JOINTS)
 
 
 def template_texture(template: AvatarTemplate, size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
