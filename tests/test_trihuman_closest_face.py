@@ -232,6 +232,15 @@ def test_the_centroid_grid_finds_the_same_nearest_centroids_as_the_dense_search(
         assert float((brute.face_index == fast.face_index).double().mean()) >= 0.999
 
 
+def test_the_grid_cell_size_changes_speed_not_the_answer():
+    """`grid_disc` (the avatar renders with 16) only decides which points the grid proves; results equal."""
+    vertices, faces = _icosphere(3)
+    points = torch.cat([_shell_points(1500, 0.8, 1.2, seed=8)[0], _shell_points(300, 1.3, 2.0, seed=9)[0]])
+    a = C.closest_points_candidates(points, vertices, faces, 12)
+    b = C.closest_points_candidates(points, vertices, faces, 12, grid_disc=16.0)
+    assert torch.equal(a.face_index, b.face_index) and torch.equal(a.distance, b.distance)
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [

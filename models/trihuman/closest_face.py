@@ -415,14 +415,19 @@ def _check_candidates(candidates: int) -> None:
 
 
 def _candidate_faces(
-    points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, candidates: int, chunk: int | None
+    points: torch.Tensor,
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    candidates: int,
+    chunk: int | None,
+    grid_disc: float = GRID_DISC,
 ) -> torch.Tensor:
     k = min(candidates, faces.shape[0])
     centroids = vertices[faces].mean(1)  # [F, 3]
     out = torch.empty(points.shape[0], k, dtype=torch.long, device=points.device)
     if faces.shape[0] <= GRID_MIN_FACES:
         return _nearest_dense(points, centroids, k, chunk, out)
-    grid = _CentroidGrid.build(vertices, faces, centroids, k)
+    grid = _CentroidGrid.build(vertices, faces, centroids, k, grid_disc)
     if grid is None:
         return _nearest_dense(points, centroids, k, chunk, out)
     found = grid.nearest(points, k, chunk, out)
@@ -468,14 +473,16 @@ class _CentroidGrid(NamedTuple):
     centroids: torch.Tensor  # [F, 3]
 
     @staticmethod
-    def build(vertices: torch.Tensor, faces: torch.Tensor, centroids: torch.Tensor, k: int):
+    def build(
+        vertices: torch.Tensor, faces: torch.Tensor, centroids: torch.Tensor, k: int, disc: float = GRID_DISC
+    ):
         tri = vertices[faces]
         area = 0.5 * torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1).norm(dim=-1)
         mean_area = float(area.mean())
         if not mean_area > 0:
             return None
         lo, hi = centroids.amin(0), centroids.amax(0)
-        cell = (GRID_DISC * k * mean_area / torch.pi) ** 0.5
+        cell = (disc * k * mean_area / torch.pi) ** 0.5
         extent = (hi - lo).clamp_min(cell)
         cells = float(torch.prod(extent / cell + 1))
         if cells > GRID_MAX_CELLS:  # a few faces far apart: coarser cells (still exact, just slower)
@@ -534,13 +541,16 @@ def closest_points_candidates(
     chunk: int | None = None,
     uvs: torch.Tensor | None = None,
     sign: str = "pseudonormal",
+    grid_disc: float = GRID_DISC,
 ) -> ClosestPoints:
     """The closest surface point among the `candidates` faces with the nearest centroids (TriHuman's fast
     path): exact distance to each candidate, the nearest wins. Equals `closest_points_brute` when the true
     closest face is among the candidates, which holds for points near a reasonably even mesh (the samples
     TriHuman keeps lie in a thin shell around the template); far points or very uneven faces can miss it.
     `uvs` adds (u, v, d); `chunk` is passed to `candidate_faces`; the exact distances to the candidates are
-    taken about PAIR_BUDGET (point, face) pairs at a time.
+    taken about PAIR_BUDGET (point, face) pairs at a time. `grid_disc` sizes the centroid grid's cells
+    (`_CentroidGrid`; the result does not depend on it): larger cells prove more points that lie farther
+    from the surface (NeuS samples along a ray) at the cost of more centroids per block.
     """
     points, vertices, faces = _check_mesh(points, vertices, faces)
     _check_chunk(chunk)
@@ -548,14 +558,19 @@ def closest_points_candidates(
     _check_uvs(uvs, vertices, faces)
     _check_candidates(candidates)
     with torch.no_grad():  # choosing needs no gradient; `_finish` carries it
-        best = _choose_candidates(points.detach(), vertices.detach(), faces, candidates, chunk)
+        best = _choose_candidates(points.detach(), vertices.detach(), faces, candidates, chunk, grid_disc)
     return _finish(points, vertices, faces, best, uvs, sign)
 
 
 def _choose_candidates(
-    points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor, candidates: int, chunk: int | None
+    points: torch.Tensor,
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    candidates: int,
+    chunk: int | None,
+    grid_disc: float = GRID_DISC,
 ) -> torch.Tensor:
-    cand = _candidate_faces(points, vertices, faces, candidates, chunk)  # [P, k]
+    cand = _candidate_faces(points, vertices, faces, candidates, chunk, grid_disc)  # [P, k]
     table = _face_table(vertices, faces)
     tolerance = _tie_tolerance(points, vertices)
     step = max(1, PAIR_BUDGET // cand.shape[1])

@@ -1,0 +1,169 @@
+"""TriHuman on the avatar world: held-out quality, render speed against an MLP-only NeuS, memory at 512².
+
+    python benchmarks/trihuman_world.py [--avatar FILE] [--sections quality,speed,memory] [--json out.json]
+
+quality: models/trihuman/evaluate.py on the world's held-out motions (test split: walk, dance, squat and the
+held-out type 'turn') from the 4 held-out views at 64 px: PSNR, mask IoU and Chamfer distance (mm) of the
+skinned template (the world's exact texture and lighting on skinning alone), the avatar's deformable
+template, and the TriHuman avatar (NeuS render; geometry = subdivided template projected to the zero level).
+
+speed: one frame, one view, the same rays (those that hit the dilated template) and the same 32 samples
+per ray, through (a) our avatar's fields (closest-face search among candidates, tri-plane lookup, small
+MLPs) and (b) an MLP-only NeuS of the paper's size class (NeuS's 8 x 256 SDF MLP with 6 PE frequencies,
+a 4 x 256 IDR colour MLP); ms per frame at 128² and 256², 1 torch thread. The generator's tri-plane pass
+(once per frame) is timed separately and included in (a).
+
+memory: peak RSS (ru_maxrss) before and after rendering one view at 128² and then 512² in ray chunks of
+2 048: chunking bounds the memory by the chunk, not the resolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import papernodes_bootstrap  # noqa: E402
+
+papernodes_bootstrap.register()
+
+from papernodes.models.common.sdf_render import render_rays  # noqa: E402
+from papernodes.models.trihuman import world  # noqa: E402
+from papernodes.models.trihuman.avatar import load_avatar  # noqa: E402
+from papernodes.models.trihuman.evaluate import evaluate, held_out  # noqa: E402
+from papernodes.models.trihuman.fields import ColorNetwork, SDFNetwork  # noqa: E402
+from papernodes.models.trihuman.render import ray_intervals, render_frame  # noqa: E402
+from papernodes.models.trihuman.reproduce import AVATAR_FILE, WEIGHTS  # noqa: E402
+
+SECTIONS = ("quality", "speed", "memory")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def first_frame(avatar, size: int):
+    """The held-out dance's third frame in held-out view 2: (posed, features, roots, K, world_to_camera)."""
+    s = world.make_sequence(0, "test", 1, 3, (2,), size, render_images=False)
+    poses = torch.cat([s.history_poses, s.poses])
+    trans = torch.cat([s.history_translations, s.translations])
+    with torch.no_grad():
+        posed, feats, _ = avatar.frames(poses, trans)
+    _, K, E = world.camera_rig((2,), size)
+    return posed, feats, avatar.root_positions(poses, trans), K, E
+
+
+def section_quality(avatar, frames: int, stride: int) -> dict:
+    t0 = time.perf_counter()
+    res = evaluate(avatar, held_out(frames=frames), stride=stride)
+    print(f"quality ({time.perf_counter() - t0:.0f} s):")
+    print("| row | PSNR (dB) | mask IoU | Chamfer (mm) |\n|---|---|---|---|")
+    for row, m in res.items():
+        print(f"| {row} | {m['psnr']:.2f} | {m['iou']:.3f} | {1000 * m['chamfer']:.1f} |")
+    return res
+
+
+def mlp_neus() -> tuple[SDFNetwork, ColorNetwork]:
+    torch.manual_seed(0)
+    sdf = SDFNetwork(feature_dim=0, out_features=256, hidden=256, n_layers=8, skip=4, num_freqs=6, radius=0.5,
+                     refit_init=False)  # fmt: skip
+    return sdf, ColorNetwork(feature_dim=256, hidden=256, n_layers=4)
+
+
+def section_speed(avatar, sizes=(128, 256)) -> dict:
+    out = {}
+    sdf_net, color_net = mlp_neus()
+    centre = torch.tensor(world.CAMERA_TARGET)
+
+    def mlp_sdf(x):
+        return sdf_net(x - centre)[0][:, 0]
+
+    def mlp_color(x, d):
+        with torch.enable_grad():
+            y = x.detach().requires_grad_(True)
+            f, feat = sdf_net(y - centre)
+            (g,) = torch.autograd.grad(f.sum(), y)
+        return color_net(x, torch.nn.functional.normalize(g, dim=-1), d, feat)
+
+    for size in sizes:
+        posed, feats, roots, K, E = first_frame(avatar, size)
+        k = posed.shape[0] - 1
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            bound = avatar.bind(posed, feats, roots, k)
+        t_planes = time.perf_counter() - t0
+        iv = ray_intervals(posed[k], avatar.faces, bound.field.config.shell, K, E, size, size)
+        idx = iv["covered"].reshape(-1).nonzero().squeeze(1)
+        o, d = iv["origins"].reshape(-1, 3)[idx], iv["directions"].reshape(-1, 3)[idx]
+        near, far = iv["near"].reshape(-1)[idx], iv["far"].reshape(-1)[idx]
+        samples = avatar.field.config.samples
+        inv_s = avatar.field.variance.inv_s().detach()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            render_rays(bound.sdf, bound.color, o, d, near=near, far=far, samples=samples, inv_s=inv_s,
+                        background=(0, 0, 0), chunk=2048, view_dependent=True)  # fmt: skip
+        t_ours = time.perf_counter() - t0 + t_planes
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            render_rays(mlp_sdf, mlp_color, o, d, near=near, far=far, samples=samples, inv_s=inv_s,
+                        background=(0, 0, 0), chunk=2048, view_dependent=True)  # fmt: skip
+        t_mlp = time.perf_counter() - t0
+        out[size] = {"rays": int(idx.numel()), "ours_ms": 1000 * t_ours, "planes_ms": 1000 * t_planes,
+                     "mlp_neus_ms": 1000 * t_mlp, "speedup": t_mlp / t_ours}  # fmt: skip
+        print(f"speed {size}²: {idx.numel()} rays x {samples} samples: tri-plane avatar {1000 * t_ours:.0f} ms "
+              f"(generator {1000 * t_planes:.0f} ms), MLP-only NeuS {1000 * t_mlp:.0f} ms: "
+              f"{t_mlp / t_ours:.2f}x", flush=True)  # fmt: skip
+    return out
+
+
+def section_memory(avatar) -> dict:
+    out = {"start_mb": peak_rss_mb()}
+    for size in (128, 512):
+        posed, feats, roots, K, E = first_frame(avatar, size)
+        k = posed.shape[0] - 1
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            bound = avatar.bind(posed, feats, roots, k)
+        render_frame(bound, K, E, size, size, chunk=2048)
+        out[f"after_{size}_mb"] = peak_rss_mb()
+        out[f"render_{size}_s"] = time.perf_counter() - t0
+        print(f"memory: peak RSS after {size}² {out[f'after_{size}_mb']:.0f} MB ({out[f'render_{size}_s']:.1f} s)",
+              flush=True)  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--avatar", default=str(WEIGHTS / AVATAR_FILE))
+    p.add_argument("--sections", default=",".join(SECTIONS))
+    p.add_argument("--frames", type=int, default=6, help="frames per held-out motion")
+    p.add_argument("--stride", type=int, default=1, help="every n-th frame is measured")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    avatar = load_avatar(args.avatar)
+    results = {"avatar": args.avatar, "threads": args.threads}
+    for section in args.sections.split(","):
+        if section == "quality":
+            results["quality"] = section_quality(avatar, args.frames, args.stride)
+        elif section == "speed":
+            results["speed"] = section_speed(avatar)
+        elif section == "memory":
+            results["memory"] = section_memory(avatar)
+        else:
+            p.error(f"unknown section {section!r}; choose from {', '.join(SECTIONS)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
