@@ -21,6 +21,7 @@ from .dreamoving.demo import write_dreamoving_demo_assets
 from .handdiffuse.demo import write_hands_demo_model
 from .proving_ground.dance_demo import trained_shipped as dance_trained_shipped
 from .proving_ground.dance_demo import write_dance_world_demo
+from .trihuman.demo import write_trihuman_demo_model
 
 DEMO_COLORIZER = "papernodes-demo-colorizer"
 DEMO_LCM = "papernodes-demo-lcm"
@@ -98,6 +99,7 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
             **hands,
             **motion,
             **write_bidiff_demo_prior(base, trained=True),
+            **write_trihuman_demo_model(base, trained=True),
         }
     diffusers = base / "models" / "diffusers"
     folder, lcm_folder = diffusers / DEMO_COLORIZER, diffusers / DEMO_LCM
@@ -140,6 +142,7 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         **write_hands_demo_model(base, trained=False),
         **write_motion_demo(base, trained=False),
         **write_bidiff_demo_prior(base, trained=False),
+        **write_trihuman_demo_model(base, trained=False),
     }
 
 

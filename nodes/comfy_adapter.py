@@ -229,6 +229,28 @@ def progress_callback(total: int):
     return report
 
 
+def interrupt_requested() -> bool:
+    """Whether the user pressed Cancel (ComfyUI's interrupt flag, left set): a `should_stop` for loops in
+    models/ that stop cleanly (a trainer saving, a renderer between ray chunks). False outside ComfyUI."""
+    try:
+        import comfy.model_management as mm
+
+        return bool(mm.processing_interrupted())
+    except Exception as exc:
+        host_call_failed("ComfyUI interrupt flag (Cancel)", exc)
+        return False
+
+
+def raise_if_interrupted() -> None:
+    """Raise ComfyUI's own interrupt exception (and clear the flag) if Cancel was pressed."""
+    try:
+        import comfy.model_management as mm
+    except Exception as exc:
+        host_call_failed("ComfyUI interrupt flag (Cancel)", exc)
+        return
+    mm.throw_exception_if_processing_interrupted()
+
+
 def file_choices(kind: str, none_label: str | None = None) -> list[str]:
     """Weight files ComfyUI lists for a model folder kind (e.g. "loras"), optionally led by a 'none' entry."""
     try:

@@ -142,6 +142,19 @@ WIDGETS: dict[str, list[str]] = {
         "lazy_t",
     ],
     "PaperNodes_BiDiffRenderViews": ["views", "size", "elevation", "samples"],
+    "PaperNodes_TriHumanLoadAvatar": ["avatar_name"],
+    "PaperNodes_TriHumanLoadMotion": ["source", "motion", "seed", "frames", "file", "bvh_units", "fps"],
+    "PaperNodes_TriHumanOrbitCamera": [
+        "start_angle",
+        "degrees_per_frame",
+        "radius",
+        "elevation",
+        "fov",
+        "target_height",
+        "calibration_json",
+    ],
+    "PaperNodes_TriHumanRender": ["width", "height", "samples", "background"],
+    "PaperNodes_TriHumanMesh": ["frame", "all_frames", "filename_prefix"],
 }
 OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
@@ -199,6 +212,11 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "PaperNodes_BiDiffLoadModel": [("model", "BIDIFF_MODEL")],
     "PaperNodes_BiDiffGenerate": [("shapes", "BIDIFF_SHAPES"), ("views", "IMAGE"), ("renders", "IMAGE")],
     "PaperNodes_BiDiffRenderViews": [("images", "IMAGE"), ("masks", "MASK")],
+    "PaperNodes_TriHumanLoadAvatar": [("avatar", "TRIHUMAN_AVATAR")],
+    "PaperNodes_TriHumanLoadMotion": [("motion", "TRIHUMAN_MOTION")],
+    "PaperNodes_TriHumanOrbitCamera": [("camera", "TRIHUMAN_CAMERA")],
+    "PaperNodes_TriHumanRender": [("images", "IMAGE"), ("mask", "MASK"), ("depth", "IMAGE")],
+    "PaperNodes_TriHumanMesh": [("mesh", "MESH"), ("glb_path", "STRING")],
 }
 LINK_TYPES: dict[str, dict[str, str]] = {
     "SaveImage": {"images": "IMAGE"},
@@ -243,6 +261,13 @@ LINK_TYPES: dict[str, dict[str, str]] = {
     "PaperNodes_BiDiffRefine": {"model": "BIDIFF_MODEL", "shapes": "BIDIFF_SHAPES"},
     "PaperNodes_BiDiffGenerate": {"model": "BIDIFF_MODEL", "prior": "BIDIFF_PRIOR3D"},
     "PaperNodes_BiDiffRenderViews": {"shapes": "BIDIFF_SHAPES"},
+    "PaperNodes_TriHumanLoadMotion": {"avatar": "TRIHUMAN_AVATAR"},
+    "PaperNodes_TriHumanRender": {
+        "avatar": "TRIHUMAN_AVATAR",
+        "motion": "TRIHUMAN_MOTION",
+        "camera": "TRIHUMAN_CAMERA",
+    },
+    "PaperNodes_TriHumanMesh": {"avatar": "TRIHUMAN_AVATAR", "motion": "TRIHUMAN_MOTION"},
 }
 
 
@@ -288,9 +313,22 @@ DISPLAY: dict[str, str] = {  # the title the UI draws for a node without its own
     "PaperNodes_BiDiffLoadModel": "BiDiff: Load Model",
     "PaperNodes_BiDiffGenerate": "BiDiff: Generate 3D",
     "PaperNodes_BiDiffRenderViews": "BiDiff: Render Views",
+    "PaperNodes_TriHumanLoadAvatar": "TriHuman: Load Avatar",
+    "PaperNodes_TriHumanLoadMotion": "TriHuman: Load Motion",
+    "PaperNodes_TriHumanOrbitCamera": "TriHuman: Orbit Camera",
+    "PaperNodes_TriHumanRender": "TriHuman: Render Avatar",
+    "PaperNodes_TriHumanMesh": "TriHuman: Avatar Mesh",
 }
 # Text inputs the UI draws as multi-line boxes (taller than a one-line widget).
-MULTILINE = {"instruction", "source_prompt", "target_prompt", "prompt", "negative_prompt", "poses"}
+MULTILINE = {
+    "instruction",
+    "source_prompt",
+    "target_prompt",
+    "prompt",
+    "negative_prompt",
+    "poses",
+    "calibration_json",
+}
 
 # Layout, in LiteGraph units (what the saved "pos"/"size" mean). The title bar is drawn ABOVE pos.
 TITLE_H, SLOT_H, WIDGET_H, TEXT_H = 30, 22, 26, 90
@@ -1122,6 +1160,88 @@ def motion_train_graph() -> list[Node]:
     ]  # fmt: skip
 
 
+AVATAR = "papernodes-world-avatar.safetensors"
+# The avatar world's camera ring (3 m, 10 degrees up, 40 degree field of view, looking at 0.88 m), one turn in
+# 24 frames; TriHuman's 32 samples per ray (Sec. 3.4).
+ORBIT = {
+    "start_angle": 0.0,
+    "degrees_per_frame": 15.0,
+    "radius": 3.0,
+    "elevation": 10.0,
+    "fov": 40.0,
+    "target_height": 0.88,
+    "calibration_json": "",
+}
+RENDER = {"width": 128, "height": 128, "samples": 32, "background": "#000000"}
+
+
+def _world_motion(node_id: int, frames: int) -> Node:
+    return Node(node_id, "PaperNodes_TriHumanLoadMotion",
+                {"source": "world", "motion": "dance", "seed": 0, "frames": frames, "file": "(none)",
+                 "bvh_units": "cm", "fps": 25.0})  # fmt: skip
+
+
+def trihuman_dance_graph() -> list[Node]:
+    """A held-out world dance (24 frames) -> the avatar rendered from a camera orbiting once -> animated WEBPs of
+    the frames and of the opacity mask."""
+    avatar = {"avatar": (1, 0), "motion": (2, 0), "camera": (3, 0)}
+    return [
+        Node(1, "PaperNodes_TriHumanLoadAvatar", {"avatar_name": AVATAR}),
+        _world_motion(2, 24),
+        Node(3, "PaperNodes_TriHumanOrbitCamera", ORBIT),
+        Node(4, "PaperNodes_TriHumanRender", RENDER, links=avatar),
+        Node(
+            5,
+            "SaveAnimatedWEBP",
+            {
+                "filename_prefix": "PaperNodes/trihuman_dance",
+                "fps": 25.0,
+                "lossless": False,
+                "quality": 90,
+                "method": "default",
+            },
+            links={"images": (4, 0)},
+        ),
+        Node(6, "MaskToImage", links={"mask": (4, 1)}),
+        Node(
+            7,
+            "SaveAnimatedWEBP",
+            {
+                "filename_prefix": "PaperNodes/trihuman_dance_mask",
+                "fps": 25.0,
+                "lossless": True,
+                "quality": 90,
+                "method": "default",
+            },
+            links={"images": (6, 0)},
+            title="Mask (opacity)",
+        ),
+    ]
+
+
+def trihuman_mesh_graph() -> list[Node]:
+    """One frame of a world dance -> the avatar's mesh (GLB for Preview3D) and a render of the same frame."""
+    return [
+        Node(1, "PaperNodes_TriHumanLoadAvatar", {"avatar_name": AVATAR}),
+        _world_motion(2, 1),
+        Node(
+            3,
+            "PaperNodes_TriHumanMesh",
+            {"frame": 0, "all_frames": False, "filename_prefix": "trihuman_avatar"},
+            links={"avatar": (1, 0), "motion": (2, 0)},
+        ),
+        Node(4, "SaveGLB", {"filename_prefix": "PaperNodes/trihuman_mesh"}, links={"mesh": (3, 0)}),
+        Node(5, "PaperNodes_TriHumanOrbitCamera", {**ORBIT, "start_angle": 30.0, "degrees_per_frame": 0.0}),
+        Node(
+            6,
+            "PaperNodes_TriHumanRender",
+            RENDER,
+            links={"avatar": (1, 0), "motion": (2, 0), "camera": (5, 0)},
+        ),
+        Node(7, "SaveImage", {"filename_prefix": "PaperNodes/trihuman_mesh_view"}, links={"images": (6, 0)}),
+    ]
+
+
 DEMO = (
     "Demo models: `bash scripts/demo.sh` (in the pack's folder) writes them into its own ComfyUI; "
     "`python scripts/comfy_host.py install-demo --base <your ComfyUI folder>` writes them into yours."
@@ -1256,6 +1376,34 @@ WORKFLOWS += [
         "in models/bidiff/). The demo uses papernodes-world-bidiff and papernodes-world-3d-prior, trained on "
         "the pack's 3D world.\n\n" + DEMO,
         bidiff_generate_graph,
+    ),
+]
+WORKFLOWS += [
+    Workflow(
+        "trihuman_dance",
+        "TriHuman - render the world avatar dancing on an orbit",
+        "TriHuman (Zhu et al. 2023): a controllable human avatar. The skeleton poses a deformable template; a "
+        "tri-plane generator, fed the template's motion of the last three frames, gives the signed-distance and "
+        "colour fields around it, rendered with NeuS (32 samples per ray). A dance of the avatar world that its "
+        "training never saw (24 frames at 25 fps; the two frames before the first are the motion's history) "
+        "drives the avatar while the camera orbits it once; the frames and the opacity mask are saved as "
+        "animated WEBPs.\n\n"
+        "Model: an avatar .safetensors in models/trihuman/ (the official checkpoints, CC BY-NC, are not in this "
+        "format yet; train one with `python -m models.trihuman.train` or TriHuman: Train Avatar). Motions: the "
+        "world's, or an .npz or BVH in ComfyUI's input folder (Load Motion, source 'file'). The demo uses "
+        "papernodes-world-avatar, trained on the pack's procedural avatar world (a character in a skirt that "
+        "swings with the motion).\n\n" + DEMO,
+        trihuman_dance_graph,
+    ),
+    Workflow(
+        "trihuman_mesh",
+        "TriHuman - export the avatar mesh",
+        "TriHuman's geometry output (Zhu et al. 2023, Sec. 3.5): the posed template subdivided once and moved "
+        "onto the avatar's zero level set, the same triangles every frame, coloured by the colour field. Saved "
+        "as a GLB (core Save 3D Model; open it in Preview3D) beside a render of the same frame. Avatar Mesh's "
+        "second output is the path of its own GLB, for core Preview3D's model_file.\n\n"
+        "Model: as the dance workflow (models/trihuman/). " + DEMO,
+        trihuman_mesh_graph,
     ),
 ]
 OUT_DIR_API = (

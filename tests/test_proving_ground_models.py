@@ -28,7 +28,7 @@ def test_every_model_is_shipped_within_the_size_budget():
     # the image world (its four models and two evaluators) within 80 MB; every other method's world, one
     # folder each, within its budget (DESIGN.md: 20 MB; the dance world 40 MB, issue 20): the clone grows by
     # at most that per method
-    budgets = {"world_hands": 20 * MB, "world_3d": 20 * MB, "world_dance": 40 * MB}
+    budgets = {"world_hands": 20 * MB, "world_3d": 20 * MB, "world_dance": 40 * MB, "world_avatar": 20 * MB}
     own_worlds = tuple(budgets)
     image_world = {k: v for k, v in sizes.items() if k.split("/")[0] not in own_worlds}
     assert sum(image_world.values()) <= 80 * MB, sum(image_world.values()) / MB

@@ -68,6 +68,8 @@ def test_there_is_a_workflow_per_shipped_method():
         "motioncustom_apply",
         "motioncustom_train",
         "swiftbrush",
+        "trihuman_dance",
+        "trihuman_mesh",
     ]
     assert [p.name for p in UI_FILES] == sorted(by_file), "the template folder holds only the UI workflows"
     for wf in mw.WORKFLOWS:

@@ -37,6 +37,7 @@ def ray_intervals(
     height: int,
     width: int,
     thickness: float = THICKNESS,
+    samples: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per pixel of C views: covered [C, H, W] bool, near/far [C, H, W] distances along the ray, and the
     rays (origins, directions [C, H, W, 3])."""
@@ -67,10 +68,12 @@ def render_frame(
     mask_threshold: float = 0.5,
     should_stop=None,
     thickness: float = THICKNESS,
+    samples: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Views [C] of one frame: image [C, H, W, 3], mask (opacity) [C, H, W], depth (camera z, 0 where the
     opacity <= mask_threshold) [C, H, W]. No gradients; rays in chunks of `chunk` (memory is bounded by the
-    chunk, not the resolution). `should_stop()` is polled between chunks (Cancel)."""
+    chunk, not the resolution). `should_stop()` is polled between chunks (Cancel). `samples` per ray: the
+    avatar's own count (TriHuman: 32) unless given."""
     if K.ndim != 3 or world_to_camera.ndim != 3 or K.shape[0] != world_to_camera.shape[0]:
         raise InputError("cameras", "K [C, 3, 3] and world_to_camera [C, 4, 4] of the same C",
                          f"{tuple(K.shape)} / {tuple(world_to_camera.shape)}")  # fmt: skip
@@ -92,7 +95,7 @@ def render_frame(
             raise InterruptedError("render cancelled")
         with torch.no_grad():
             out = render_rays(bound.sdf, bound.color, o[j], d[j], near=near[j], far=far[j],
-                              samples=bound.field.config.samples, inv_s=inv_s, background=bg, chunk=chunk,
+                              samples=samples or bound.field.config.samples, inv_s=inv_s, background=bg, chunk=chunk,
                               view_dependent=True)  # fmt: skip
         rgb[j], opacity[j], distance[j] = out["rgb"], out["opacity"], out["distance"]
     shape = iv["covered"].shape
