@@ -5,7 +5,8 @@
 
 Stages (train.py, the world's 24 training motions of seed 0, 12 training views): `template` (the
 deformable template from 256 px masks, TEMPLATE_ARGS), `avatar` (tri-planes and fields from 64 px
-images, from the template stage's file, AVATAR_ARGS). Runs resume from their checkpoints (`--resume
+images, from the template stage's file, AVATAR_ARGS), `ablation` (the avatar stage on the skinned template,
+no template stage: the benchmark's ablation row; not shipped). Runs resume from their checkpoints (`--resume
 auto`). The shipped file goes to models/proving_ground/weights/world_avatar/; runs live in --cache. Use 1
 torch thread per process (OMP_NUM_THREADS=1) when anything else runs.
 """
@@ -30,7 +31,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "proving_ground" / "weights" / "
 AVATAR_FILE = "trihuman-world.safetensors"
 TEMPLATE_ARGS = ["--stage", "template", "--size", "256", "--max-steps", "1500", "--save-every", "500"]
 AVATAR_ARGS = ["--stage", "avatar", "--size", "64", "--max-steps", "1500", "--save-every", "250"]
-STAGES = ("template", "avatar")
+STAGES = ("template", "avatar", "ablation")
 
 
 def _train(out: Path, args: list[str], quick: bool) -> Path:
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if stage == "template":
             _train(cache / "template", TEMPLATE_ARGS, args.quick)
+        elif stage == "ablation":
+            _train(cache / "avatar-skinned-template", AVATAR_ARGS, args.quick)
         else:
             init = cache / "template" / "final" / "trihuman-avatar.safetensors"
             final = _train(cache / "avatar", [*AVATAR_ARGS, "--init", str(init)], args.quick)

@@ -64,7 +64,10 @@ class TrainConfig:
     stage: str = option(
         "template", "template (deformable template) or avatar (tri-planes + fields)", choices=STAGES
     )
-    init: str | None = option(None, "avatar stage: the template stage's trihuman-avatar.safetensors")
+    init: str | None = option(
+        None,
+        "avatar stage: the template stage's trihuman-avatar.safetensors (none: skinning only, an ablation)",
+    )
     data: str | None = option(
         None, "folder of multi-view .npz sequences + character.npz (data.py); default: the world"
     )
@@ -101,8 +104,6 @@ class TrainConfig:
     def validate(self) -> None:
         if self.stage not in STAGES:
             raise InputError("stage", f"one of {STAGES}", repr(self.stage))
-        if self.stage == "avatar" and not self.init:
-            raise InputError("init", "the template stage's avatar file (--init) for the avatar stage", "none")
         for name in ("world_sequences", "world_frames", "rays", "views_per_step", "max_steps", "graph_nodes"):
             if getattr(self, name) < 1:
                 raise InputError(name, "at least 1", str(getattr(self, name)))
@@ -163,9 +164,12 @@ class TriHumanTraining(TrainingMethod):
         else:
             character, self.seqs = world_sequences(c.world_seed, c.world_sequences, c.world_frames, c.size,
                                                    images=c.stage != "template")  # fmt: skip
-        if c.stage == "template":
+        if c.stage == "template" or not c.init:  # no --init: the avatar on the skinned template
             avatar = TriHumanAvatar(character, c.avatar_config())
+        if c.stage == "template":
             trainable = avatar.deformer.parameters()
+        elif not c.init:
+            trainable = [p for n, p in avatar.named_parameters() if not n.startswith("deformer.")]
         else:
             avatar = load_avatar(c.init)
             if avatar.joint_names != character.joint_names:
