@@ -367,6 +367,13 @@ def make_noise_scheduler(scheduler_config: dict) -> DDPMScheduler:
     return scheduler_of_class("DDPMScheduler", scheduler_config)
 
 
+def lr_factor(step: int, decay_from: int, max_steps: int, final: float) -> float:
+    """1 up to `decay_from`, then linear to `final` at `max_steps` (a cool-down ends the constant-rate run)."""
+    if decay_from <= 0 or step <= decay_from:
+        return 1.0
+    return 1.0 - (1.0 - final) * min(1.0, (step - decay_from) / (max_steps - decay_from))
+
+
 def warmup_then_constant(optimizer: torch.optim.Optimizer, warmup_steps: int):
     """LR factor (s + 1) / warmup_steps for the first steps, then 1 (stepped once per optimizer step)."""
     w = int(warmup_steps)

@@ -63,7 +63,16 @@ if (
 
 from ..common.cli import TrainerCli, option
 from ..common.errors import InputError
-from ..common.training import Callbacks, LoopSettings, Run, TrainingMethod, TrainState, atomic_write_dir, fit
+from ..common.training import (
+    Callbacks,
+    LoopSettings,
+    Run,
+    TrainingMethod,
+    TrainState,
+    atomic_write_dir,
+    fit,
+    lr_factor,
+)
 from .denoiser import HandDenoiser, drop_labels
 from .hand import NUM_ROT
 from .losses import interaction_loss, smoothness_loss
@@ -164,13 +173,6 @@ class TrainConfig:
                 raise InputError(name, "0 or more", str(getattr(self, name)))
         if not 0 <= self.ema_decay < 1:
             raise InputError("ema_decay", "a value in [0, 1)", str(self.ema_decay))
-
-
-def lr_factor(step: int, decay_from: int, max_steps: int, final: float) -> float:
-    """1 up to `decay_from`, then linear to `final` at `max_steps` (a cool-down ends the constant-rate run)."""
-    if decay_from <= 0 or step <= decay_from:
-        return 1.0
-    return 1.0 - (1.0 - final) * min(1.0, (step - decay_from) / (max_steps - decay_from))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -47,7 +47,16 @@ from ..common.cli import TrainerCli, option
 from ..common.errors import InputError
 from ..common.mesh_raster import interpolate, rasterize
 from ..common.sdf_render import render_rays
-from ..common.training import Callbacks, LoopSettings, Run, TrainingMethod, TrainState, atomic_write_dir, fit
+from ..common.training import (
+    Callbacks,
+    LoopSettings,
+    Run,
+    TrainingMethod,
+    TrainState,
+    atomic_write_dir,
+    fit,
+    lr_factor,
+)
 from .avatar import AvatarConfig, TriHumanAvatar, load_avatar, save_avatar
 from .data import MultiViewSequence, load_folder, world_sequences
 from .render import ray_intervals, render_frame
@@ -91,6 +100,10 @@ class TrainConfig:
     mask_weight: float = option(0.1, "lambda_mask (avatar stage)")
     eikonal_weight: float = option(0.05, "lambda_eik (avatar stage)")
     lr: float = option(1e-3, "Adam learning rate")
+    lr_decay_from: int = option(
+        0, "step from which the rate falls linearly to lr * lr_final at max_steps; 0 = constant"
+    )
+    lr_final: float = option(0.1, "final rate as a fraction of --lr when --lr-decay-from is set")
     max_steps: int = option(1000, "optimizer steps")
     grad_accum: int = option(1, "micro-batches (frames) per step")
     max_grad_norm: float = option(1.0, "gradient clipping; 0 disables")
@@ -110,6 +123,9 @@ class TrainConfig:
         if self.size < 16 or self.texture_size < 16 or self.texture_size % 16:
             raise InputError("size / texture_size", "at least 16 px (texture: a multiple of 16)",
                              f"{self.size} / {self.texture_size}")  # fmt: skip
+        if not 0 <= self.lr_decay_from < self.max_steps or not 0 < self.lr_final <= 1:
+            raise InputError("lr_decay_from / lr_final", f"0..{self.max_steps - 1} / a fraction in (0, 1]",
+                             f"{self.lr_decay_from} / {self.lr_final}")  # fmt: skip
         if not self.shell > 0:
             raise InputError("shell", "a thickness > 0 (metres)", str(self.shell))
 
@@ -189,6 +205,9 @@ class TriHumanTraining(TrainingMethod):
         self.params = [p for p in self.avatar.parameters() if p.requires_grad]
 
     def loss(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        c = self.cfg  # the rate is a function of the global step: nothing to resume
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.lr * lr_factor(self.run.state.step + 1, c.lr_decay_from, c.max_steps, c.lr_final)
         return self.losses(int(batch["seq"][0]), int(batch["frame"][0]), generator)["loss"]
 
     def losses(self, i: int, t: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
