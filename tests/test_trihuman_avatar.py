@@ -128,6 +128,16 @@ def test_contour_and_exterior_distance_on_a_rectangle():
     assert float(d[1, 2]) == 0.5 and float(d[5, 2]) == 1.5  # pixel centre to the edge
 
 
+def test_the_torch_distance_transform_equals_scipys():
+    from papernodes.models.trihuman.silhouette import _edt_torch
+    from scipy.ndimage import distance_transform_edt
+
+    g = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        m = torch.nn.functional.max_pool2d(torch.rand(1, 1, 40, 33, generator=g), 5, 1, 2)[0, 0] > 0.97
+        assert torch.allclose(_edt_torch(m), torch.from_numpy(distance_transform_edt(~m.numpy())), atol=1e-12)
+
+
 def test_silhouette_loss_is_small_on_its_own_masks_and_pulls_an_inflated_template_in(seq):
     template = world.avatar_template()
     verts, faces = seq.skinned[1].float(), template.faces
