@@ -30,7 +30,9 @@ from ..common.cli import add_stages, chosen_stages  # noqa: E402
 WEIGHTS = Path(__file__).resolve().parents[1] / "proving_ground" / "weights" / "world_avatar"
 AVATAR_FILE = "trihuman-world.safetensors"
 TEMPLATE_ARGS = ["--stage", "template", "--size", "256", "--max-steps", "1500", "--save-every", "500"]
-AVATAR_ARGS = ["--stage", "avatar", "--size", "64", "--max-steps", "1500", "--save-every", "250"]
+AVATAR_ARGS = [
+    "--stage", "avatar", "--size", "64", "--max-steps", "2500", "--lr-decay-from", "1250", "--save-every", "250",
+]  # fmt: skip
 STAGES = ("template", "avatar", "ablation")
 
 
