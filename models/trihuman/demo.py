@@ -9,6 +9,7 @@ meshes show the skinned world character in the colour MLP's initial grey.
 
 from __future__ import annotations
 
+import filecmp
 import shutil
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def write_trihuman_demo_model(base_dir: str | Path, trained: bool) -> dict[str, 
     dest.parent.mkdir(parents=True, exist_ok=True)
     shipped = shipped_avatar()
     if trained and shipped is not None:
-        if not dest.is_file() or dest.stat().st_size != shipped.stat().st_size:
+        if not dest.is_file() or not filecmp.cmp(dest, shipped, shallow=False):  # a retrained file: same size
             shutil.copyfile(shipped, dest)
     elif not dest.is_file():
         save_avatar(tiny_avatar(), dest)
