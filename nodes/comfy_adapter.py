@@ -294,3 +294,14 @@ def core_mesh(vertices, faces, vertex_colors=None):
         return mesh_type(vertices, faces, vertex_colors=vertex_colors)
     except TypeError:  # 0.3.75: MESH(vertices, faces) only
         return mesh_type(vertices, faces)
+
+
+def input_dir() -> Path | None:
+    """ComfyUI's input folder, or None outside ComfyUI (reported once through host_call_failed)."""
+    try:
+        import folder_paths
+
+        return Path(folder_paths.get_input_directory())
+    except Exception as exc:
+        host_call_failed("ComfyUI input folder", exc)
+        return None

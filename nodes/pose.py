@@ -7,28 +7,17 @@ IDs keep the `PaperNodes_DreaMoving...` names that saved workflows refer to.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from ..models.common import pose
 from ..models.common.errors import InputError
-from .comfy_adapter import host_call_failed, path_inside
+from .comfy_adapter import input_dir, path_inside
 
 CATEGORY = "PaperNodes/Pose"
 NO_JSON = "(no .json files in the input folder)"
 
 
-def _input_dir() -> Path | None:
-    try:
-        import folder_paths
-
-        return Path(folder_paths.get_input_directory())
-    except Exception as exc:
-        host_call_failed("ComfyUI input folder", exc)
-        return None
-
-
 def pose_json_choices() -> list[str]:
-    base = _input_dir()
+    base = input_dir()
     if base is None or not base.is_dir():
         return [NO_JSON]
     names = sorted(p.relative_to(base).as_posix() for p in base.rglob("*.json") if p.is_file())
@@ -59,7 +48,7 @@ class LoadPoseKeypoints:
         }
 
     def load(self, json_file):
-        base = _input_dir()
+        base = input_dir()
         if base is None:
             raise InputError("json_file", "ComfyUI's input folder", "no input folder configured")
         path = path_inside(base, json_file)

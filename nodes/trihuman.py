@@ -38,6 +38,7 @@ from .comfy_adapter import (
     core_mesh,
     file_choices,
     host_call_failed,
+    input_dir,
     interrupt_requested,
     model_folders,
     path_inside,
@@ -112,19 +113,9 @@ class LoadAvatar:
 # --------------------------------------------------------------------------------------------- motion
 
 
-def _input_dir() -> Path | None:
-    try:
-        import folder_paths
-
-        return Path(folder_paths.get_input_directory())
-    except Exception as exc:
-        host_call_failed("ComfyUI input folder", exc)
-        return None
-
-
 def motion_file_choices() -> list[str]:
     """(none), then the .npz / .bvh files anywhere in ComfyUI's input folder (posix names)."""
-    base = _input_dir()
+    base = input_dir()
     files = []
     if base is not None and base.is_dir():
         files = sorted(p.relative_to(base).as_posix() for p in base.rglob("*")
@@ -133,7 +124,7 @@ def motion_file_choices() -> list[str]:
 
 
 def _motion_file(name) -> Path:
-    base = _input_dir()
+    base = input_dir()
     if not isinstance(name, str) or name == NO_FILE or base is None:
         raise InputError(
             "file", "an .npz or .bvh file in ComfyUI's input folder (or source 'world')", repr(name)
