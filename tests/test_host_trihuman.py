@@ -1,7 +1,8 @@
 """TriHuman in the real ComfyUI with the demo avatar (the shipped world avatar, 2.6 MB): both example
-workflows (animated WEBP of the orbit render and the mask preview; GLB of the mesh and a render of the same frame), a BVH in the input
-folder driving the avatar, and bad prompts (missing avatar file, resolution 0, an .npz motion of another
-skeleton) answered with errors naming the input while the server keeps serving."""
+workflows (animated WEBP of the orbit render and the mask preview; GLB of the mesh and a render of the
+same frame), a BVH in the input folder driving the avatar, and bad prompts (missing avatar file,
+resolution 0, an .npz motion of another skeleton) answered with errors naming the input while the server
+keeps serving."""
 
 from __future__ import annotations
 
