@@ -305,3 +305,31 @@ def input_dir() -> Path | None:
     except Exception as exc:
         host_call_failed("ComfyUI input folder", exc)
         return None
+
+
+class TrainingFollow:
+    """The callbacks a training node gives the shared trainer (`models/common/training.py`): ComfyUI's
+    progress bar; Cancel, which lets the trainer stop after saving a checkpoint and is re-raised by
+    `finish`; and the previews it sends, kept on the CPU."""
+
+    def __init__(self, steps: int):
+        self._report = progress_callback(steps)
+        self.cancelled: list[BaseException] = []
+        self.previews: list = []
+
+    def progress(self, step: int, total: int, metrics=None) -> None:
+        try:
+            self._report(step, total)
+        except BaseException as exc:  # ComfyUI's interrupt: stop after saving, then re-raise
+            self.cancelled.append(exc)
+
+    def should_stop(self) -> bool:
+        return bool(self.cancelled) or interrupt_requested()
+
+    def preview(self, step: int, images) -> None:
+        self.previews.append(images.detach().float().cpu())
+
+    def finish(self) -> None:
+        """Re-raise the Cancel that stopped the run (after the caller kept what was saved)."""
+        if self.cancelled:
+            raise self.cancelled[0]

@@ -35,6 +35,7 @@ from ..models.motion_custom.train import TrainConfig, train
 from ..models.motion_custom.trainable import TRAINABLE_SETS
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
+    TrainingFollow,
     file_choices,
     model_folders,
     path_inside,
@@ -410,15 +411,7 @@ class TrainMotion:
                           save_every=max(1, min(500, steps)), keep_checkpoints=1,
                           resume="auto" if resume else None, cpu=device.type == "cpu",
                           mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing)  # fmt: skip
-        report = progress_callback(steps)
-        cancelled: list[BaseException] = []
-        previews: list[torch.Tensor] = []
-
-        def on_progress(step, total, metrics):
-            try:
-                report(step, total)
-            except BaseException as exc:  # ComfyUI's interrupt: stop after saving, then re-raise
-                cancelled.append(exc)
+        follow = TrainingFollow(steps)
 
         unload_all(device)
         with (
@@ -426,15 +419,14 @@ class TrainMotion:
             torch.enable_grad(),
             on_device([video_model.vae, video_model.text_encoder]),
         ):
-            path = train(cfg, progress=on_progress, should_stop=lambda: bool(cancelled),
-                         preview=lambda step, images: previews.append(images), base=video_model,
+            path = train(cfg, progress=follow.progress, should_stop=follow.should_stop,
+                         preview=follow.preview, base=video_model,
                          clips=in_memory)  # fmt: skip
         target = Path(model_folders(MOTIONS)[0]) / f"{output_name.strip()}.safetensors"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-        if cancelled:
-            raise cancelled[0]
-        preview = previews[-1] if previews else torch.zeros(1, height, width, 3)
+        follow.finish()
+        preview = follow.previews[-1] if follow.previews else torch.zeros(1, height, width, 3)
         return {"ui": {"text": [str(target)]}, "result": (load_motion(target), preview, str(target))}
 
 

@@ -14,6 +14,7 @@ from ..models.swiftbrush.train import CONFIG_FILE, TrainConfig, train
 from ..models.swiftbrush.weights import STUDENT_PUBLISHED, TEACHER_PUBLISHED, load_unet_like, with_unet
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
+    TrainingFollow,
     file_choices,
     model_folders,
     progress_callback,
@@ -398,29 +399,20 @@ class Distill:
             resume="auto" if resume else None,
             cpu=device.type == "cpu",
         )
-        report = progress_callback(steps)
-        cancelled: list[BaseException] = []
-        previews: list = []
-
-        def on_progress(step, total, losses):
-            try:
-                report(step, total)
-            except BaseException as exc:  # ComfyUI's interrupt: stop after saving, then re-raise
-                cancelled.append(exc)
+        follow = TrainingFollow(steps)
 
         unload_all(device)  # training needs the whole GPU; the loaded teacher may sit there from a run
         with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
             final = train(
                 cfg,
-                progress=on_progress,
-                should_stop=lambda: bool(cancelled),
-                preview=lambda step, images: previews.append(images),
+                progress=follow.progress,
+                should_stop=follow.should_stop,
+                preview=follow.preview,
                 teacher_components=teacher_comps,
             )
-        if cancelled:
-            raise cancelled[0]
+        follow.finish()
         student = SwiftBrushPipeline(load_components(final))
-        return {"ui": {"text": [str(final)]}, "result": (previews[-1], str(final), student)}
+        return {"ui": {"text": [str(final)]}, "result": (follow.previews[-1], str(final), student)}
 
 
 NODE_CLASS_MAPPINGS = {

@@ -35,6 +35,7 @@ from ..models.trihuman.motion_io import (
 from ..models.trihuman.render import render_frame
 from ..models.trihuman.world import CAMERA_ELEVATION, CAMERA_FOV, CAMERA_RADIUS, CAMERA_TARGET, FPS, MOTIONS
 from .comfy_adapter import (
+    TrainingFollow,
     core_mesh,
     file_choices,
     host_call_failed,
@@ -603,26 +604,17 @@ class TrainAvatar:
                           world_frames=world_frames, size=size, max_steps=steps, seed=seed,
                           save_every=max(1, min(250, steps)), keep_checkpoints=1, resume="auto" if resume else None,
                           cpu=device.type == "cpu")  # fmt: skip
-        report = progress_callback(steps)
-        cancelled: list[BaseException] = []
-        previews: list[torch.Tensor] = []
-
-        def on_progress(step, total, metrics):
-            try:
-                report(step, total)
-            except BaseException as exc:  # ComfyUI's interrupt: stop after saving, then re-raise
-                cancelled.append(exc)
+        follow = TrainingFollow(steps)
 
         unload_all(device)
         with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
-            path = train(cfg, progress=on_progress, should_stop=lambda: bool(cancelled) or interrupt_requested(),
-                         preview=lambda step, images: previews.append(images.detach().float().cpu()))  # fmt: skip
+            path = train(cfg, progress=follow.progress, should_stop=follow.should_stop,
+                         preview=follow.preview)  # fmt: skip
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-        if cancelled:
-            raise cancelled[0]
+        follow.finish()
         raise_if_interrupted()
-        preview = previews[-1].clamp(0, 1) if previews else torch.zeros(1, size, size, 3)
+        preview = follow.previews[-1].clamp(0, 1) if follow.previews else torch.zeros(1, size, size, 3)
         return {"ui": {"text": [str(target)]}, "result": (target.name, preview)}
 
 
