@@ -150,7 +150,7 @@ def dance_components(shipped: Path = SHIPPED):
 
 def stage_motion(shipped: Path, cache: Path, quick: bool) -> None:
     """A fresh AnimateDiff motion module (AnimateDiff's init) for the dance U-Net, trained on dance clips."""
-    from ..common.animatediff import save_motion_adapter_original, set_motion_schedule
+    from ..common.animatediff import save_motion_adapter_original
     from ..motion_custom.data import clips_from_frames
     from ..motion_custom.motion_file import load_motion, motions_applied
     from ..motion_custom.pipeline import animatediff_model
@@ -160,7 +160,7 @@ def stage_motion(shipped: Path, cache: Path, quick: bool) -> None:
     comps = dance_components(shipped)
     # Trained and sampled on the dance image model's own schedule (scaled-linear betas), recorded in the
     # file's header: on AnimateDiff's linear betas this small image model's frames fell apart (issue 20).
-    adapter = set_motion_schedule(fresh_adapter(comps.unet), comps.scheduler_config["beta_schedule"])
+    adapter = fresh_adapter(comps.unet, comps.scheduler_config["beta_schedule"])
     n = 3 if quick else MOTION_CLIPS
     clips = [make_clip(MOTION_SEED, "train", i, num_frames=MOTION_FRAMES, size=IMAGE_SIZE) for i in range(n)]
     sources = clips_from_frames([c.frames for c in clips], [c.caption for c in clips])

@@ -4,8 +4,9 @@
 
 - `base`: the world's text-to-video base in the AnimateDiff layout: the image world's SD model (frozen) plus
   a fresh AnimateDiff motion module for its blocks, trained on motion-world clips of every motion except
-  HELD_OUT (captions as written, uniform timesteps, as AnimateDiff trains its modules). Shipped as an
-  original-layout motion-module file (fp16), loadable by every AnimateDiff loader.
+  HELD_OUT (captions as written, uniform timesteps, as AnimateDiff trains its modules) on the SD model's own
+  noise schedule (recorded in the file's header). Shipped as an original-layout motion-module file (fp16),
+  loadable by every AnimateDiff loader.
 - `custom`: the paper's claim: teach HELD_OUT back from CUSTOM_CLIPS clips of ONE subject, bound to "sks",
   with the paper's trainable set, prior preservation on base-motion clips and the high-noise timestep law.
   Shipped as a motion file.
@@ -30,7 +31,7 @@ if __name__ == "__main__":  # `python -m models.proving_ground.motion_reproduce`
 
     run_in_pack(__spec__.name)
 
-from ..common.animatediff import load_motion_adapter, save_motion_adapter_original
+from ..common.animatediff import load_motion_adapter, save_motion_adapter_original, set_motion_schedule
 from ..common.cli import add_stages, chosen_stages
 from ..common.loading import load_model_fresh
 from ..motion_custom.data import clips_from_frames
@@ -74,8 +75,10 @@ ABLATIONS = {
 }
 
 
-def fresh_adapter(unet: torch.nn.Module):
-    """The base stage's starting motion module: AnimateDiff's initialisation (proj_out zero) for `unet`'s blocks."""
+def fresh_adapter(unet: torch.nn.Module, beta_schedule: str | None = None):
+    """The base stage's starting motion module: AnimateDiff's initialisation (proj_out zero) for `unet`'s blocks,
+    recorded as trained on `beta_schedule` (None: AnimateDiff's linear betas). Give the image model's: trained
+    on linear betas beside a scaled-linear image model, the dance world's module fell apart into noise."""
     from diffusers import MotionAdapter
 
     torch.manual_seed(ADAPTER_SEED)
@@ -84,7 +87,7 @@ def fresh_adapter(unet: torch.nn.Module):
         for name, p in adapter.named_parameters():
             if ".proj_out." in name:
                 p.zero_()
-    return adapter.eval().requires_grad_(False)
+    return set_motion_schedule(adapter.eval().requires_grad_(False), beta_schedule)
 
 
 def world_clips(n: int, seed: int, motions=None, subjects=None, split: str = "train"):
@@ -95,7 +98,9 @@ def world_clips(n: int, seed: int, motions=None, subjects=None, split: str = "tr
 
 def world_video_model(adapter=None) -> VideoModel:
     comps = load_model_fresh(base_dir())
-    return animatediff_model(comps, adapter if adapter is not None else fresh_adapter(comps.unet))
+    if adapter is None:
+        adapter = fresh_adapter(comps.unet, comps.scheduler_config["beta_schedule"])
+    return animatediff_model(comps, adapter)
 
 
 def _config(out: Path, quick: bool, **kw) -> TrainConfig:
@@ -109,7 +114,10 @@ def _config(out: Path, quick: bool, **kw) -> TrainConfig:
 def stage_base(cache: Path, shipped: Path, quick: bool) -> Path:
     clips = world_clips(12 if quick else BASE_CLIPS, BASE_SEED, motions=BASE_MOTIONS)
     phase1 = train(_config(cache / "base", quick, **BASE_ARGS), base=world_video_model(), clips=clips)
-    mm = motion_module_from(load_motion(phase1), fresh_adapter(world_video_model().unet))
+    start = world_video_model()
+    mm = motion_module_from(
+        load_motion(phase1), fresh_adapter(start.unet, start.scheduler_config["beta_schedule"])
+    )
     phase2 = train(
         _config(cache / "base-words", quick, **BASE_WORDS_ARGS), base=world_video_model(mm), clips=clips
     )
