@@ -239,7 +239,10 @@ def stage_controlnet(shipped: Path, cache: Path, quick: bool) -> None:
     if not (init / "config.json").is_file():
         torch.manual_seed(CN_SEED)
         ControlNetModel.from_unet(comps.unet).save_pretrained(init, safe_serialization=True)
-    identity = save_motion_adapter_original(fresh_adapter(comps.unet), cache / "mm_identity.safetensors")
+    # The single-frame phase runs the U-Net through an identity motion module: it carries the image model's
+    # schedule, or the ControlNet would learn on AnimateDiff's linear betas and be sampled on scaled-linear ones.
+    identity = fresh_adapter(comps.unet, comps.scheduler_config["beta_schedule"])
+    identity = save_motion_adapter_original(identity, cache / "mm_identity.safetensors")
     common = dict(stage="controlnet", model=str(model), data=str(data), resolution=IMAGE_SIZE, cpu=True,
                   save_every=250, keep_checkpoints=1, resume="auto")  # fmt: skip
     phases = [
