@@ -51,9 +51,9 @@ from papernodes.models.proving_ground.motion_world import (  # noqa: E402
 )
 
 CACHE = REPO_ROOT / ".work" / "motion-reproduce"
-VARIANTS = {
+VARIANTS = {  # motion file per variant; "paper" is the shipped one, in the folder given by --shipped
     "base": None,
-    "paper": mr.SHIPPED / mr.CUSTOM_FILE,
+    "paper": Path(mr.CUSTOM_FILE),
     **{name: CACHE / f"ablation-{name}" / "final" / "motion.safetensors" for name in mr.ABLATIONS},
 }
 MOVED = 0.02  # mean |frame - first frame| (0..1) below which a clip counts as not moving
@@ -98,6 +98,7 @@ def evaluate_variant(name: str, per_cell: int, steps: int, shipped: Path = mr.SH
     model = mr.world_base(shipped)
     path = VARIANTS[name]
     if path is not None:
+        path = shipped / path  # relative: in the shipped folder; absolute (the ablations' runs) unchanged
         if not Path(path).is_file():
             return {"missing": str(path)}
         model = model.with_motion(load_motion(path), 1.0)
