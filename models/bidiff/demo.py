@@ -7,11 +7,11 @@ seeded untrained models of the same formats (fast, draw noise).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
+from ..common.demo_files import place_demo_file
 from .grid_prior import GridPriorConfig, GridUNet, save_grid_prior
 from .multiview import MultiViewConfig
 from .pipeline import BiDiffModel, save_bidiff
@@ -30,13 +30,11 @@ TINY_VOL = VolumeConfig(
 
 
 def _place(shipped: Path, dest: Path, trained: bool, write_tiny) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if trained and shipped.is_file():
-        if not dest.is_file() or dest.stat().st_size != shipped.stat().st_size:
-            shutil.copyfile(shipped, dest)
-    elif not dest.is_file():
+    def seeded(d: Path) -> None:
         torch.manual_seed(0)
-        write_tiny(dest)
+        write_tiny(d)
+
+    place_demo_file(dest, shipped, trained, seeded)
 
 
 def write_bidiff_demo_prior(base_dir: str | Path, trained: bool) -> dict[str, Path]:

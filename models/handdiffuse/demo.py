@@ -6,11 +6,11 @@ example workflows use; `trained=False`: a tiny seeded untrained model of the sam
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
+from ..common.demo_files import place_demo_file
 from .denoiser import HandDenoiser
 from .pipeline import ModelConfig, save_model
 from .reproduce import GENERATOR_FILE, WEIGHTS
@@ -24,14 +24,12 @@ def shipped_model() -> Path | None:
     return path if path.is_file() else None
 
 
+def write_tiny_hands(dest: Path) -> None:
+    torch.manual_seed(0)
+    save_model(HandDenoiser(**TINY), ModelConfig(denoiser=dict(TINY), window=60), dest)
+
+
 def write_hands_demo_model(base_dir: str | Path, trained: bool) -> dict[str, Path]:
     dest = Path(base_dir) / "models" / "handdiffuse" / DEMO_HANDS
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shipped = shipped_model()
-    if trained and shipped is not None:
-        if not dest.is_file() or dest.stat().st_size != shipped.stat().st_size:
-            shutil.copyfile(shipped, dest)
-    elif not dest.is_file():
-        torch.manual_seed(0)
-        save_model(HandDenoiser(**TINY), ModelConfig(denoiser=dict(TINY), window=60), dest)
+    place_demo_file(dest, shipped_model(), trained, write_tiny_hands)
     return {"hands": dest}

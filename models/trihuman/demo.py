@@ -9,12 +9,11 @@ meshes show the skinned world character in the colour MLP's initial grey.
 
 from __future__ import annotations
 
-import filecmp
-import shutil
 from pathlib import Path
 
 import torch
 
+from ..common.demo_files import place_demo_file
 from .avatar import AvatarConfig, TriHumanAvatar, save_avatar
 from .reproduce import AVATAR_FILE, WEIGHTS
 
@@ -46,11 +45,5 @@ def shipped_avatar() -> Path | None:
 
 def write_trihuman_demo_model(base_dir: str | Path, trained: bool) -> dict[str, Path]:
     dest = Path(base_dir) / "models" / FOLDER / DEMO_AVATAR
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shipped = shipped_avatar()
-    if trained and shipped is not None:
-        if not dest.is_file() or not filecmp.cmp(dest, shipped, shallow=False):  # a retrained file: same size
-            shutil.copyfile(shipped, dest)
-    elif not dest.is_file():
-        save_avatar(tiny_avatar(), dest)
+    place_demo_file(dest, shipped_avatar(), trained, lambda d: save_avatar(tiny_avatar(), d))
     return {"trihuman_avatar": dest}
