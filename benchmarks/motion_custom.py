@@ -17,7 +17,7 @@ The world base (motion_reproduce.py: the world SD model + a motion module traine
   process (RSS high-water mark), side by side.
 
     python benchmarks/motion_custom.py [--per-cell 12] [--variants base,paper,full-no-prior,uniform-t]
-        [--trainer] [--json benchmarks/results/motion_custom-cpu.json]
+        [--trainer] [--json benchmarks/results/motion_custom-cpu.json] [--strips FOLDER]
 """
 
 from __future__ import annotations
@@ -81,6 +81,16 @@ def clips_for(model, captions: list[str], steps: int) -> np.ndarray:
     return np.stack(out)
 
 
+def save_strips(clips: np.ndarray, captions: list[str], path: Path, rows: int = 4) -> None:
+    """The first `rows` clips as one PNG (a row per clip, frames left to right) and their captions beside it."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = np.concatenate([np.concatenate(list(clip), axis=1) for clip in clips[:rows]], axis=0)
+    Image.fromarray(grid).save(path)
+    path.with_suffix(".txt").write_text("\n".join(captions[:rows]) + "\n")
+
+
 def moved(clips: np.ndarray) -> np.ndarray:
     x = clips.astype(np.float32) / 255
     return np.abs(x - x[:, :1]).mean(axis=(1, 2, 3, 4)) > MOVED
@@ -94,7 +104,9 @@ def appearance(clips: np.ndarray, captions: list[str], attr) -> dict[str, float]
     return {k: float(np.mean([p == t[k] for p, t in zip(pred[k], truth)])) for k in ("color", "shape")}
 
 
-def evaluate_variant(name: str, per_cell: int, steps: int, shipped: Path = mr.SHIPPED) -> dict:
+def evaluate_variant(
+    name: str, per_cell: int, steps: int, shipped: Path = mr.SHIPPED, strips: Path | None = None
+) -> dict:
     model = mr.world_base(shipped)
     path = VARIANTS[name]
     if path is not None:
@@ -111,6 +123,9 @@ def evaluate_variant(name: str, per_cell: int, steps: int, shipped: Path = mr.SH
     pc = clips_for(model, prior, steps)
     seconds = (time.perf_counter() - t0) / (len(transfer) + len(prior))
     tpred, ppred = classify_motion(tc, motion_clf), classify_motion(pc, motion_clf)
+    if strips is not None:
+        save_strips(tc, transfer, strips / f"{name}-transfer.png")
+        save_strips(pc, prior, strips / f"{name}-prior.png")
     tmoved = moved(tc)
     return {
         "transfer_prompts": transfer[:3],
@@ -165,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trainer-child", help=argparse.SUPPRESS)
     p.add_argument("--shipped", default=str(mr.SHIPPED), help="folder of the world base's motion module")
     p.add_argument("--json", default=str(REPO_ROOT / "benchmarks" / "results" / "motion_custom-cpu.json"))
+    p.add_argument("--strips", help="folder for PNG strips of each variant's first clips (to look at)")
     args = p.parse_args(argv)
     if args.trainer_child:
         print(json.dumps(trainer_child(args.trainer_child, args.trainer_steps)))
@@ -172,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     results: dict = {}
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
-        results[name] = evaluate_variant(name, args.per_cell, args.steps, Path(args.shipped))
+        strips = Path(args.strips) if args.strips else None
+        results[name] = evaluate_variant(name, args.per_cell, args.steps, Path(args.shipped), strips)
         print(name, json.dumps(results[name]), flush=True)
     trainer = {}
     if args.trainer:
