@@ -266,3 +266,28 @@ def test_clearance_term_enters_the_interaction_loss_and_pulls_toward_contact(cla
         return float((w * (Mx.pair_clearance(joints) - Mx.pair_clearance(gt))).sum())
 
     assert 0 < contact_pairs_error(stepped) < contact_pairs_error(opened)  # pulled back toward contact
+
+
+def test_outside_clearance_charges_only_hands_that_stop_short(clap):
+    gt = clap[:6].double()
+    centre = gt[:, 0].mean(1, keepdim=True)
+    pressed, opened = gt.clone(), gt.clone()
+    pressed[:, 1] = centre + 0.5 * (gt[:, 1] - centre)  # through the other hand: the penetration term's side
+    away = gt[:, 1].mean(1) - gt[:, 0].mean(1)  # per frame, from the right hand's centre to the left's
+    opened[:, 1] += 0.03 * (away / away.norm(dim=-1, keepdim=True))[:, None]  # stops short of contact
+    assert float(L.clearance_loss(gt, gt, sides="outside")) == 0.0
+
+    def one_side(moved, sign):
+        cp, cg = _naive_clearances(moved), _naive_clearances(gt)
+        w = {k: min(1.0, max(0.0, 1.0 - cg[k] / L.CLEARANCE_MARGIN)) for k in cp}
+        return sum(w[k] * max(0.0, sign * (cp[k] - cg[k])) for k in cp) / moved.shape[0]
+
+    got = float(L.clearance_loss(opened, gt, sides="outside"))
+    assert got > 1e-3 and got == pytest.approx(one_side(opened, +1), rel=1e-9)
+    # the two-sided term is the outside part plus the inside part (the side the penetration term covers)
+    inside = one_side(pressed, -1)
+    outside = float(L.clearance_loss(pressed, gt, sides="outside"))
+    assert float(L.clearance_loss(pressed, gt)) == pytest.approx(outside + inside, rel=1e-9)
+    assert inside > 1e-3 and outside == pytest.approx(one_side(pressed, +1), rel=1e-9)
+    with pytest.raises(InputError, match="clearance_sides"):
+        L.clearance_loss(gt, gt, sides="inside")

@@ -35,9 +35,11 @@ def interaction_loss(
     frame_dim: int = -4,
     penetration_weight: float = 0.0,
     clearance_weight: float = 0.0,
+    clearance_sides: str = "both",
 ) -> dict[str, Tensor]:
     """Static, temporal, penetration and clearance interaction terms and their weighted sum for joints
-    [..., T, 2, 21, 3] (`penetration_loss`, `clearance_loss`; weight 0 leaves a term out)."""
+    [..., T, 2, 21, 3] (`penetration_loss`, `clearance_loss` with `clearance_sides`; weight 0 leaves a term
+    out)."""
     if pred.shape != gt.shape:
         raise InputError("pred", f"the ground truth's shape {tuple(gt.shape)}", str(tuple(pred.shape)))
     dp, dg = distance_matrices(pred), distance_matrices(gt)
@@ -52,7 +54,7 @@ def interaction_loss(
         out["penetration"] = penetration_loss(pred, gt)
         out["total"] = out["total"] + penetration_weight * out["penetration"]
     if clearance_weight > 0:
-        out["clearance"] = clearance_loss(pred, gt)
+        out["clearance"] = clearance_loss(pred, gt, sides=clearance_sides)
         out["total"] = out["total"] + clearance_weight * out["clearance"]
     return out
 
@@ -60,8 +62,11 @@ def interaction_loss(
 CLEARANCE_MARGIN = 0.02  # metres: pairs the data brings closer than this are the contact pairs
 
 
-def clearance_loss(pred: Tensor, gt: Tensor, margin: float = CLEARANCE_MARGIN) -> Tensor:
-    """Two-sided error of the surface clearance on the pairs the data brings near contact, per frame [m]:
+CLEARANCE_SIDES = ("both", "outside")
+
+
+def clearance_loss(pred: Tensor, gt: Tensor, margin: float = CLEARANCE_MARGIN, sides: str = "both") -> Tensor:
+    """Error of the surface clearance on the pairs the data brings near contact, per frame [m]:
 
         L_clear = mean_frames sum_pairs w_gt * |clearance_pred - clearance_gt|,  w_gt = max(0, 1 - clearance_gt / margin)
 
@@ -71,10 +76,18 @@ def clearance_loss(pred: Tensor, gt: Tensor, margin: float = CLEARANCE_MARGIN) -
     compare joint centres with equal weight on all 441 pairs, so a few near-contact pairs barely move them
     and the hands stop a little short or pass a little through (measured: contact and penetration no better
     than without the loss); the one-sided penetration term alone kept the hands apart (docs/handdiffuse.md).
-    Zero for the ground truth."""
+    Zero for the ground truth.
+
+    `sides="outside"` counts only max(0, clearance_pred - clearance_gt): it pulls hands that stop short
+    towards contact and leaves the other side to `penetration_loss` (two-sided, the model erred both ways
+    alike and about a fifth of its frames went through: docs/handdiffuse.md)."""
+    if sides not in CLEARANCE_SIDES:
+        raise InputError("clearance_sides", f"one of {', '.join(CLEARANCE_SIDES)}", repr(sides))
     clear_p, clear_g = pair_clearance(pred), pair_clearance(gt)
     weight = (1.0 - clear_g / margin).clamp(0.0, 1.0)
-    return (weight * (clear_p - clear_g).abs()).sum(dim=(-1, -2, -3)).mean()
+    error = clear_p - clear_g
+    error = error.clamp_min(0.0) if sides == "outside" else error.abs()
+    return (weight * error).sum(dim=(-1, -2, -3)).mean()
 
 
 def penetration_loss(pred: Tensor, gt: Tensor) -> Tensor:

@@ -114,6 +114,12 @@ class TrainConfig:
         "weight of the two-sided contact clearance term inside the interaction loss "
         "(losses.clearance_loss); 0 = off",
     )
+    clearance_sides: str = option(
+        "both",
+        "which side of the data's clearance the clearance term charges: both, or only outside (hands that "
+        "stop short; the penetration term takes the other side)",
+        choices=("both", "outside"),
+    )
     smoothness_weight: float = option(
         3.0, "λ of the smoothness loss (joint velocity + acceleration vs the data's, losses.py); 0 = off"
     )
@@ -342,6 +348,7 @@ class HandDiffuseTraining(TrainingMethod):
                 gt_joints,
                 penetration_weight=c.penetration_weight,
                 clearance_weight=c.clearance_weight,
+                clearance_sides=c.clearance_sides,
             )
             out["interaction"] = inter["total"]
             out["loss"] = out["loss"] + c.interaction_weight * inter["total"]
