@@ -59,7 +59,22 @@ def motion_stats(motions, labels, evaluator, real_emb, touching) -> dict:
         "penetration_max_mm": 1e3 * max(p["penetration_max"] for p in pen),
         "penetration_ratio": sum(p["penetration_ratio"] for p in pen) / len(pen),
         "contact_accuracy": sum(touches(j) == touching[lab] for j, lab in zip(joints, labels)) / len(labels),
+        "per_action": per_action(joints, labels, pen, touching),
     }
+
+
+def per_action(joints, labels, pen, touching) -> dict:
+    """Where penetration and contact come from: per action, frames deeper than 1 mm, clips that touch, and
+    whether the action's world clips touch (so contact there is right)."""
+    out = {}
+    for action in sorted(set(labels)):
+        idx = [i for i, lab in enumerate(labels) if lab == action]
+        out[action] = {
+            "should_touch": bool(touching[action]),
+            "touching_clips": sum(touches(joints[i]) for i in idx) / len(idx),
+            "penetration_ratio": sum(pen[i]["penetration_ratio"] for i in idx) / len(idx),
+        }
+    return out
 
 
 def generated_rows(model, name, args, evaluator, real_emb, touching) -> dict:
