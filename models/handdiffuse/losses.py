@@ -79,8 +79,8 @@ def clearance_loss(pred: Tensor, gt: Tensor, margin: float = CLEARANCE_MARGIN, s
     Zero for the ground truth.
 
     `sides="outside"` counts only max(0, clearance_pred - clearance_gt): it pulls hands that stop short
-    towards contact and leaves the other side to `penetration_loss` (two-sided, the model erred both ways
-    alike and about a fifth of its frames went through: docs/handdiffuse.md)."""
+    towards contact and leaves the other side to `penetration_loss` (with the two-sided term about a fifth
+    of the generated frames went through: docs/handdiffuse.md)."""
     if sides not in CLEARANCE_SIDES:
         raise InputError("clearance_sides", f"one of {', '.join(CLEARANCE_SIDES)}", repr(sides))
     clear_p, clear_g = pair_clearance(pred), pair_clearance(gt)

@@ -75,7 +75,7 @@ from ..common.training import (
 )
 from .denoiser import HandDenoiser, drop_labels
 from .hand import NUM_ROT
-from .losses import interaction_loss, smoothness_loss
+from .losses import CLEARANCE_SIDES, interaction_loss, smoothness_loss
 from .motion import HAND_FEATURES, HandMotion
 from .pipeline import ModelConfig, features_to_joints, from_model_space, save_model
 from .sampler import cosine_alphas_cumprod, q_sample
@@ -118,7 +118,7 @@ class TrainConfig:
         "both",
         "which side of the data's clearance the clearance term charges: both, or only outside (hands that "
         "stop short; the penetration term takes the other side)",
-        choices=("both", "outside"),
+        choices=CLEARANCE_SIDES,
     )
     smoothness_weight: float = option(
         3.0, "λ of the smoothness loss (joint velocity + acceleration vs the data's, losses.py); 0 = off"
