@@ -96,11 +96,15 @@ def world_clips(n: int, seed: int, motions=None, subjects=None, split: str = "tr
     return clips_from_frames([it["frames"] for it in items], [it["caption"] for it in items])
 
 
+def world_fresh_adapter(comps=None):
+    """A fresh motion module for the world SD's blocks, on the world SD's own noise schedule."""
+    comps = comps if comps is not None else load_model_fresh(base_dir())
+    return fresh_adapter(comps.unet, comps.scheduler_config["beta_schedule"])
+
+
 def world_video_model(adapter=None) -> VideoModel:
     comps = load_model_fresh(base_dir())
-    if adapter is None:
-        adapter = fresh_adapter(comps.unet, comps.scheduler_config["beta_schedule"])
-    return animatediff_model(comps, adapter)
+    return animatediff_model(comps, adapter if adapter is not None else world_fresh_adapter(comps))
 
 
 def _config(out: Path, quick: bool, **kw) -> TrainConfig:
@@ -114,10 +118,7 @@ def _config(out: Path, quick: bool, **kw) -> TrainConfig:
 def stage_base(cache: Path, shipped: Path, quick: bool) -> Path:
     clips = world_clips(12 if quick else BASE_CLIPS, BASE_SEED, motions=BASE_MOTIONS)
     phase1 = train(_config(cache / "base", quick, **BASE_ARGS), base=world_video_model(), clips=clips)
-    start = world_video_model()
-    mm = motion_module_from(
-        load_motion(phase1), fresh_adapter(start.unet, start.scheduler_config["beta_schedule"])
-    )
+    mm = motion_module_from(load_motion(phase1), world_fresh_adapter())
     phase2 = train(
         _config(cache / "base-words", quick, **BASE_WORDS_ARGS), base=world_video_model(mm), clips=clips
     )
