@@ -98,6 +98,21 @@ def test_timestep_law_is_one_minus_a_cos():
         timestep_probabilities(1000, "medium")
 
 
+def test_min_timestep_keeps_the_law_above_it_and_nothing_below():
+    full = timestep_probabilities(1000, "high", 0.5).numpy()
+    cut = timestep_probabilities(1000, "high", 0.5, min_timestep=500).numpy()
+    assert cut[:500].sum() == 0 and cut.sum() == pytest.approx(1.0, abs=1e-12)
+    assert np.allclose(cut[500:], full[500:] / full[500:].sum(), rtol=1e-12)  # the law, renormalised
+    for law in ("high", "uniform"):
+        sampler = TimestepSampler(1000, law, min_timestep=700)
+        draws = sampler(4000, torch.Generator().manual_seed(0))
+        assert int(draws.min()) >= 700 and int(draws.max()) <= 999
+        expected = float((sampler.probabilities * torch.arange(1000)).sum())  # 849.5 uniform, more for high
+        assert float(draws.double().mean()) == pytest.approx(expected, abs=6)  # ~4 standard errors
+    with pytest.raises(InputError, match="min_timestep"):
+        timestep_probabilities(1000, "high", 0.5, min_timestep=1000)
+
+
 @pytest.mark.parametrize("law", ["high", "low", "uniform"])
 def test_sampler_draws_follow_the_law(law):
     """Chi-square goodness of fit over 20 bins of 200 000 draws (critical value at p = 0.001: 43.8)."""

@@ -18,30 +18,35 @@ DEFAULT_STRENGTH = 0.5  # a in the paper
 
 
 def timestep_probabilities(
-    num_train_timesteps: int, law: str = "high", a: float = DEFAULT_STRENGTH
+    num_train_timesteps: int, law: str = "high", a: float = DEFAULT_STRENGTH, min_timestep: int = 0
 ) -> torch.Tensor:
-    """p(t) for t = 0..T−1 (float64, sums to 1)."""
+    """p(t) for t = 0..T−1 (float64, sums to 1); zero below `min_timestep` (the law renormalised above it)."""
     if law not in LAWS:
         raise InputError("timestep_law", f"one of {', '.join(LAWS)}", repr(law))
     if not 0 <= a < 1:
         raise InputError("timestep_strength", "a value in [0, 1)", str(a))
     if num_train_timesteps < 1:
         raise InputError("num_train_timesteps", "at least 1", str(num_train_timesteps))
+    if not 0 <= min_timestep < num_train_timesteps:
+        raise InputError("min_timestep", f"a value in [0, {num_train_timesteps})", str(min_timestep))
     t = torch.arange(num_train_timesteps, dtype=torch.float64)
     sign = {"high": 1.0, "low": -1.0, "uniform": 0.0}[law]
     w = 1.0 - sign * a * torch.cos(math.pi * t / num_train_timesteps)
+    w[:min_timestep] = 0.0
     return w / w.sum()
 
 
 class TimestepSampler:
     """Draws training timesteps from `timestep_probabilities`, reproducibly from a torch Generator."""
 
-    def __init__(self, num_train_timesteps: int, law: str = "high", a: float = DEFAULT_STRENGTH):
-        self.law, self.a = law, a
-        self.probabilities = timestep_probabilities(num_train_timesteps, law, a)
+    def __init__(
+        self, num_train_timesteps: int, law: str = "high", a: float = DEFAULT_STRENGTH, min_timestep: int = 0
+    ):
+        self.law, self.a, self.min_timestep = law, a, min_timestep
+        self.probabilities = timestep_probabilities(num_train_timesteps, law, a, min_timestep)
 
     def __call__(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """`n` timesteps (int64)."""
         if self.law == "uniform":
-            return torch.randint(0, len(self.probabilities), (n,), generator=generator)
+            return torch.randint(self.min_timestep, len(self.probabilities), (n,), generator=generator)
         return torch.multinomial(self.probabilities.float(), n, replacement=True, generator=generator)

@@ -90,6 +90,9 @@ class TrainConfig:
         "high", "p(t) ∝ 1 − a cos(πt/T): high, low (sign flipped) or uniform", choices=LAWS
     )
     timestep_strength: float = option(DEFAULT_STRENGTH, "a of the timestep law (paper: 0.5)")
+    min_timestep: int = option(
+        0, "draw training timesteps at or above this only (paper: 0; the world base: see motion_reproduce)"
+    )
     lr: float = option(5e-6, "AdamW learning rate, constant (paper: 5e-6)")
     weight_decay: float = option(1e-2, "AdamW weight decay (paper: 0.01)")
     max_grad_norm: float = option(1.0, "gradient clipping; 0 disables (paper: 1.0)")
@@ -195,7 +198,7 @@ class MotionTraining(TrainingMethod):
         self.param_names, self.params = names, [params[n] for n in names]
         self.noise_scheduler = make_noise_scheduler(model.scheduler_config)
         self.timesteps = TimestepSampler(self.noise_scheduler.config.num_train_timesteps, c.timestep_law,
-                                         c.timestep_strength)  # fmt: skip
+                                         c.timestep_strength, c.min_timestep)  # fmt: skip
         self.texts = TextEmbeddingCache(model.tokenizer, model.text_encoder, device)
         self._posteriors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
