@@ -67,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the table here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    comps = mr.load_model_fresh(mr.base_dir())
-    scheduler = DDPMScheduler(**{k: v for k, v in comps.scheduler_config.items() if k in SCHEDULE_KEYS})
     fresh = mr.world_video_model()
+    scheduler = DDPMScheduler(**{k: v for k, v in fresh.scheduler_config.items() if k in SCHEDULE_KEYS})
     latents, captions = held_out_latents(fresh, args.motion, args.clips, args.seed)
     rows = {"untrained": loss_by_t(fresh, latents, captions, scheduler, args.seed)}
     for f in args.files:

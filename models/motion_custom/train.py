@@ -91,7 +91,7 @@ class TrainConfig:
     )
     timestep_strength: float = option(DEFAULT_STRENGTH, "a of the timestep law (paper: 0.5)")
     min_timestep: int = option(
-        0, "draw training timesteps at or above this only (paper: 0; the world base: see motion_reproduce)"
+        0, "draw training timesteps at or above this only (paper: 0; docs/motion_custom.md: high noise only)"
     )
     lr: float = option(5e-6, "AdamW learning rate, constant (paper: 5e-6)")
     weight_decay: float = option(1e-2, "AdamW weight decay (paper: 0.01)")
