@@ -24,15 +24,14 @@ import papernodes_bootstrap  # noqa: E402  (the one bootstrap: the checkout as t
 
 papernodes_bootstrap.register()
 
-from diffusers import DDPMScheduler  # noqa: E402
 from papernodes.models.common.animatediff import run_motion_unet  # noqa: E402
 from papernodes.models.common.text import encode_prompts  # noqa: E402
+from papernodes.models.common.training import make_noise_scheduler  # noqa: E402
 from papernodes.models.motion_custom.data import ClipDataset  # noqa: E402
 from papernodes.models.motion_custom.motion_file import load_motion, motions_applied  # noqa: E402
 from papernodes.models.proving_ground import motion_reproduce as mr  # noqa: E402
 
 TIMESTEPS = (100, 400, 700, 950)
-SCHEDULE_KEYS = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type")
 
 
 def held_out_latents(model, motion: str, n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -68,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     fresh = mr.world_video_model()
-    scheduler = DDPMScheduler(**{k: v for k, v in fresh.scheduler_config.items() if k in SCHEDULE_KEYS})
+    scheduler = make_noise_scheduler(fresh.scheduler_config)  # the trainer's own noising
     latents, captions = held_out_latents(fresh, args.motion, args.clips, args.seed)
     rows = {"untrained": loss_by_t(fresh, latents, captions, scheduler, args.seed)}
     for f in args.files:
-        rows[f] = loss_by_t(mr.world_video_model().with_motion(load_motion(f), 1.0), latents, captions,
-                            scheduler, args.seed)  # fmt: skip
+        # with_motion shares the fresh U-Net; the motion is added only inside loss_by_t's motions_applied
+        rows[f] = loss_by_t(fresh.with_motion(load_motion(f), 1.0), latents, captions, scheduler, args.seed)
     print(f"{'t':>50} " + " ".join(f"{t:>8}" for t in TIMESTEPS))
     for name, row in rows.items():
         print(f"{name[-50:]:>50} " + " ".join(f"{v:>8.4f}" for v in row))
