@@ -291,3 +291,26 @@ def test_outside_clearance_charges_only_hands_that_stop_short(clap):
     assert inside > 1e-3 and outside == pytest.approx(one_side(pressed, +1), rel=1e-9)
     with pytest.raises(InputError, match="clearance_sides"):
         L.clearance_loss(gt, gt, sides="inside")
+
+
+def test_sample_weight_is_the_weighted_mean_of_each_samples_loss():
+    """With per-sample weights [B], every term is the mean over samples of weight × that sample's own loss
+    (a loop, float64); weights of one give the plain mean; a zero weight takes a sample's gradient away."""
+    g = torch.Generator().manual_seed(3)
+    gt = torch.rand(3, 5, 2, 21, 3, generator=g, dtype=torch.float64) * 0.1
+    pred = (gt + 0.02 * torch.randn(gt.shape, generator=g, dtype=torch.float64)).requires_grad_(True)
+    w = torch.tensor([0.9, 0.0, 0.25], dtype=torch.float64)
+    kw = dict(penetration_weight=2.0, clearance_weight=0.5)
+    out = L.interaction_loss(pred, gt, sample_weight=w, **kw)
+    for term in ("static", "temporal", "penetration", "clearance", "total"):
+        each = [L.interaction_loss(pred[i : i + 1], gt[i : i + 1], **kw)[term].item() for i in range(3)]
+        naive = sum(wi * li for wi, li in zip(w.tolist(), each)) / 3
+        assert out[term].item() == pytest.approx(naive, rel=1e-12, abs=1e-15), term
+    ones = L.interaction_loss(pred, gt, sample_weight=torch.ones(3, dtype=torch.float64), **kw)
+    plain = L.interaction_loss(pred, gt, **kw)
+    for term in plain:
+        assert ones[term].item() == pytest.approx(plain[term].item(), rel=1e-12), term
+    out["total"].backward()
+    assert pred.grad[1].abs().max().item() == 0.0 and pred.grad[0].abs().max().item() > 0
+    with pytest.raises(InputError, match="'sample_weight'"):
+        L.interaction_loss(pred, gt, sample_weight=torch.ones(2, dtype=torch.float64))

@@ -145,6 +145,40 @@ def test_smoothness_term_is_added_with_its_weight(tmp_path):
     )
 
 
+def test_interaction_noise_weight_alpha_bar_scales_each_sample_by_its_signal_share(tmp_path):
+    """With `alpha_bar` the interaction term is losses.interaction_loss with sample_weight = ab_t of each
+    sample's drawn timestep (the same draws as the run: seeded generator); `none` is the unweighted mean."""
+    from papernodes.models.handdiffuse.losses import interaction_loss
+    from papernodes.models.handdiffuse.pipeline import features_to_joints, from_model_space
+
+    torch.manual_seed(0)
+    method = T.HandDiffuseTraining(_cfg(tmp_path, keyframe_prob=0.0, interaction_noise_weight="alpha_bar"))
+    method.setup(_CpuRun())
+    batch = {"x": torch.stack([method.dataset[i]["x"] for i in range(3)]),
+             "label": torch.tensor([method.dataset[i]["label"] for i in range(3)])}  # fmt: skip
+    t = torch.randint(0, len(method.alphas_cumprod), (3,), generator=torch.Generator().manual_seed(7))
+    captured = {}
+    module = method.module
+
+    def spy(xt, tt, label):
+        captured["pred"] = module(xt, tt, label)
+        return captured["pred"]
+
+    method.module = spy
+    with torch.no_grad():
+        weighted = method.losses(batch, torch.Generator().manual_seed(7))["interaction"]
+        method.cfg.interaction_noise_weight = "none"
+        plain = method.losses(batch, torch.Generator().manual_seed(7))["interaction"]
+        joints = lambda x: features_to_joints(from_model_space(x, method.config), 1.0)  # noqa: E731
+        pred, gt = joints(captured["pred"]), joints(batch["x"])
+        ab = method.alphas_cumprod[t]
+        expected = interaction_loss(pred, gt, sample_weight=ab)["total"]
+        unweighted = interaction_loss(pred, gt)["total"]
+    assert float(weighted) == pytest.approx(float(expected), rel=1e-5)
+    assert float(plain) == pytest.approx(float(unweighted), rel=1e-5)
+    assert float(weighted) < float(plain)  # every ab_t < 1
+
+
 @pytest.mark.slow  # trains
 def test_interaction_weight_zero_is_the_ablation(tmp_path):
     path = T.train(_cfg(tmp_path / "abl", max_steps=1, interaction_weight=0.0))

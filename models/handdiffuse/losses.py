@@ -36,27 +36,41 @@ def interaction_loss(
     penetration_weight: float = 0.0,
     clearance_weight: float = 0.0,
     clearance_sides: str = "both",
+    sample_weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Static, temporal, penetration and clearance interaction terms and their weighted sum for joints
     [..., T, 2, 21, 3] (`penetration_loss`, `clearance_loss` with `clearance_sides`; weight 0 leaves a term
-    out)."""
+    out). `sample_weight` [B] scales each sample of the leading dim (the trainer's noise-level weight);
+    None = the plain mean."""
     if pred.shape != gt.shape:
         raise InputError("pred", f"the ground truth's shape {tuple(gt.shape)}", str(tuple(pred.shape)))
+    if sample_weight is not None and tuple(sample_weight.shape) != tuple(pred.shape[:1]):
+        raise InputError(
+            "sample_weight", f"one weight per sample [{pred.shape[0]}]", str(tuple(sample_weight.shape))
+        )
     dp, dg = distance_matrices(pred), distance_matrices(gt)
-    static = (dp - dg).abs().mean()
+    static = _mean(dp - dg, sample_weight, abs=True)
     dim = frame_dim + 1 if frame_dim < 0 else frame_dim  # distance matrices drop one trailing dim
     if dp.shape[dim] > 1:
-        temporal = (torch.diff(dp, dim=dim) - torch.diff(dg, dim=dim)).abs().mean()
+        temporal = _mean(torch.diff(dp, dim=dim) - torch.diff(dg, dim=dim), sample_weight, abs=True)
     else:
         temporal = dp.new_zeros(())
     out = {"static": static, "temporal": temporal, "total": static + velocity_weight * temporal}
     if penetration_weight > 0:
-        out["penetration"] = penetration_loss(pred, gt)
+        out["penetration"] = penetration_loss(pred, gt, sample_weight)
         out["total"] = out["total"] + penetration_weight * out["penetration"]
     if clearance_weight > 0:
-        out["clearance"] = clearance_loss(pred, gt, sides=clearance_sides)
+        out["clearance"] = clearance_loss(pred, gt, sides=clearance_sides, sample_weight=sample_weight)
         out["total"] = out["total"] + clearance_weight * out["clearance"]
     return out
+
+
+def _mean(x: Tensor, sample_weight: Tensor | None, abs: bool = False) -> Tensor:
+    """Mean of x (|x| with `abs`); with `sample_weight` [B], the mean of each sample's mean times its weight."""
+    x = x.abs() if abs else x
+    if sample_weight is None:
+        return x.mean()
+    return (x.reshape(x.shape[0], -1).mean(dim=1) * sample_weight.to(x)).mean()
 
 
 CLEARANCE_MARGIN = 0.02  # metres: pairs the data brings closer than this are the contact pairs
@@ -65,7 +79,13 @@ CLEARANCE_MARGIN = 0.02  # metres: pairs the data brings closer than this are th
 CLEARANCE_SIDES = ("both", "outside")
 
 
-def clearance_loss(pred: Tensor, gt: Tensor, margin: float = CLEARANCE_MARGIN, sides: str = "both") -> Tensor:
+def clearance_loss(
+    pred: Tensor,
+    gt: Tensor,
+    margin: float = CLEARANCE_MARGIN,
+    sides: str = "both",
+    sample_weight: Tensor | None = None,
+) -> Tensor:
     """Error of the surface clearance on the pairs the data brings near contact, per frame [m]:
 
         L_clear = mean_frames sum_pairs w_gt * |clearance_pred - clearance_gt|,  w_gt = max(0, 1 - clearance_gt / margin)
@@ -87,10 +107,10 @@ def clearance_loss(pred: Tensor, gt: Tensor, margin: float = CLEARANCE_MARGIN, s
     weight = (1.0 - clear_g / margin).clamp(0.0, 1.0)
     error = clear_p - clear_g
     error = error.clamp_min(0.0) if sides == "outside" else error.abs()
-    return (weight * error).sum(dim=(-1, -2, -3)).mean()
+    return _mean((weight * error).sum(dim=(-1, -2, -3)), sample_weight)
 
 
-def penetration_loss(pred: Tensor, gt: Tensor) -> Tensor:
+def penetration_loss(pred: Tensor, gt: Tensor, sample_weight: Tensor | None = None) -> Tensor:
     """How much deeper the predicted hands interpenetrate than the data's, per frame [m], averaged:
 
         L_pen = mean_frames sum_pairs max(0, depth_pred - depth_gt),   depth = max(0, -clearance)
@@ -101,7 +121,7 @@ def penetration_loss(pred: Tensor, gt: Tensor) -> Tensor:
     penetrating joint gets a gradient, not only the deepest."""
     depth_p = (-pair_clearance(pred)).clamp_min(0)
     depth_g = (-pair_clearance(gt)).clamp_min(0)
-    return (depth_p - depth_g).clamp_min(0).sum(dim=(-1, -2, -3)).mean()
+    return _mean((depth_p - depth_g).clamp_min(0).sum(dim=(-1, -2, -3)), sample_weight)
 
 
 def smoothness_loss(pred: Tensor, gt: Tensor, weight: Tensor | None = None) -> dict[str, Tensor]:

@@ -4,7 +4,7 @@ Objective per micro-batch of two-hand windows x0 [B, T, 2, 99] (pipeline.py's st
 t ~ U{0..999} on the cosine schedule, x_t = q_sample(x0, t, eps), the model predicts x0, and
 
     L = MSE(x0_pred, x0) / (1 - ab_t) over the entries NOT given as keyframes
-        + interaction_weight * L_inter(FK(x0_pred), FK(x0))            (losses.py, static + temporal)
+        + interaction_weight * w_t * L_inter(FK(x0_pred), FK(x0))      (losses.py, static + temporal)
         + smoothness_weight * L_smooth(FK(x0_pred'), FK(x0), 1 / (1 - ab_t))  (losses.py, velocity + accel.)
 
 The 1 / (1 - ab_t) weight makes the first term the MSE of the network's own output F of the x0 skip
@@ -17,6 +17,9 @@ is a few to ten per cent of the loss. `--interaction-weight 0` is the ablation (
 L_smooth (λ_smooth = 3 by default, as the shipped model; 0 turns it off) compares the joints'
 per-frame velocity and acceleration, in metres, of x0_pred' (x0_pred with the keyframes imputed, what
 the sampler returns) with the data's, weighted per sample like the v-loss so that low-noise steps count.
+w_t = 1 by default (the shipped model); `--interaction-noise-weight alpha_bar` sets w_t = ab_t: at high
+noise x0_pred averages over the beat timings the input does not yet fix, and an unweighted contact term
+there teaches "palms glued" (measured: docs/handdiffuse.md, "the clap").
 
 Masked keyframe training (in-betweening): with probability `keyframe_prob` a sample gets keyframes:
 every frame is a keyframe with probability u ~ U(0.02, 0.2) (at least one), and for each keyframe either
@@ -82,6 +85,7 @@ from .sampler import cosine_alphas_cumprod, q_sample
 from .world import ACTIONS, make_clip
 
 MODEL_FILE = "handdiffuse.safetensors"
+INTERACTION_NOISE_WEIGHTS = ("none", "alpha_bar")  # TrainConfig.interaction_noise_weight
 STD_FLOOR = 0.05  # standardisation: smallest std (an entry that barely varies is not blown up)
 GROUPS = NUM_ROT + 1  # 16 rotations + the wrist position per hand
 GROUP_OF_FEATURE = torch.tensor([i // 6 for i in range(NUM_ROT * 6)] + [NUM_ROT] * 3)
@@ -119,6 +123,13 @@ class TrainConfig:
         "which side of the data's clearance the clearance term charges: both, or only outside (hands that "
         "stop short; the penetration term takes the other side)",
         choices=CLEARANCE_SIDES,
+    )
+    interaction_noise_weight: str = option(
+        "none",
+        "per-sample weight of the interaction loss by noise level: none, or alpha_bar (ᾱ_t, the clean "
+        "signal's share of the input: the term fades where the beat's timing is not yet in the input; "
+        "docs/handdiffuse.md)",
+        choices=INTERACTION_NOISE_WEIGHTS,
     )
     smoothness_weight: float = option(
         3.0, "λ of the smoothness loss (joint velocity + acceleration vs the data's, losses.py); 0 = off"
@@ -349,10 +360,17 @@ class HandDiffuseTraining(TrainingMethod):
                 penetration_weight=c.penetration_weight,
                 clearance_weight=c.clearance_weight,
                 clearance_sides=c.clearance_sides,
+                sample_weight=self._interaction_weight(t),
             )
             out["interaction"] = inter["total"]
             out["loss"] = out["loss"] + c.interaction_weight * inter["total"]
         return out
+
+    def _interaction_weight(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample weight of the interaction loss at timesteps t (None: every sample counts the same)."""
+        if self.cfg.interaction_noise_weight == "alpha_bar":
+            return self.alphas_cumprod[t].to(self.run.device)
+        return None
 
     def describe(self, state: TrainState) -> str:
         c = self.cfg
