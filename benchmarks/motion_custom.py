@@ -134,6 +134,8 @@ def evaluate_variant(
         "transfer_predictions": {str(k): int(v) for k, v in zip(*np.unique(tpred, return_counts=True))},
         "transfer_appearance": appearance(tc, transfer, attr),
         "prior_motion_acc": float(np.mean([p == m for p, m in zip(ppred, prior_motions)])),
+        "prior_confusions": [f"{m} -> {p}" for p, m in zip(ppred, prior_motions)],
+        "prior_moved": float(np.mean(moved(pc))),
         "prior_appearance": appearance(pc, prior, attr),
         "seconds_per_clip": seconds,
         "n_per_cell": per_cell,

@@ -294,7 +294,8 @@ class MotionTraining(TrainingMethod):
         )
         return (f"training motion {c.token!r} into a {self.architecture} model on {len(self.dataset)} clips "
                 f"({c.trainable} set, {len(self.params)} tensors, {sum(p.numel() for p in self.params):,} values), "
-                f"{prior}, timesteps {c.timestep_law}, steps {state.step}->{c.max_steps}")  # fmt: skip
+                f"{prior}, timesteps {c.timestep_law}{f' from t={c.min_timestep}' if c.min_timestep else ''}, "
+                f"steps {state.step}->{c.max_steps}")  # fmt: skip
 
     def result(self) -> Path:
         return self.final / MOTION_FILE
