@@ -145,7 +145,7 @@ def test_smoothness_term_is_added_with_its_weight(tmp_path):
     )
 
 
-def test_interaction_noise_weight_alpha_bar_scales_each_sample_by_its_signal_share(tmp_path):
+def test_interaction_noise_weights_scale_each_sample_by_its_noise_level(tmp_path):
     """With `alpha_bar` the interaction term is losses.interaction_loss with sample_weight = ab_t of each
     sample's drawn timestep (the same draws as the run: seeded generator); `none` is the unweighted mean."""
     from papernodes.models.handdiffuse.losses import interaction_loss
@@ -177,6 +177,8 @@ def test_interaction_noise_weight_alpha_bar_scales_each_sample_by_its_signal_sha
     assert float(weighted) == pytest.approx(float(expected), rel=1e-5)
     assert float(plain) == pytest.approx(float(unweighted), rel=1e-5)
     assert float(weighted) < float(plain)  # every ab_t < 1
+    method.cfg.interaction_noise_weight = "low_noise"  # the terms only below t = 200
+    assert method._interaction_weight(torch.tensor([0, 199, 200, 999])).tolist() == [1.0, 1.0, 0.0, 0.0]
 
 
 @pytest.mark.slow  # trains

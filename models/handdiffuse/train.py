@@ -85,7 +85,8 @@ from .sampler import cosine_alphas_cumprod, q_sample
 from .world import ACTIONS, make_clip
 
 MODEL_FILE = "handdiffuse.safetensors"
-INTERACTION_NOISE_WEIGHTS = ("none", "alpha_bar")  # TrainConfig.interaction_noise_weight
+INTERACTION_NOISE_WEIGHTS = ("none", "alpha_bar", "low_noise")  # TrainConfig.interaction_noise_weight
+LOW_NOISE_T = 200  # "low_noise": interaction terms only below this t (cosine ᾱ_t ≥ 0.9)
 STD_FLOOR = 0.05  # standardisation: smallest std (an entry that barely varies is not blown up)
 GROUPS = NUM_ROT + 1  # 16 rotations + the wrist position per hand
 GROUP_OF_FEATURE = torch.tensor([i // 6 for i in range(NUM_ROT * 6)] + [NUM_ROT] * 3)
@@ -126,9 +127,9 @@ class TrainConfig:
     )
     interaction_noise_weight: str = option(
         "none",
-        "per-sample weight of the interaction loss by noise level: none, or alpha_bar (ᾱ_t, the clean "
-        "signal's share of the input: the term fades where the beat's timing is not yet in the input; "
-        "docs/handdiffuse.md)",
+        "per-sample weight of the interaction loss by noise level: none, alpha_bar (ᾱ_t, the clean "
+        "signal's share of the input: the term fades where the beat's timing is not yet in the input) or "
+        "low_noise (1 for t < 200, else 0); docs/handdiffuse.md",
         choices=INTERACTION_NOISE_WEIGHTS,
     )
     smoothness_weight: float = option(
@@ -370,6 +371,8 @@ class HandDiffuseTraining(TrainingMethod):
         """Per-sample weight of the interaction loss at timesteps t (None: every sample counts the same)."""
         if self.cfg.interaction_noise_weight == "alpha_bar":
             return self.alphas_cumprod[t].to(self.run.device)
+        if self.cfg.interaction_noise_weight == "low_noise":
+            return (t < LOW_NOISE_T).to(self.run.device, self.alphas_cumprod.dtype)
         return None
 
     def describe(self, state: TrainState) -> str:

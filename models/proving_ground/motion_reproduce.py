@@ -4,7 +4,7 @@
 
 - `base`: the world's text-to-video base in the AnimateDiff layout: the image world's SD model (frozen) plus
   a fresh AnimateDiff motion module for its blocks, trained on motion-world clips of every motion except
-  HELD_OUT (captions as written, uniform timesteps, as AnimateDiff trains its modules) on the SD model's own
+  HELD_OUT (captions as written, uniform timesteps above t = 500: BASE_ARGS) on the SD model's own
   noise schedule (recorded in the file's header). Shipped as an original-layout motion-module file (fp16),
   loadable by every AnimateDiff loader.
 - `custom`: the paper's claim: teach HELD_OUT back from CUSTOM_CLIPS clips of ONE subject, bound to "sks",
