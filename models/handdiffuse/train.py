@@ -17,9 +17,10 @@ is a few to ten per cent of the loss. `--interaction-weight 0` is the ablation (
 L_smooth (λ_smooth = 3 by default, as the shipped model; 0 turns it off) compares the joints'
 per-frame velocity and acceleration, in metres, of x0_pred' (x0_pred with the keyframes imputed, what
 the sampler returns) with the data's, weighted per sample like the v-loss so that low-noise steps count.
-w_t = 1 by default (the shipped model); `--interaction-noise-weight alpha_bar` sets w_t = ab_t: at high
-noise x0_pred averages over the beat timings the input does not yet fix, and an unweighted contact term
-there teaches "palms glued" (measured: docs/handdiffuse.md, "the clap").
+w_t = 1 by default (the shipped model); `--interaction-noise-weight alpha_bar` sets w_t = ab_t and
+`low_noise` w_t = [t < 200]: at high noise x0_pred averages over the beat timings the input does not yet
+fix, and an unweighted interaction term there teaches claps that never close or, with the contact terms,
+palms glued (measured: docs/handdiffuse.md, "The cause, measured").
 
 Masked keyframe training (in-betweening): with probability `keyframe_prob` a sample gets keyframes:
 every frame is a keyframe with probability u ~ U(0.02, 0.2) (at least one), and for each keyframe either
