@@ -26,6 +26,7 @@ from torch import nn
 
 from ..common.config_file import load_with_config, save_with_config
 from ..common.errors import InputError
+from . import slabs
 from .prior3d import Prior3D, Shape3D, check_prompt, grid_shape
 from .world import world_vocabulary
 
@@ -137,20 +138,36 @@ class GridUNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, slab: int | None = None
+    ) -> torch.Tensor:
+        """With `slab`, every residual block runs `slab` planes at a time (slabs.py: the same numbers, a
+        fraction of the memory at large grids; for inference)."""
         emb = self.cond(self.time(timestep_embedding(t, self.config.emb)) + self.text(tokens))
-        h, skips = self.inp(x), []
+
+        def run(block: ResBlock, parts: list) -> torch.Tensor:
+            if slab is not None:
+                return slabs.resblock_in_slabs(block, parts, emb, slab)
+            return block(parts[0] if len(parts) == 1 else torch.cat(parts, 1), emb)
+
+        h, skips = (self.inp(x) if slab is None else slabs.slab_conv([x], self.inp, slab)), []
         for block, down in zip(self.down, self.downsample, strict=True):
-            h = block(h, emb)
+            h = run(block, [h])
             skips.append(h)
             if down is not None:
                 h = down(h)
-        h = self.mid(h, emb)
+        h = run(self.mid, [h])
         for block in self.up:
             skip = skips.pop()
             if h.shape[-1] != skip.shape[-1]:
-                h = F.interpolate(h, size=skip.shape[-3:], mode="nearest")
-            h = block(torch.cat([h, skip], 1), emb)
+                if slab is not None and all(2 * a == b for a, b in zip(h.shape[2:], skip.shape[2:])):
+                    h = slabs.Upsampled(h)  # built slab by slab inside the block
+                else:
+                    h = F.interpolate(h, size=skip.shape[-3:], mode="nearest")
+            h = run(block, [h, skip])
+            del skip
+        if slab is not None:
+            return slabs.slab_conv([h], self.out, slab, self.out_norm)
         return self.out(F.silu(self.out_norm(h)))
 
 

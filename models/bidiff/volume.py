@@ -7,7 +7,8 @@ text), every voxel centre of an R³ grid over [-1, 1]³ is projected into every 
 bilinearly, the views' mean and variance form the volume (variance says where views disagree: off the
 surface), and a 3D U-Net (grid_prior.GridUNet, same blocks) maps it to the model-space grid of
 grid_prior.py (SDF / TRUNC, colour in [-1, 1]). The paper's volume is sparse (96³) and its mesh comes from
-DMTet; ours is dense and chunk-free at world size (16³), rendered by NeuS (common/sdf_render.py).
+DMTet; ours is dense (back-projected in chunks of points; the shipped world model is 16³), rendered by NeuS
+(common/sdf_render.py).
 """
 
 from __future__ import annotations
@@ -44,10 +45,34 @@ def world_rig(views: int, size: int, dtype: torch.dtype = torch.float32) -> tupl
     return orbit_rig(views, RADIUS, ELEVATION, FOV, size, size, dtype=dtype)
 
 
-def back_project(features: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+POINT_CHUNK = 32768  # voxels back-projected at a time (benchmarks/bidiff_volume.py: the stage's peak)
+SLAB_DEPTH = 16  # planes per slab of the 3D U-Net when no gradient is needed (slabs.py) ...
+SLAB_FROM = 64  # ... at grids this large and up (below it, slabs saved no memory and cost time)
+
+
+def back_project(
+    features: torch.Tensor, uv: torch.Tensor, chunk: int | None = POINT_CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-view features [B, V, C, H, W] sampled where each of N points projects (uv [V, N, 2] in
     grid_sample's [-1, 1], x then y; bilinear, zero outside the image) -> their mean and variance over the
-    views, [B, C, N] each."""
+    views, [B, C, N] each.
+
+    Points go `chunk` at a time: the per-view samples [B, V, C, chunk] are the stage's largest tensor, V
+    times the result (at 96³, 4 views, 16 channels: 226 MB whole). `None` takes all points at once."""
+    n = uv.shape[1]
+    if chunk is None or n <= chunk:
+        return _view_statistics(features, uv)
+    b, c = features.shape[0], features.shape[2]
+    mean = features.new_empty(b, c, n)
+    var = features.new_empty(b, c, n)
+    for lo in range(0, n, chunk):
+        mean[..., lo : lo + chunk], var[..., lo : lo + chunk] = _view_statistics(
+            features, uv[:, lo : lo + chunk]
+        )
+    return mean, var
+
+
+def _view_statistics(features: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     b, v, c = features.shape[:3]
     grid = uv[None].expand(b, -1, -1, -1).reshape(b * v, -1, 1, 2).to(features.dtype)
     samples = torch.nn.functional.grid_sample(features.reshape(b * v, c, *features.shape[3:]), grid,
@@ -71,19 +96,24 @@ class VolumeDenoiser(nn.Module):
         pts = grid_points(cfg.resolution, 1.0, dtype=torch.float32).reshape(-1, 3)
         uv, _ = project(pts[None].expand(cfg.views, -1, -1), K, E)  # [V, R^3, 2] pixels
         self.register_buffer("uv", uv / cfg.size * 2 - 1, persistent=False)  # grid_sample's [-1, 1]
+        self.point_chunk: int | None = POINT_CHUNK  # back-projection chunk (None: all voxels at once)
+        self.slab_depth: int | None = SLAB_DEPTH  # 3D U-Net planes per slab without autograd (None: dense)
 
     def volume(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Views [B, V, 3, S, S] -> back-projected features [B, 2F, R, R, R] (mean, variance over views)."""
         b, v = x.shape[:2]
         emb = self.time(timestep_embedding(t, self.config.emb)).repeat_interleave(v, 0)
         feats = self.block(self.conv_in(x.reshape(b * v, *x.shape[2:])), emb)  # [B V, F, S, S]
-        mean, var = back_project(feats.reshape(b, v, *feats.shape[1:]), self.uv)
+        mean, var = back_project(feats.reshape(b, v, *feats.shape[1:]), self.uv, self.point_chunk)
         r = self.config.resolution
         return torch.cat([mean, var], 1).reshape(b, -1, r, r, r)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Model-space grids [B, 4, R, R, R] of the shape the noisy views show."""
-        return self.net(self.volume(x, t), t, tokens)
+        slab = self.slab_depth
+        if torch.is_grad_enabled() or slab is None or self.config.resolution < SLAB_FROM:
+            slab = None  # training keeps the dense blocks (slabs keep no graph across slabs)
+        return self.net(self.volume(x, t), t, tokens, slab=slab)
 
     def render(self, grids: torch.Tensor, samples: int | None = None) -> torch.Tensor:
         """Views [B, V, 3, S, S] in [-1, 1] of model-space grids (differentiable): the 3D x̂0."""
