@@ -42,16 +42,12 @@ class Upsampled:
         return src.repeat_interleave(2, 3).repeat_interleave(2, 4)
 
 
-def _planes(part) -> int:
-    return part.shape[2]
-
-
 def group_statistics(parts: list, norm: nn.GroupNorm, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and 1/std [B, G] of GroupNorm over the channel concatenation of `parts`, without building it
     (a group may straddle two parts); per-channel sums accumulated in float64, `depth` planes at a time
     (a float64 copy of a whole part would be the largest tensor of the block)."""
     sums = squares = 0.0
-    for lo in range(0, _planes(parts[0]), depth):
+    for lo in range(0, parts[0].shape[2], depth):
         slab = _cat(parts, lo, lo + depth).double().flatten(2)
         sums, squares = sums + slab.sum(-1), squares + slab.square().sum(-1)
     b, c = sums.shape
@@ -62,18 +58,16 @@ def group_statistics(parts: list, norm: nn.GroupNorm, depth: int) -> tuple[torch
 
 
 def _normalise(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """GroupNorm of a slab with the whole grid's statistics (mean, rstd [B, G]), then its affine."""
     b, c = x.shape[:2]
-    g = norm.num_groups
-    stat = (b, g, 1) + (1,) * (x.dim() - 2)
-    y = (x.reshape(b, g, c // g, *x.shape[2:]) - mean.to(x.dtype).reshape(stat)) * rstd.to(x.dtype).reshape(
-        stat
-    )
+    groups = x.reshape(b, norm.num_groups, -1)
+    y = (groups - mean.to(x.dtype)[..., None]) * rstd.to(x.dtype)[..., None]
     affine = (1, c) + (1,) * (x.dim() - 2)
     return y.reshape(x.shape) * norm.weight.reshape(affine) + norm.bias.reshape(affine)
 
 
 def _cat(parts: list, lo: int, hi: int) -> torch.Tensor:
-    hi = min(hi, _planes(parts[0]))
+    hi = min(hi, parts[0].shape[2])
     return torch.cat([p[:, :, lo:hi] for p in parts], 1)
 
 
@@ -88,7 +82,7 @@ def slab_conv(
     """conv(silu(norm(x) * (1 + scale) + shift)) + residual(lo, hi), with x = the channel concatenation
     of `parts`, `depth` planes at a time. Without `norm`: conv(x). `conv` is 3×3×3 with padding 1; each
     slab reads one plane more on each side and is zero-padded only at the grid's own faces."""
-    size = _planes(parts[0])
+    size = parts[0].shape[2]
     stats = group_statistics(parts, norm, depth) if norm is not None else None
     out = None
     for lo in range(0, size, depth):
