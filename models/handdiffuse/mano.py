@@ -60,6 +60,7 @@ import torch
 from torch import Tensor
 
 from ..common.errors import InputError, WeightsFormatError
+from ..common.safe_pickle import RestrictedUnpickler
 from .hand import (
     FINGER_BASES,
     NUM_JOINTS,
@@ -209,50 +210,6 @@ def _chumpy_class(name: str) -> type:
     return type(f"chumpy_{name}", (_ChumpyObject,), {"chumpy_class": name})
 
 
-def _numpy_core():
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
-    return multiarray
-
-
-def _check_dtype(dt: np.dtype) -> np.dtype:
-    if dt.kind not in "biufcSU" or dt.fields is not None or dt.subdtype is not None:
-        raise pickle.UnpicklingError(f"dtype {dt} is not a plain numeric dtype")
-    return dt
-
-
-def _safe_reconstruct(subtype, shape, dtype):
-    if subtype is not np.ndarray or not isinstance(dtype, str | bytes):
-        raise pickle.UnpicklingError("array reconstruction of something other than numpy.ndarray")
-    return np.ndarray.__new__(np.ndarray, shape, np.dtype(dtype))
-
-
-def _safe_dtype(spec, align=False, copy=False):
-    if not isinstance(spec, str):
-        raise pickle.UnpicklingError("dtype given by something other than a type string")
-    return _check_dtype(np.dtype(spec, bool(align), bool(copy)))
-
-
-def _safe_scalar(dtype, data=None):
-    if not isinstance(dtype, np.dtype):
-        raise pickle.UnpicklingError("scalar of something other than a dtype")
-    _check_dtype(dtype)
-    return _numpy_core().scalar(dtype, data)
-
-
-def _safe_frombuffer(buf, dtype, shape, order):
-    return np.frombuffer(buf, dtype=_check_dtype(np.dtype(dtype))).reshape(shape, order=order).copy()
-
-
-def _latin1_bytes(text, encoding="latin1"):
-    """`_codecs.encode(str, 'latin1')`: how Python 3 writes bytes in protocol 2 pickles."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("_codecs.encode outside its pickle use")
-    return text.encode("latin1")
-
-
 def _reconstructor(cls, base, state):
     """`copy_reg._reconstructor` limited to our stand-ins (protocol 0/1 pickles of new-style objects)."""
     if not (isinstance(cls, type) and issubclass(cls, _Stand_in)) or base is not _PlainObject:
@@ -274,53 +231,35 @@ _SPARSE_CLASSES = {
     ("scipy.sparse.csr", "csr_matrix"): _CsrMatrix,
     ("scipy.sparse._csr", "csr_matrix"): _CsrMatrix,
 }
-_MODULE_ALIASES = {"copy_reg": "copyreg", "__builtin__": "builtins", "numpy._core": "numpy.core"}
+_MODULE_ALIASES = {"copy_reg": "copyreg", "__builtin__": "builtins"}
 
 
-def _allowed(module: str, name: str):
-    module = _MODULE_ALIASES.get(module, module).replace("numpy._core", "numpy.core")
-    if module in ("numpy.core.multiarray", "numpy.core.numeric") or module == "numpy":
-        table = {
-            "_reconstruct": _safe_reconstruct,
-            "scalar": _safe_scalar,
-            "_frombuffer": _safe_frombuffer,
-            "ndarray": np.ndarray,
-            "dtype": _safe_dtype,
-        }
-        if name in table and (module != "numpy" or name in ("ndarray", "dtype")):
-            return table[name]
-    if module in _CHUMPY_MODULES and name.isidentifier():
-        return _chumpy_class(name)
-    if (module, name) in _SPARSE_CLASSES:
-        return _SPARSE_CLASSES[(module, name)]
-    if module == "copyreg" and name == "_reconstructor":
-        return _reconstructor
-    if module == "builtins" and name == "object":
-        return _PlainObject
-    if module == "builtins" and name in ("set", "frozenset"):
-        return {"set": set, "frozenset": frozenset}[name]
-    if module == "_codecs" and name == "encode":
-        return _latin1_bytes
-    return None
+class _ManoUnpickler(RestrictedUnpickler):
+    """Numpy arrays (safe_pickle.ARRAY_GLOBALS) plus inert stand-ins for chumpy and scipy sparse classes."""
 
+    def allowed(self, module: str, name: str):
+        found = super().allowed(module, name)
+        if found is not None:
+            return found
+        module = _MODULE_ALIASES.get(module, module)
+        if module in _CHUMPY_MODULES and name.isidentifier():
+            return _chumpy_class(name)
+        if (module, name) in _SPARSE_CLASSES:
+            return _SPARSE_CLASSES[(module, name)]
+        if module == "copyreg" and name == "_reconstructor":
+            return _reconstructor
+        if module == "builtins" and name == "object":
+            return _PlainObject
+        if module == "builtins" and name in ("set", "frozenset"):
+            return {"set": set, "frozenset": frozenset}[name]
+        return None
 
-class _ManoUnpickler(pickle.Unpickler):
-    def __init__(self, file, source: str):
-        super().__init__(file, encoding="latin1")
-        self.source = source
-
-    def find_class(self, module: str, name: str):
-        found = _allowed(module, name)
-        if found is None:
-            raise NotAManoModelError(
-                f"{self.source}: not a MANO model — the pickle asks for '{module}.{name}', which a MANO "
-                "file never contains; refused before anything ran (only numpy arrays, chumpy objects and "
-                "scipy sparse matrices are read)"
-            )
-        return found
-
-    def persistent_load(self, pid):
-        raise NotAManoModelError(f"{self.source}: not a MANO model (persistent ids in the pickle)")
+    def refused(self, what: str) -> Exception:
+        return NotAManoModelError(
+            f"{self.source}: not a MANO model — the pickle asks for {what}, which a MANO file never "
+            "contains; refused before anything ran (only numpy arrays, chumpy objects and scipy sparse "
+            "matrices are read)"
+        )
 
 
 def _as_numeric(x: Any) -> np.ndarray | None:
