@@ -11,7 +11,8 @@ speed: one frame, one view, the same rays (those that hit the dilated template) 
 per ray, through (a) our avatar's fields (closest-face search among candidates, tri-plane lookup, small
 MLPs) and (b) an MLP-only NeuS of the paper's size class (NeuS's 8 x 256 SDF MLP with 6 PE frequencies,
 a 4 x 256 IDR colour MLP); ms per frame at 128² and 256², 1 torch thread. The generator's tri-plane pass
-(once per frame) is timed separately and included in (a).
+(once per frame) is timed separately and included in (a). Each pair is timed twice: colour at every
+sample, and colour only at samples weighing more than render.COLOR_MIN_WEIGHT (what render_frame does).
 
 memory: peak RSS (ru_maxrss) before and after rendering one view at 128² and then 512² in ray chunks of
 2 048: chunking bounds the memory by the chunk, not the resolution.
@@ -39,7 +40,7 @@ from papernodes.models.trihuman import world  # noqa: E402
 from papernodes.models.trihuman.avatar import load_avatar  # noqa: E402
 from papernodes.models.trihuman.evaluate import evaluate, held_out  # noqa: E402
 from papernodes.models.trihuman.fields import ColorNetwork, SDFNetwork  # noqa: E402
-from papernodes.models.trihuman.render import ray_intervals, render_frame  # noqa: E402
+from papernodes.models.trihuman.render import COLOR_MIN_WEIGHT, ray_intervals, render_frame  # noqa: E402
 from papernodes.models.trihuman.reproduce import AVATAR_FILE, WEIGHTS  # noqa: E402
 
 SECTIONS = ("quality", "speed", "memory")
@@ -105,21 +106,27 @@ def section_speed(avatar, sizes=(128, 256)) -> dict:
         near, far = iv["near"].reshape(-1)[idx], iv["far"].reshape(-1)[idx]
         samples = avatar.field.config.samples
         inv_s = avatar.field.variance.inv_s().detach()
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            render_rays(bound.sdf, bound.color, o, d, near=near, far=far, samples=samples, inv_s=inv_s,
-                        background=(0, 0, 0), chunk=2048, view_dependent=True)  # fmt: skip
-        t_ours = time.perf_counter() - t0 + t_planes
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            render_rays(mlp_sdf, mlp_color, o, d, near=near, far=far, samples=samples, inv_s=inv_s,
-                        background=(0, 0, 0), chunk=2048, view_dependent=True)  # fmt: skip
-        t_mlp = time.perf_counter() - t0
-        out[size] = {"rays": int(idx.numel()), "ours_ms": 1000 * t_ours, "planes_ms": 1000 * t_planes,
-                     "mlp_neus_ms": 1000 * t_mlp, "speedup": t_mlp / t_ours}  # fmt: skip
-        print(f"speed {size}²: {idx.numel()} rays x {samples} samples: tri-plane avatar {1000 * t_ours:.0f} ms "
-              f"(generator {1000 * t_planes:.0f} ms), MLP-only NeuS {1000 * t_mlp:.0f} ms: "
-              f"{t_mlp / t_ours:.2f}x", flush=True)  # fmt: skip
+        row = {"rays": int(idx.numel()), "planes_ms": 1000 * t_planes}
+        for tag, min_weight in (("", 0.0), ("_skip", COLOR_MIN_WEIGHT)):  # all samples; render_frame's skip
+            kw = dict(near=near, far=far, samples=samples, inv_s=inv_s, background=(0, 0, 0), chunk=2048,
+                      view_dependent=True, color_min_weight=min_weight)  # fmt: skip
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                render_rays(bound.sdf, bound.color, o, d, **kw)
+            t_ours = time.perf_counter() - t0 + t_planes
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                render_rays(mlp_sdf, mlp_color, o, d, **kw)
+            t_mlp = time.perf_counter() - t0
+            row |= {
+                f"ours{tag}_ms": 1000 * t_ours,
+                f"mlp_neus{tag}_ms": 1000 * t_mlp,
+                f"speedup{tag}": t_mlp / t_ours,
+            }
+            print(f"speed {size}², colour weight > {min_weight:g}: {idx.numel()} rays x {samples} samples: "
+                  f"tri-plane avatar {1000 * t_ours:.0f} ms (generator {1000 * t_planes:.0f} ms), MLP-only NeuS "
+                  f"{1000 * t_mlp:.0f} ms: {t_mlp / t_ours:.2f}x", flush=True)  # fmt: skip
+        out[size] = row
     return out
 
 

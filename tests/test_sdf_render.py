@@ -160,6 +160,32 @@ def test_explicit_near_far_and_jitter():
     assert (j1["distance"] - t)[hit].abs().max() < 2 * 2.0 * 3**0.5 / N
 
 
+def test_colour_skipped_where_samples_weigh_nothing(rig):
+    """color_min_weight: the colour field sees only the samples weighing more, each pixel moves by at most
+    samples * color_min_weight from the full sum (a colour field in [0, 1] that varies along the ray, so
+    dropping samples is visible), opacity and depth are the same computation; 0 is the full sum exactly."""
+    K, E, o, d = rig
+    seen = []
+
+    def colour(p, dirs):
+        seen.append(len(p))
+        return 0.5 + 0.5 * torch.sin(7 * p)
+
+    kw = dict(samples=N, inv_s=SHARP, background=(0.2, 0.3, 0.4), view_dependent=True)
+    full = R.render_views(_sphere(0.6), colour, K, E, S, S, **kw)
+    n_full = sum(seen)
+    seen.clear()
+    same = R.render_views(_sphere(0.6), colour, K, E, S, S, color_min_weight=0.0, **kw)
+    assert torch.equal(same["image"], full["image"])
+    seen.clear()
+    min_weight = 1e-4
+    skip = R.render_views(_sphere(0.6), colour, K, E, S, S, color_min_weight=min_weight, **kw)
+    assert sum(seen) < 0.25 * n_full, (sum(seen), n_full)  # most samples carry no weight at this sharpness
+    err = (skip["image"] - full["image"]).abs().max()
+    assert 0 < err <= N * min_weight, err
+    assert torch.equal(skip["mask"], full["mask"]) and torch.equal(skip["depth"], full["depth"])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -173,6 +199,8 @@ def test_explicit_near_far_and_jitter():
         ({"near": torch.zeros(3)}, "near"),
         ({"sdf_fn": lambda p: p}, "sdf_fn"),
         ({"color_fn": lambda p: p[:, 0]}, "color_fn"),
+        ({"color_min_weight": 1.0}, "color_min_weight"),
+        ({"color_min_weight": -1e-4}, "color_min_weight"),
     ],
 )
 def test_bad_ray_inputs_are_named(kwargs, name):
