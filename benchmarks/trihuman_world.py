@@ -12,7 +12,7 @@ per ray, through (a) our avatar's fields (closest-face search among candidates, 
 MLPs) and (b) an MLP-only NeuS of the paper's size class (NeuS's 8 x 256 SDF MLP with 6 PE frequencies,
 a 4 x 256 IDR colour MLP); ms per frame at 128² and 256², 1 torch thread. The generator's tri-plane pass
 (once per frame) is timed separately and included in (a). Each pair is timed twice: colour at every
-sample, and colour only at samples weighing more than render.COLOR_MIN_WEIGHT (what render_frame does).
+sample, and colour only at samples weighing more than render.COLOR_MAX_ERROR / samples (as render_frame).
 
 memory: peak RSS (ru_maxrss) before and after rendering one view at 128² and then 512² in ray chunks of
 2 048: chunking bounds the memory by the chunk, not the resolution.
@@ -40,7 +40,7 @@ from papernodes.models.trihuman import world  # noqa: E402
 from papernodes.models.trihuman.avatar import load_avatar  # noqa: E402
 from papernodes.models.trihuman.evaluate import evaluate, held_out  # noqa: E402
 from papernodes.models.trihuman.fields import ColorNetwork, SDFNetwork  # noqa: E402
-from papernodes.models.trihuman.render import COLOR_MIN_WEIGHT, ray_intervals, render_frame  # noqa: E402
+from papernodes.models.trihuman.render import COLOR_MAX_ERROR, ray_intervals, render_frame  # noqa: E402
 from papernodes.models.trihuman.reproduce import AVATAR_FILE, WEIGHTS  # noqa: E402
 
 SECTIONS = ("quality", "speed", "memory")
@@ -107,7 +107,10 @@ def section_speed(avatar, sizes=(128, 256)) -> dict:
         samples = avatar.field.config.samples
         inv_s = avatar.field.variance.inv_s().detach()
         row = {"rays": int(idx.numel()), "planes_ms": 1000 * t_planes}
-        for tag, min_weight in (("", 0.0), ("_skip", COLOR_MIN_WEIGHT)):  # all samples; render_frame's skip
+        for tag, min_weight in (
+            ("", 0.0),
+            ("_skip", COLOR_MAX_ERROR / samples),
+        ):  # all samples; render_frame's skip
             kw = dict(near=near, far=far, samples=samples, inv_s=inv_s, background=(0, 0, 0), chunk=2048,
                       view_dependent=True, color_min_weight=min_weight)  # fmt: skip
             t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from .template import vertex_normals
 THICKNESS = 0.15  # metres marched behind the entry point (a limb or the skirt seen edge-on)
 DILATION = 1.2  # the template is dilated by this many shells along its vertex normals
 MARGIN = 0.2  # shells marched before the entry point
-COLOR_MIN_WEIGHT = 1e-4  # colour only at samples weighing more: 32 samples change a pixel by < 1/255
+COLOR_MAX_ERROR = 32e-4  # colour skipped at samples weighing < this / samples: a pixel moves < 1/255
 
 
 def ray_intervals(
@@ -91,13 +91,14 @@ def render_frame(
     o, d = iv["origins"].reshape(-1, 3), iv["directions"].reshape(-1, 3)
     near, far = iv["near"].reshape(-1), iv["far"].reshape(-1)
     inv_s = bound.field.variance.inv_s().detach()
+    samples = samples or bound.field.config.samples
     for j in idx.split(chunk):
         if should_stop is not None and should_stop():
             raise InterruptedError("render cancelled")
         with torch.no_grad():
             out = render_rays(bound.sdf, bound.color, o[j], d[j], near=near[j], far=far[j],
-                              samples=samples or bound.field.config.samples, inv_s=inv_s, background=bg, chunk=chunk,
-                              view_dependent=True, color_min_weight=COLOR_MIN_WEIGHT)  # fmt: skip
+                              samples=samples, inv_s=inv_s, background=bg, chunk=chunk, view_dependent=True,
+                              color_min_weight=COLOR_MAX_ERROR / samples)  # fmt: skip
         rgb[j], opacity[j], distance[j] = out["rgb"], out["opacity"], out["distance"]
     shape = iv["covered"].shape
     cos = (iv["directions"] * world_to_camera[:, None, None, 2, :3].to(dtype)).sum(-1)
