@@ -415,7 +415,7 @@ class RenderAvatar:
                                   "tooltip": "Image width in pixels (cost grows with the pixels the body covers)."}),
                 "height": ("INT", {"default": 128, "min": MIN_SIZE, "max": MAX_SIZE, "step": 8,
                                    "tooltip": "Image height in pixels."}),
-                "samples": ("INT", {"default": 32, "min": 1, "max": 512,
+                "samples": ("INT", {"default": 32, "min": 2, "max": 512,
                                     "tooltip": "Samples per ray (TriHuman Sec. 3.4: 32 uniform samples, no "
                                                "importance sampling)."}),
                 "background": ("STRING", {"default": "#000000",
@@ -428,7 +428,7 @@ class RenderAvatar:
         avatar = _check_avatar(avatar)
         width = _int("width", width, MIN_SIZE, MAX_SIZE, "an image width in pixels")
         height = _int("height", height, MIN_SIZE, MAX_SIZE, "an image height in pixels")
-        samples = _int("samples", samples, 1, 512, "samples per ray")
+        samples = _int("samples", samples, 2, 512, "samples per ray (at least 2: NeuS needs sections)")
         if not isinstance(camera, TriHumanCamera):
             raise InputError(
                 "camera", f"a {CAMERA_TYPE} from 'TriHuman: Orbit Camera'", type(camera).__name__

@@ -245,6 +245,7 @@ def test_bad_inputs_are_errors_naming_the_input(env):
         (lambda: render(avatar, motion, camera, 0, 64, 8, "#000000"), "width"),
         (lambda: render(avatar, motion, camera, 64, 0, 8, "#000000"), "height"),
         (lambda: render(avatar, motion, camera, 64, 64, 0, "#000000"), "samples"),
+        (lambda: render(avatar, motion, camera, 64, 64, 1, "#000000"), "samples"),
         (lambda: render(avatar, motion, camera, 64, 64, 8, "blue"), "background"),
         (lambda: render("not an avatar", motion, camera, 64, 64, 8, "#000000"), "avatar"),
         (lambda: render(avatar, motion, "cam", 64, 64, 8, "#000000"), "camera"),
