@@ -130,12 +130,13 @@ def _render_chunk(
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]], 1), 1)
     w = alpha * trans  # [n, S]
     points = (o[:, None] + d[:, None] * mid[..., None]).reshape(-1, 3)
-    dirs = d[:, None].expand(n, samples, 3).reshape(-1, 3)
     w_flat = w.reshape(-1)
     keep = (w_flat > color_min_weight).nonzero().squeeze(1) if color_min_weight > 0 else None
     if keep is not None:  # colour only where it can show: the rest adds at most S * color_min_weight
-        points, dirs, w_flat = points[keep], dirs[keep], w_flat[keep]
+        points, w_flat = points[keep], w_flat[keep]
     if view_dependent:  # the colour field also sees each sample's ray direction (IDR / NeuS colour MLPs)
+        dirs = d[:, None].expand(n, samples, 3).reshape(-1, 3)
+        dirs = dirs if keep is None else dirs[keep]
         colors = _field(lambda x: color_fn(x, dirs), "color_fn", points, 3)
     else:
         colors = _field(color_fn, "color_fn", points, 3)
