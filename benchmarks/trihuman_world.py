@@ -11,8 +11,12 @@ speed: one frame, one view, the same rays (those that hit the dilated template) 
 per ray, through (a) our avatar's fields (closest-face search among candidates, tri-plane lookup, small
 MLPs) and (b) an MLP-only NeuS of the paper's size class (NeuS's 8 x 256 SDF MLP with 6 PE frequencies,
 a 4 x 256 IDR colour MLP); ms per frame at 128² and 256², 1 torch thread. The generator's tri-plane pass
-(once per frame) is timed separately and included in (a). Each pair is timed twice: colour at every
-sample, and colour only at samples weighing more than render.COLOR_MAX_ERROR / samples (as render_frame).
+(once per frame) is timed separately and included in (a). Each pair is timed with two renderers: NeuS's
+own (common/sdf_render_midpoint.py: one pass per sample midpoint giving f, its gradient and the colour;
+what TriHuman's official renderer and render_frame use, our samples beyond the shell empty) and the edge
+renderer (common/sdf_render.py: f at the section edges, then the colour only at samples weighing more
+than EDGE_COLOR_MIN_WEIGHT / samples; the previous render_frame). The last ratio puts ours against the
+baseline's faster renderer.
 
 memory: peak RSS (ru_maxrss) before and after rendering one view at 128² and then 512² in ray chunks of
 2 048: chunking bounds the memory by the chunk, not the resolution.
@@ -36,14 +40,18 @@ import papernodes_bootstrap  # noqa: E402
 papernodes_bootstrap.register()
 
 from papernodes.models.common.sdf_render import render_rays  # noqa: E402
+from papernodes.models.common.sdf_render_midpoint import render_rays_midpoint  # noqa: E402
 from papernodes.models.trihuman import world  # noqa: E402
 from papernodes.models.trihuman.avatar import load_avatar  # noqa: E402
 from papernodes.models.trihuman.evaluate import evaluate, held_out  # noqa: E402
 from papernodes.models.trihuman.fields import ColorNetwork, SDFNetwork  # noqa: E402
-from papernodes.models.trihuman.render import COLOR_MAX_ERROR, ray_intervals, render_frame  # noqa: E402
+from papernodes.models.trihuman.render import ray_intervals, render_frame  # noqa: E402
 from papernodes.models.trihuman.reproduce import AVATAR_FILE, WEIGHTS  # noqa: E402
 
 SECTIONS = ("quality", "speed", "memory")
+EDGE_COLOR_MIN_WEIGHT = (
+    32e-4  # the edge renderer's colour skip: a pixel moves < 1/255 (tests/test_sdf_render.py)
+)
 
 
 def peak_rss_mb() -> float:
@@ -93,6 +101,13 @@ def section_speed(avatar, sizes=(128, 256)) -> dict:
             (g,) = torch.autograd.grad(f.sum(), y)
         return color_net(x, torch.nn.functional.normalize(g, dim=-1), d, feat)
 
+    def mlp_shade(x, d):  # NeuS's pass: f, its gradient and the colour at every sample
+        with torch.enable_grad():
+            y = x.detach().requires_grad_(True)
+            f, feat = sdf_net(y - centre)
+            (g,) = torch.autograd.grad(f.sum(), y)
+        return f[:, 0], g, color_net(x, torch.nn.functional.normalize(g, dim=-1), d, feat), None
+
     for size in sizes:
         posed, feats, roots, K, E = first_frame(avatar, size)
         k = posed.shape[0] - 1
@@ -106,29 +121,30 @@ def section_speed(avatar, sizes=(128, 256)) -> dict:
         near, far = iv["near"].reshape(-1)[idx], iv["far"].reshape(-1)[idx]
         samples = avatar.field.config.samples
         inv_s = avatar.field.variance.inv_s().detach()
+        kw = dict(near=near, far=far, samples=samples, inv_s=inv_s, background=(0, 0, 0), chunk=2048)
+        edge_kw = dict(kw, view_dependent=True, color_min_weight=EDGE_COLOR_MIN_WEIGHT / samples)
+        runs = {  # row: (renderer, fields, settings); the midpoint pair is the comparison
+            "ours": (render_rays_midpoint, (bound.shade,), kw),
+            "mlp_neus": (render_rays_midpoint, (mlp_shade,), kw),
+            "ours_edges": (render_rays, (bound.sdf, bound.color), edge_kw),
+            "mlp_neus_edges": (render_rays, (mlp_sdf, mlp_color), edge_kw),
+        }
         row = {"rays": int(idx.numel()), "planes_ms": 1000 * t_planes}
-        for tag, min_weight in (
-            ("", 0.0),
-            ("_skip", COLOR_MAX_ERROR / samples),
-        ):  # all samples; render_frame's skip
-            kw = dict(near=near, far=far, samples=samples, inv_s=inv_s, background=(0, 0, 0), chunk=2048,
-                      view_dependent=True, color_min_weight=min_weight)  # fmt: skip
+        for name, (renderer, fields, settings) in runs.items():
             t0 = time.perf_counter()
             with torch.no_grad():
-                render_rays(bound.sdf, bound.color, o, d, **kw)
-            t_ours = time.perf_counter() - t0 + t_planes
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                render_rays(mlp_sdf, mlp_color, o, d, **kw)
-            t_mlp = time.perf_counter() - t0
-            row |= {
-                f"ours{tag}_ms": 1000 * t_ours,
-                f"mlp_neus{tag}_ms": 1000 * t_mlp,
-                f"speedup{tag}": t_mlp / t_ours,
-            }
-            print(f"speed {size}², colour weight > {min_weight:g}: {idx.numel()} rays x {samples} samples: "
-                  f"tri-plane avatar {1000 * t_ours:.0f} ms (generator {1000 * t_planes:.0f} ms), MLP-only NeuS "
-                  f"{1000 * t_mlp:.0f} ms: {t_mlp / t_ours:.2f}x", flush=True)  # fmt: skip
+                renderer(*fields, o, d, **settings)
+            row[f"{name}_ms"] = 1000 * (
+                time.perf_counter() - t0 + (t_planes if name.startswith("ours") else 0)
+            )
+        row["speedup"] = row["mlp_neus_ms"] / row["ours_ms"]
+        row["speedup_edges"] = row["mlp_neus_edges_ms"] / row["ours_edges_ms"]
+        row["speedup_best"] = min(row["mlp_neus_ms"], row["mlp_neus_edges_ms"]) / row["ours_ms"]
+        print(f"speed {size}², {idx.numel()} rays x {samples} samples (generator {row['planes_ms']:.0f} ms in ours): "
+              f"midpoint renderer: ours {row['ours_ms']:.0f} ms, MLP-only NeuS {row['mlp_neus_ms']:.0f} ms, "
+              f"{row['speedup']:.2f}x; edge renderer with the colour skip: ours {row['ours_edges_ms']:.0f} ms, "
+              f"MLP-only NeuS {row['mlp_neus_edges_ms']:.0f} ms, {row['speedup_edges']:.2f}x; ours against the "
+              f"baseline's faster renderer {row['speedup_best']:.2f}x", flush=True)  # fmt: skip
         out[size] = row
     return out
 

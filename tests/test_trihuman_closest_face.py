@@ -197,6 +197,29 @@ def test_gradients_flow_through_the_chosen_face():
     torch.testing.assert_close(grad[:300].norm(dim=-1), torch.ones(300, dtype=F64), rtol=0, atol=1e-9)
 
 
+def test_closest_points_on_chosen_faces_equal_the_search_and_carry_its_gradient():
+    """A search without autograd, then closest_points_on_faces on its faces: the same computation, so the
+    results are bitwise equal and the gradient is the search's own."""
+    vertices, faces = _icosphere(3)
+    points, _ = _shell_points(200, 0.9, 1.1, seed=4)
+    uvs = vertices[:, :2] * 0.5 + 0.5
+    x = points.clone().requires_grad_(True)
+    search = C.closest_points_candidates(x, vertices, faces, uvs=uvs)
+    with torch.no_grad():
+        chosen = C.closest_points_candidates(points, vertices, faces).face_index
+    y = points.clone().requires_grad_(True)
+    again = C.closest_points_on_faces(y, vertices, faces, chosen, uvs=uvs)
+    for a, b in zip(search, again):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    (gx,) = torch.autograd.grad(search.uvd.sum(), x)
+    (gy,) = torch.autograd.grad(again.uvd.sum(), y)
+    torch.testing.assert_close(gx, gy, atol=0, rtol=0)
+    with pytest.raises(InputError, match="face_index"):
+        C.closest_points_on_faces(points, vertices, faces, chosen[:5])
+    with pytest.raises(InputError, match="face_index"):
+        C.closest_points_on_faces(points, vertices, faces, chosen + faces.shape[0])
+
+
 def test_candidate_faces_are_the_nearest_centroids():
     vertices, faces = _icosphere(2)
     points, _ = _shell_points(200, 0.9, 1.1, seed=5)

@@ -30,7 +30,7 @@ from torch import nn
 from ..common.errors import InputError
 from ..common.sdf_render import render_views
 from ..common.subdivide import subdivide_midpoint
-from .closest_face import closest_points_candidates
+from .closest_face import closest_points_candidates, closest_points_on_faces
 from .fields import ColorNetwork, LearnedVariance, SDFNetwork
 from .template import vertex_normals
 from .triplane import cube_coordinates, sample_triplanes
@@ -105,12 +105,46 @@ class BoundAvatar:
         c = self.field.config
         closest = closest_points_candidates(points, self.vertices, self.faces, c.candidates, uvs=self.uvs,
                                             grid_disc=GRID_DISC)  # fmt: skip
-        d = closest.uvd[:, 2]
-        cube = cube_coordinates(closest.uvd, c.shell)
+        return self._field_at(closest.uvd, points.dtype)
+
+    def _field_at(self, uvd: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """f and the SDF MLP's feature vector from the samples' texture-cube coordinates (u, v, d)."""
+        c = self.field.config
+        d = uvd[:, 2]
+        cube = cube_coordinates(uvd, c.shell)
         feats = sample_triplanes(self.planes, cube[None].clamp(-1, 1))[0]
-        delta, feature = self.field.sdf_net(cube, feats.to(points.dtype))
+        delta, feature = self.field.sdf_net(cube, feats.to(dtype))
         window = (1 - d.abs() / c.shell).clamp_min(0)
         return d + window * delta[:, 0], feature
+
+    def shade(
+        self, points: torch.Tensor, view_dirs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TriHuman's renderer's pass over ray samples [N, 3] (`common.sdf_render_midpoint`): one closest-face
+        search for all of them; samples with |d| < shell are active and get f, grad f (autograd through
+        the closest-point mapping; kept differentiable when grad is enabled) and the colour, each computed
+        exactly as `sdf` / `gradient` / `color` do; inactive samples (empty, as the official renderer masks
+        them) get f = d, a zero gradient and black. Returns (f [N], grad [N, 3], rgb [N, 3], active [N])."""
+        c = self.field.config
+        with torch.no_grad():
+            found = closest_points_candidates(points.detach(), self.vertices, self.faces, c.candidates,
+                                              uvs=self.uvs, grid_disc=GRID_DISC)  # fmt: skip
+        active = found.uvd[:, 2].abs() < c.shell
+        idx = active.nonzero().squeeze(1)
+        training = torch.is_grad_enabled()
+        with torch.enable_grad():
+            x = points[idx]
+            x = x if x.requires_grad else x.detach().requires_grad_(True)
+            closest = closest_points_on_faces(x, self.vertices, self.faces, found.face_index[idx], self.uvs)
+            f, feature = self._field_at(closest.uvd, x.dtype)
+            (g,) = torch.autograd.grad(f.sum(), x, create_graph=training)
+        rgb = self.field.color_net(x, torch.nn.functional.normalize(g, dim=-1), view_dirs[idx], feature)
+        if not training:
+            f, g, rgb = f.detach(), g.detach(), rgb.detach()
+        sdf = found.uvd[:, 2].to(f.dtype).index_put((idx,), f)
+        grad = points.new_zeros(points.shape[0], 3).index_put((idx,), g)
+        colour = points.new_zeros(points.shape[0], 3).index_put((idx,), rgb.to(points.dtype))
+        return sdf, grad, colour, active
 
     def sdf(self, points: torch.Tensor) -> torch.Tensor:
         """f at points [N, 3] -> [N] (negative inside)."""

@@ -562,6 +562,28 @@ def closest_points_candidates(
     return _finish(points, vertices, faces, best, uvs, sign)
 
 
+def closest_points_on_faces(
+    points: torch.Tensor,
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    face_index: torch.Tensor,
+    uvs: torch.Tensor | None = None,
+    sign: str = "pseudonormal",
+) -> ClosestPoints:
+    """Everything the searches report, on faces already chosen (`face_index` [P], e.g. a search's
+    `face_index` from a pass without autograd): the same computation, so bitwise equal to that search's
+    result, and differentiable in the points and vertices. For renderers that search once and then need
+    the gradient through the mapping only at some of the points."""
+    points, vertices, faces = _check_mesh(points, vertices, faces)
+    _check_sign(sign)
+    _check_uvs(uvs, vertices, faces)
+    if not isinstance(face_index, torch.Tensor) or face_index.shape != points.shape[:1]:
+        raise InputError("face_index", f"one face index per point [{points.shape[0]}]", _shape(face_index))
+    if face_index.numel() and (int(face_index.min()) < 0 or int(face_index.max()) >= faces.shape[0]):
+        raise InputError("face_index", f"face indices in 0..{faces.shape[0] - 1}", "an index outside")
+    return _finish(points, vertices, faces, face_index.long(), uvs, sign)
+
+
 def _choose_candidates(
     points: torch.Tensor,
     vertices: torch.Tensor,

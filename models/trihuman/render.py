@@ -19,14 +19,13 @@ import torch
 from ..common.camera import pixel_rays
 from ..common.errors import InputError
 from ..common.mesh_raster import rasterize
-from ..common.sdf_render import render_rays
+from ..common.sdf_render_midpoint import render_rays_midpoint
 from .avatar_field import BoundAvatar
 from .template import vertex_normals
 
 THICKNESS = 0.15  # metres marched behind the entry point (a limb or the skirt seen edge-on)
 DILATION = 1.2  # the template is dilated by this many shells along its vertex normals
 MARGIN = 0.2  # shells marched before the entry point
-COLOR_MAX_ERROR = 32e-4  # colour skipped at samples weighing < this / samples: a pixel moves < 1/255
 
 
 def ray_intervals(
@@ -96,9 +95,8 @@ def render_frame(
         if should_stop is not None and should_stop():
             raise InterruptedError("render cancelled")
         with torch.no_grad():
-            out = render_rays(bound.sdf, bound.color, o[j], d[j], near=near[j], far=far[j],
-                              samples=samples, inv_s=inv_s, background=bg, chunk=chunk, view_dependent=True,
-                              color_min_weight=COLOR_MAX_ERROR / samples)  # fmt: skip
+            out = render_rays_midpoint(bound.shade, o[j], d[j], near=near[j], far=far[j], samples=samples,
+                                       inv_s=inv_s, background=bg, chunk=chunk)  # fmt: skip
         rgb[j], opacity[j], distance[j] = out["rgb"], out["opacity"], out["distance"]
     shape = iv["covered"].shape
     cos = (iv["directions"] * world_to_camera[:, None, None, 2, :3].to(dtype)).sum(-1)
