@@ -211,3 +211,25 @@ def test_the_shipped_world_avatar_renders_a_held_out_dance_from_a_held_out_view(
         scores[name] = (psnr(out["image"], s.images[3]), mask_iou(out["mask"] > 0.5, s.masks[3]))
     assert scores["trained"][0] > 22 and scores["trained"][1] > 0.85, scores
     assert scores["trained"][0] > scores["untrained"][0] + 5, scores
+
+
+def test_neus_cosine_annealing_and_renderer_options():
+    """NeuS's r rises linearly to 1 at anneal_end (default max_steps / 6, NeuS's 50k of 300k); bad options
+    are named."""
+    from types import SimpleNamespace
+
+    from papernodes.models.common.training import TrainState
+    from papernodes.models.trihuman.train import TrainConfig, TriHumanTraining
+
+    method = TriHumanTraining(TrainConfig(out="x", stage="avatar", max_steps=600))
+    method.run = SimpleNamespace(state=TrainState(step=0))
+    ratios = []
+    for step in (0, 50, 100, 400):
+        method.run.state.step = step
+        ratios.append(method.cos_anneal_ratio())
+    assert ratios == [0.0, 0.5, 1.0, 1.0]
+    method.cfg.anneal_end = 0
+    assert method.cos_anneal_ratio() == 1.0
+    for bad, name in ((dict(renderer="nerf"), "renderer"), (dict(anneal_end=-2), "anneal_end")):
+        with pytest.raises(InputError, match=name):
+            TrainConfig(out="x", **bad).validate()

@@ -10,7 +10,8 @@ the avatar is built (untrained) so the stage-1 file already has the final config
 
 Stage `avatar` (from `--init`, the template stage's file; its deformation network frozen): the motion
 code, tri-plane generator, SDF and colour MLPs and NeuS's variance, per step from one frame and `--rays`
-rays of `--views-per-step` random training views, marched inside the dilated template (render.py):
+rays of `--views-per-step` random training views, marched inside the dilated template (render.py) and
+rendered as render_frame renders (`--renderer midpoint`: NeuS's own scheme with its cosine annealing):
     L = |rgb - gt|_1 + lambda_mask BCE(opacity, mask) + lambda_eik (|grad f| - 1)^2
 the eikonal term on points within the shell of random template vertices. Losses and weights are our
 interpretation: the official release has no training code.
@@ -47,6 +48,7 @@ from ..common.cli import TrainerCli, option
 from ..common.errors import InputError
 from ..common.mesh_raster import interpolate, rasterize
 from ..common.sdf_render import render_rays
+from ..common.sdf_render_midpoint import render_rays_midpoint
 from ..common.training import (
     Callbacks,
     LoopSettings,
@@ -65,6 +67,7 @@ from .template import vertex_normals
 
 MODEL_FILE = "trihuman-avatar.safetensors"
 STAGES = ("template", "avatar")
+RENDERERS = ("midpoint", "edges")
 
 
 @dataclass
@@ -97,6 +100,17 @@ class TrainConfig:
     views_per_step: int = option(3, "training views a step draws its rays from (avatar stage)")
     reg_weight: float = option(10.0, "lambda_reg of E_reg (m^2; template stage)")
     offset_weight: float = option(10.0, "weight of the mean squared per-vertex offset (m^2; template stage)")
+    renderer: str = option(
+        "midpoint",
+        "midpoint: NeuS's own scheme, as TriHuman's renderer and render_frame (one pass per sample, samples "
+        "beyond the shell empty); edges: f at the section edges (the first shipped avatar's)",
+        choices=RENDERERS,
+    )
+    anneal_end: int = option(
+        -1,
+        "midpoint renderer: NeuS's cosine annealing ratio rises linearly from 0 to 1 at this step; "
+        "-1 = max_steps / 6 (NeuS: 50k of 300k), 0 = 1 throughout",
+    )
     mask_weight: float = option(0.1, "lambda_mask (avatar stage)")
     eikonal_weight: float = option(0.05, "lambda_eik (avatar stage)")
     lr: float = option(1e-3, "Adam learning rate")
@@ -128,6 +142,10 @@ class TrainConfig:
                              f"{self.lr_decay_from} / {self.lr_final}")  # fmt: skip
         if not self.shell > 0:
             raise InputError("shell", "a thickness > 0 (metres)", str(self.shell))
+        if self.renderer not in RENDERERS:
+            raise InputError("renderer", f"one of {RENDERERS}", repr(self.renderer))
+        if self.anneal_end < -1:
+            raise InputError("anneal_end", "a step >= 0, or -1 for max_steps / 6", str(self.anneal_end))
 
     def avatar_config(self) -> AvatarConfig:
         return AvatarConfig(
@@ -232,11 +250,14 @@ class TriHumanTraining(TrainingMethod):
         gt_mask = seq.masks[t][cams].reshape(-1).to(dev)
         pick = covered[torch.randint(0, covered.numel(), (c.rays,), generator=generator)]
         rgb_gt = seq.images[t][cams].reshape(-1, 3).to(dev)[pick]
-        out = render_rays(bound.sdf, bound.color, iv["origins"].reshape(-1, 3)[pick],
-                          iv["directions"].reshape(-1, 3)[pick], near=iv["near"].reshape(-1)[pick],
-                          far=iv["far"].reshape(-1)[pick], samples=bound.field.config.samples,
-                          inv_s=av.field.variance.inv_s(), background=(0.0, 0.0, 0.0), chunk=c.rays,
-                          generator=generator, view_dependent=True)  # fmt: skip
+        rays = (iv["origins"].reshape(-1, 3)[pick], iv["directions"].reshape(-1, 3)[pick])
+        kw = dict(near=iv["near"].reshape(-1)[pick], far=iv["far"].reshape(-1)[pick],
+                  samples=bound.field.config.samples, inv_s=av.field.variance.inv_s(), background=(0.0, 0.0, 0.0),
+                  chunk=c.rays, generator=generator)  # fmt: skip
+        if c.renderer == "midpoint":
+            out = render_rays_midpoint(bound.shade, *rays, cos_anneal_ratio=self.cos_anneal_ratio(), **kw)
+        else:
+            out = render_rays(bound.sdf, bound.color, *rays, view_dependent=True, **kw)
         l1 = (out["rgb"] - rgb_gt).abs().mean()
         mask = F.binary_cross_entropy(out["opacity"].clamp(1e-4, 1 - 1e-4), gt_mask[pick].to(out["opacity"]))
         verts = posed[k][torch.randint(0, posed.shape[1], (512,), generator=generator)]
@@ -248,6 +269,12 @@ class TriHumanTraining(TrainingMethod):
         eik = (grad.norm(dim=-1) - 1).square().mean()
         loss = l1 + c.mask_weight * mask + c.eikonal_weight * eik
         return {"loss": loss, "l1": l1, "mask": mask, "eikonal": eik}
+
+    def cos_anneal_ratio(self) -> float:
+        """NeuS's r at this step: linear from 0 to 1 at anneal_end (NeuS's get_cos_anneal_ratio)."""
+        c = self.cfg
+        end = c.max_steps // 6 if c.anneal_end == -1 else c.anneal_end
+        return 1.0 if end == 0 else min(1.0, self.run.state.step / end)
 
     def describe(self, state: TrainState) -> str:
         frames = len(self.dataset)
