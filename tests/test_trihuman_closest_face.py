@@ -256,12 +256,15 @@ def test_the_centroid_grid_finds_the_same_nearest_centroids_as_the_dense_search(
 
 
 def test_the_grid_cell_size_changes_speed_not_the_answer():
-    """`grid_disc` (the avatar renders with 16) only decides which points the grid proves; results equal."""
+    """`grid_disc` (one size, or sizes tried fine to coarse as the avatar does) only decides which points the
+    grid proves; results equal."""
     vertices, faces = _icosphere(3)
     points = torch.cat([_shell_points(1500, 0.8, 1.2, seed=8)[0], _shell_points(300, 1.3, 2.0, seed=9)[0]])
     a = C.closest_points_candidates(points, vertices, faces, 12)
     b = C.closest_points_candidates(points, vertices, faces, 12, grid_disc=16.0)
     assert torch.equal(a.face_index, b.face_index) and torch.equal(a.distance, b.distance)
+    c = C.closest_points_candidates(points, vertices, faces, 12, grid_disc=(0.5, 2.0, 16.0))  # fine to coarse
+    assert torch.equal(a.face_index, c.face_index) and torch.equal(a.distance, c.distance)
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,10 @@ from .fields import ColorNetwork, LearnedVariance, SDFNetwork
 from .template import vertex_normals
 from .triplane import cube_coordinates, sample_triplanes
 
-GRID_DISC = 16.0  # closest-face grid cells sized for ray samples several cm off the surface: 2.4x faster
-# renders than the near-surface default (2.0), where most NeuS samples fell back to the all-faces search
+GRID_DISC = (8.0, 16.0)  # closest-face grid cells sized for ray samples several cm off the surface: one
+# grid of 16 rendered 2.4x faster than the near-surface default (2.0), where most NeuS samples fell back to
+# the all-faces search; a grid of 8 first (97 % of a frame's samples, about half the centroids per block)
+# and 16 for the rest cut the search another ~20 % (renders 15 % faster; the same faces either way)
 
 
 @dataclass(frozen=True)

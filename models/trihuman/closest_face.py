@@ -420,18 +420,24 @@ def _candidate_faces(
     faces: torch.Tensor,
     candidates: int,
     chunk: int | None,
-    grid_disc: float = GRID_DISC,
+    grid_disc: float | tuple[float, ...] = GRID_DISC,
 ) -> torch.Tensor:
+    """Several `grid_disc` values are tried in order, each on the points the previous grids did not prove
+    (fine cells first: near-surface points compare against fewer centroids), then the dense search."""
     k = min(candidates, faces.shape[0])
     centroids = vertices[faces].mean(1)  # [F, 3]
     out = torch.empty(points.shape[0], k, dtype=torch.long, device=points.device)
     if faces.shape[0] <= GRID_MIN_FACES:
         return _nearest_dense(points, centroids, k, chunk, out)
-    grid = _CentroidGrid.build(vertices, faces, centroids, k, grid_disc)
-    if grid is None:
-        return _nearest_dense(points, centroids, k, chunk, out)
-    found = grid.nearest(points, k, chunk, out)
-    missed = (~found).nonzero().squeeze(1)
+    missed = torch.arange(points.shape[0], device=points.device)
+    for disc in grid_disc if isinstance(grid_disc, tuple) else (grid_disc,):
+        grid = _CentroidGrid.build(vertices, faces, centroids, k, disc)
+        if grid is None or not missed.numel():
+            break
+        part = out[missed]
+        found = grid.nearest(points[missed], k, chunk, part)
+        out[missed] = part
+        missed = missed[~found]
     if missed.numel():
         out[missed] = _nearest_dense(points[missed], centroids, k, chunk, out[missed])
     return out
@@ -541,7 +547,7 @@ def closest_points_candidates(
     chunk: int | None = None,
     uvs: torch.Tensor | None = None,
     sign: str = "pseudonormal",
-    grid_disc: float = GRID_DISC,
+    grid_disc: float | tuple[float, ...] = GRID_DISC,
 ) -> ClosestPoints:
     """The closest surface point among the `candidates` faces with the nearest centroids (TriHuman's fast
     path): exact distance to each candidate, the nearest wins. Equals `closest_points_brute` when the true
@@ -550,7 +556,8 @@ def closest_points_candidates(
     `uvs` adds (u, v, d); `chunk` is passed to `candidate_faces`; the exact distances to the candidates are
     taken about PAIR_BUDGET (point, face) pairs at a time. `grid_disc` sizes the centroid grid's cells
     (`_CentroidGrid`; the result does not depend on it): larger cells prove more points that lie farther
-    from the surface (NeuS samples along a ray) at the cost of more centroids per block.
+    from the surface (NeuS samples along a ray) at the cost of more centroids per block; a tuple of sizes
+    is tried fine to coarse, each on the points the previous left unproven.
     """
     points, vertices, faces = _check_mesh(points, vertices, faces)
     _check_chunk(chunk)
@@ -590,7 +597,7 @@ def _choose_candidates(
     faces: torch.Tensor,
     candidates: int,
     chunk: int | None,
-    grid_disc: float = GRID_DISC,
+    grid_disc: float | tuple[float, ...] = GRID_DISC,
 ) -> torch.Tensor:
     cand = _candidate_faces(points, vertices, faces, candidates, chunk, grid_disc)  # [P, k]
     table = _face_table(vertices, faces)
