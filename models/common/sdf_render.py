@@ -257,6 +257,20 @@ def render_views(
     background, chunk, near, far, generator, bound). Returns image [V, H, W, 3], mask (the opacity, soft)
     [V, H, W] and depth [V, H, W]: the camera-frame z of the expected hit, 0 where the opacity is at most
     `mask_threshold` (a crisp silhouette for depth maps)."""
+    return views(lambda o, d: render_rays(sdf_fn, color_fn, o, d, **kw), K, world_to_camera, height, width,
+                 mask_threshold)  # fmt: skip
+
+
+def views(
+    render: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+    K: torch.Tensor,
+    world_to_camera: torch.Tensor,
+    height: int,
+    width: int,
+    mask_threshold: float = 0.5,
+) -> dict[str, torch.Tensor]:
+    """`render_views` for any ray renderer: render(origins, directions [V, H, W, 3]) -> rgb, opacity and
+    distance as render_rays returns them."""
     _positive_int(height, "height", "a positive number of pixels")
     _positive_int(width, "width", "a positive number of pixels")
     for name, x, tail in (("K", K, (3, 3)), ("world_to_camera", world_to_camera, (4, 4))):
@@ -268,7 +282,7 @@ def render_views(
     if K.shape[0] != E.shape[0] and 1 not in (K.shape[0], E.shape[0]):
         raise InputError("K", f"1 or {E.shape[0]} cameras (as world_to_camera)", f"{K.shape[0]}")
     origins, dirs = pixel_rays(K, E, height, width)  # [V, H, W, 3]
-    out = render_rays(sdf_fn, color_fn, origins, dirs, **kw)
+    out = render(origins, dirs)
     cos = (dirs * E[:, None, None, 2, :3].to(dirs.dtype)).sum(-1)  # camera z of a unit step along the ray
     visible = out["opacity"] > mask_threshold
     depth = torch.where(visible, out["distance"] * cos, torch.zeros_like(out["distance"]))

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..common.errors import InputError
-from ..common.sdf_render import render_views
+from ..common.sdf_render import views
+from ..common.sdf_render_midpoint import render_rays_midpoint
 from ..common.subdivide import subdivide_midpoint
 from .closest_face import closest_points_candidates, closest_points_on_faces
 from .fields import ColorNetwork, LearnedVariance, SDFNetwork
@@ -186,11 +187,13 @@ class BoundAvatar:
         chunk: int = 2048,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """NeuS views (image [V, H, W, 3], mask, depth) between near and far along each ray (metres)."""
-        return render_views(self.sdf, self.color, K, world_to_camera, height, width,
-                            samples=self.field.config.samples, inv_s=self.field.variance.inv_s(), near=near,
-                            far=far, background=background, chunk=chunk, generator=generator,
-                            view_dependent=True)  # fmt: skip
+        """NeuS views (image [V, H, W, 3], mask, depth) between near and far along each ray (metres), rendered
+        as render_frame renders (NeuS's midpoint scheme over `shade`)."""
+        kw = dict(samples=self.field.config.samples, inv_s=self.field.variance.inv_s(), near=near, far=far,
+                  background=background, chunk=chunk, generator=generator)  # fmt: skip
+        return views(
+            lambda o, d: render_rays_midpoint(self.shade, o, d, **kw), K, world_to_camera, height, width
+        )
 
     def project_to_surface(
         self, points: torch.Tensor, iterations: int = 5, start_normals: torch.Tensor | None = None
