@@ -10,6 +10,11 @@ casts rays only at covered pixels, near/far = template depth -+ 30 mm; our inter
 interpretation). Samples several cm off the surface are why the avatar's closest-face search uses larger
 grid cells (avatar_field.GRID_DISC): with the default cells 70 % of a frame went to the all-faces
 fallback; with 0.3 m intervals and a 1.5-shell dilation, more still.
+
+The rays are rendered as TriHuman's official renderer does, with NeuS's own midpoint scheme
+(`common/sdf_render_midpoint.py` over `BoundAvatar.shade`): one closest-face search per sample, samples
+beyond the shell empty. The edge scheme (`common/sdf_render.py`: f at section edges, then the colour)
+searched twice per sample and rendered a frame 1.7x slower at the same quality (docs/trihuman.md).
 """
 
 from __future__ import annotations
