@@ -891,8 +891,9 @@ def _dreamoving_common(
 def dreamoving_pose_graph() -> list[Node]:
     """A held-out dance (pose keypoints JSON) -> OpenPose maps -> the world's Video ControlNet -> DreaMoving with
     the held-out dancer's face and clothes crops; the prompt names only the background."""
+    # the world models follow the pose best at ControlNet strength 1.5 and guidance 4 (docs/dreamoving.md)
     world = dict(prompt=WORLD_DANCE_PROMPT, negative_prompt="", face_scale=1.0, clothes_scale=1.0, width=128,
-                 height=128, steps=25)  # fmt: skip
+                 height=128, steps=25, guidance=4.0)  # fmt: skip
     return [
         Node(1, "PaperNodes_DreaMovingLoadPoseKeypoints", {"json_file": "papernodes_world_dance_pose.json"}),
         Node(
@@ -901,7 +902,7 @@ def dreamoving_pose_graph() -> list[Node]:
             {"width": 128, "height": 128, "draw_body": True, "draw_hands": True, "draw_face": True},
             links={"pose_keypoint": (1, 0)},
         ),
-        *_dreamoving_common(WORLD_DANCE, (2, 0), 1.0, world),
+        *_dreamoving_common(WORLD_DANCE, (2, 0), 1.5, world),
         Node(
             30,
             "SaveAnimatedWEBP",
@@ -1291,7 +1292,8 @@ WORKFLOWS = [
         "you trained) in models/controlnet/ (lllyasviel/ControlNet-v1-1); IP-Adapters in models/ipadapter/ "
         "and their image encoder in models/clip_vision/ (h94/IP-Adapter). The demo uses the pack's dance "
         "world's models, trained on procedural dancers (models/proving_ground/dance_reproduce.py); this dance "
-        "and dancer are held out of training.\n\n" + DEMO,
+        "and dancer are held out of training. The world models follow the pose best at ControlNet strength "
+        "1.5 and guidance 4 (measured in docs/dreamoving.md); with SD1.5, start from 1 and 7.5.\n\n" + DEMO,
         dreamoving_pose_graph,
     ),
     Workflow(
