@@ -18,7 +18,8 @@ that are background in both frames by the control's depth maps, 0..255). Targets
 Video ControlNet; flicker of the Video ControlNet <= 0.8 x the image ControlNet's; clothes (identity) >= 80 %
 with the Content Guider.
 
-    python benchmarks/dreamoving_world.py [--clips 6] [--steps 25] [--rows R1,R2] [--merge] [--json F]
+    python benchmarks/dreamoving_world.py [--clips 6] [--first-clip 0] [--steps 25] [--guidance 4]
+        [--control-scale 1.5] [--rows R1,R2] [--merge] [--json F]
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ def measure(evaluator, clip, frames: np.ndarray) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=8)
+    p.add_argument(
+        "--first-clip", type=int, default=0, help="held-out clip index to start from (its seed too)"
+    )
     p.add_argument("--rows", default=",".join(ROWS), help="comma list of rows to run (default: all)")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="classifier-free guidance")
@@ -137,7 +141,8 @@ def main(argv=None) -> int:
     pipe = DreaMovingPipeline(comps, load_motion_adapter(weights / dr.MOTION_MODULE_FILE))
     vcn = load_video_controlnet(weights / dr.POSE_VCN_DIR)
     evaluator = de.load_evaluator(weights / dr.EVALUATOR_FILE)
-    clips = [make_clip(SEED, SPLIT, i, num_frames=FRAMES, size=SIZE) for i in range(args.clips)]
+    first = args.first_clip
+    clips = [make_clip(SEED, SPLIT, first + i, num_frames=FRAMES, size=SIZE) for i in range(args.clips)]
     run_rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     if unknown := [r for r in run_rows if r not in ROWS]:
         p.error(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
@@ -152,7 +157,7 @@ def main(argv=None) -> int:
     for i, clip in enumerate(clips):
         strip = []
         for row in run_rows:
-            frames = generate(pipe, clip, row, vcn, guider_parts, args.steps, args.guidance, seed=i,
+            frames = generate(pipe, clip, row, vcn, guider_parts, args.steps, args.guidance, seed=first + i,
                               control_scale=args.control_scale)  # fmt: skip
             rows[row].append(measure(evaluator, clip, frames))
             strip.append(np.concatenate(list(frames[::4]), 1))
@@ -172,6 +177,7 @@ def main(argv=None) -> int:
             f"{r}: PCK {rows[r][-1]['pck']:.2f}" for r in run_rows), flush=True)  # fmt: skip
     settings = {
         "clips": args.clips,
+        "first_clip": args.first_clip,
         "frames": FRAMES,
         "size": SIZE,
         "steps": args.steps,
