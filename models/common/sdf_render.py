@@ -188,16 +188,38 @@ def render_rays(
     evaluated only at samples whose weight exceeds it (for rendering, where most of a ray's 32-64 samples
     carry none); each rgb channel then differs from the full sum by at most samples * color_min_weight
     (times the largest colour, <= 1 for colour fields in [0, 1]); opacity and distance are unchanged."""
-    _check_rays(origins, directions)
     _positive_int(samples, "samples", "at least 2 sections per ray", 2)
+    if not isinstance(color_min_weight, (int, float)) or not 0 <= color_min_weight < 1:
+        raise InputError("color_min_weight", "a sample weight in [0, 1)", repr(color_min_weight))
+
+    def chunk_fn(o, d, near, far, bg):
+        return _render_chunk(sdf_fn, color_fn, o, d, near, far, samples, inv_s, bg, generator, view_dependent,
+                             color_min_weight)  # fmt: skip
+
+    return march(chunk_fn, origins, directions, near, far, inv_s, background, chunk, bound)
+
+
+def march(
+    chunk_fn: Callable,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    near: Distance,
+    far: Distance,
+    inv_s: float | torch.Tensor,
+    background: Sequence[float] | torch.Tensor,
+    chunk: int,
+    bound: float,
+) -> dict[str, torch.Tensor]:
+    """What every ray renderer here shares: checks, each ray's interval (near/far, or the cube's), the rays
+    with something to march through taken `chunk` at a time by chunk_fn(o, d, near, far, background) ->
+    (rgb, opacity, distance), and the image assembled (background elsewhere)."""
+    _check_rays(origins, directions)
     _positive_int(chunk, "chunk", "a positive number of rays per chunk")
     s = torch.as_tensor(inv_s)
     if s.numel() != 1 or not bool(s.detach() > 0):
         raise InputError("inv_s", "one sharpness value > 0", repr(inv_s))
     if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
         raise InputError("bound", "a half-size > 0 of the cube [-bound, bound]^3", repr(bound))
-    if not isinstance(color_min_weight, (int, float)) or not 0 <= color_min_weight < 1:
-        raise InputError("color_min_weight", "a sample weight in [0, 1)", repr(color_min_weight))
     shape = origins.shape[:-1]
     o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
     bg = torch.as_tensor(background, dtype=o.dtype, device=o.device)
@@ -209,23 +231,7 @@ def render_rays(
     far = hi if far is None else _interval(far, "far", shape, o)
 
     idx = (far > near).nonzero().squeeze(1)  # rays with something to march through
-    parts = [
-        _render_chunk(
-            sdf_fn,
-            color_fn,
-            o[j],
-            d[j],
-            near[j],
-            far[j],
-            samples,
-            inv_s,
-            bg,
-            generator,
-            view_dependent,
-            color_min_weight,
-        )
-        for j in idx.split(chunk)
-    ]
+    parts = [chunk_fn(o[j], d[j], near[j], far[j], bg) for j in idx.split(chunk)]
     rgb = bg.expand(o.shape[0], 3)
     opacity, distance = o.new_zeros(o.shape[0]), o.new_zeros(o.shape[0])
     if parts:  # out-of-place index_put keeps the graph (gradients reach the fields' parameters)

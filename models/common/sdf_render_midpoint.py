@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
-from .sdf_render import Distance, _check_rays, _interval, _positive_int, cube_interval, section_edges
+from .sdf_render import Distance, _positive_int, march, section_edges
 
 # points [N, 3], unit ray directions [N, 3] -> (sdf [N], gradient [N, 3], rgb [N, 3], active [N] bool or None)
 Shader = Callable[[torch.Tensor, torch.Tensor], tuple]
@@ -94,38 +94,13 @@ def render_rays_midpoint(
     shade_fn(points [N, 3], ray directions [N, 3]) -> (sdf [N] negative inside, gradient of the sdf [N, 3],
     rgb [N, 3], active [N] bool or None = all). Other arguments and the returned rgb / opacity / distance
     are those of `sdf_render.render_rays`; cos_anneal_ratio is NeuS's r in [0, 1] (module docstring)."""
-    _check_rays(origins, directions)
     _positive_int(samples, "samples", "at least 1 section per ray")
-    _positive_int(chunk, "chunk", "a positive number of rays per chunk")
-    s = torch.as_tensor(inv_s)
-    if s.numel() != 1 or not bool(s.detach() > 0):
-        raise InputError("inv_s", "one sharpness value > 0", repr(inv_s))
     if not isinstance(cos_anneal_ratio, (int, float)) or not 0 <= cos_anneal_ratio <= 1:
         raise InputError(
             "cos_anneal_ratio", "NeuS's cosine annealing ratio in [0, 1]", repr(cos_anneal_ratio)
         )
-    shape = origins.shape[:-1]
-    o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
-    bg = torch.as_tensor(background, dtype=o.dtype, device=o.device)
-    if bg.shape != (3,):
-        raise InputError("background", "an RGB colour (3 values)", repr(background))
-    if near is None or far is None:
-        lo, hi = cube_interval(o, d, bound)
-    near = lo if near is None else _interval(near, "near", shape, o)
-    far = hi if far is None else _interval(far, "far", shape, o)
-    idx = (far > near).nonzero().squeeze(1)
-    parts = [
-        _render_chunk(shade_fn, o[j], d[j], near[j], far[j], samples, inv_s, bg, generator, cos_anneal_ratio)
-        for j in idx.split(chunk)
-    ]
-    rgb = bg.expand(o.shape[0], 3).clone()
-    opacity, distance = o.new_zeros(o.shape[0]), o.new_zeros(o.shape[0])
-    if parts:  # out-of-place index_put keeps the graph
-        rgb = rgb.index_put((idx,), torch.cat([p[0] for p in parts]))
-        opacity = opacity.index_put((idx,), torch.cat([p[1] for p in parts]))
-        distance = distance.index_put((idx,), torch.cat([p[2] for p in parts]))
-    return {
-        "rgb": rgb.reshape(*shape, 3),
-        "opacity": opacity.reshape(shape),
-        "distance": distance.reshape(shape),
-    }
+
+    def chunk_fn(o, d, near, far, bg):
+        return _render_chunk(shade_fn, o, d, near, far, samples, inv_s, bg, generator, cos_anneal_ratio)
+
+    return march(chunk_fn, origins, directions, near, far, inv_s, background, chunk, bound)
