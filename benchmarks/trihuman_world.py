@@ -94,19 +94,15 @@ def section_speed(avatar, sizes=(128, 256)) -> dict:
     def mlp_sdf(x):
         return sdf_net(x - centre)[0][:, 0]
 
-    def mlp_color(x, d):
-        with torch.enable_grad():
-            y = x.detach().requires_grad_(True)
-            f, feat = sdf_net(y - centre)
-            (g,) = torch.autograd.grad(f.sum(), y)
-        return color_net(x, torch.nn.functional.normalize(g, dim=-1), d, feat)
-
     def mlp_shade(x, d):  # NeuS's pass: f, its gradient and the colour at every sample
         with torch.enable_grad():
             y = x.detach().requires_grad_(True)
             f, feat = sdf_net(y - centre)
             (g,) = torch.autograd.grad(f.sum(), y)
         return f[:, 0], g, color_net(x, torch.nn.functional.normalize(g, dim=-1), d, feat), None
+
+    def mlp_color(x, d):  # the edge renderer's colour pass: the same work, colour only
+        return mlp_shade(x, d)[2]
 
     for size in sizes:
         posed, feats, roots, K, E = first_frame(avatar, size)

@@ -14,7 +14,7 @@ fallback; with 0.3 m intervals and a 1.5-shell dilation, more still.
 The rays are rendered as TriHuman's official renderer does, with NeuS's own midpoint scheme
 (`common/sdf_render_midpoint.py` over `BoundAvatar.shade`): one closest-face search per sample, samples
 beyond the shell empty. The edge scheme (`common/sdf_render.py`: f at section edges, then the colour)
-searched twice per sample and rendered a frame 1.7x slower at the same quality (docs/trihuman.md).
+searched twice per sample and rendered a frame 1.5x slower at the same quality (docs/trihuman.md).
 """
 
 from __future__ import annotations
