@@ -43,7 +43,7 @@ CENTROID_BUDGET = 1 << 22  # (point, centroid) distances at once in the dense ca
 GRID_MIN_FACES = 1024  # below this the dense candidate search is as fast as the grid
 GRID_MAX_CELLS = 1 << 20  # cells of the centroid grid at most (two int64 per cell: 16 MB)
 GRID_DISC = 2.0  # a disc of radius `cell` on the surface holds about GRID_DISC * k centroids
-GRID_CHUNK = 256  # points per step of the grid search (neighbours in space: they share their cells)
+GRID_CHUNK = 1024  # points of one cell per matrix product in the grid search
 
 
 class ClosestPoints(NamedTuple):
@@ -504,35 +504,50 @@ class _CentroidGrid(NamedTuple):
     def nearest(self, points: torch.Tensor, k: int, chunk: int | None, out: torch.Tensor) -> torch.Tensor:
         """Fill out[p] with the k nearest centroids where the block proves them; returns which it did.
 
-        Points are sorted by cell and taken `chunk` at a time; a chunk's points lie in a few neighbouring
-        cells, so the union of their blocks is small and one matrix product against its centroids (as in
-        the dense search, but over a few hundred centroids instead of all) serves the whole chunk."""
-        device = points.device
-        coords = ((points - self.origin) / self.cell).floor().long()  # [P, 3], may lie outside the grid
-        low, high = torch.zeros_like(self.dims), self.dims - 1
-        by_cell = torch.argsort(_linear(coords.clamp(min=low, max=high), self.dims))
-        found = torch.zeros(points.shape[0], dtype=torch.bool, device=device)
-        neighbours = _NEIGHBOURS.to(device)
-        step = chunk or GRID_CHUNK
-        for begin in range(0, points.shape[0], step):
-            sel = by_cell[begin : begin + step]
-            block = coords[sel, None] + neighbours  # [c, 27, 3]
-            inside = ((block >= 0) & (block <= high)).all(-1)
-            cells = torch.unique(_linear(block[inside], self.dims))
-            counts = self.count[cells]
-            total = int(counts.sum())
-            if total < k:
+        The points of one cell share its block, so one matrix product against the block's centroids (as
+        in the dense search, but over a few hundred centroids instead of all) and one `topk` serve them
+        all, `chunk` points at a time."""
+        found = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+        for sel, face, cent, c2 in self._blocks(points, chunk or GRID_CHUNK):
+            if face.numel() < k:
                 continue
-            first = torch.repeat_interleave(self.start[cells] - (counts.cumsum(0) - counts), counts)
-            face = self.order[first + torch.arange(total, device=device)]  # every face of the union
-            cent = self.centroids[face]
             p = points[sel]
-            d2 = torch.addmm(cent.square().sum(-1), p, cent.T, alpha=-2) + p.square().sum(-1, keepdim=True)
+            d2 = torch.addmm(c2, p, cent.T, alpha=-2) + p.square().sum(-1, keepdim=True)
             best = d2.topk(k, dim=1, largest=False, sorted=False)
             ok = best.values.amax(1) <= self.cell**2
             out[sel[ok]] = face[best.indices[ok]]
             found[sel[ok]] = True
         return found
+
+    def _blocks(self, points: torch.Tensor, step: int):
+        """Per group of points sharing a cell, `step` points at a time: (point ids, the face ids and
+        centroids of the cell's 3 x 3 x 3 block, their squared norms). Points more than one cell outside
+        the grid have no centroid in their block and are not visited."""
+        device = points.device
+        coords = ((points - self.origin) / self.cell).floor().long()  # [P, 3], may lie outside the grid
+        high = self.dims - 1
+        index = ((coords >= -1) & (coords <= self.dims)).all(-1).nonzero().squeeze(1)
+        if not index.numel():
+            return
+        key = _linear(coords[index] + 1, self.dims + 2)  # cells of the grid grown by one on every side
+        key, by_cell = key.sort(stable=True)
+        index = index[by_cell]
+        _, sizes = torch.unique_consecutive(key, return_counts=True)
+        neighbours = _NEIGHBOURS.to(device)
+        begin = 0
+        for size, first_point in zip(sizes.tolist(), index[sizes.cumsum(0) - sizes].tolist(), strict=True):
+            block = coords[first_point] + neighbours  # [27, 3]
+            ids = _linear(block[((block >= 0) & (block <= high)).all(-1)], self.dims)
+            counts = self.count[ids]
+            total = int(counts.sum())
+            if total:
+                start = torch.repeat_interleave(self.start[ids] - (counts.cumsum(0) - counts), counts)
+                face = self.order[start + torch.arange(total, device=device)]  # every face of the block
+                cent = self.centroids[face]
+                c2 = cent.square().sum(-1)
+                for lo in range(begin, begin + size, step):
+                    yield index[lo : min(lo + step, begin + size)], face, cent, c2
+            begin += size
 
 
 def _linear(coords: torch.Tensor, dims: torch.Tensor) -> torch.Tensor:
