@@ -186,6 +186,7 @@ _RESIDENCY_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess, ~3 s
 @pytest.mark.skipif(not _populate_works(), reason="MADV_POPULATE_WRITE needs Linux >= 5.14")
 def test_prefaulted_tensor_is_resident_before_it_is_written():
     """prefault.empty maps its pages in one call: 64 MB count in RSS before a byte is written, where a
