@@ -47,13 +47,7 @@ class BiDiffModel(torch.nn.Module):
 
     def shape_views(self, shape: Shape3D) -> torch.Tensor:
         """A shape rendered into the model's views [V, 3, S, S] in [-1, 1] (lazy start, training data)."""
-        from ..common.sdf_render import render_views
-
-        c = self.volume.config
-        with torch.no_grad():
-            img = render_views(shape.sdf, shape.color, self.volume.K, self.volume.E, c.size, c.size,
-                               samples=64, inv_s=256.0)["image"]  # fmt: skip
-        return img.clamp(0, 1).permute(0, 3, 1, 2) * 2 - 1
+        return shape_views(shape, self.volume)
 
     @torch.no_grad()
     def generate(
@@ -96,8 +90,7 @@ class BiDiffModel(torch.nn.Module):
         if prior is not None:  # lazy start: the prior's shape, noised to the step nearest lazy_t * T
             shape = prior.sample(shape_prompt, seed=seed)[0]
             prior_views = self.shape_views(shape).to(dev)
-            start = int((timesteps <= lazy_t * self.scheduler.config.num_train_timesteps).nonzero()[0])
-            timesteps = timesteps[start:]
+            timesteps = lazy_timesteps(timesteps, lazy_t, self.scheduler.config.num_train_timesteps)
             x = self.scheduler.add_noise(prior_views[None], x, timesteps[:1])
         tok_tex, tok_shape = self.tokens([texture_prompt]), self.tokens([shape_prompt])
         null = torch.zeros_like(tok_tex)
@@ -127,6 +120,25 @@ class BiDiffModel(torch.nn.Module):
             "renders": vol.render(grid[None], samples=64)[0].clamp(-1, 1),
             "prior_views": prior_views,
         }
+
+
+def shape_views(shape: Shape3D, volume: VolumeDenoiser) -> torch.Tensor:
+    """`shape` rendered from the 3D branch's cameras at its view size: [V, 3, S, S] in [-1, 1]."""
+    from ..common.sdf_render import render_views
+
+    c = volume.config
+    with torch.no_grad():
+        img = render_views(shape.sdf, shape.color, volume.K, volume.E, c.size, c.size,
+                           samples=64, inv_s=256.0)["image"]  # fmt: skip
+    return img.clamp(0, 1).permute(0, 3, 1, 2) * 2 - 1
+
+
+def lazy_timesteps(timesteps: torch.Tensor, lazy_t: float, num_train_timesteps: int) -> torch.Tensor:
+    """The sampling steps from the one nearest below `lazy_t` (a fraction of T) on: the lazy start (Sec. 3.3)."""
+    if not 0 < lazy_t <= 1:
+        raise InputError("lazy_t", "a fraction of the schedule in (0, 1]", str(lazy_t))
+    start = int((timesteps <= lazy_t * num_train_timesteps).nonzero()[0])
+    return timesteps[start:]
 
 
 def decoupled_guidance(

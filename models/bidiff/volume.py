@@ -38,6 +38,9 @@ class VolumeConfig:
     render_samples: int = 32
     inv_s: float = 64.0
     vocabulary: list[str] = field(default_factory=world_vocabulary)
+    in_channels: int = (
+        3  # channels of the views it reads: 3 (pixels) or the latent channels of an SD 2D branch
+    )
 
 
 def world_rig(views: int, size: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +89,7 @@ class VolumeDenoiser(nn.Module):
         self.config = cfg
         e, f = cfg.emb, cfg.features
         self.time = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
-        self.conv_in = nn.Conv2d(3, f, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels, f, 3, padding=1)
         self.block = ResBlock(f, f, e, dims=2)
         self.net = GridUNet(GridPriorConfig(resolution=cfg.resolution, channels=tuple(cfg.channels), emb=e,
                                             vocabulary=list(cfg.vocabulary), in_channels=2 * f))  # fmt: skip
@@ -100,7 +103,8 @@ class VolumeDenoiser(nn.Module):
         self.slab_depth: int | None = SLAB_DEPTH  # 3D U-Net planes per slab without autograd (None: dense)
 
     def volume(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Views [B, V, 3, S, S] -> back-projected features [B, 2F, R, R, R] (mean, variance over views)."""
+        """Views [B, V, C, s, s] (pixels, or latents of any size: the projection is in normalised image
+        coordinates) -> back-projected features [B, 2F, R, R, R] (mean, variance over views)."""
         b, v = x.shape[:2]
         emb = self.time(timestep_embedding(t, self.config.emb)).repeat_interleave(v, 0)
         feats = self.block(self.conv_in(x.reshape(b * v, *x.shape[2:])), emb)  # [B V, F, S, S]
