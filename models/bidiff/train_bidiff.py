@@ -40,10 +40,10 @@ from ..common.cli import TrainerCli, option
 from ..common.errors import InputError
 from ..common.training import Callbacks, LoopSettings, Run, TrainingMethod, TrainState, atomic_write_dir, fit
 from .grid_prior import scene_grid, tokenize
+from .mesh_data import training_scenes
 from .multiview import MultiViewConfig
 from .pipeline import BiDiffModel, save_bidiff
 from .volume import VolumeConfig
-from .world import make_scene
 
 MODEL_FILE = "bidiff.safetensors"
 
@@ -51,6 +51,9 @@ MODEL_FILE = "bidiff.safetensors"
 @dataclass
 class TrainConfig:
     out: str = option(help="output folder (checkpoints, log.csv, final/)")
+    data: str | None = option(
+        None, "a folder of meshes + .txt captions (mesh_data.py); none: the 3D world", group="data"
+    )
     world_scenes: int = option(4000, "scenes of the 3D world to train on", group="data")
     world_seed: int = option(0, "seed of the 3D world", group="data")
     views: int = option(4, "views per scene (orbit, elevation 20°)", group="model")
@@ -84,18 +87,26 @@ class TrainConfig:
                 raise InputError(name, "a probability in [0, 1]", str(getattr(self, name)))
 
 
+def scenes_of(cfg: TrainConfig):
+    """The run's scenes: the mesh folder (grids cached in OUT/mesh_grids) or the 3D world."""
+    return training_scenes(
+        cfg.data, cfg.world_seed, cfg.world_scenes, Path(cfg.out).expanduser() / "mesh_grids"
+    )
+
+
 class WorldViews:
     """Item i: scene i's clean views (cached after the first render), its grid and caption tokens."""
 
     def __init__(self, cfg: TrainConfig, model: BiDiffModel):
         self.cfg, self.model, self.cache = cfg, model, {}
+        self.scenes = scenes_of(cfg)
 
     def __len__(self) -> int:
-        return self.cfg.world_scenes
+        return len(self.scenes)
 
     def __getitem__(self, i: int) -> dict:
         if i not in self.cache:
-            scene = make_scene(self.cfg.world_seed, i)
+            scene = self.scenes.scene(i)
             views = self.model.shape_views(scene.shape3d()).cpu().half()
             grid = scene_grid(scene.sdf, scene.color, self.cfg.resolution).half()
             c = self.model.multiview.config
@@ -115,9 +126,10 @@ class BiDiffTraining(TrainingMethod):
     def setup(self, run: Run) -> None:
         c = self.cfg
         self.run = run
+        words = scenes_of(c).vocabulary()
         model = BiDiffModel(
-            MultiViewConfig(views=c.views, size=c.size),
-            VolumeConfig(views=c.views, size=c.size, resolution=c.resolution),
+            MultiViewConfig(views=c.views, size=c.size, vocabulary=words),
+            VolumeConfig(views=c.views, size=c.size, resolution=c.resolution, vocabulary=words),
         ).train()
         self.dataset = WorldViews(c, model)
         self.scheduler = model.scheduler

@@ -42,9 +42,9 @@ from ..common.loading import load_model_fresh
 from ..common.text import encode_prompts
 from ..common.training import Callbacks, LoopSettings, Run, TrainingMethod, TrainState, atomic_write_dir, fit
 from .grid_prior import scene_grid
+from .mesh_data import training_scenes
 from .pipeline import shape_views
 from .pipeline_sd import SDBiDiff, encode_views, save_sd_bidiff
-from .world import make_scene
 
 MODEL_FILE = "bidiff_sd.safetensors"
 
@@ -53,6 +53,9 @@ MODEL_FILE = "bidiff_sd.safetensors"
 class TrainConfig:
     base: str = option(help="the SD1.5-architecture model: a diffusers folder or a single-file checkpoint")
     out: str = option(help="output folder (checkpoints, log.csv, final/)")
+    data: str | None = option(
+        None, "a folder of meshes + .txt captions (mesh_data.py); none: the 3D world", group="data"
+    )
     world_scenes: int = option(4000, "scenes of the 3D world to train on", group="data")
     world_seed: int = option(0, "seed of the 3D world", group="data")
     views: int = option(4, "views per scene (orbit, elevation 20°)", group="model")
@@ -84,18 +87,26 @@ class TrainConfig:
                 raise InputError(name, "a probability in [0, 1]", str(getattr(self, name)))
 
 
+def scenes_of(cfg: TrainConfig):
+    """The run's scenes: the mesh folder (grids cached in OUT/mesh_grids) or the 3D world."""
+    return training_scenes(
+        cfg.data, cfg.world_seed, cfg.world_scenes, Path(cfg.out).expanduser() / "mesh_grids"
+    )
+
+
 class WorldLatents:
     """Item i: scene i's clean views and their latents (cached after the first render), grid, caption."""
 
     def __init__(self, cfg: TrainConfig, model: SDBiDiff, vae):
         self.cfg, self.model, self.vae, self.cache = cfg, model, vae, {}
+        self.scenes = scenes_of(cfg)
 
     def __len__(self) -> int:
-        return self.cfg.world_scenes
+        return len(self.scenes)
 
     def __getitem__(self, i: int) -> dict:
         if i not in self.cache:
-            scene = make_scene(self.cfg.world_seed, i)
+            scene = self.scenes.scene(i)
             views = shape_views(scene.shape3d(), self.model.volume).cpu()
             with torch.no_grad():
                 latents = encode_views(self.vae, views).float().cpu()
@@ -126,7 +137,8 @@ class SDBiDiffTraining(TrainingMethod):
             raise InputError("size", f"a multiple of {base.pixel_multiple} for this model", str(c.size))
         self.base = base
         torch.manual_seed(c.seed)
-        model = SDBiDiff.fresh(base.unet, c.views, c.size, resolution=c.resolution).train()
+        words = scenes_of(c).vocabulary()
+        model = SDBiDiff.fresh(base.unet, c.views, c.size, resolution=c.resolution, vocabulary=words).train()
         self.dataset = WorldLatents(c, model, base.vae)
         self.scheduler = DDPMScheduler.from_config(base.scheduler_config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.0)
