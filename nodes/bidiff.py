@@ -8,16 +8,24 @@ or one trained with `python -m models.bidiff.train_prior`) in models/bidiff (reg
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+
 import torch
 
 from ..models.bidiff.export import shape_mesh, shape_views
 from ..models.bidiff.grid_prior import load_grid_prior
 from ..models.bidiff.pipeline import BiDiffModel, load_bidiff
+from ..models.bidiff.pipeline_sd import BoundSDBiDiff, load_sd_bidiff
 from ..models.bidiff.prior3d import Prior3D, Shape3D
 from ..models.common.errors import InputError, WeightsNotFoundError
+from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
+    TrainingFollow,
     core_mesh,
     file_choices,
+    input_subfolder,
     model_dirs_with,
     model_folders,
     path_inside,
@@ -25,6 +33,7 @@ from .comfy_adapter import (
     register_model_folders,
     resolve_file,
 )
+from .comfy_memory import dtype_input, model_dtype, torch_device, unload_all
 
 CATEGORY = "PaperNodes/BiDiff"
 FOLDER = "bidiff"
@@ -40,7 +49,12 @@ NO_PRIORS = "(no 3D priors found: put a .safetensors in models/bidiff)"
 NO_MODELS = "(no BiDiff models found: put a .safetensors in models/bidiff)"
 MODEL_PUBLISHED = ("the paper released no weights; train one with `python -m models.bidiff.train_bidiff --out OUT` "
                    "and copy OUT/final/bidiff.safetensors")  # fmt: skip
+SD_ADAPTER_PUBLISHED = ("none is published; train one with 'BiDiff: Train' (kind 'SD adapter') or `python -m "
+                        "models.bidiff.train_bidiff_sd --base SD --out OUT` and copy "
+                        "OUT/final/bidiff_sd.safetensors")  # fmt: skip
 MAX_MESH_RESOLUTION, MAX_VIEW_PIXELS = 256, 1024 * 1024
+MODELS = (BiDiffModel, BoundSDBiDiff)
+NOT_A_MODEL = "a BIDIFF_MODEL from 'BiDiff: Load Model', 'BiDiff: Load SD Adapter' or 'BiDiff: Train'"
 
 register_model_folders(FOLDER)
 
@@ -155,6 +169,139 @@ class LoadBiDiff:
         return (load_bidiff(resolve_file(FOLDER, model_name, MODEL_PUBLISHED)),)
 
 
+class LoadSDAdapter:
+    DESCRIPTION = ("BiDiff on your SD1.5 model: attach a trained BiDiff adapter (.safetensors from models/bidiff: "
+                   "cross-view attention, view embeddings, the ControlNet for the 3D renders, and the 3D denoiser "
+                   "on the model's latents) to the MODEL/CLIP/VAE of core Load Checkpoint. The model itself is "
+                   "never changed: the adapter is hooked in while Generate 3D runs. Train an adapter with "
+                   "'BiDiff: Train' (kind 'SD adapter').")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = checkpoint_inputs("The SD1.5-architecture model the adapter was trained for.")
+        tip = (
+            "An SD adapter file in ComfyUI's models/bidiff folder (from 'BiDiff: Train', kind 'SD adapter')."
+        )
+        inputs["required"]["adapter_name"] = (file_choices(FOLDER) or [NO_MODELS], {"tooltip": tip})
+        return inputs
+
+    def load(self, model, clip, vae, adapter_name, dtype="auto"):
+        adapter = load_sd_bidiff(resolve_file(FOLDER, adapter_name, SD_ADAPTER_PUBLISHED))
+        return (BoundSDBiDiff(adapter, components_from_comfy(model, clip, vae, model_dtype(dtype))),)
+
+
+KINDS = ("world-size model", "SD adapter")
+_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class TrainBiDiff:
+    DESCRIPTION = ("Train BiDiff's bidirectional parts (BiDiff Sec. 3.2) with the pack's trainer. 'world-size "
+                   "model': a small pixel-space multi-view model, its ControlNet and the 3D denoiser, from scratch "
+                   "(as the demo's papernodes-world-bidiff). 'SD adapter': cross-view attention, view embeddings, a "
+                   "ControlNet and the 3D denoiser beside the connected SD1.5 model, which stays frozen (as the "
+                   "paper keeps IF frozen). Data: the pack's 3D world, or a folder of meshes with .txt captions "
+                   "inside ComfyUI's input directory. Writes models/bidiff/<output_name>.safetensors; Cancel stops "
+                   "after saving. Same trainers as `python -m models.bidiff.train_bidiff` / `train_bidiff_sd`.")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL_TYPE, "STRING")
+    RETURN_NAMES = ("model", "model_name")
+    FUNCTION = "train"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "kind": (list(KINDS), {"default": KINDS[0], "tooltip":
+                                       "world-size model: everything from scratch, pixel views (small, for the 3D "
+                                       "world). SD adapter: trains beside the connected model/clip/vae."}),
+                "data_folder": ("STRING", {"default": "", "tooltip":
+                                           "A folder inside ComfyUI's input directory: meshes (.glb .obj .ply .stl "
+                                           ".off) each with a <name>.txt caption. Empty: the pack's 3D world."}),
+                "world_scenes": ("INT", {"default": 4000, "min": 1, "max": 1_000_000,
+                                         "tooltip": "Scenes of the 3D world (ignored with a data folder)."}),
+                "views": ("INT", {"default": 4, "min": 1, "max": 16, "tooltip": "Views per scene (orbit, 20° up)."}),
+                "size": ("INT", {"default": 32, "min": 8, "max": 1024, "step": 8, "tooltip":
+                                 "View size in pixels (world-size model: 32; SD adapter: a multiple of 8, e.g. 256)."}),
+                "resolution": ("INT", {"default": 16, "min": 8, "max": 128, "step": 4,
+                                       "tooltip": "3D grid resolution of the 3D denoiser."}),
+                "steps": ("INT", {"default": 3000, "min": 1, "max": 1_000_000, "tooltip": "Optimizer steps."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1,
+                                 "tooltip": "Seed of initial weights, data order and noise."}),
+                "output_name": ("STRING", {"default": "my-bidiff", "tooltip":
+                                           "File name in models/bidiff (the run's checkpoints go to "
+                                           "output/bidiff/<name>)."}),
+                "resume": ("BOOLEAN", {"default": False, "tooltip":
+                                       "Continue the run of this output_name up to 'steps'. Off: the run folder "
+                                       "must not exist yet."}),
+            },
+            "optional": {
+                "model": ("MODEL", {"tooltip": "SD adapter: the SD1.5-architecture model to train beside."}),
+                "clip": ("CLIP", {"tooltip": "SD adapter: the model's CLIP."}),
+                "vae": ("VAE", {"tooltip": "SD adapter: the model's VAE."}),
+                "dtype": dtype_input(),
+            },
+        }  # fmt: skip
+
+    def train(self, kind, data_folder, world_scenes, views, size, resolution, steps, seed, output_name, resume,
+              model=None, clip=None, vae=None, dtype="auto"):  # fmt: skip
+        from ..models.bidiff import train_bidiff, train_bidiff_sd
+
+        if kind not in KINDS:
+            raise InputError("kind", f"one of {KINDS}", repr(kind))
+        name = (output_name or "").strip()
+        if not _NAME.match(name):
+            raise InputError("output_name", "a file name (letters, digits, '.', '_', '-')", repr(output_name))
+        data = (
+            str(input_subfolder(data_folder, "data_folder", "meshes with captions"))
+            if data_folder.strip()
+            else None
+        )
+        folders = model_folders(FOLDER)
+        if not folders:
+            raise InputError("output_name", "ComfyUI's models/bidiff folder", "none configured")
+        out = _output_dir() / "bidiff" / name
+        if out.exists() and not resume:
+            raise InputError(
+                "output_name", "a new name, or 'resume' on to continue that run", f"{out} exists"
+            )
+        device = torch_device()
+        common = dict(out=str(out), data=data, world_scenes=world_scenes, views=views, size=size,
+                      resolution=resolution, max_steps=steps, seed=seed, save_every=max(1, min(250, steps)),
+                      keep_checkpoints=1, resume="auto" if resume else None, cpu=device.type == "cpu")  # fmt: skip
+        follow = TrainingFollow(steps)
+        if kind == KINDS[1]:
+            if model is None or clip is None or vae is None:
+                raise InputError("model", "model, clip and vae connected (core Load Checkpoint) for an SD adapter",
+                                 "not all connected")  # fmt: skip
+            base = components_from_comfy(model, clip, vae, model_dtype(dtype))
+            cfg = train_bidiff_sd.TrainConfig(base="(connected model)", **common)
+            unload_all(device)
+            with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
+                path = train_bidiff_sd.train(cfg, follow.progress, follow.should_stop, base=base)
+        else:
+            cfg = train_bidiff.TrainConfig(**common)
+            unload_all(device)
+            with torch.inference_mode(False), torch.enable_grad():
+                path = train_bidiff.train(cfg, follow.progress, follow.should_stop)
+        target = Path(folders[0]) / f"{name}.safetensors"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        follow.finish()
+        trained = BoundSDBiDiff(load_sd_bidiff(target), base) if kind == KINDS[1] else load_bidiff(target)
+        return {"ui": {"text": [str(target)]}, "result": (trained, target.name)}
+
+
+def _output_dir() -> Path:
+    import folder_paths
+
+    return Path(folder_paths.get_output_directory())
+
+
 def _views_image(views: torch.Tensor) -> torch.Tensor:
     """[V, 3, S, S] in [-1, 1] -> IMAGE [V, S, S, 3] in [0, 1]."""
     return ((views.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous()
@@ -176,7 +323,8 @@ class Generate3D:
         scale = lambda tip: ("FLOAT", {"default": 7.0, "min": 1.0, "max": 30.0, "step": 0.5, "tooltip": tip})  # noqa: E731
         return {
             "required": {
-                "model": (MODEL_TYPE, {"tooltip": "From 'BiDiff: Load Model'."}),
+                "model": (MODEL_TYPE, {"tooltip": "From 'BiDiff: Load Model' (world size) or 'BiDiff: Load SD "
+                                                  "Adapter' (an SD1.5 model with a trained BiDiff adapter)."}),
                 "prompt": ("STRING", {"default": "a red striped cube", "multiline": True,
                                       "tooltip": "What to make (both branches unless the prompts below are set)."}),
                 "shape_prompt": ("STRING", {"default": "", "tooltip":
@@ -201,8 +349,8 @@ class Generate3D:
 
     def generate(self, model, prompt, shape_prompt, texture_prompt, seed, steps, text_scale, consistency_scale,
                  lazy_t, prior=None):  # fmt: skip
-        if not isinstance(model, BiDiffModel):
-            raise InputError("model", "a BIDIFF_MODEL from 'BiDiff: Load Model'", type(model).__name__)
+        if not isinstance(model, MODELS):
+            raise InputError("model", NOT_A_MODEL, type(model).__name__)
         if prior is not None and not isinstance(prior, Prior3D):
             raise InputError("prior", "a BIDIFF_PRIOR3D from a BiDiff prior loader", type(prior).__name__)
         out = model.generate(
@@ -246,8 +394,11 @@ class Refine3D:
     def refine(self, model, prompt, steps, learning_rate, guidance, seed, shapes=None):
         from ..models.bidiff.refine import refined_shape
 
+        if isinstance(model, BoundSDBiDiff):
+            raise InputError("model", "a world-size BIDIFF_MODEL from 'BiDiff: Load Model' (refinement with an "
+                                      "SD adapter's prior is not implemented yet)", "an SD adapter")  # fmt: skip
         if not isinstance(model, BiDiffModel):
-            raise InputError("model", "a BIDIFF_MODEL from 'BiDiff: Load Model'", type(model).__name__)
+            raise InputError("model", NOT_A_MODEL, type(model).__name__)
         starts = _shapes(shapes) if shapes is not None else [None]
         total = steps * len(starts)
         report = progress_callback(total)
@@ -348,6 +499,8 @@ NODE_CLASS_MAPPINGS = {
     "PaperNodes_BiDiffLoadPrior": LoadGridPrior,
     "PaperNodes_BiDiffSamplePrior": SamplePrior,
     "PaperNodes_BiDiffLoadModel": LoadBiDiff,
+    "PaperNodes_BiDiffLoadSDAdapter": LoadSDAdapter,
+    "PaperNodes_BiDiffTrain": TrainBiDiff,
     "PaperNodes_BiDiffGenerate": Generate3D,
     "PaperNodes_BiDiffRefine": Refine3D,
     "PaperNodes_BiDiffMesh": ShapesToMesh,
@@ -358,6 +511,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_BiDiffLoadPrior": "BiDiff: Load 3D Prior",
     "PaperNodes_BiDiffSamplePrior": "BiDiff: Sample 3D Prior",
     "PaperNodes_BiDiffLoadModel": "BiDiff: Load Model",
+    "PaperNodes_BiDiffLoadSDAdapter": "BiDiff: Load SD Adapter",
+    "PaperNodes_BiDiffTrain": "BiDiff: Train",
     "PaperNodes_BiDiffGenerate": "BiDiff: Generate 3D",
     "PaperNodes_BiDiffRefine": "BiDiff: Refine 3D",
     "PaperNodes_BiDiffMesh": "BiDiff: Shapes to Mesh",

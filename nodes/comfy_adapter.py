@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..models.common.errors import WeightsNotFoundError
+from ..models.common.errors import InputError, WeightsNotFoundError
 
 log = logging.getLogger("PaperNodes")
 _reported: set[str] = set()
@@ -305,6 +305,17 @@ def input_dir() -> Path | None:
     except Exception as exc:
         host_call_failed("ComfyUI input folder", exc)
         return None
+
+
+def input_subfolder(name: str, input_name: str, what: str) -> Path:
+    """A folder inside ComfyUI's input directory (uploaded or copied there); never one outside it."""
+    root = input_dir()
+    path = path_inside(root, (name or "").strip()) if root is not None else None
+    if path is None or not path.is_dir():
+        raise InputError(
+            input_name, f"a folder inside ComfyUI's input directory ({root}) holding {what}", repr(name)
+        )
+    return path
 
 
 class TrainingFollow:

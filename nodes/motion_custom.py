@@ -37,8 +37,8 @@ from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
     TrainingFollow,
     file_choices,
+    input_subfolder,
     model_folders,
-    path_inside,
     progress_callback,
     register_model_folders,
     resolve_file,
@@ -211,14 +211,7 @@ class ApplyMotion:
 
 def _clips_folder(name: str) -> Path:
     """A folder inside ComfyUI's input directory (the clips a user uploaded or copied there)."""
-    import folder_paths
-
-    root = Path(folder_paths.get_input_directory())
-    path = path_inside(root, (name or "").strip())
-    if path is None or not path.is_dir():
-        raise InputError("clips_folder", f"a folder inside ComfyUI's input directory ({root}) holding clips",
-                         repr(name))  # fmt: skip
-    return path
+    return input_subfolder(name, "clips_folder", "clips")
 
 
 def _run_folder(name: str) -> Path:

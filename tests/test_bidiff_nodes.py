@@ -22,10 +22,12 @@ TINY = GridPriorConfig(resolution=8, channels=(8, 16), emb=16)
 @pytest.fixture()
 def nodes(tmp_path, monkeypatch):
     folders = {"bidiff": [str(tmp_path / "bidiff")], "diffusers": [str(tmp_path / "diffusers")]}
-    for name in folders:
+    for name in (*folders, "input", "output"):
         (tmp_path / name).mkdir()
     fake = types.ModuleType("folder_paths")
     fake.get_folder_paths = lambda kind: folders.get(kind, [])
+    fake.get_input_directory = lambda: str(tmp_path / "input")
+    fake.get_output_directory = lambda: str(tmp_path / "output")
     fake.get_filename_list = lambda kind: sorted(
         str(p.relative_to(tmp_path / kind)) for p in (tmp_path / kind).rglob("*") if p.is_file()
     )
@@ -161,3 +163,58 @@ def test_refine_moves_the_shape_and_keeps_the_model_untouched(nodes):
     assert all(p.requires_grad for p in model.parameters())  # flags put back (the model is shared)
     with pytest.raises(InputError, match="prompt"):
         nd.Refine3D().refine(model, " ", 3, 0.05, 7.0, 0)
+
+
+@pytest.fixture()
+def sd(nodes, monkeypatch):
+    """A tiny SD1.5-architecture model as the bridge would give it, and a BiDiff SD adapter file for it."""
+    from papernodes.models.bidiff.pipeline_sd import SDBiDiff, save_sd_bidiff
+    from papernodes.models.common.tiny import build_tiny_components
+
+    nd, tmp_path = nodes
+    comps = build_tiny_components(0)
+    monkeypatch.setattr(nd, "components_from_comfy", lambda model, clip, vae, dtype: comps)
+    torch.manual_seed(0)
+    adapter = SDBiDiff.fresh(
+        comps.unet, 2, 32, resolution=8, features=4, channels=(8, 16), emb=16, render_samples=8
+    )
+    save_sd_bidiff(adapter, tmp_path / "bidiff" / "tiny-sd.safetensors")
+    return nd, tmp_path, comps
+
+
+def test_an_sd_adapter_generates_through_generate_3d_and_refine_refuses_it(sd):
+    nd, _, comps = sd
+    (model,) = nd.LoadSDAdapter().load("MODEL", "CLIP", "VAE", "tiny-sd.safetensors")
+    shapes, views, renders = nd.Generate3D().generate(model, "a red cube", "", "", 0, 2, 7.0, 7.0, 0.6)
+    assert len(shapes) == 1 and views.shape == renders.shape == (2, 32, 32, 3)
+    assert 0 <= views.min() and views.max() <= 1
+    assert (
+        sum(len(m._forward_hooks) for m in comps.unet.modules()) == 0
+    )  # the shared U-Net is not left hooked
+    with pytest.raises(InputError, match="SD adapter"):
+        nd.Refine3D().refine(model, "a red cube", 1, 0.02, 7.0, 0)
+    with pytest.raises(InputError, match="model"):
+        nd.Generate3D().generate("not a model", "a red cube", "", "", 0, 2, 7.0, 7.0, 0.6)
+    with pytest.raises(WeightsNotFoundError, match="missing.safetensors"):
+        nd.LoadSDAdapter().load("MODEL", "CLIP", "VAE", "missing.safetensors")
+
+
+def test_train_node_writes_both_kinds_and_checks_its_inputs(sd):
+    nd, tmp_path, comps = sd
+    node = nd.TrainBiDiff()
+    args = dict(data_folder="", world_scenes=2, views=2, resolution=8, steps=1, seed=0, resume=False)
+    out = node.train("world-size model", size=8, output_name="w", **args)
+    assert out["result"][1] == "w.safetensors" and isinstance(out["result"][0], nd.BiDiffModel)
+    assert (tmp_path / "bidiff" / "w.safetensors").is_file()
+    out = node.train("SD adapter", size=32, output_name="s", model="MODEL", clip="CLIP", vae="VAE", **args)
+    assert (
+        isinstance(out["result"][0], nd.BoundSDBiDiff) and (tmp_path / "bidiff" / "s.safetensors").is_file()
+    )
+    with pytest.raises(InputError, match="output_name"):  # the run folder exists: resume or a new name
+        node.train("world-size model", size=8, output_name="w", **args)
+    with pytest.raises(InputError, match="model"):
+        node.train("SD adapter", size=32, output_name="s2", **args)
+    with pytest.raises(InputError, match="data_folder"):
+        node.train("world-size model", size=8, output_name="w2", **{**args, "data_folder": "../outside"})
+    with pytest.raises(InputError, match="output_name"):
+        node.train("world-size model", size=8, output_name="a/b", **args)

@@ -173,3 +173,16 @@ def load_sd_bidiff(path: str | Path) -> SDBiDiff:
     model = SDBiDiff(SDBranchConfig(**raw["branch"]), VolumeConfig(**vol))
     model.load_state_dict(state)
     return model.eval()
+
+
+class BoundSDBiDiff:
+    """An SD BiDiff adapter bound to the base model it runs on: `generate(prompt, ...)` as BiDiffModel's."""
+
+    def __init__(self, model: SDBiDiff, components):
+        model.adapter.check_base(components.unet)
+        self.model, self.components = model, components
+
+    def generate(self, prompt: str, use_3d: bool = True, **kwargs) -> dict:
+        if not use_3d:
+            raise InputError("use_3d", "True: the SD branch samples with its 3D branch", "False")
+        return self.model.generate(self.components, prompt, **kwargs)

@@ -119,8 +119,11 @@ class WorldLatents:
 
 
 class SDBiDiffTraining(TrainingMethod):
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, base=None):
         super().__init__()
+        self.given_base = (
+            base  # SDComponents already loaded (the node's bridged model), else cfg.base is read
+        )
         self.cfg, self.out = cfg, Path(cfg.out).expanduser()
         self.final = self.out / "final"
         self.batch_size = cfg.batch_size
@@ -130,8 +133,8 @@ class SDBiDiffTraining(TrainingMethod):
 
         c = self.cfg
         self.run = run
-        base = load_model_fresh(c.base)
-        for module in base.modules():
+        base = self.given_base if self.given_base is not None else load_model_fresh(c.base)
+        for module in base.modules():  # frozen: only hooks are attached to it, its weights are never written
             module.to(run.device).eval().requires_grad_(False)
         if c.size % base.pixel_multiple:
             raise InputError("size", f"a multiple of {base.pixel_multiple} for this model", str(c.size))
@@ -186,10 +189,13 @@ def train(
     config: TrainConfig,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    base=None,
 ) -> Path:
-    """Train; returns OUTDIR/final/bidiff_sd.safetensors."""
+    """Train; returns OUTDIR/final/bidiff_sd.safetensors. `base`: the SD model's components when already
+    loaded (then `config.base` only names it)."""
     config.validate()
-    return fit(SDBiDiffTraining(config), LoopSettings.from_config(config), Callbacks(progress, should_stop))
+    method = SDBiDiffTraining(config, base)
+    return fit(method, LoopSettings.from_config(config), Callbacks(progress, should_stop))
 
 
 CLI = TrainerCli(
