@@ -10,6 +10,8 @@ with `--model` (the paper's ablation, Sec. 4.3):
   its final views by the volume denoiser;
 - bidirectional from noise, and bidirectional with the lazy start from the 3D prior (`--lazy-t`);
   both scales `--text-scale` / `--consistency-scale` (the paper: 7 / 7), `--bidiff-steps` DDIM steps.
+with `--sd-adapter PATH --sd-base FOLDER` (an SD1.5-architecture model and a BiDiff adapter trained for it,
+pipeline_sd.py), the same three rows on that 2D branch ("sd_" rows; `--sd-steps` DDIM steps).
 Refinement (`--refine-count` captions, `--refine-steps` SDS steps, refine.py): from a sphere (scratch) and
 from BiDiff's lazy-start result; the score is the caption fit (best-fit IoU with the caption's primitive,
 +1 when the colour is right); target = scratch's final score; time to target = seconds until the score,
@@ -122,6 +124,18 @@ def refinement_race(model, prior, scenes, args) -> dict:
     }
 
 
+def sd_model(args):
+    """The SD 2D branch bound to its base (pipeline_sd.BoundSDBiDiff), or None without --sd-adapter."""
+    if not args.sd_adapter:
+        return None
+    if not args.sd_base:
+        raise SystemExit("--sd-adapter needs --sd-base (the SD model it was trained for)")
+    from papernodes.models.bidiff.pipeline_sd import BoundSDBiDiff, load_sd_bidiff
+    from papernodes.models.common.loading import load_components
+
+    return BoundSDBiDiff(load_sd_bidiff(args.sd_adapter), load_components(args.sd_base))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=60, help="held-out captions")
@@ -138,6 +152,12 @@ def main() -> int:
     ap.add_argument("--text-scale", type=float, default=7.0)
     ap.add_argument("--consistency-scale", type=float, default=7.0)
     ap.add_argument("--lazy-t", type=float, default=0.6)
+    ap.add_argument("--sd-adapter", default=None, help="a BiDiff SD adapter file (needs --sd-base)")
+    ap.add_argument("--sd-base", default=None, help="the SD model the adapter was trained for")
+    ap.add_argument("--sd-steps", type=int, default=25)
+    ap.add_argument(
+        "--rows", default="all", help="'all', or 'sd' for the world ceilings and the sd_ rows only"
+    )
     ap.add_argument("--refine-count", type=int, default=0, help="captions for the refinement race (0: skip)")
     ap.add_argument("--refine-steps", type=int, default=300)
     ap.add_argument("--refine-every", type=int, default=10)
@@ -152,6 +172,12 @@ def main() -> int:
     model = load_bidiff(args.model) if args.model else None
     if model is not None:
         rows.update({"2d_only": [], "bidirectional": [], "bidirectional_lazy": []})
+    sd = sd_model(args)
+    if sd is not None:
+        rows.update({"sd_2d_only": [], "sd_bidirectional": [], "sd_bidirectional_lazy": []})
+    only_sd = args.rows == "sd"
+    if only_sd:
+        rows = {k: v for k, v in rows.items() if k.startswith(("world_", "sd_"))}
     kw = dict(steps=args.bidiff_steps, text_scale=args.text_scale, consistency_scale=args.consistency_scale)
     for i, scene in enumerate(scenes):
         o = scene.objects[0]
@@ -163,22 +189,28 @@ def main() -> int:
         rows["world_grid"].append(
             (metrics.evaluate(grid_to_shape(grid, prior.config.trunc), o.shape, res), o, 0.0)
         )
-        t = time.perf_counter()
-        shape = prior.sample(scene.caption, seed=i, steps=args.steps, guidance=args.guidance)[0]
-        dt = time.perf_counter() - t
-        rows["prior"].append((metrics.evaluate(shape, o.shape, res), o, dt))
-        t = time.perf_counter()
-        grid = prior.sample_grids("", seed=i, steps=args.steps, guidance=1.0, unconditional=True)[0]
-        shape = grid_to_shape(grid, prior.config.trunc)
-        rows["prior_no_text"].append((metrics.evaluate(shape, o.shape, res), o, time.perf_counter() - t))
-        if model is not None:
+        if not only_sd:
+            t = time.perf_counter()
+            shape = prior.sample(scene.caption, seed=i, steps=args.steps, guidance=args.guidance)[0]
+            dt = time.perf_counter() - t
+            rows["prior"].append((metrics.evaluate(shape, o.shape, res), o, dt))
+            t = time.perf_counter()
+            grid = prior.sample_grids("", seed=i, steps=args.steps, guidance=1.0, unconditional=True)[0]
+            shape = grid_to_shape(grid, prior.config.trunc)
+            rows["prior_no_text"].append((metrics.evaluate(shape, o.shape, res), o, time.perf_counter() - t))
+        for prefix, m, steps in (
+            ("", None if only_sd else model, args.bidiff_steps),
+            ("sd_", sd, args.sd_steps),
+        ):
+            if m is None:
+                continue
             for name, extra in (("2d_only", {"use_3d": False}), ("bidirectional", {}),
                                 ("bidirectional_lazy", {"prior": prior, "lazy_t": args.lazy_t})):  # fmt: skip
                 t = time.perf_counter()
-                out = model.generate(scene.caption, seed=i, **kw, **extra)
+                out = m.generate(scene.caption, seed=i, **{**kw, "steps": steps}, **extra)
                 dt = time.perf_counter() - t
                 report = metrics.evaluate(out["shape"], o.shape, res)
-                rows[name].append((report, o, dt, psnr(out["views"], out["renders"])))
+                rows[prefix + name].append((report, o, dt, psnr(out["views"], out["renders"])))
         if (i + 1) % 10 == 0:
             print(f"{i + 1}/{len(scenes)}", flush=True)
     table = {name: score(r) for name, r in rows.items()}

@@ -154,6 +154,8 @@ def test_sampling_is_seeded_lazy_start_uses_the_prior_and_the_file_round_trip_is
     # the 3D branch reaches the views through the ControlNet: consistency scale changes the result
     assert not torch.equal(model.generate(comps, "a red cube", seed=3, steps=2, consistency_scale=1.0)["views"],
                            a["views"])  # fmt: skip
+    two_d = model.generate(comps, "a red cube", seed=3, steps=2, use_3d=False)  # the 2D-only ablation
+    assert not torch.equal(two_d["views"], a["views"]) and two_d["grid"].shape == a["grid"].shape
     torch.manual_seed(0)
     prior = GridPrior(GridUNet(GridPriorConfig(resolution=8, channels=(8, 16), emb=16)))
     ticks = []

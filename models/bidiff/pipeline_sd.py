@@ -92,11 +92,13 @@ class SDBiDiff(nn.Module):
         consistency_scale: float = 7.0,
         prior: Prior3D | None = None,
         lazy_t: float = 0.6,
+        use_3d: bool = True,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> dict:
         """views [V, 3, S, S] in [-1, 1], grid (model space), shape (Shape3D), renders of the grid, prior
-        views (lazy start, or None). `components`: the SD model (SDComponents) the adapter was trained on."""
+        views (lazy start, or None). `components`: the SD model (SDComponents) the adapter was trained on.
+        `use_3d=False` is the 2D-only ablation (no ControlNet; the grid is read back from the final views)."""
         from diffusers import DDIMScheduler
 
         prompt = check_prompt(prompt)
@@ -129,11 +131,18 @@ class SDBiDiff(nn.Module):
             if should_stop is not None and should_stop():
                 raise InterruptedError("BiDiff sampling was cancelled")
             tt = t.reshape(1).to(dev)
-            renders = vol.render(vol(x.float(), tt, words)).clamp(-1, 1)
-            hint = ((renders + 1) / 2).expand(3, -1, -1, -1, -1)
-            out = self.adapter.predict(unet, x.expand(3, -1, -1, -1, -1), tt.expand(3), cond, hint,
-                                       torch.tensor([1.0, 1.0, 0.0]))  # fmt: skip
-            x = sched.step(decoupled_guidance(*out.chunk(3), text_scale, consistency_scale), t, x).prev_sample
+            if use_3d:
+                renders = vol.render(vol(x.float(), tt, words)).clamp(-1, 1)
+                hint = ((renders + 1) / 2).expand(3, -1, -1, -1, -1)
+                out = self.adapter.predict(unet, x.expand(3, -1, -1, -1, -1), tt.expand(3), cond, hint,
+                                           torch.tensor([1.0, 1.0, 0.0]))  # fmt: skip
+                out = decoupled_guidance(*out.chunk(3), text_scale, consistency_scale)
+            else:
+                full, no_text = self.adapter.predict(
+                    unet, x.expand(2, -1, -1, -1, -1), tt.expand(2), cond[:2]
+                ).chunk(2)
+                out = full + (text_scale - 1) * (full - no_text)
+            x = sched.step(out, t, x).prev_sample
             if progress is not None:
                 progress(i + 1, len(timesteps))
         grid = vol(x.float(), torch.zeros(1, dtype=torch.long, device=dev), words)[0]
@@ -182,7 +191,5 @@ class BoundSDBiDiff:
         model.adapter.check_base(components.unet)
         self.model, self.components = model, components
 
-    def generate(self, prompt: str, use_3d: bool = True, **kwargs) -> dict:
-        if not use_3d:
-            raise InputError("use_3d", "True: the SD branch samples with its 3D branch", "False")
+    def generate(self, prompt: str, **kwargs) -> dict:
         return self.model.generate(self.components, prompt, **kwargs)
