@@ -374,7 +374,8 @@ class Refine3D:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL_TYPE, {"tooltip": "From 'BiDiff: Load Model' (its 2D branch is the prior)."}),
+                "model": (MODEL_TYPE, {"tooltip": "From 'BiDiff: Load Model' or 'Load SD Adapter' (its 2D branch "
+                                                  "is the prior; with an SD adapter the score is in latent space)."}),
                 "prompt": ("STRING", {"default": "a red striped cube", "multiline": True,
                                       "tooltip": "What the renders should show."}),
                 "steps": ("INT", {"default": 100, "min": 1, "max": 10000, "tooltip": "Optimisation steps."}),
@@ -394,10 +395,7 @@ class Refine3D:
     def refine(self, model, prompt, steps, learning_rate, guidance, seed, shapes=None):
         from ..models.bidiff.refine import refined_shape
 
-        if isinstance(model, BoundSDBiDiff):
-            raise InputError("model", "a world-size BIDIFF_MODEL from 'BiDiff: Load Model' (refinement with an "
-                                      "SD adapter's prior is not implemented yet)", "an SD adapter")  # fmt: skip
-        if not isinstance(model, BiDiffModel):
+        if not isinstance(model, MODELS):
             raise InputError("model", NOT_A_MODEL, type(model).__name__)
         starts = _shapes(shapes) if shapes is not None else [None]
         total = steps * len(starts)

@@ -182,7 +182,7 @@ def sd(nodes, monkeypatch):
     return nd, tmp_path, comps
 
 
-def test_an_sd_adapter_generates_through_generate_3d_and_refine_refuses_it(sd):
+def test_an_sd_adapter_generates_through_generate_3d_and_refines_through_refine_3d(sd):
     nd, _, comps = sd
     (model,) = nd.LoadSDAdapter().load("MODEL", "CLIP", "VAE", "tiny-sd.safetensors")
     shapes, views, renders = nd.Generate3D().generate(model, "a red cube", "", "", 0, 2, 7.0, 7.0, 0.6)
@@ -191,8 +191,8 @@ def test_an_sd_adapter_generates_through_generate_3d_and_refine_refuses_it(sd):
     assert (
         sum(len(m._forward_hooks) for m in comps.unet.modules()) == 0
     )  # the shared U-Net is not left hooked
-    with pytest.raises(InputError, match="SD adapter"):
-        nd.Refine3D().refine(model, "a red cube", 1, 0.02, 7.0, 0)
+    (refined,) = nd.Refine3D().refine(model, "a red cube", 2, 0.05, 7.0, 0, shapes=shapes)
+    assert len(refined) == 1 and refined[0].source == "bidiff refined"
     with pytest.raises(InputError, match="model"):
         nd.Generate3D().generate("not a model", "a red cube", "", "", 0, 2, 7.0, 7.0, 0.6)
     with pytest.raises(WeightsNotFoundError, match="missing.safetensors"):

@@ -227,3 +227,23 @@ def test_training_lowers_both_losses_on_a_fixed_batch(comps, tmp_path):
     method.loss(batch, torch.Generator().manual_seed(0))
     assert method.last["loss_3d"] < 0.5 * first["loss_3d"]
     assert method.last["loss_2d"] < first["loss_2d"]
+
+
+def test_refinement_with_the_sd_prior_moves_only_the_grid_and_is_seeded(comps):
+    from papernodes.models.bidiff.refine import refine, sphere_grid
+
+    model = _model(comps)
+    bound = PSD.BoundSDBiDiff(model, comps)
+    modules = (comps.unet, comps.vae, model)
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
+    flags = [[p.requires_grad for p in m.parameters()] for m in modules]
+    a = refine(bound, "a red cube", steps=3, lr=0.05, seed=2)
+    assert not torch.equal(
+        a, sphere_grid(8)
+    )  # the SDS gradient reached the grid through encoder and renderer
+    assert torch.equal(refine(bound, "a red cube", steps=3, lr=0.05, seed=2), a)
+    for m, state, flag in zip(modules, before, flags, strict=True):
+        assert all(torch.equal(v, state[k]) for k, v in m.state_dict().items())
+        assert [p.requires_grad for p in m.parameters()] == flag
+    with pytest.raises(InterruptedError):
+        refine(bound, "a red cube", steps=2, should_stop=lambda: True)
