@@ -20,6 +20,7 @@ from ..models.bidiff.pipeline import BiDiffModel, load_bidiff
 from ..models.bidiff.pipeline_sd import BoundSDBiDiff, load_sd_bidiff
 from ..models.bidiff.prior3d import Prior3D, Shape3D
 from ..models.common.errors import InputError, WeightsNotFoundError
+from ..models.common.loading import load_components
 from .bridge import checkpoint_inputs, components_from_comfy
 from .comfy_adapter import (
     TrainingFollow,
@@ -32,6 +33,8 @@ from .comfy_adapter import (
     progress_callback,
     register_model_folders,
     resolve_file,
+    resolve_sd_model,
+    sd_model_input,
 )
 from .comfy_memory import dtype_input, model_dtype, torch_device, unload_all
 
@@ -54,7 +57,9 @@ SD_ADAPTER_PUBLISHED = ("none is published; train one with 'BiDiff: Train' (kind
                         "OUT/final/bidiff_sd.safetensors")  # fmt: skip
 MAX_MESH_RESOLUTION, MAX_VIEW_PIXELS = 256, 1024 * 1024
 MODELS = (BiDiffModel, BoundSDBiDiff)
-NOT_A_MODEL = "a BIDIFF_MODEL from 'BiDiff: Load Model', 'BiDiff: Load SD Adapter' or 'BiDiff: Train'"
+NOT_A_MODEL = (
+    "a BIDIFF_MODEL from 'BiDiff: Load Model', 'Load SD Adapter', 'SD Adapter on Checkpoint' or 'Train'"
+)
 
 register_model_folders(FOLDER)
 
@@ -169,12 +174,54 @@ class LoadBiDiff:
         return (load_bidiff(resolve_file(FOLDER, model_name, MODEL_PUBLISHED)),)
 
 
+NO_SD = (
+    "(no SD models found: put a diffusers folder in models/diffusers or a .safetensors in models/checkpoints)"
+)
+SD_PUBLISHED = "an SD1.5-architecture model: a diffusers folder in models/diffusers or a checkpoint in models/checkpoints"
+ADAPTER_TIP = (
+    "An SD adapter file in ComfyUI's models/bidiff folder (from 'BiDiff: Train', kind 'SD adapter')."
+)
+
+
+def _bound(adapter_name: str, components) -> BoundSDBiDiff:
+    return BoundSDBiDiff(load_sd_bidiff(resolve_file(FOLDER, adapter_name, SD_ADAPTER_PUBLISHED)), components)
+
+
 class LoadSDAdapter:
-    DESCRIPTION = ("BiDiff on your SD1.5 model: attach a trained BiDiff adapter (.safetensors from models/bidiff: "
-                   "cross-view attention, view embeddings, the ControlNet for the 3D renders, and the 3D denoiser "
-                   "on the model's latents) to the MODEL/CLIP/VAE of core Load Checkpoint. The model itself is "
-                   "never changed: the adapter is hooked in while Generate 3D runs. Train an adapter with "
-                   "'BiDiff: Train' (kind 'SD adapter').")  # fmt: skip
+    DESCRIPTION = ("BiDiff on an SD1.5-architecture model: load the model (diffusers folder or single-file "
+                   "checkpoint) and a trained BiDiff adapter (.safetensors from models/bidiff: cross-view "
+                   "attention, view embeddings, the ControlNet for the 3D renders, and the 3D denoiser on the "
+                   "model's latents). The model itself is never changed: the adapter is hooked in only while "
+                   "Generate 3D or Refine 3D runs. Train an adapter with 'BiDiff: Train' (kind 'SD adapter').")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        tip = ("diffusers/<folder> from models/diffusers, or checkpoints/<file> from models/checkpoints: the "
+               "SD1.5-architecture model the adapter was trained for.")  # fmt: skip
+        return {
+            "required": {
+                "model_name": sd_model_input(NO_SD, tip),
+                "adapter_name": (file_choices(FOLDER) or [NO_MODELS], {"tooltip": ADAPTER_TIP}),
+            },
+            "optional": {"dtype": dtype_input()},
+        }
+
+    def load(self, model_name, adapter_name, dtype="auto"):
+        return (
+            _bound(
+                adapter_name, load_components(resolve_sd_model(model_name, SD_PUBLISHED), model_dtype(dtype))
+            ),
+        )
+
+
+class SDAdapterOnCheckpoint:
+    DESCRIPTION = ("BiDiff on the MODEL/CLIP/VAE of core Load Checkpoint (LoRAs included): attach a trained BiDiff "
+                   "adapter (.safetensors from models/bidiff). The model itself is never changed: the adapter is "
+                   "hooked in only while Generate 3D or Refine 3D runs.")  # fmt: skip
     CATEGORY = CATEGORY
     RETURN_TYPES = (MODEL_TYPE,)
     RETURN_NAMES = ("model",)
@@ -183,15 +230,11 @@ class LoadSDAdapter:
     @classmethod
     def INPUT_TYPES(cls):
         inputs = checkpoint_inputs("The SD1.5-architecture model the adapter was trained for.")
-        tip = (
-            "An SD adapter file in ComfyUI's models/bidiff folder (from 'BiDiff: Train', kind 'SD adapter')."
-        )
-        inputs["required"]["adapter_name"] = (file_choices(FOLDER) or [NO_MODELS], {"tooltip": tip})
+        inputs["required"]["adapter_name"] = (file_choices(FOLDER) or [NO_MODELS], {"tooltip": ADAPTER_TIP})
         return inputs
 
     def load(self, model, clip, vae, adapter_name, dtype="auto"):
-        adapter = load_sd_bidiff(resolve_file(FOLDER, adapter_name, SD_ADAPTER_PUBLISHED))
-        return (BoundSDBiDiff(adapter, components_from_comfy(model, clip, vae, model_dtype(dtype))),)
+        return (_bound(adapter_name, components_from_comfy(model, clip, vae, model_dtype(dtype))),)
 
 
 KINDS = ("world-size model", "SD adapter")
@@ -498,6 +541,7 @@ NODE_CLASS_MAPPINGS = {
     "PaperNodes_BiDiffSamplePrior": SamplePrior,
     "PaperNodes_BiDiffLoadModel": LoadBiDiff,
     "PaperNodes_BiDiffLoadSDAdapter": LoadSDAdapter,
+    "PaperNodes_BiDiffSDAdapterOnCheckpoint": SDAdapterOnCheckpoint,
     "PaperNodes_BiDiffTrain": TrainBiDiff,
     "PaperNodes_BiDiffGenerate": Generate3D,
     "PaperNodes_BiDiffRefine": Refine3D,
@@ -510,6 +554,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_BiDiffSamplePrior": "BiDiff: Sample 3D Prior",
     "PaperNodes_BiDiffLoadModel": "BiDiff: Load Model",
     "PaperNodes_BiDiffLoadSDAdapter": "BiDiff: Load SD Adapter",
+    "PaperNodes_BiDiffSDAdapterOnCheckpoint": "BiDiff: SD Adapter on Checkpoint",
     "PaperNodes_BiDiffTrain": "BiDiff: Train",
     "PaperNodes_BiDiffGenerate": "BiDiff: Generate 3D",
     "PaperNodes_BiDiffRefine": "BiDiff: Refine 3D",

@@ -184,7 +184,7 @@ def sd(nodes, monkeypatch):
 
 def test_an_sd_adapter_generates_through_generate_3d_and_refines_through_refine_3d(sd):
     nd, _, comps = sd
-    (model,) = nd.LoadSDAdapter().load("MODEL", "CLIP", "VAE", "tiny-sd.safetensors")
+    (model,) = nd.SDAdapterOnCheckpoint().load("MODEL", "CLIP", "VAE", "tiny-sd.safetensors")
     shapes, views, renders = nd.Generate3D().generate(model, "a red cube", "", "", 0, 2, 7.0, 7.0, 0.6)
     assert len(shapes) == 1 and views.shape == renders.shape == (2, 32, 32, 3)
     assert 0 <= views.min() and views.max() <= 1
@@ -196,7 +196,7 @@ def test_an_sd_adapter_generates_through_generate_3d_and_refines_through_refine_
     with pytest.raises(InputError, match="model"):
         nd.Generate3D().generate("not a model", "a red cube", "", "", 0, 2, 7.0, 7.0, 0.6)
     with pytest.raises(WeightsNotFoundError, match="missing.safetensors"):
-        nd.LoadSDAdapter().load("MODEL", "CLIP", "VAE", "missing.safetensors")
+        nd.SDAdapterOnCheckpoint().load("MODEL", "CLIP", "VAE", "missing.safetensors")
 
 
 def test_train_node_writes_both_kinds_and_checks_its_inputs(sd):
@@ -218,3 +218,14 @@ def test_train_node_writes_both_kinds_and_checks_its_inputs(sd):
         node.train("world-size model", size=8, output_name="w2", **{**args, "data_folder": "../outside"})
     with pytest.raises(InputError, match="output_name"):
         node.train("world-size model", size=8, output_name="a/b", **args)
+
+
+def test_load_sd_adapter_reads_the_model_from_the_model_folders(sd, monkeypatch):
+    from papernodes.models.common.tiny import save_diffusers_folder
+
+    nd, tmp_path, comps = sd
+    save_diffusers_folder(comps, tmp_path / "diffusers" / "tiny-sd")
+    (model,) = nd.LoadSDAdapter().load("diffusers/tiny-sd", "tiny-sd.safetensors")
+    assert isinstance(model, nd.BoundSDBiDiff)
+    with pytest.raises(WeightsNotFoundError):
+        nd.LoadSDAdapter().load("diffusers/missing", "tiny-sd.safetensors")

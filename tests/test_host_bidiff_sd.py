@@ -1,4 +1,4 @@
-"""BiDiff on an SD1.5 checkpoint in the real ComfyUI: core Load Checkpoint -> 'BiDiff: Load SD Adapter' ->
+"""BiDiff on an SD1.5 checkpoint in the real ComfyUI: core Load Checkpoint -> 'BiDiff: SD Adapter on Checkpoint' ->
 Generate 3D -> Shapes to Mesh -> core Save GLB, views saved; an adapter trained for another architecture is
 refused with an error naming the input, and the server keeps serving.
 
@@ -46,7 +46,7 @@ def _prompt(adapter: str, prefix: str) -> dict:
     return {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
         "adapter": {
-            "class_type": "PaperNodes_BiDiffLoadSDAdapter",
+            "class_type": "PaperNodes_BiDiffSDAdapterOnCheckpoint",
             "inputs": {
                 "model": ["ckpt", 0],
                 "clip": ["ckpt", 1],
@@ -86,4 +86,6 @@ def test_an_adapter_for_another_architecture_is_refused_by_name(comfy_host, sd_f
     with pytest.raises(ExecutionFailed, match="model") as err:
         comfy_host.run(_prompt(OTHER, "PaperNodes/bidiff_sd_bad"), timeout=900)
     assert "cross_attention_dim" in str(err.value)
-    assert comfy_host.object_info()["PaperNodes_BiDiffLoadSDAdapter"]["category"] == "PaperNodes/BiDiff"
+    assert (
+        comfy_host.object_info()["PaperNodes_BiDiffSDAdapterOnCheckpoint"]["category"] == "PaperNodes/BiDiff"
+    )
