@@ -119,9 +119,7 @@ class SDMultiViewAdapter(nn.Module):
         self.xview = nn.ModuleList(
             CrossViewAttention(w, h) for w, h in zip(config.widths, config.heads, strict=True)
         )
-        temb = (
-            config.controlnet.get("block_out_channels", [320])[0] * 4
-        )  # diffusers: time embedding = 4 x first width
+        temb = config.controlnet.get("block_out_channels", [320])[0] * 4  # diffusers: 4 x the first width
         self.view = nn.Parameter(torch.zeros(config.views, temb))
         self.controlnet = ControlNetModel.from_config(config.controlnet)
 

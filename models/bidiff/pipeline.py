@@ -71,13 +71,9 @@ class BiDiffModel(torch.nn.Module):
         sampled alone; the grid is reconstructed from the final views)."""
         from diffusers import DDIMScheduler
 
-        prompt = check_prompt(prompt)
-        shape_prompt = check_prompt(shape_prompt, "shape_prompt") if shape_prompt else prompt
-        texture_prompt = check_prompt(texture_prompt, "texture_prompt") if texture_prompt else prompt
-        if steps < 1:
-            raise InputError("steps", "at least 1", str(steps))
-        if not 0 < lazy_t <= 1:
-            raise InputError("lazy_t", "a fraction of the schedule in (0, 1]", str(lazy_t))
+        prompt, shape_prompt, texture_prompt = checked_prompts(
+            prompt, shape_prompt, texture_prompt, steps, lazy_t
+        )
         mv, vol = self.multiview, self.volume
         dev = mv.view.device
         sched = DDIMScheduler.from_config(self.scheduler.config, set_alpha_to_one=False)
@@ -120,6 +116,20 @@ class BiDiffModel(torch.nn.Module):
             "renders": vol.render(grid[None], samples=64)[0].clamp(-1, 1),
             "prior_views": prior_views,
         }
+
+
+def checked_prompts(
+    prompt: str, shape_prompt: str | None, texture_prompt: str | None, steps: int, lazy_t: float
+) -> tuple[str, str, str]:
+    """The sampler's inputs checked by name; empty shape / texture prompts fall back to the prompt."""
+    prompt = check_prompt(prompt)
+    shape_prompt = check_prompt(shape_prompt, "shape_prompt") if shape_prompt else prompt
+    texture_prompt = check_prompt(texture_prompt, "texture_prompt") if texture_prompt else prompt
+    if steps < 1:
+        raise InputError("steps", "at least 1", str(steps))
+    if not 0 < lazy_t <= 1:
+        raise InputError("lazy_t", "a fraction of the schedule in (0, 1]", str(lazy_t))
+    return prompt, shape_prompt, texture_prompt
 
 
 def shape_views(shape: Shape3D, volume: VolumeDenoiser) -> torch.Tensor:

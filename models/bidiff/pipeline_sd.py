@@ -31,8 +31,8 @@ from ..common.errors import InputError
 from ..common.text import encode_prompts
 from .grid_prior import TRUNC, grid_to_shape, tokenize
 from .multiview_sd import SDBranchConfig, SDMultiViewAdapter
-from .pipeline import decoupled_guidance, lazy_timesteps, shape_views
-from .prior3d import Prior3D, check_prompt
+from .pipeline import checked_prompts, decoupled_guidance, lazy_timesteps, shape_views
+from .prior3d import Prior3D
 from .volume import VolumeConfig, VolumeDenoiser
 
 META_KEY = "bidiff_sd"
@@ -101,13 +101,9 @@ class SDBiDiff(nn.Module):
         `use_3d=False` is the 2D-only ablation (no ControlNet; the grid is read back from the final views)."""
         from diffusers import DDIMScheduler
 
-        prompt = check_prompt(prompt)
-        shape_prompt = check_prompt(shape_prompt, "shape_prompt") if shape_prompt else prompt
-        texture_prompt = check_prompt(texture_prompt, "texture_prompt") if texture_prompt else prompt
-        if steps < 1:
-            raise InputError("steps", "at least 1", str(steps))
-        if not 0 < lazy_t <= 1:
-            raise InputError("lazy_t", "a fraction of the schedule in (0, 1]", str(lazy_t))
+        prompt, shape_prompt, texture_prompt = checked_prompts(
+            prompt, shape_prompt, texture_prompt, steps, lazy_t
+        )
         unet, vae, vol = components.unet, components.vae, self.volume
         self.adapter.check_base(unet)
         self.to_base(unet)
