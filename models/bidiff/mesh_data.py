@@ -168,3 +168,10 @@ def training_scenes(data: str | None, world_seed: int, world_scenes: int, cache_
     if data:
         return MeshFolder(data, cache_dir=cache_dir)
     return WorldScenes(world_seed, world_scenes)
+
+
+def scenes_of(cfg):
+    """A trainer config's scenes (its `data`, `world_seed`, `world_scenes`); mesh grids cached in OUT/mesh_grids."""
+    return training_scenes(
+        cfg.data, cfg.world_seed, cfg.world_scenes, Path(cfg.out).expanduser() / "mesh_grids"
+    )

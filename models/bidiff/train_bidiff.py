@@ -40,7 +40,7 @@ from ..common.cli import TrainerCli, option
 from ..common.errors import InputError
 from ..common.training import Callbacks, LoopSettings, Run, TrainingMethod, TrainState, atomic_write_dir, fit
 from .grid_prior import scene_grid, tokenize
-from .mesh_data import training_scenes
+from .mesh_data import scenes_of
 from .multiview import MultiViewConfig
 from .pipeline import BiDiffModel, save_bidiff
 from .volume import VolumeConfig
@@ -85,13 +85,6 @@ class TrainConfig:
         for name in ("caption_dropout", "control_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(name, "a probability in [0, 1]", str(getattr(self, name)))
-
-
-def scenes_of(cfg: TrainConfig):
-    """The run's scenes: the mesh folder (grids cached in OUT/mesh_grids) or the 3D world."""
-    return training_scenes(
-        cfg.data, cfg.world_seed, cfg.world_scenes, Path(cfg.out).expanduser() / "mesh_grids"
-    )
 
 
 class WorldViews:

@@ -41,57 +41,23 @@ from ..common.errors import InputError
 from ..common.loading import load_model_fresh
 from ..common.text import encode_prompts
 from ..common.training import Callbacks, LoopSettings, Run, TrainingMethod, TrainState, atomic_write_dir, fit
+from . import train_bidiff
 from .grid_prior import scene_grid
-from .mesh_data import training_scenes
+from .mesh_data import scenes_of
 from .pipeline import shape_views
 from .pipeline_sd import SDBiDiff, encode_views, save_sd_bidiff
 
 MODEL_FILE = "bidiff_sd.safetensors"
 
 
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class TrainConfig(train_bidiff.TrainConfig):
+    """train_bidiff's options (data, views, grid, losses, loop) with the SD base and its defaults."""
+
     base: str = option(help="the SD1.5-architecture model: a diffusers folder or a single-file checkpoint")
-    out: str = option(help="output folder (checkpoints, log.csv, final/)")
-    data: str | None = option(
-        None, "a folder of meshes + .txt captions (mesh_data.py); none: the 3D world", group="data"
-    )
-    world_scenes: int = option(4000, "scenes of the 3D world to train on", group="data")
-    world_seed: int = option(0, "seed of the 3D world", group="data")
-    views: int = option(4, "views per scene (orbit, elevation 20°)", group="model")
     size: int = option(256, "view size in pixels (a multiple of the base's pixel multiple)", group="model")
-    resolution: int = option(16, "3D grid resolution", group="model")
-    lambda_3d: float = option(1.0, "weight of the 3D branch's losses")
-    caption_dropout: float = option(0.1, "probability of the empty prompt")
-    control_dropout: float = option(0.3, "probability of training without the 3D control")
     lr: float = option(1e-4, "AdamW learning rate")
     batch_size: int = option(1, "per-process micro-batch size (scenes; each has `views` images)")
-    grad_accum: int = option(1, "micro-batches per optimizer step")
-    max_steps: int = option(3000, "optimizer steps")
-    ema_decay: float = option(0.999, "EMA decay of the exported weights; 0 disables")
-    max_grad_norm: float = option(1.0, "gradient clipping; 0 disables")
-    seed: int = option(0, "seed of initial weights, data order and every random draw")
-    save_every: int = option(250, "checkpoint + export every N steps; 0 = at the end only")
-    keep_checkpoints: int = option(2, "newest N checkpoint-N folders kept; 0 = all")
-    resume: str | None = option(None, "checkpoint-N folder, 'latest' or 'auto'")
-    cpu: bool = option(False, "train on the CPU even where CUDA is available")
-
-    def validate(self) -> None:
-        for name in ("world_scenes", "views", "batch_size", "grad_accum", "max_steps"):
-            if getattr(self, name) < 1:
-                raise InputError(name, "at least 1", str(getattr(self, name)))
-        if self.resolution % 4 or self.resolution < 8:
-            raise InputError("resolution", "a multiple of 4 (>= 8)", str(self.resolution))
-        for name in ("caption_dropout", "control_dropout"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise InputError(name, "a probability in [0, 1]", str(getattr(self, name)))
-
-
-def scenes_of(cfg: TrainConfig):
-    """The run's scenes: the mesh folder (grids cached in OUT/mesh_grids) or the 3D world."""
-    return training_scenes(
-        cfg.data, cfg.world_seed, cfg.world_scenes, Path(cfg.out).expanduser() / "mesh_grids"
-    )
 
 
 class WorldLatents:
