@@ -195,3 +195,16 @@ def test_unet_in_slabs_equals_the_dense_unet():
         for depth in (1, 5, 12):
             torch.testing.assert_close(net(x, t, tokens, slab=depth), dense, atol=2e-5, rtol=1e-5)
     assert dense.abs().mean() > 0.1  # a real signal, not zeros
+
+
+def test_training_memory_is_checked_before_allocating():
+    from papernodes.models.bidiff.volume import TRAIN_BYTES_PER_VOXEL, check_training_memory
+
+    check_training_memory(16, 8, 2**30)  # 16³ x 8 scenes: ~0.15 GB
+    check_training_memory(256, 8, None)  # unknown memory: no refusal
+    with pytest.raises(InputError, match="resolution"):
+        check_training_memory(64, 8, 4 * 2**30)  # ~9 GB against 4 GB
+    need = 48**3 * TRAIN_BYTES_PER_VOXEL
+    check_training_memory(48, 1, int(need / 0.9) + 1)
+    with pytest.raises(InputError, match="resolution"):
+        check_training_memory(48, 1, int(need / 0.9) - 1)

@@ -199,7 +199,7 @@ def test_an_sd_adapter_generates_through_generate_3d_and_refines_through_refine_
         nd.SDAdapterOnCheckpoint().load("MODEL", "CLIP", "VAE", "missing.safetensors")
 
 
-def test_train_node_writes_both_kinds_and_checks_its_inputs(sd):
+def test_train_node_writes_both_kinds_and_checks_its_inputs(sd, monkeypatch):
     nd, tmp_path, comps = sd
     node = nd.TrainBiDiff()
     args = dict(data_folder="", world_scenes=2, views=2, resolution=8, steps=1, seed=0, resume=False)
@@ -218,6 +218,11 @@ def test_train_node_writes_both_kinds_and_checks_its_inputs(sd):
         node.train("world-size model", size=8, output_name="w2", **{**args, "data_folder": "../outside"})
     with pytest.raises(InputError, match="output_name"):
         node.train("world-size model", size=8, output_name="a/b", **args)
+    from papernodes.models.bidiff import train_bidiff
+
+    monkeypatch.setattr(train_bidiff, "available_memory", lambda device: 8 * 2**30)
+    with pytest.raises(InputError, match=r"resolution.*128³ with batch 8 needs about 72.0 GB"):
+        node.train("world-size model", size=8, output_name="big", **{**args, "resolution": 128})
 
 
 def test_load_sd_adapter_reads_the_model_from_the_model_folders(sd, monkeypatch):

@@ -38,12 +38,21 @@ if __name__ == "__main__":  # `python -m models.bidiff.train_bidiff`: run inside
 
 from ..common.cli import TrainerCli, option
 from ..common.errors import InputError
-from ..common.training import Callbacks, LoopSettings, Run, TrainingMethod, TrainState, atomic_write_dir, fit
+from ..common.training import (
+    Callbacks,
+    LoopSettings,
+    Run,
+    TrainingMethod,
+    TrainState,
+    atomic_write_dir,
+    available_memory,
+    fit,
+)
 from .grid_prior import scene_grid, tokenize
 from .mesh_data import scenes_of
 from .multiview import MultiViewConfig
 from .pipeline import BiDiffModel, save_bidiff
-from .volume import VolumeConfig
+from .volume import VolumeConfig, check_training_memory
 
 MODEL_FILE = "bidiff.safetensors"
 
@@ -119,6 +128,7 @@ class BiDiffTraining(TrainingMethod):
     def setup(self, run: Run) -> None:
         c = self.cfg
         self.run = run
+        check_training_memory(c.resolution, c.batch_size, available_memory(run.device))
         words = scenes_of(c).vocabulary()
         model = BiDiffModel(
             MultiViewConfig(views=c.views, size=c.size, vocabulary=words),

@@ -40,12 +40,22 @@ from ..common.cli import TrainerCli, option
 from ..common.errors import InputError
 from ..common.loading import load_model_fresh
 from ..common.text import encode_prompts
-from ..common.training import Callbacks, LoopSettings, Run, TrainingMethod, TrainState, atomic_write_dir, fit
+from ..common.training import (
+    Callbacks,
+    LoopSettings,
+    Run,
+    TrainingMethod,
+    TrainState,
+    atomic_write_dir,
+    available_memory,
+    fit,
+)
 from . import train_bidiff
 from .grid_prior import scene_grid
 from .mesh_data import scenes_of
 from .pipeline import shape_views
 from .pipeline_sd import SDBiDiff, encode_views, save_sd_bidiff
+from .volume import check_training_memory
 
 MODEL_FILE = "bidiff_sd.safetensors"
 
@@ -99,6 +109,7 @@ class SDBiDiffTraining(TrainingMethod):
 
         c = self.cfg
         self.run = run
+        check_training_memory(c.resolution, c.batch_size, available_memory(run.device))
         base = self.given_base if self.given_base is not None else load_model_fresh(c.base)
         for module in base.modules():  # frozen: only hooks are attached to it, its weights are never written
             module.to(run.device).eval().requires_grad_(False)

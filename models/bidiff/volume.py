@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..common.camera import orbit_rig, project
+from ..common.errors import InputError
 from ..common.isosurface import grid_points
 from ..common.sdf_render import render_views
 from .grid_prior import TRUNC, GridPriorConfig, GridUNet, ResBlock, grid_to_shape, timestep_embedding
@@ -41,6 +42,26 @@ class VolumeConfig:
     in_channels: int = (
         3  # channels of the views it reads: 3 (pixels) or the latent channels of an SD 2D branch
     )
+
+
+# Work memory of one training step of the 3D branch per scene and voxel (autograd through the back-
+# projection, the dense 3D U-Net and the renders). Measured: the pixel trainer's step above its start, one
+# scene, 32 px views: 162 / 313 / 627 / 1 237 MB at 16³ / 32³ / 48³ / 64³ (~145 MB + 4.2 KB per voxel;
+# 4.5 KB is used, rounded up; one-off measurement, 2026-12-06).
+TRAIN_BYTES_PER_VOXEL = 4608
+
+
+def check_training_memory(resolution: int, batch: int, available: int | None) -> None:
+    """Refuse, before allocating, a training grid whose 3D branch alone would not fit in `available` bytes."""
+    need = batch * resolution**3 * TRAIN_BYTES_PER_VOXEL
+    if available is not None and need > 0.9 * available:
+        raise InputError(
+            "resolution",
+            f"a grid whose training step fits in memory: {resolution}³ with batch {batch} needs about "
+            f"{need / 2**30:.1f} GB for the 3D branch, {available / 2**30:.1f} GB is available (lower "
+            "resolution or batch_size)",
+            str(resolution),
+        )
 
 
 def world_rig(views: int, size: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:

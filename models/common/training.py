@@ -90,6 +90,20 @@ def weight_dtype(accelerator: Accelerator) -> torch.dtype:
 # Checkpoints and resume
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a run can still allocate on `device` (CUDA: free device memory; CPU: MemAvailable), or None
+    where it cannot be read."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 class CheckpointError(InputError, FileNotFoundError):
     """`resume` names no usable checkpoint; the message names the folder."""
 
