@@ -8,7 +8,6 @@ or one trained with `python -m models.bidiff.train_prior`) in models/bidiff (reg
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from .comfy_adapter import (
     resolve_file,
     resolve_sd_model,
     sd_model_input,
+    training_run_folder,
 )
 from .comfy_memory import dtype_input, model_dtype, torch_device, unload_all
 
@@ -238,7 +238,6 @@ class SDAdapterOnCheckpoint:
 
 
 KINDS = ("world-size model", "SD adapter")
-_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 class TrainBiDiff:
@@ -269,7 +268,8 @@ class TrainBiDiff:
                                          "tooltip": "Scenes of the 3D world (ignored with a data folder)."}),
                 "views": ("INT", {"default": 4, "min": 1, "max": 16, "tooltip": "Views per scene (orbit, 20° up)."}),
                 "size": ("INT", {"default": 32, "min": 8, "max": 1024, "step": 8, "tooltip":
-                                 "View size in pixels (world-size model: 32; SD adapter: a multiple of 8, e.g. 256)."}),
+                                 "View size in pixels (world-size model: 32; SD adapter: a multiple of the "
+                                 "model's pixel multiple, 64 for SD1.5, e.g. 256)."}),
                 "resolution": ("INT", {"default": 16, "min": 8, "max": 128, "step": 4,
                                        "tooltip": "3D grid resolution of the 3D denoiser."}),
                 "steps": ("INT", {"default": 3000, "min": 1, "max": 1_000_000, "tooltip": "Optimizer steps."}),
@@ -296,9 +296,7 @@ class TrainBiDiff:
 
         if kind not in KINDS:
             raise InputError("kind", f"one of {KINDS}", repr(kind))
-        name = (output_name or "").strip()
-        if not _NAME.match(name):
-            raise InputError("output_name", "a file name (letters, digits, '.', '_', '-')", repr(output_name))
+        name, out = training_run_folder("bidiff", output_name, resume)
         data = (
             str(input_subfolder(data_folder, "data_folder", "meshes with captions"))
             if data_folder.strip()
@@ -307,42 +305,30 @@ class TrainBiDiff:
         folders = model_folders(FOLDER)
         if not folders:
             raise InputError("output_name", "ComfyUI's models/bidiff folder", "none configured")
-        out = _output_dir() / "bidiff" / name
-        if out.exists() and not resume:
-            raise InputError(
-                "output_name", "a new name, or 'resume' on to continue that run", f"{out} exists"
-            )
         device = torch_device()
         common = dict(out=str(out), data=data, world_scenes=world_scenes, views=views, size=size,
                       resolution=resolution, max_steps=steps, seed=seed, save_every=max(1, min(250, steps)),
                       keep_checkpoints=1, resume="auto" if resume else None, cpu=device.type == "cpu")  # fmt: skip
         follow = TrainingFollow(steps)
+        base = None
         if kind == KINDS[1]:
             if model is None or clip is None or vae is None:
                 raise InputError("model", "model, clip and vae connected (core Load Checkpoint) for an SD adapter",
                                  "not all connected")  # fmt: skip
             base = components_from_comfy(model, clip, vae, model_dtype(dtype))
-            cfg = train_bidiff_sd.TrainConfig(base="(connected model)", **common)
-            unload_all(device)
-            with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
-                path = train_bidiff_sd.train(cfg, follow.progress, follow.should_stop, base=base)
+            cfg, extra = train_bidiff_sd.TrainConfig(base="(connected model)", **common), {"base": base}
+            trainer = train_bidiff_sd.train
         else:
-            cfg = train_bidiff.TrainConfig(**common)
-            unload_all(device)
-            with torch.inference_mode(False), torch.enable_grad():
-                path = train_bidiff.train(cfg, follow.progress, follow.should_stop)
+            cfg, extra, trainer = train_bidiff.TrainConfig(**common), {}, train_bidiff.train
+        unload_all(device)
+        with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes in inference mode
+            path = trainer(cfg, follow.progress, follow.should_stop, **extra)
         target = Path(folders[0]) / f"{name}.safetensors"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
         follow.finish()
         trained = BoundSDBiDiff(load_sd_bidiff(target), base) if kind == KINDS[1] else load_bidiff(target)
         return {"ui": {"text": [str(target)]}, "result": (trained, target.name)}
-
-
-def _output_dir() -> Path:
-    import folder_paths
-
-    return Path(folder_paths.get_output_directory())
 
 
 def _views_image(views: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,6 +317,23 @@ def input_subfolder(name: str, input_name: str, what: str) -> Path:
             input_name, f"a folder inside ComfyUI's input directory ({root}) holding {what}", repr(name)
         )
     return path
+
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a plain file name: no path, never '.' or '..'
+
+
+def training_run_folder(method: str, output_name: str, resume: bool) -> tuple[str, Path]:
+    """(the checked output name, ComfyUI's output/<method>/<name>: the run's checkpoints). The name must be a
+    plain file name; an existing run folder needs `resume`."""
+    import folder_paths
+
+    name = (output_name or "").strip()
+    if not RUN_NAME.match(name):
+        raise InputError("output_name", "a file name (letters, digits, '.', '_', '-')", repr(output_name))
+    out = Path(folder_paths.get_output_directory()) / method / name
+    if out.exists() and not resume:
+        raise InputError("output_name", "a new name, or 'resume' on to continue that run", f"{out} exists")
+    return name, out
 
 
 class TrainingFollow:

@@ -7,7 +7,6 @@ run's checkpoints and log to output/motion_custom/<name>. Save frames with core 
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from .comfy_adapter import (
     resolve_file,
     resolve_sd_model,
     sd_model_input,
+    training_run_folder,
 )
 from .comfy_memory import dtype_input, model_dtype, on_device, torch_device, unload_all
 
@@ -59,7 +59,6 @@ MM_PUBLISHED = "https://huggingface.co/guoyww/animatediff (mm_sd_v15_v2.ckpt)"
 NO_MODELS = (
     "(no models found: put a ZeroScope folder in models/diffusers or an SD1.5 file in models/checkpoints)"
 )
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 register_model_folders("animatediff_models", MOTIONS)
 
@@ -212,15 +211,6 @@ class ApplyMotion:
 def _clips_folder(name: str) -> Path:
     """A folder inside ComfyUI's input directory (the clips a user uploaded or copied there)."""
     return input_subfolder(name, "clips_folder", "clips")
-
-
-def _run_folder(name: str) -> Path:
-    import folder_paths
-
-    name = (name or "").strip()
-    if not _NAME.match(name):
-        raise InputError("output_name", "a file name (letters, digits, '.', '_', '-')", repr(name))
-    return Path(folder_paths.get_output_directory()) / "motion_custom" / name
 
 
 class TrainMotion:
@@ -387,11 +377,7 @@ class TrainMotion:
     def train(self, video_model, clips_folder, token, output_name, steps, lr, frames, width, height, prior_weight,
               timestep_law, trainable, seed, resume, clips=None, caption="", regularization_folder="",
               mixed_precision="no", gradient_checkpointing=False):  # fmt: skip
-        out = _run_folder(output_name)
-        if out.exists() and not resume:
-            raise InputError(
-                "output_name", "a new name, or 'resume' on to continue that run", f"{out} exists"
-            )
+        name, out = training_run_folder("motion_custom", output_name, resume)
         in_memory = None
         if clips is not None:
             in_memory = clips_from_frames([clips.cpu().numpy()], [caption])
@@ -415,7 +401,7 @@ class TrainMotion:
             path = train(cfg, progress=follow.progress, should_stop=follow.should_stop,
                          preview=follow.preview, base=video_model,
                          clips=in_memory)  # fmt: skip
-        target = Path(model_folders(MOTIONS)[0]) / f"{output_name.strip()}.safetensors"
+        target = Path(model_folders(MOTIONS)[0]) / f"{name}.safetensors"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
         follow.finish()

@@ -112,7 +112,8 @@ def test_trained_parts_act_per_view_and_per_sample(comps):
         _perturb(adapter, only="view")
         views = adapter.predict(comps.unet, same, t, text)
         assert (views[:, 0] - views[:, 1]).abs().max() > 1e-4  # the view embedding tells views apart
-        assert torch.equal(base[:, 0], base[:, 1])
+        # the base sees the same latent in both rows; rows of one batch may round differently with 2 threads
+        torch.testing.assert_close(base[:, 0], base[:, 1], atol=1e-5, rtol=0)
         _perturb(adapter.controlnet, seed=1)
         plain = adapter.predict(comps.unet, x, t, text)
         controlled = adapter.predict(comps.unet, x, t, text, control)

@@ -99,9 +99,9 @@ class TrainConfig:
 class WorldViews:
     """Item i: scene i's clean views (cached after the first render), its grid and caption tokens."""
 
-    def __init__(self, cfg: TrainConfig, model: BiDiffModel):
+    def __init__(self, cfg: TrainConfig, model: BiDiffModel, scenes=None):
         self.cfg, self.model, self.cache = cfg, model, {}
-        self.scenes = scenes_of(cfg)
+        self.scenes = scenes if scenes is not None else scenes_of(cfg)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -129,12 +129,13 @@ class BiDiffTraining(TrainingMethod):
         c = self.cfg
         self.run = run
         check_training_memory(c.resolution, c.batch_size, available_memory(run.device))
-        words = scenes_of(c).vocabulary()
+        scenes = scenes_of(c)
+        words = scenes.vocabulary()
         model = BiDiffModel(
             MultiViewConfig(views=c.views, size=c.size, vocabulary=words),
             VolumeConfig(views=c.views, size=c.size, resolution=c.resolution, vocabulary=words),
         ).train()
-        self.dataset = WorldViews(c, model)
+        self.dataset = WorldViews(c, model, scenes)
         self.scheduler = model.scheduler
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.0)
         self.module, self.optimizer = run.accelerator.prepare(model, optimizer)

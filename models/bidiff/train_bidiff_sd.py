@@ -73,9 +73,9 @@ class TrainConfig(train_bidiff.TrainConfig):
 class WorldLatents:
     """Item i: scene i's clean views and their latents (cached after the first render), grid, caption."""
 
-    def __init__(self, cfg: TrainConfig, model: SDBiDiff, vae):
+    def __init__(self, cfg: TrainConfig, model: SDBiDiff, vae, scenes=None):
         self.cfg, self.model, self.vae, self.cache = cfg, model, vae, {}
-        self.scenes = scenes_of(cfg)
+        self.scenes = scenes if scenes is not None else scenes_of(cfg)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -117,9 +117,10 @@ class SDBiDiffTraining(TrainingMethod):
             raise InputError("size", f"a multiple of {base.pixel_multiple} for this model", str(c.size))
         self.base = base
         torch.manual_seed(c.seed)
-        words = scenes_of(c).vocabulary()
+        scenes = scenes_of(c)
+        words = scenes.vocabulary()
         model = SDBiDiff.fresh(base.unet, c.views, c.size, resolution=c.resolution, vocabulary=words).train()
-        self.dataset = WorldLatents(c, model, base.vae)
+        self.dataset = WorldLatents(c, model, base.vae, scenes)
         self.scheduler = DDPMScheduler.from_config(base.scheduler_config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.0)
         self.module, self.optimizer = run.accelerator.prepare(model, optimizer)

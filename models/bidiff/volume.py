@@ -39,9 +39,8 @@ class VolumeConfig:
     render_samples: int = 32
     inv_s: float = 64.0
     vocabulary: list[str] = field(default_factory=world_vocabulary)
-    in_channels: int = (
-        3  # channels of the views it reads: 3 (pixels) or the latent channels of an SD 2D branch
-    )
+    # channels of the views it reads: 3 (pixels) or the latent channels of an SD 2D branch
+    in_channels: int = 3
 
 
 # Work memory of one training step of the 3D branch per scene and voxel (autograd through the back-
