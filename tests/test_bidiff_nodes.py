@@ -216,8 +216,9 @@ def test_train_node_writes_both_kinds_and_checks_its_inputs(sd, monkeypatch):
         node.train("SD adapter", size=32, output_name="s2", **args)
     with pytest.raises(InputError, match="data_folder"):
         node.train("world-size model", size=8, output_name="w2", **{**args, "data_folder": "../outside"})
-    with pytest.raises(InputError, match="output_name"):
-        node.train("world-size model", size=8, output_name="a/b", **args)
+    for bad in ("a/b", "..", ".hidden"):  # a plain file name only: the run folder stays inside output/bidiff
+        with pytest.raises(InputError, match="output_name"):
+            node.train("world-size model", size=8, output_name=bad, **{**args, "resume": True})
     from papernodes.models.bidiff import train_bidiff
 
     monkeypatch.setattr(train_bidiff, "available_memory", lambda device: 8 * 2**30)
