@@ -15,6 +15,7 @@ import torch
 
 from ..models.bidiff.export import shape_mesh, shape_views
 from ..models.bidiff.grid_prior import load_grid_prior
+from ..models.bidiff.if_base import is_if_folder, load_if_folder
 from ..models.bidiff.pipeline import BiDiffModel, load_bidiff
 from ..models.bidiff.pipeline_sd import BoundSDBiDiff, load_sd_bidiff
 from ..models.bidiff.prior3d import Prior3D, Shape3D
@@ -57,9 +58,7 @@ SD_ADAPTER_PUBLISHED = ("none is published; train one with 'BiDiff: Train' (kind
                         "OUT/final/bidiff_sd.safetensors")  # fmt: skip
 MAX_MESH_RESOLUTION, MAX_VIEW_PIXELS = 256, 1024 * 1024
 MODELS = (BiDiffModel, BoundSDBiDiff)
-NOT_A_MODEL = (
-    "a BIDIFF_MODEL from 'BiDiff: Load Model', 'Load SD Adapter', 'SD Adapter on Checkpoint' or 'Train'"
-)
+NOT_A_MODEL = "a BIDIFF_MODEL from 'BiDiff: Load Model', 'Load Adapter (SD1.5 or IF)', 'SD Adapter on Checkpoint' or 'Train'"
 
 register_model_folders(FOLDER)
 
@@ -188,11 +187,14 @@ def _bound(adapter_name: str, components) -> BoundSDBiDiff:
 
 
 class LoadSDAdapter:
-    DESCRIPTION = ("BiDiff on an SD1.5-architecture model: load the model (diffusers folder or single-file "
-                   "checkpoint) and a trained BiDiff adapter (.safetensors from models/bidiff: cross-view "
-                   "attention, view embeddings, the ControlNet for the 3D renders, and the 3D denoiser on the "
-                   "model's latents). The model itself is never changed: the adapter is hooked in only while "
-                   "Generate 3D or Refine 3D runs. Train an adapter with 'BiDiff: Train' (kind 'SD adapter').")  # fmt: skip
+    DESCRIPTION = ("BiDiff on a 2D prior you have: an SD1.5-architecture model (diffusers folder or single-file "
+                   "checkpoint) or DeepFloyd IF stage I (its diffusers folder in models/diffusers, e.g. "
+                   "IF-I-XL-v1.0: the paper's own prior, 64 px views), and a BiDiff adapter trained for it "
+                   "(.safetensors from models/bidiff: cross-view attention, view embeddings, the ControlNet for "
+                   "the 3D renders, and the 3D denoiser). The model itself is never changed: the adapter is hooked "
+                   "in only while Generate 3D or Refine 3D runs. Train an SD adapter with 'BiDiff: Train' (kind "
+                   "'SD adapter'), an IF adapter with `python -m models.bidiff.train_bidiff_sd --base "
+                   "IF_FOLDER`.")  # fmt: skip
     CATEGORY = CATEGORY
     RETURN_TYPES = (MODEL_TYPE,)
     RETURN_NAMES = ("model",)
@@ -201,7 +203,7 @@ class LoadSDAdapter:
     @classmethod
     def INPUT_TYPES(cls):
         tip = ("diffusers/<folder> from models/diffusers, or checkpoints/<file> from models/checkpoints: the "
-               "SD1.5-architecture model the adapter was trained for.")  # fmt: skip
+               "model the adapter was trained for (SD1.5 architecture, or a DeepFloyd IF stage I folder).")  # fmt: skip
         return {
             "required": {
                 "model_name": sd_model_input(NO_SD, tip),
@@ -211,11 +213,9 @@ class LoadSDAdapter:
         }
 
     def load(self, model_name, adapter_name, dtype="auto"):
-        return (
-            _bound(
-                adapter_name, load_components(resolve_sd_model(model_name, SD_PUBLISHED), model_dtype(dtype))
-            ),
-        )
+        path = resolve_sd_model(model_name, SD_PUBLISHED)
+        load = load_if_folder if is_if_folder(path) else load_components
+        return (_bound(adapter_name, load(path, model_dtype(dtype))),)
 
 
 class SDAdapterOnCheckpoint:
@@ -403,7 +403,7 @@ class Refine3D:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL_TYPE, {"tooltip": "From 'BiDiff: Load Model' or 'Load SD Adapter' (its 2D branch "
+                "model": (MODEL_TYPE, {"tooltip": "From 'BiDiff: Load Model' or 'Load Adapter' (its 2D branch "
                                                   "is the prior; with an SD adapter the score is in latent space)."}),
                 "prompt": ("STRING", {"default": "a red striped cube", "multiline": True,
                                       "tooltip": "What the renders should show."}),
@@ -539,7 +539,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_BiDiffLoadPrior": "BiDiff: Load 3D Prior",
     "PaperNodes_BiDiffSamplePrior": "BiDiff: Sample 3D Prior",
     "PaperNodes_BiDiffLoadModel": "BiDiff: Load Model",
-    "PaperNodes_BiDiffLoadSDAdapter": "BiDiff: Load SD Adapter",
+    "PaperNodes_BiDiffLoadSDAdapter": "BiDiff: Load Adapter (SD1.5 or IF)",
     "PaperNodes_BiDiffSDAdapterOnCheckpoint": "BiDiff: SD Adapter on Checkpoint",
     "PaperNodes_BiDiffTrain": "BiDiff: Train",
     "PaperNodes_BiDiffGenerate": "BiDiff: Generate 3D",

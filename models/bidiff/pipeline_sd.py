@@ -1,4 +1,6 @@
-"""The bidirectional sampler with an SD1.5-architecture 2D branch (multiview_sd.py) on the user's model.
+"""The bidirectional sampler with a 2D branch on the user's model (multiview_sd.py): SD1.5-architecture
+(latent space) or DeepFloyd IF stage I (pixel space: `components.vae` is None, views are their own latents;
+if_base.py).
 
 The steps of pipeline.py, in the SD model's latent space and on its own schedule (ε- or v-prediction, as
 its scheduler config says). Each DDIM step at time t, with the noisy view latents z_t [V, 4, s, s]:
@@ -67,7 +69,8 @@ class SDBiDiff(nn.Module):
         return self
 
     def latent_size(self, components) -> int:
-        vae_factor = 2 ** (len(components.vae.config.block_out_channels) - 1)
+        vae = components.vae
+        vae_factor = 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
         size = self.adapter.config.size
         if size % components.pixel_multiple:
             raise InputError("size", f"a multiple of {components.pixel_multiple} for this model", str(size))
@@ -119,7 +122,7 @@ class SDBiDiff(nn.Module):
         ):  # lazy start: the prior's renders encoded, noised to the step nearest lazy_t * T
             prior_views = shape_views(prior.sample(shape_prompt, seed=seed)[0], vol).to(dev)
             timesteps = lazy_timesteps(timesteps, lazy_t, sched.config.num_train_timesteps)
-            x = sched.add_noise(encode_views(vae, prior_views)[None], x, timesteps[:1])
+            x = sched.add_noise(encode_views(vae, prior_views)[None].to(dtype), x, timesteps[:1])
         text = encode_prompts(components, [texture_prompt, negative_prompt], dev).to(dtype)
         cond = torch.cat([text[:1], text[1:], text[:1]])  # full, no text, no 3D
         words = self.words(shape_prompt)
@@ -151,14 +154,18 @@ class SDBiDiff(nn.Module):
         }
 
 
-def encode_views(vae: nn.Module, views: torch.Tensor) -> torch.Tensor:
-    """Pixel views [V, 3, S, S] in [-1, 1] -> scaled latents (the distribution's mean)."""
+def encode_views(vae: nn.Module | None, views: torch.Tensor) -> torch.Tensor:
+    """Pixel views [V, 3, S, S] in [-1, 1] -> scaled latents (the distribution's mean); no VAE: the views."""
+    if vae is None:
+        return views
     p = next(vae.parameters())
     return vae.encode(views.to(p.device, p.dtype)).latent_dist.mean * vae.config.scaling_factor
 
 
-def decode_views(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents [V, 4, s, s] -> pixel views [V, 3, S, S] in [-1, 1] (float32)."""
+def decode_views(vae: nn.Module | None, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents [V, 4, s, s] -> pixel views [V, 3, S, S] in [-1, 1] (float32); no VAE: the latents."""
+    if vae is None:
+        return latents.float().clamp(-1, 1)
     p = next(vae.parameters())
     return vae.decode(latents.to(p.device, p.dtype) / vae.config.scaling_factor).sample.float().clamp(-1, 1)
 

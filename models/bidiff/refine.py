@@ -108,7 +108,8 @@ def _score(model, prompt: str, guidance: float):
     if isinstance(model, BoundSDBiDiff):
         c = model.components
         T = c.scheduler_config.get("num_train_timesteps", 1000)
-        return _latent_sds(model, prompt, guidance), model.model.volume, [model.model, c.unet, c.vae], T
+        frozen = [m for m in (model.model, c.unet, c.vae) if m is not None]
+        return _latent_sds(model, prompt, guidance), model.model.volume, frozen, T
     raise InputError(
         "model", "a BiDiff model (world-size or an SD adapter on its model)", type(model).__name__
     )
@@ -138,7 +139,7 @@ def _pixel_sds(model: BiDiffModel, prompt: str, guidance: float):
 def _latent_sds(bound, prompt: str, guidance: float):
     """SDS in the SD model's latent space: renders -> VAE encoder (differentiable) -> z0; the adapter's
     prediction (all views jointly, no 3D control) with CFG; w(t) = 1 - ab; the gradient flows through the
-    encoder and the renderer (Stable-DreamFusion's latent SDS)."""
+    encoder and the renderer (Stable-DreamFusion's latent SDS). IF (no VAE): the same in pixel space."""
     from diffusers import DDPMScheduler
 
     from ..common.text import encode_prompts
@@ -150,10 +151,12 @@ def _latent_sds(bound, prompt: str, guidance: float):
     p = next(c.unet.parameters())
     text = encode_prompts(c, [prompt, ""], p.device).to(p.dtype)
     bound.model.to_base(c.unet)
-    scale = c.vae.config.scaling_factor
 
     def sds(x0: torch.Tensor, t: int, g: torch.Generator) -> torch.Tensor:
-        z0 = c.vae.encode(x0[0].to(p.dtype)).latent_dist.mean[None].float() * scale
+        if c.vae is None:
+            z0 = x0.float()
+        else:
+            z0 = c.vae.encode(x0[0].to(p.dtype)).latent_dist.mean[None].float() * c.vae.config.scaling_factor
         eps = torch.randn(z0.shape, generator=g)
         a = abar[t]
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps

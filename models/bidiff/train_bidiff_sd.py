@@ -52,6 +52,7 @@ from ..common.training import (
 )
 from . import train_bidiff
 from .grid_prior import scene_grid
+from .if_base import is_if_folder, load_if_folder
 from .mesh_data import scenes_of
 from .pipeline import shape_views
 from .pipeline_sd import SDBiDiff, encode_views, save_sd_bidiff
@@ -64,10 +65,18 @@ MODEL_FILE = "bidiff_sd.safetensors"
 class TrainConfig(train_bidiff.TrainConfig):
     """train_bidiff's options (data, views, grid, losses, loop) with the SD base and its defaults."""
 
-    base: str = option(help="the SD1.5-architecture model: a diffusers folder or a single-file checkpoint")
+    base: str = option(
+        help="the 2D prior: an SD1.5-architecture model (diffusers folder or single-file "
+        "checkpoint) or a DeepFloyd IF stage I diffusers folder (views of 64 px)"
+    )
     size: int = option(256, "view size in pixels (a multiple of the base's pixel multiple)", group="model")
     lr: float = option(1e-4, "AdamW learning rate")
     batch_size: int = option(1, "per-process micro-batch size (scenes; each has `views` images)")
+
+
+def load_base(path: str):
+    """The 2D prior to train for: an IF stage I folder (pixel space) or an SD1.5-architecture model."""
+    return load_if_folder(path) if is_if_folder(path) else load_model_fresh(path)
 
 
 class WorldLatents:
@@ -110,7 +119,7 @@ class SDBiDiffTraining(TrainingMethod):
         c = self.cfg
         self.run = run
         check_training_memory(c.resolution, c.batch_size, available_memory(run.device))
-        base = self.given_base if self.given_base is not None else load_model_fresh(c.base)
+        base = self.given_base if self.given_base is not None else load_base(c.base)
         for module in base.modules():  # frozen: only hooks are attached to it, its weights are never written
             module.to(run.device).eval().requires_grad_(False)
         if c.size % base.pixel_multiple:

@@ -74,6 +74,10 @@ def encode_prompts(components, prompts: Sequence[str], device) -> torch.Tensor:
     weights' dtype unless `store_for_compute` marked it), on its device.
 
     `components`: anything with `.tokenizer` and `.text_encoder` (`SDComponents`, `TextModel`); the token ids
-    go to `device`, which must be where the text encoder is."""
+    go to `device`, which must be where the text encoder is. Components whose text encoder is not CLIP (IF's
+    T5, which needs its padding masked) bring their own `encode_text(prompts, device)`, used instead."""
+    own = getattr(components, "encode_text", None)
+    if own is not None:
+        return own(list(prompts), device)
     ids = tokenize_prompts(components.tokenizer, prompts)
     return run_text_encoder(components.text_encoder, ids.to(device))
