@@ -15,62 +15,15 @@ from papernodes.models.bidiff import train_bidiff_sd as T
 from papernodes.models.bidiff.encoder_controlnet import EncoderControlNet
 from papernodes.models.bidiff.if_base import T5PromptTokenizer, is_if_folder, load_if_folder
 from papernodes.models.bidiff.multiview_sd import SDMultiViewAdapter, cross_view_layers
+from papernodes.models.bidiff.tiny_if import CAPTIONS, IF_UNET, write_tiny_if_folder
 from papernodes.models.common.errors import InputError, WeightsFormatError
 
-VIEWS, SIZE = 2, 16
-CAPTIONS = ["a red cube", "two blue spheres", "a yellow cone", "a green torus", "an orange capsule"]
-IF_UNET = dict(
-    sample_size=SIZE,
-    in_channels=3,
-    out_channels=6,  # noise and learned variance, as IF stage I
-    layers_per_block=1,
-    block_out_channels=(32, 32, 64),
-    down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"),
-    mid_block_type="UNetMidBlock2DSimpleCrossAttn",
-    up_block_types=("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-    cross_attention_dim=32,
-    encoder_hid_dim=24,
-    attention_head_dim=8,
-    addition_embed_type="text",
-    addition_embed_type_num_heads=2,
-    cross_attention_norm="group_norm",
-    resnet_time_scale_shift="scale_shift",
-    act_fn="gelu",
-)
-IF_SCHEDULER = dict(beta_schedule="squaredcos_cap_v2", clip_sample=True, dynamic_thresholding_ratio=0.95,
-                    num_train_timesteps=1000, prediction_type="epsilon", sample_max_value=1.5, thresholding=True,
-                    variance_type="learned_range")  # fmt: skip
-
-
-def _tokenizer_folder(folder):
-    import sentencepiece as spm
-
-    folder.mkdir(parents=True)
-    text = folder / "corpus.txt"
-    text.write_text("\n".join(CAPTIONS * 20))
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "spiece"), vocab_size=24,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   minloglevel=2)  # fmt: skip
-    text.unlink()
-    (folder / "spiece.vocab").unlink()
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer"}))
+VIEWS, SIZE = 2, IF_UNET["sample_size"]
 
 
 @pytest.fixture(scope="module")
 def if_folder(tmp_path_factory):
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import T5Config, T5EncoderModel
-
-    root = tmp_path_factory.mktemp("if") / "IF-I-tiny"
-    torch.manual_seed(0)
-    UNet2DConditionModel(**IF_UNET).save_pretrained(root / "unet")
-    T5EncoderModel(
-        T5Config(vocab_size=30, d_model=24, d_kv=6, d_ff=32, num_layers=2, num_heads=4)
-    ).save_pretrained(root / "text_encoder")
-    DDPMScheduler(**IF_SCHEDULER).save_pretrained(root / "scheduler")
-    _tokenizer_folder(root / "tokenizer")
-    (root / "model_index.json").write_text(json.dumps({"_class_name": "IFPipeline"}))
-    return root
+    return write_tiny_if_folder(tmp_path_factory.mktemp("if") / "IF-I-tiny")
 
 
 @pytest.fixture(scope="module")

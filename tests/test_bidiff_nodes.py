@@ -235,3 +235,25 @@ def test_load_sd_adapter_reads_the_model_from_the_model_folders(sd, monkeypatch)
     assert isinstance(model, nd.BoundSDBiDiff)
     with pytest.raises(WeightsNotFoundError):
         nd.LoadSDAdapter().load("diffusers/missing", "tiny-sd.safetensors")
+
+
+def test_load_adapter_takes_a_deepfloyd_if_folder(nodes):
+    from papernodes.models.bidiff.if_base import load_if_folder
+    from papernodes.models.bidiff.pipeline_sd import SDBiDiff, save_sd_bidiff
+    from papernodes.models.bidiff.tiny_if import write_tiny_if_folder
+
+    nd, tmp_path = nodes
+    folder = write_tiny_if_folder(tmp_path / "diffusers" / "IF-I-tiny")
+    torch.manual_seed(0)
+    adapter = SDBiDiff.fresh(load_if_folder(folder).unet, 2, 16, resolution=8, features=4, channels=(8, 16),
+                             emb=16, render_samples=8)  # fmt: skip
+    save_sd_bidiff(adapter, tmp_path / "bidiff" / "tiny-if.safetensors")
+    (model,) = nd.LoadSDAdapter().load("diffusers/IF-I-tiny", "tiny-if.safetensors")
+    assert model.components.vae is None  # pixel space: IF's views are the samples
+    shapes, views, renders = nd.Generate3D().generate(model, "a red cube", "", "", 0, 2, 7.0, 7.0, 0.6)
+    assert len(shapes) == 1 and views.shape == renders.shape == (2, 16, 16, 3)
+    with pytest.raises(InputError, match="in_channels: expected 3, got 4"):  # an IF adapter on an SD model
+        from papernodes.models.common.tiny import build_tiny_components, save_diffusers_folder
+
+        save_diffusers_folder(build_tiny_components(0), tmp_path / "diffusers" / "tiny-sd")
+        nd.LoadSDAdapter().load("diffusers/tiny-sd", "tiny-if.safetensors")
