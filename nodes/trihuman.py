@@ -47,6 +47,7 @@ from .comfy_adapter import (
     raise_if_interrupted,
     register_model_folders,
     resolve_file,
+    training_run_folder,
 )
 from .comfy_memory import on_device, torch_device, unload_all
 
@@ -580,9 +581,7 @@ class TrainAvatar:
 
         if stage not in STAGES:
             raise InputError("stage", f"one of {STAGES}", repr(stage))
-        name = (output_name or "").strip()
-        if not _NAME.match(name):
-            raise InputError("output_name", "a file name (letters, digits, '.', '_', '-')", repr(output_name))
+        name, out = training_run_folder("trihuman", output_name, resume)
         init = None
         if stage == "avatar":
             if init_avatar == NO_FILE:
@@ -594,11 +593,6 @@ class TrainAvatar:
         target = Path(folders[0]) / f"{name}.safetensors"
         if init is not None and target.resolve() == init.resolve():
             raise InputError("output_name", "a name other than the init avatar's", repr(output_name))
-        out = _output_dir() / "trihuman" / name
-        if out.exists() and not resume:
-            raise InputError(
-                "output_name", "a new name, or 'resume' on to continue that run", f"{out} exists"
-            )
         device = torch_device()
         cfg = TrainConfig(out=str(out), stage=stage, init=str(init) if init else None, world_sequences=world_sequences,
                           world_frames=world_frames, size=size, max_steps=steps, seed=seed,
