@@ -55,6 +55,10 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1 / max(mse, 1e-10))
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def score(rows: list[tuple]) -> dict:
     """rows: (report, primitive, seconds[, consistency PSNR])."""
     n = len(rows)
@@ -65,6 +69,8 @@ def score(rows: list[tuple]) -> dict:
         "color_accuracy": sum(r[0].color == r[1].color for r in rows) / n,
         "texture_accuracy": sum(r[0].texture == r[1].texture for r in rows) / n,
         "caption_iou": sum(r[0].caption_iou for r in rows) / n,
+        # how unblended the stripes are, over the striped captions (metrics.PURE; the 16^3 grid caps it)
+        "stripe_purity": _mean([r[0].purity for r in rows if r[1].texture == "striped"]),
         "seconds_per_shape": sum(r[2] for r in rows) / n,
         "count": n,
     }

@@ -4,7 +4,9 @@ Occupancy: the shape's SDF < 0 on a grid over [-1, 1]^3. Shape: the world primit
 one-object scenes are) whose best size and yaw give the highest IoU with the occupancy; the best IoU with
 the caption's own primitive is the caption-fit score (1 for the exact scene). Colour: the palette colour
 most of the least white quarter of the surface is nearest to; striped when over a quarter of the
-surface is white. No learnt model: the evaluator cannot share a generator's blind spots.
+surface is white. Texture purity: the fraction of the surface whose colour is within `PURE` of the voted
+colour or of white, i.e. not a blend of the two: soft, smeared stripes (the paper's "coarse texture" of a
+3D-only model) score low. No learnt model: the evaluator cannot share a generator's blind spots.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .world import COLORS, SHAPES, TEXTURES, WHITE, Primitive
 
 SIZES = tuple(0.4 + 0.05 * i for i in range(9))  # 0.40 .. 0.80 (the world draws 0.55 .. 0.75)
 YAWS = tuple(i * math.pi / 16 for i in range(8))  # 0 .. 90 degrees: every primitive is 90-degree symmetric
+PURE = 0.15  # RGB distance (colours in [0, 1]) within which a colour counts as pure (or white)
 
 
 def grid_points(resolution: int) -> torch.Tensor:
@@ -72,6 +75,7 @@ class ShapeReport:
     texture: str
     caption_iou: float  # best-fit IoU with the caption's primitive (0 when the caption names none)
     ious: dict
+    purity: float = 0.0  # fraction of the surface in the pure colour or white (not blended)
 
 
 def evaluate(shape: Shape3D, caption_shape: str | None, resolution: int = 32) -> ShapeReport:
@@ -87,6 +91,15 @@ def evaluate(shape: Shape3D, caption_shape: str | None, resolution: int = 32) ->
     votes = torch.cdist(colored, palette).argmin(-1).bincount(minlength=len(palette))
     color = list(COLORS)[int(votes.argmax())] if len(colored) else "none"
     texture = TEXTURES[1] if len(cols) and white.float().mean().item() > 0.25 else TEXTURES[0]
+    purity = 0.0
+    if len(colored):
+        pure = torch.stack([palette[int(votes.argmax())], cols.new_tensor(WHITE)])
+        purity = (torch.cdist(cols, pure).min(-1).values < PURE).float().mean().item()
     return ShapeReport(
-        max(ious, key=ious.get), color, texture, ious.get(caption_shape, 0.0) if caption_shape else 0.0, ious
+        max(ious, key=ious.get),
+        color,
+        texture,
+        ious.get(caption_shape, 0.0) if caption_shape else 0.0,
+        ious,
+        purity,
     )
