@@ -212,3 +212,23 @@ def test_the_trainer_takes_an_if_folder(if_folder, tmp_path):
     assert trained.adapter.config.controlnet_kind == "encoder"
     assert trained.adapter.xview[0].to_out.weight.abs().max() > 0  # gradients reached the zero projection
     assert trained.adapter.controlnet.skips[0].weight.abs().max() > 0
+
+
+def test_a_folder_with_only_the_fp16_variant_files_loads(if_folder, comps, tmp_path):
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+    from transformers import T5EncoderModel
+
+    folder = tmp_path / "IF-I-fp16"
+    shutil.copytree(if_folder, folder)
+    for sub, cls in (("unet", UNet2DConditionModel), ("text_encoder", T5EncoderModel)):
+        for f in (folder / sub).glob("*.safetensors"):
+            f.unlink()
+        cls.from_pretrained(str(if_folder / sub), local_files_only=True).save_pretrained(
+            folder / sub, variant="fp16"
+        )
+    assert all(".fp16." in f.name for f in (folder / "unet").glob("*.safetensors"))
+    loaded = load_if_folder(folder)
+    a, b = loaded.unet.state_dict(), comps.unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)

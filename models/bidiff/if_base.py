@@ -87,6 +87,14 @@ def is_if_folder(path: str | os.PathLike) -> bool:
     return json.loads(config.read_text()).get("model_type") == "t5"
 
 
+def _variant(folder: Path) -> str | None:
+    """ "fp16" when the folder holds only DeepFloyd's fp16 variant files (`*.fp16*.safetensors`, what most users
+    download: IF-I-XL's full-precision T5 alone is 19 GB), else None (the plain files)."""
+    files = [f.name for f in folder.glob("*.safetensors")] + [f.name for f in folder.glob("*.bin")]
+    plain = [f for f in files if ".fp16" not in f]
+    return "fp16" if files and not plain else None
+
+
 def load_if_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> IFComponents:
     """IF stage I from its diffusers folder, local files only. Stage II/III (upscalers) are refused by name."""
     from diffusers import UNet2DConditionModel
@@ -103,8 +111,12 @@ def load_if_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32) 
             "BiDiff's 2D branch is IF stage I (in_channels 3, 64 px), e.g. DeepFloyd/IF-I-XL-v1.0"
         )
     kw = dict(local_files_only=True, torch_dtype=dtype)
-    unet = UNet2DConditionModel.from_pretrained(str(path), subfolder="unet", low_cpu_mem_usage=True, **kw)
-    text_encoder = T5EncoderModel.from_pretrained(str(path), subfolder="text_encoder", **kw)
+    unet = UNet2DConditionModel.from_pretrained(
+        str(path), subfolder="unet", low_cpu_mem_usage=True, variant=_variant(path / "unet"), **kw
+    )
+    text_encoder = T5EncoderModel.from_pretrained(
+        str(path), subfolder="text_encoder", variant=_variant(path / "text_encoder"), **kw
+    )
     scheduler = path / "scheduler" / "scheduler_config.json"
     if not scheduler.is_file():
         raise WeightsFormatError(
