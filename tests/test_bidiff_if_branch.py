@@ -141,6 +141,11 @@ def test_cross_view_attention_on_if_attends_over_the_normalised_maps_of_all_view
 def test_the_encoder_controlnet_is_the_bases_own_encoder(comps):
     unet = comps.unet
     net = EncoderControlNet.from_unet(unet)
+    keys = net.encoder.state_dict().keys()
+    assert not any(k.startswith(("up_blocks", "conv_out", "conv_norm_out")) for k in keys)  # no decoder kept
+    assert {
+        k for k in unet.state_dict() if not k.startswith(("up_blocks", "conv_out", "conv_norm_out"))
+    } == set(keys)
     with torch.no_grad():  # identity skips: the residuals are the encoder's features themselves
         for conv in (*net.skips, net.middle):
             conv.weight.copy_(torch.eye(conv.weight.shape[0])[:, :, None, None])

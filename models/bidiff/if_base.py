@@ -88,7 +88,7 @@ def is_if_folder(path: str | os.PathLike) -> bool:
 
 
 def _variant(folder: Path) -> str | None:
-    """ "fp16" when the folder holds only DeepFloyd's fp16 variant files (`*.fp16*.safetensors`, what most users
+    """The variant to load: "fp16" when the folder holds only DeepFloyd's fp16 variant files (what most users
     download: IF-I-XL's full-precision T5 alone is 19 GB), else None (the plain files)."""
     files = [f.name for f in folder.glob("*.safetensors")] + [f.name for f in folder.glob("*.bin")]
     plain = [f for f in files if ".fp16" not in f]
