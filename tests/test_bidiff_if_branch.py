@@ -188,6 +188,13 @@ def test_if_sampling_is_seeded_in_pixel_space_and_the_file_round_trip_is_exact(c
     assert a["views"].shape == (VIEWS, 3, SIZE, SIZE) and a["views"].abs().max() <= 1
     assert not torch.equal(model.generate(comps, "a red cube", seed=3, steps=2, consistency_scale=1.0)["views"],
                            a["views"])  # fmt: skip
+    from papernodes.models.bidiff.grid_prior import GridPrior, GridPriorConfig, GridUNet
+
+    torch.manual_seed(0)
+    prior = GridPrior(GridUNet(GridPriorConfig(resolution=8, channels=(8, 16), emb=16)))
+    lazy = model.generate(comps, "a red cube", seed=3, steps=4, prior=prior, lazy_t=0.5)
+    assert lazy["prior_views"].shape == (VIEWS, 3, SIZE, SIZE)  # the prior's renders are the start, in pixels
+    assert not torch.equal(lazy["views"], model.generate(comps, "a red cube", seed=3, steps=4)["views"])
     path = PSD.save_sd_bidiff(model, tmp_path / "if.safetensors", dtype=torch.float32)
     back = PSD.load_sd_bidiff(path)
     assert back.adapter.config.controlnet_kind == "encoder"
