@@ -16,6 +16,7 @@ from ..models.common.animatediff import load_motion_adapter
 from ..models.common.errors import InputError
 from ..models.common.loading import VIDEO_UNET, cast_module, load_components, unet_class_name
 from ..models.common.schedulers import SCHEDULERS
+from ..models.common.timesteps import LAWS
 from ..models.motion_custom.data import clips_from_frames
 from ..models.motion_custom.motion_file import load_motion
 from ..models.motion_custom.pipeline import (
@@ -29,7 +30,6 @@ from ..models.motion_custom.pipeline import (
     token_warning,
     validate,
 )
-from ..models.motion_custom.timesteps import LAWS
 from ..models.motion_custom.train import TrainConfig, train
 from ..models.motion_custom.trainable import TRAINABLE_SETS
 from .bridge import checkpoint_inputs, components_from_comfy

@@ -199,6 +199,9 @@ def test_the_trainer_trains_the_adapter_and_the_3d_denoiser_only(comps, tmp_path
                 base=str(tmp_path / "sd"), out=str(tmp_path / "bad"), size=60, max_steps=1, cpu=True
             )
         )
+    with pytest.raises(InputError, match="min_timestep"):
+        T.train(T.TrainConfig(base=str(tmp_path / "sd"), out=str(tmp_path / "bad2"), size=SIZE, views=VIEWS,
+                              resolution=8, world_scenes=2, min_timestep=1000, max_steps=1, cpu=True))  # fmt: skip
 
 
 @pytest.mark.slow
@@ -208,8 +211,10 @@ def test_training_lowers_both_losses_on_a_fixed_batch(comps, tmp_path):
     method = T.SDBiDiffTraining(cfg)
     method.base, method.run = comps, type("R", (), {"device": torch.device("cpu")})()
     from diffusers import DDPMScheduler
+    from papernodes.models.common.timesteps import TimestepSampler
 
     method.scheduler = DDPMScheduler.from_config(comps.scheduler_config)
+    method.timesteps = TimestepSampler(method.scheduler.config.num_train_timesteps, "uniform")
     torch.manual_seed(0)
     method.model = PSD.SDBiDiff.fresh(comps.unet, VIEWS, SIZE, resolution=8)
     ds = T.WorldLatents(cfg, method.model, comps.vae)
@@ -248,3 +253,13 @@ def test_refinement_with_the_sd_prior_moves_only_the_grid_and_is_seeded(comps):
         assert [p.requires_grad for p in m.parameters()] == flag
     with pytest.raises(InterruptedError):
         refine(bound, "a red cube", steps=2, should_stop=lambda: True)
+
+
+def test_min_timestep_draws_training_noise_levels_above_it_only():
+    from papernodes.models.common.timesteps import TimestepSampler
+
+    sampler = TimestepSampler(1000, "uniform", min_timestep=500)
+    t = sampler(4000, torch.Generator().manual_seed(0))
+    assert t.min() >= 500 and t.max() <= 999 and abs(t.float().mean().item() - 749.5) < 10
+    assert torch.equal(TimestepSampler(1000, "uniform")(8, torch.Generator().manual_seed(3)),
+                       torch.randint(0, 1000, (8,), generator=torch.Generator().manual_seed(3)))  # fmt: skip

@@ -13,9 +13,9 @@ from papernodes.models.common.animatediff import build_tiny_motion_adapter
 from papernodes.models.common.errors import InputError, WeightsFormatError
 from papernodes.models.common.loading import load_components
 from papernodes.models.common.saving import save_diffusers_folder
+from papernodes.models.common.timesteps import TimestepSampler, timestep_probabilities
 from papernodes.models.motion_custom import motion_file as mf
 from papernodes.models.motion_custom import pipeline as P
-from papernodes.models.motion_custom.timesteps import TimestepSampler, timestep_probabilities
 from papernodes.models.motion_custom.trainable import set_trainable, trainable_names
 
 torch.set_num_threads(1)

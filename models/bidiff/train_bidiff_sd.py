@@ -4,7 +4,7 @@ The base (U-Net, VAE, CLIP) stays frozen, as the paper keeps its IF frozen; what
 (cross-view attention, view embeddings, ControlNet: multiview_sd.py) and the 3D denoiser on the base's
 latents. Per micro-batch of world scenes: clean views x0 [B, V, 3, S, S] (NeuS renders of the exact scene
 from the world rig, in [-1, 1]), their latents z0 (VAE mean x scaling factor), the scene's grid;
-t ~ U{0..T-1} on the base's schedule, z_t = DDPM(z0, eps, t):
+t ~ U{min_timestep..T-1} on the base's schedule, z_t = DDPM(z0, eps, t):
 
     grid = Volume(z_t, t, words)                     the 2D -> 3D reconstruction
     L_3d = MSE(grid, grid_gt) + MSE(render(grid), x0)
@@ -40,6 +40,7 @@ from ..common.cli import TrainerCli, option
 from ..common.errors import InputError
 from ..common.loading import load_model_fresh
 from ..common.text import encode_prompts
+from ..common.timesteps import TimestepSampler
 from ..common.training import (
     Callbacks,
     LoopSettings,
@@ -72,6 +73,12 @@ class TrainConfig(train_bidiff.TrainConfig):
     size: int = option(256, "view size in pixels (a multiple of the base's pixel multiple)", group="model")
     lr: float = option(1e-4, "AdamW learning rate")
     batch_size: int = option(1, "per-process micro-batch size (scenes; each has `views` images)")
+    min_timestep: int = option(
+        0,
+        "draw training timesteps from [min_timestep, T) only (0: all, the default). At high noise the frozen "
+        "base falls back to its own prior and the ControlNet must impose the layout; a phase with e.g. 500 "
+        "trains exactly there (common/timesteps.py)",
+    )
 
 
 def load_base(path: str):
@@ -131,6 +138,9 @@ class SDBiDiffTraining(TrainingMethod):
         model = SDBiDiff.fresh(base.unet, c.views, c.size, resolution=c.resolution, vocabulary=words).train()
         self.dataset = WorldLatents(c, model, base.vae, scenes)
         self.scheduler = DDPMScheduler.from_config(base.scheduler_config)
+        self.timesteps = TimestepSampler(
+            self.scheduler.config.num_train_timesteps, "uniform", min_timestep=c.min_timestep
+        )
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.0)
         self.module, self.optimizer = run.accelerator.prepare(model, optimizer)
         self.model = run.accelerator.unwrap_model(self.module)
@@ -145,7 +155,7 @@ class SDBiDiffTraining(TrainingMethod):
         keep_3d = (torch.rand(b, generator=generator) >= c.control_dropout).float()
         captions = ["" if drop else text for drop, text in zip(drop_text, batch["caption"], strict=True)]
         text = encode_prompts(self.base, captions, dev)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=generator)
+        t = self.timesteps(b, generator)
         noise = torch.randn(z0.shape, generator=generator).to(dev)
         zt = self.scheduler.add_noise(z0, noise, t)
         v_pred = self.scheduler.config.prediction_type == "v_prediction"

@@ -43,6 +43,7 @@ from ..common.animatediff import load_motion_adapter, run_motion_unet
 from ..common.cli import TrainerCli, option
 from ..common.errors import InputError
 from ..common.loading import load_model_fresh
+from ..common.timesteps import DEFAULT_STRENGTH, LAWS, TimestepSampler
 from ..common.training import (
     MIXED_PRECISION,
     Callbacks,
@@ -58,7 +59,6 @@ from ..common.training import (
 from .data import ClipDataset, ClipSource, insert_token, scan_clips
 from .motion_file import add_motions, base_fingerprint, extract_motion, save_motion
 from .pipeline import VideoModel, animatediff_model, generate
-from .timesteps import DEFAULT_STRENGTH, LAWS, TimestepSampler
 from .trainable import TRAINABLE_SETS, set_trainable
 
 MOTION_FILE = "motion.safetensors"

@@ -1,8 +1,10 @@
-"""The paper's non-uniform timestep law (Sec. 3.3): p(t) ∝ 1 − a·cos(π t / T).
+"""Non-uniform training timesteps: Customizing Motion's law (Materzynska et al. 2023, Sec. 3.3),
+p(t) ∝ 1 − a·cos(π t / T), optionally only above a minimum t.
 
 With a = 0.5 ("high", the default) noisy timesteps are drawn up to 3× as often as clean ones: coarse
 motion is decided at high noise, so that is where the customisation should learn. The "low" variant flips
-the sign of the cosine (for appearance-level detail); "uniform" is the ablation baseline.
+the sign of the cosine (for appearance-level detail); "uniform" is the ablation baseline. Shared: BiDiff's
+SD-adapter trainer uses the same lever for the layout its ControlNet must impose at high noise.
 """
 
 from __future__ import annotations
