@@ -143,6 +143,7 @@ def _latent_sds(bound, prompt: str, guidance: float):
     from diffusers import DDPMScheduler
 
     from ..common.text import encode_prompts
+    from .pipeline_sd import encode_views
 
     c, adapter = bound.components, bound.model.adapter
     sched = DDPMScheduler.from_config(c.scheduler_config)
@@ -153,10 +154,9 @@ def _latent_sds(bound, prompt: str, guidance: float):
     bound.model.to_base(c.unet)
 
     def sds(x0: torch.Tensor, t: int, g: torch.Generator) -> torch.Tensor:
-        if c.vae is None:
-            z0 = x0.float()
-        else:
-            z0 = c.vae.encode(x0[0].to(p.dtype)).latent_dist.mean[None].float() * c.vae.config.scaling_factor
+        z0 = encode_views(c.vae, x0[0].to(p.dtype))[
+            None
+        ].float()  # differentiable; IF: the renders themselves
         eps = torch.randn(z0.shape, generator=g)
         a = abar[t]
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
