@@ -10,12 +10,12 @@ import json
 
 import pytest
 import torch
+from helpers_bidiff import CAPTIONS, IF_UNET, forward_hooks, perturb, write_tiny_if_folder
 from papernodes.models.bidiff import pipeline_sd as PSD
 from papernodes.models.bidiff import train_bidiff_sd as T
 from papernodes.models.bidiff.encoder_controlnet import EncoderControlNet
 from papernodes.models.bidiff.if_base import T5PromptTokenizer, is_if_folder, load_if_folder
 from papernodes.models.bidiff.multiview_sd import SDMultiViewAdapter, cross_view_layers
-from papernodes.models.bidiff.tiny_if import CAPTIONS, IF_UNET, write_tiny_if_folder
 from papernodes.models.common.errors import InputError, WeightsFormatError
 
 VIEWS, SIZE = 2, IF_UNET["sample_size"]
@@ -29,18 +29,6 @@ def if_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def comps(if_folder):
     return load_if_folder(if_folder)
-
-
-def _perturb(module, seed: int = 0, scale: float = 0.05, only: str = ""):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if only in name:
-                p.add_(scale * torch.randn(p.shape, generator=g))
-
-
-def _hooks(module) -> int:
-    return sum(len(m._forward_hooks) for m in module.modules())
 
 
 def _inputs(comps, b: int = 2):
@@ -98,7 +86,7 @@ def test_a_fresh_if_adapter_is_the_base_exactly(comps):
         base = flat.sample[:, :3].reshape(x.shape)  # the noise channels of IF's 6
         assert torch.equal(adapter.predict(unet, x, t, text), base)
         assert torch.equal(adapter.predict(unet, x, t, text, control), base)
-    assert _hooks(unet) == 0 and _hooks(adapter.controlnet) == 0
+    assert forward_hooks(unet) == 0 and forward_hooks(adapter.controlnet) == 0
 
 
 def test_cross_view_attention_on_if_attends_over_the_normalised_maps_of_all_views(comps):
@@ -165,18 +153,18 @@ def test_the_encoder_controlnet_is_the_bases_own_encoder(comps):
     assert len(skips) == len(seen) - 1 == 6  # conv_in + (resnet + downsample) x 2 + resnet
     for mine, theirs in zip([*skips, middle], seen, strict=True):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
-    _perturb(net.condition, seed=2, scale=0.5)
+    perturb(net.condition, seed=2, scale=0.5)
     with torch.no_grad():
         moved, _ = net(x, steps, text, control)
     assert (moved[0] - skips[0]).abs().max() > 1e-3  # the condition enters after the input convolution
-    assert _hooks(net) == 0
+    assert forward_hooks(net) == 0
 
 
 def _model(comps, seed: int = 0) -> PSD.SDBiDiff:
     torch.manual_seed(seed)
     model = PSD.SDBiDiff.fresh(comps.unet, VIEWS, SIZE, resolution=8, features=4, channels=(8, 16), emb=16,
                                render_samples=8)  # fmt: skip
-    _perturb(model, seed)
+    perturb(model, seed)
     return model.eval()
 
 

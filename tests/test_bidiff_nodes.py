@@ -238,9 +238,9 @@ def test_load_sd_adapter_reads_the_model_from_the_model_folders(sd, monkeypatch)
 
 
 def test_load_adapter_takes_a_deepfloyd_if_folder(nodes):
+    from helpers_bidiff import write_tiny_if_folder
     from papernodes.models.bidiff.if_base import load_if_folder
     from papernodes.models.bidiff.pipeline_sd import SDBiDiff, save_sd_bidiff
-    from papernodes.models.bidiff.tiny_if import write_tiny_if_folder
 
     nd, tmp_path = nodes
     folder = write_tiny_if_folder(tmp_path / "diffusers" / "IF-I-tiny")

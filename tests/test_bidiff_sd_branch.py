@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers_bidiff import forward_hooks, perturb
 from papernodes.models.bidiff import pipeline_sd as PSD
 from papernodes.models.bidiff import train_bidiff_sd as T
 from papernodes.models.bidiff.grid_prior import GridPrior, GridPriorConfig, GridUNet
@@ -39,18 +40,6 @@ def _base(unet, x, t, text):
     return out.reshape(x.shape)
 
 
-def _perturb(module, seed: int = 0, scale: float = 0.05, only: str = ""):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if only in name:
-                p.add_(scale * torch.randn(p.shape, generator=g))
-
-
-def _hooks(unet) -> int:
-    return sum(len(m._forward_hooks) for m in unet.modules())
-
-
 def test_a_fresh_adapter_is_the_base_exactly_and_leaves_no_hook(comps):
     adapter = SDMultiViewAdapter.from_unet(comps.unet, VIEWS, SIZE)
     assert (
@@ -66,11 +55,11 @@ def test_a_fresh_adapter_is_the_base_exactly_and_leaves_no_hook(comps):
         # zero output projection, zero view embeddings, zero ControlNet convolutions: + exact zeros
         assert torch.equal(adapter.predict(comps.unet, x, t, text), base)
         assert torch.equal(adapter.predict(comps.unet, x, t, text, control), base)
-    assert _hooks(comps.unet) == 0
+    assert forward_hooks(comps.unet) == 0
     with pytest.raises(RuntimeError, match="inside"), adapter.attached(comps.unet):
-        assert _hooks(comps.unet) == 2  # one cross-view layer + the time embedding
+        assert forward_hooks(comps.unet) == 2  # one cross-view layer + the time embedding
         raise RuntimeError("inside")
-    assert _hooks(comps.unet) == 0 and _hooks(adapter.controlnet) == 0
+    assert forward_hooks(comps.unet) == 0 and forward_hooks(adapter.controlnet) == 0
 
 
 def test_deeper_down_blocks_get_the_cross_view_attention():
@@ -109,12 +98,12 @@ def test_trained_parts_act_per_view_and_per_sample(comps):
     same = x[:, :1].expand(-1, VIEWS, -1, -1, -1).contiguous()  # every view the same latent
     with torch.no_grad():
         base = _base(comps.unet, same, t, text)
-        _perturb(adapter, only="view")
+        perturb(adapter, only="view")
         views = adapter.predict(comps.unet, same, t, text)
         assert (views[:, 0] - views[:, 1]).abs().max() > 1e-4  # the view embedding tells views apart
         # the base sees the same latent in both rows; rows of one batch may round differently with 2 threads
         torch.testing.assert_close(base[:, 0], base[:, 1], atol=1e-5, rtol=0)
-        _perturb(adapter.controlnet, seed=1)
+        perturb(adapter.controlnet, seed=1)
         plain = adapter.predict(comps.unet, x, t, text)
         controlled = adapter.predict(comps.unet, x, t, text, control)
         assert (controlled - plain).abs().max() > 1e-4
@@ -133,14 +122,14 @@ def test_an_adapter_refuses_another_architecture(comps):
     x, t, _, _ = _inputs()
     with pytest.raises(InputError, match="cross_attention_dim: expected 48, got 32"):
         adapter.predict(other, x, t, torch.zeros(2, 5, 32))
-    assert _hooks(other) == 0
+    assert forward_hooks(other) == 0
 
 
 def _model(comps, seed: int = 0) -> PSD.SDBiDiff:
     torch.manual_seed(seed)
     model = PSD.SDBiDiff.fresh(comps.unet, VIEWS, SIZE, resolution=8, features=4, channels=(8, 16), emb=16,
                                render_samples=8)  # fmt: skip
-    _perturb(model, seed)  # zero-initialised outputs would hide every path
+    perturb(model, seed)  # zero-initialised outputs would hide every path
     return model.eval()
 
 

@@ -2,7 +2,7 @@
 (SD1.5 or IF)' -> Generate 3D -> Shapes to Mesh -> core Save GLB, views saved; an IF stage II folder is refused
 by name and the server keeps serving.
 
-The IF folder is the tiny one in the real diffusers layout (models/bidiff/tiny_if.py; random weights) and the
+The IF folder is the tiny one in the real diffusers layout (tests/helpers_bidiff.py; random weights) and the
 adapter a seeded one built for its U-Net.
 """
 
@@ -14,9 +14,9 @@ import shutil
 import pytest
 import torch
 from comfy_host import ExecutionFailed
+from helpers_bidiff import write_tiny_if_folder
 from papernodes.models.bidiff.if_base import load_if_folder
 from papernodes.models.bidiff.pipeline_sd import SDBiDiff, save_sd_bidiff
-from papernodes.models.bidiff.tiny_if import write_tiny_if_folder
 from PIL import Image
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
