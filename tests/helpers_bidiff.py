@@ -163,3 +163,27 @@ def perturb(module, seed: int = 0, scale: float = 0.05, only: str = "") -> None:
 def forward_hooks(module) -> int:
     """Forward hooks left on `module` and its children."""
     return sum(len(m._forward_hooks) for m in module.modules())
+
+
+def generate_mesh_views_nodes(model_node: str, prefix: str) -> dict:
+    """API-prompt nodes: Generate 3D (2 steps, seed 1) from `model_node`'s BIDIFF_MODEL -> Shapes to Mesh ->
+    core Save GLB, and the views to core Save Image under `prefix` (the host tests' shared graph)."""
+    return {
+        "gen": {
+            "class_type": "PaperNodes_BiDiffGenerate",
+            "inputs": {
+                "model": [model_node, 0],
+                "prompt": "a red striped cube",
+                "shape_prompt": "",
+                "texture_prompt": "",
+                "seed": 1,
+                "steps": 2,
+                "text_scale": 7.0,
+                "consistency_scale": 7.0,
+                "lazy_t": 0.6,
+            },
+        },  # fmt: skip
+        "mesh": {"class_type": "PaperNodes_BiDiffMesh", "inputs": {"shapes": ["gen", 0], "resolution": 16}},
+        "glb": {"class_type": "SaveGLB", "inputs": {"mesh": ["mesh", 0], "filename_prefix": prefix}},
+        "views": {"class_type": "SaveImage", "inputs": {"images": ["gen", 1], "filename_prefix": prefix}},
+    }

@@ -14,7 +14,7 @@ import shutil
 import pytest
 import torch
 from comfy_host import ExecutionFailed
-from helpers_bidiff import write_tiny_if_folder
+from helpers_bidiff import generate_mesh_views_nodes, write_tiny_if_folder
 from papernodes.models.bidiff.if_base import load_if_folder
 from papernodes.models.bidiff.pipeline_sd import SDBiDiff, save_sd_bidiff
 from PIL import Image
@@ -51,23 +51,7 @@ def _prompt(model_name: str, prefix: str) -> dict:
             "class_type": "PaperNodes_BiDiffLoadSDAdapter",
             "inputs": {"model_name": model_name, "adapter_name": ADAPTER},
         },
-        "gen": {
-            "class_type": "PaperNodes_BiDiffGenerate",
-            "inputs": {
-                "model": ["adapter", 0],
-                "prompt": "a red striped cube",
-                "shape_prompt": "",
-                "texture_prompt": "",
-                "seed": 1,
-                "steps": 2,
-                "text_scale": 7.0,
-                "consistency_scale": 7.0,
-                "lazy_t": 0.6,
-            },
-        },  # fmt: skip
-        "mesh": {"class_type": "PaperNodes_BiDiffMesh", "inputs": {"shapes": ["gen", 0], "resolution": 16}},
-        "glb": {"class_type": "SaveGLB", "inputs": {"mesh": ["mesh", 0], "filename_prefix": prefix}},
-        "views": {"class_type": "SaveImage", "inputs": {"images": ["gen", 1], "filename_prefix": prefix}},
+        **generate_mesh_views_nodes("adapter", prefix),
     }
 
 

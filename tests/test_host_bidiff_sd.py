@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from comfy_host import ExecutionFailed
+from helpers_bidiff import generate_mesh_views_nodes
 from papernodes.models.bidiff.pipeline_sd import SDBiDiff, save_sd_bidiff
 from papernodes.models.common import saving, tiny
 from PIL import Image
@@ -54,23 +55,7 @@ def _prompt(adapter: str, prefix: str) -> dict:
                 "adapter_name": adapter,
             },
         },
-        "gen": {
-            "class_type": "PaperNodes_BiDiffGenerate",
-            "inputs": {
-                "model": ["adapter", 0],
-                "prompt": "a red striped cube",
-                "shape_prompt": "",
-                "texture_prompt": "",
-                "seed": 1,
-                "steps": 2,
-                "text_scale": 7.0,
-                "consistency_scale": 7.0,
-                "lazy_t": 0.6,
-            },
-        },  # fmt: skip
-        "mesh": {"class_type": "PaperNodes_BiDiffMesh", "inputs": {"shapes": ["gen", 0], "resolution": 16}},
-        "glb": {"class_type": "SaveGLB", "inputs": {"mesh": ["mesh", 0], "filename_prefix": prefix}},
-        "views": {"class_type": "SaveImage", "inputs": {"images": ["gen", 1], "filename_prefix": prefix}},
+        **generate_mesh_views_nodes("adapter", prefix),
     }
 
 

@@ -56,8 +56,8 @@ class EncoderControlNet(nn.Module):
 
     def __init__(self, unet_config: dict, condition_channels: int = 3):
         """The encoder's weights are left unset (they come from the base in `from_unet`, or from the adapter
-        file): it is built on the meta device, so the decoder of an IF-I-XL-size U-Net (half of 4.3 B
-        parameters) is never allocated just to be dropped."""
+        file): it is built on the meta device, so the decoder of an IF-I-XL-size U-Net (4.3 B parameters in
+        all) is never allocated just to be dropped."""
         super().__init__()
         from accelerate import init_empty_weights
         from diffusers import UNet2DConditionModel

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -61,8 +61,7 @@ class IFComponents:
     tokenizer: T5PromptTokenizer
     scheduler_config: dict
     source: str = ""
-    extras: dict = field(default_factory=dict)
-    vae = None
+    vae = None  # pixel space: the views are the samples
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.unet, self.text_encoder]
@@ -89,7 +88,7 @@ def is_if_folder(path: str | os.PathLike) -> bool:
 
 def _variant(folder: Path) -> str | None:
     """The variant to load: "fp16" when the folder holds only DeepFloyd's fp16 variant files (what most users
-    download: IF-I-XL's full-precision T5 alone is 19 GB), else None (the plain files)."""
+    download: the T5-XXL encoder has ~4.8 B parameters, ~19 GB in float32), else None (the plain files)."""
     files = [f.name for f in folder.glob("*.safetensors")] + [f.name for f in folder.glob("*.bin")]
     plain = [f for f in files if ".fp16" not in f]
     return "fp16" if files and not plain else None
