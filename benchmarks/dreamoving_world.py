@@ -8,7 +8,9 @@ Rows (same seeds and sampler settings; 128 px, 16 frames, DDIM, CFG 4, ControlNe
 - no clothes in prompt: the Video ControlNet with a prompt naming only the background - the floor of
   identity (the model picks clothes);
 - Content Guider: the same prompt with the dancer's face and clothes crops as image prompts (Sec. 3.3,
-  alpha_f = alpha_c = 1, the scale they were trained at).
+  alpha_f = alpha_c = 1, the scale they were trained at);
+- depth Video ControlNet: the full caption with the clip's depth maps (near = bright) through the world's
+  depth Video ControlNet at --depth-scale, instead of the pose maps.
 Two reference rows: the world's frames (the evaluator's ceiling) and the same frames encoded and decoded
 by the model's VAE (the ceiling of any generator on this VAE). Measures per row
 (`models/proving_ground/dance_eval.py`): PCK@0.1 of the keypoints the world's evaluator reads in the
@@ -19,7 +21,7 @@ Video ControlNet; flicker of the Video ControlNet <= 0.8 x the image ControlNet'
 with the Content Guider.
 
     python benchmarks/dreamoving_world.py [--clips 6] [--first-clip 0] [--steps 25] [--guidance 4]
-        [--control-scale 1.5] [--rows R1,R2] [--merge] [--json F]
+        [--control-scale 1.5] [--depth-scale 1] [--rows R1,R2] [--merge] [--json F]
 """
 
 from __future__ import annotations
@@ -59,8 +61,10 @@ SEED, SPLIT, FRAMES, SIZE = 1, "heldout", 16, dr.IMAGE_SIZE
 NEGATIVE = ""
 CONTROL_SCALE = 1.5  # the world models' settings (with --guidance 4), chosen by a sweep on clips 0-5 and
 GUIDANCE = 4.0  # checked on clips 6-17 (docs/dreamoving.md); the ControlNet was trained at scale 1
-ROWS = ("text only", "image ControlNet", "Video ControlNet", "no clothes in prompt", "Content Guider")
-GUIDED_ROWS = ROWS[3:]
+DEPTH_SCALE = 1.0  # the depth Video ControlNet's strength (docs/dreamoving.md)
+ROWS = ("text only", "image ControlNet", "Video ControlNet", "no clothes in prompt", "Content Guider",
+        "depth Video ControlNet")  # fmt: skip
+GUIDED_ROWS = ("no clothes in prompt", "Content Guider")
 
 
 def content_guider(guider_parts, clip) -> ContentGuider:
@@ -84,9 +88,14 @@ def generate(
     guidance: float,
     seed: int,
     control_scale: float = CONTROL_SCALE,
+    depth_vcn=None,
+    depth_scale: float = DEPTH_SCALE,
 ) -> np.ndarray:
     controls, guider = [], None
-    if row != "text only":
+    if row == "depth Video ControlNet":
+        depth = torch.from_numpy(dr.depth_image(clip.depth)).permute(0, 3, 1, 2).float() / 255.0
+        controls = [ControlSpec(depth_vcn, depth, scale=depth_scale)]
+    elif row != "text only":
         net = vcn.without_motion() if row == "image ControlNet" else vcn
         pose = torch.from_numpy(clip.pose).permute(0, 3, 1, 2).float() / 255.0
         controls = [ControlSpec(net, pose, scale=control_scale)]
@@ -128,6 +137,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="classifier-free guidance")
     p.add_argument("--control-scale", type=float, default=CONTROL_SCALE, help="the ControlNet's strength")
+    p.add_argument(
+        "--depth-scale", type=float, default=DEPTH_SCALE, help="the depth Video ControlNet's strength"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--weights", default=str(dr.SHIPPED))
     p.add_argument("--json", default=str(REPO_ROOT / "benchmarks" / "results" / "dreamoving-world-cpu.json"))
@@ -146,6 +158,9 @@ def main(argv=None) -> int:
     run_rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     if unknown := [r for r in run_rows if r not in ROWS]:
         p.error(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
+    depth_vcn = None
+    if "depth Video ControlNet" in run_rows:
+        depth_vcn = load_video_controlnet(weights / dr.DEPTH_VCN_DIR)
     guider_parts = None
     if "Content Guider" in run_rows:
         guider_parts = (
@@ -158,7 +173,8 @@ def main(argv=None) -> int:
         strip = []
         for row in run_rows:
             frames = generate(pipe, clip, row, vcn, guider_parts, args.steps, args.guidance, seed=first + i,
-                              control_scale=args.control_scale)  # fmt: skip
+                              control_scale=args.control_scale, depth_vcn=depth_vcn,
+                              depth_scale=args.depth_scale)  # fmt: skip
             rows[row].append(measure(evaluator, clip, frames))
             strip.append(np.concatenate(list(frames[::4]), 1))
         truth = measure(evaluator, clip, clip.frames)
@@ -184,11 +200,18 @@ def main(argv=None) -> int:
         "guidance": args.guidance,
         "control_scale": args.control_scale,
     }
+    if depth_vcn is not None:
+        settings["depth_scale"] = args.depth_scale
     seconds = round(time.time() - t0, 1)
     if args.merge and Path(args.json).is_file():
         before = json.loads(Path(args.json).read_text())
-        if any(before.get(k) != v for k, v in settings.items()):
+        # (a file measured before the depth row existed has no depth_scale: any is compatible)
+        if any(
+            before.get(k, v) != v if k == "depth_scale" else before.get(k) != v for k, v in settings.items()
+        ):
             p.error(f"--merge: {args.json} was measured with other settings")
+        if "depth_scale" in before:  # the depth row's setting stays with its row
+            settings.setdefault("depth_scale", before["depth_scale"])
         rows = {**before["per_clip"], **rows}
         seconds += before["seconds"]
     keys = ("pck", "clothes", "shirt", "trousers", "flicker")

@@ -14,7 +14,7 @@ an INT input named `seed` gets the UI's extra "control_after_generate" widget va
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -806,22 +806,18 @@ class DanceModels:
     clothes_image: str
 
 
-# Tiny random models in the users' formats (the depth workflow; the world has no depth ControlNet yet).
-TINY_DANCE = DanceModels("diffusers/papernodes-demo-dreamoving", "papernodes-demo-motion.safetensors",
-                         "papernodes-demo-depth.safetensors", "papernodes-demo-ip-adapter.safetensors", "none",
-                         "papernodes-demo-clip-vision.safetensors", "papernodes_demo_person.png",
-                         "papernodes_demo_person.png")  # fmt: skip
-TINY_GENERATE = dict(prompt="a woman in a red top and blue jeans dancing, best quality",
-                     negative_prompt="lowres, bad anatomy, worst quality, blurry", face_scale=0.8,
-                     clothes_scale=0.8, width=64, height=64, steps=4)  # fmt: skip
 # The dance world's trained models (models/proving_ground/dance_demo.py writes them under these names).
 WORLD_DANCE = DanceModels("diffusers/papernodes-world-dance", "papernodes-world-dance-motion.safetensors",
                           "papernodes-world-dance-openpose", "papernodes-world-dance-face.safetensors",
                           "papernodes-world-dance-clothes.safetensors",
                           "papernodes-world-dance-clip-vision.safetensors", "papernodes_world_dance_face.png",
                           "papernodes_world_dance_clothes.png")  # fmt: skip
+WORLD_DANCE_DEPTH = replace(WORLD_DANCE, controlnet="papernodes-world-dance-depth")
 # dance_demo.demo_prompt(): the held-out dancer's background; face and clothes come from the crops
 WORLD_DANCE_PROMPT = "a person dancing on a red background"
+# The world models follow the control best at guidance 4 (docs/dreamoving.md); 25 DDIM steps at 128 px.
+WORLD_GENERATE = dict(prompt=WORLD_DANCE_PROMPT, negative_prompt="", face_scale=1.0, clothes_scale=1.0, width=128,
+                      height=128, steps=25, guidance=4.0)  # fmt: skip
 
 
 def _dreamoving_common(
@@ -888,12 +884,13 @@ def _dreamoving_common(
     ]
 
 
+POSE_STRENGTH = 1.5  # the pose world model's best ControlNet strength at guidance 4 (docs/dreamoving.md)
+DEPTH_STRENGTH = 1.0  # the depth world model's (docs/dreamoving.md)
+
+
 def dreamoving_pose_graph() -> list[Node]:
     """A held-out dance (pose keypoints JSON) -> OpenPose maps -> the world's Video ControlNet -> DreaMoving with
     the held-out dancer's face and clothes crops; the prompt names only the background."""
-    # the world models follow the pose best at ControlNet strength 1.5 and guidance 4 (docs/dreamoving.md)
-    world = dict(prompt=WORLD_DANCE_PROMPT, negative_prompt="", face_scale=1.0, clothes_scale=1.0, width=128,
-                 height=128, steps=25, guidance=4.0)  # fmt: skip
     return [
         Node(1, "PaperNodes_DreaMovingLoadPoseKeypoints", {"json_file": "papernodes_world_dance_pose.json"}),
         Node(
@@ -902,7 +899,7 @@ def dreamoving_pose_graph() -> list[Node]:
             {"width": 128, "height": 128, "draw_body": True, "draw_hands": True, "draw_face": True},
             links={"pose_keypoint": (1, 0)},
         ),
-        *_dreamoving_common(WORLD_DANCE, (2, 0), 1.5, world),
+        *_dreamoving_common(WORLD_DANCE, (2, 0), POSE_STRENGTH, WORLD_GENERATE),
         Node(
             30,
             "SaveAnimatedWEBP",
@@ -919,13 +916,13 @@ def dreamoving_pose_graph() -> list[Node]:
 
 
 def dreamoving_depth_graph() -> list[Node]:
-    """Depth frames (animated image, 8 fps) -> retimed to 12 fps (24 frames: two context windows) -> Video
-    ControlNet (0.7) -> DreaMoving with a reference person."""
+    """The same held-out dance as depth frames (animated image, 8 fps) -> retimed to 12 fps (24 frames: two
+    context windows) -> the world's depth Video ControlNet -> DreaMoving with the dancer's crops."""
     return [
         Node(
             1,
             "LoadImage",
-            {"image": "papernodes_demo_depth.webp", "upload": "image"},
+            {"image": "papernodes_world_dance_depth.webp", "upload": "image"},
             title="Depth frames (from a depth preprocessor)",
         ),
         Node(
@@ -934,7 +931,7 @@ def dreamoving_depth_graph() -> list[Node]:
             {"source_fps": 8.0, "target_fps": 12.0, "num_frames": 0, "image_mode": "linear"},
             links={"images": (1, 0)},
         ),
-        *_dreamoving_common(TINY_DANCE, (2, 1), 0.7, TINY_GENERATE),
+        *_dreamoving_common(WORLD_DANCE_DEPTH, (2, 1), DEPTH_STRENGTH, WORLD_GENERATE),
         Node(
             30,
             "SaveAnimatedWEBP",
@@ -1299,10 +1296,13 @@ WORKFLOWS = [
     Workflow(
         "dreamoving_depth",
         "DreaMoving - dance video from depth frames",
-        "DreaMoving with a depth sequence: depth frames at 8 fps are retimed to 12 fps (24 frames, two "
-        "context windows) and drive a depth Video ControlNet.\n\n"
-        "Models: as the pose workflow, with control_v11f1p_sd15_depth in models/controlnet/. The demo's models "
-        "are tiny random ones: the frames are noise until you put real weights there.\n\n" + DEMO,
+        "DreaMoving with a depth sequence: depth maps (near = bright, as a depth preprocessor gives them) at "
+        "8 fps are retimed to 12 fps (24 frames, two context windows) and drive a depth Video ControlNet; the "
+        "reference crops give the face and the clothes.\n\n"
+        "Models: as the pose workflow, with control_v11f1p_sd15_depth (or a depth Video ControlNet you "
+        "trained) in models/controlnet/. The demo uses the dance world's models and its depth Video "
+        "ControlNet, on the same held-out dance and dancer as the pose workflow. With SD1.5 start from "
+        "strength 0.7 (the official demo's) and guidance 7.5.\n\n" + DEMO,
         dreamoving_depth_graph,
     ),
     Workflow(

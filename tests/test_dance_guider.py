@@ -113,11 +113,52 @@ def test_trained_demo_files_load_as_the_workflow_loads_them(tmp_path):
     pipe = DreaMovingPipeline(comps, load_motion_adapter(paths["dance_motion"]))
     assert motion_schedule(pipe.unet) == {"beta_schedule": "scaled_linear"}
     assert pipe.scheduler("ddim").config.beta_schedule == "scaled_linear"
-    vcn = load_video_controlnet(paths["dance_controlnet"])
-    assert vcn.motion_modules is not None
+    for key in ("dance_controlnet", "dance_depth_controlnet"):
+        vcn = load_video_controlnet(paths[key])
+        assert vcn.motion_modules is not None
     encoder = load_clip_vision(paths["dance_clip_vision"])
     for key in ("dance_face_adapter", "dance_clothes_adapter"):
         load_ip_adapter(paths[key]).bind(comps.unet)
     assert encoder.config.image_size == 64
     clip = dance_demo.demo_clip()
     assert len(json.loads(paths["dance_pose"].read_text())) == dance_demo.DEMO_FRAMES == len(clip.frames)
+
+
+def test_control_clips_carry_pose_and_depth_in_the_trainers_layout(tmp_path):
+    """`dance_reproduce.write_control_clips`: the trainer reads the same clip's pose (rendered from the JSON)
+    and its depth maps (`.depth` suffix); the depth frames are the world's maps as grey images, exactly."""
+    from papernodes.models.dreamoving.train_data import ControlClipDataset
+
+    folder = dr.write_control_clips(tmp_path / "clips", n=1, seed=5, frames=4, size=64)
+    clip = make_clip(5, "train", 0, num_frames=4, size=64)
+    pose = ControlClipDataset(folder, frames=4, stride=1, resolution=64)[0]
+    depth = ControlClipDataset(folder, frames=4, stride=1, resolution=64, control_suffix=dr.DEPTH_SUFFIX)[0]
+    assert pose["caption"] == depth["caption"] == clip.caption
+    want = torch.from_numpy(dr.depth_image(clip.depth)).permute(0, 3, 1, 2).float() / 255.0
+    torch.testing.assert_close(depth["control"], want, rtol=0, atol=0)  # PNG is lossless: the same bytes
+    assert (depth["control"][:, 0] == depth["control"][:, 2]).all()  # grey, as a depth preprocessor gives
+    torch.testing.assert_close(pose["control"], torch.from_numpy(clip.pose).permute(0, 3, 1, 2) / 255.0)
+    near, far = clip.depth.max(), clip.depth[clip.depth > 0].min()
+    assert near > far > 0  # layers: the near arm is brighter than the far one; background stays 0
+    assert dr.depth_image(np.array([0.0, far, near]))[..., 0].tolist() == [
+        0,
+        round(far * 255),
+        round(near * 255),
+    ]
+
+
+def test_depth_workflow_input_is_the_demo_dance_as_depth_maps(tmp_path):
+    """The depth workflow's animated input holds the pose workflow's dance (first DEPTH_FRAMES frames) as
+    the world's depth maps, losslessly, at the world's 8 fps; both ControlNet folders are written."""
+    from papernodes.models.proving_ground import dance_demo
+    from PIL import Image, ImageSequence
+
+    paths = dance_demo.write_dance_world_demo(tmp_path, trained=False)
+    clip = dance_demo.demo_clip()
+    with Image.open(paths["dance_depth"]) as im:
+        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
+        assert im.info["duration"] == 125
+    assert len(frames) == dance_demo.DEPTH_FRAMES
+    np.testing.assert_array_equal(np.stack(frames), dr.depth_image(clip.depth[: dance_demo.DEPTH_FRAMES]))
+    for key in ("dance_controlnet", "dance_depth_controlnet"):
+        assert (paths[key] / "config.json").is_file()

@@ -57,7 +57,7 @@ def test_depth_workflow_retimes_and_runs_two_windows(comfy_host, mode):
         prompt[GENERATE]["inputs"].pop("context_mode", None)
     entry = comfy_host.run(prompt, timeout=900)
     video = _frames(comfy_host, entry, SAVE)
-    assert len(video) == 24 and video[0].size == (64, 64)  # 16 frames at 8 fps -> 24 at 12 fps
+    assert len(video) == 24 and video[0].size == (128, 128)  # 16 frames at 8 fps -> 24 at 12 fps
 
 
 def _mismatched_controls() -> dict:

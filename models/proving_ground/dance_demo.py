@@ -1,13 +1,15 @@
-"""The dance-world DreaMoving demo (issue 20): models and inputs of the `dreamoving_pose` example workflow.
+"""The dance-world DreaMoving demo (issue 20): models and inputs of the two DreaMoving example workflows.
 
 Written into a ComfyUI base directory under the names the workflow uses:
 
 - models/diffusers/papernodes-world-dance/            the world SD (VAE, CLIP text) with the dance U-Net
 - models/animatediff_models/papernodes-world-dance-motion.safetensors   AnimateDiff layout motion module
 - models/controlnet/papernodes-world-dance-openpose/  saved Video ControlNet (pose ControlNet + motion blocks)
+- models/controlnet/papernodes-world-dance-depth/    the same for depth maps
 - models/clip_vision/papernodes-world-dance-clip-vision.safetensors     transformers CLIP vision layout
 - models/ipadapter/papernodes-world-dance-face.safetensors / -clothes.safetensors   IP-Adapter plain layout
 - input/papernodes_world_dance_pose.json    a held-out dance as POSE_KEYPOINT (DEMO_FRAMES frames)
+- input/papernodes_world_dance_depth.webp   the same dance's first DEPTH_FRAMES depth maps, animated, 8 fps
 - input/papernodes_world_dance_face.png / _clothes.png   that dancer's reference crops
 
 `trained=True`: the shipped world models (`weights/world_dance`), so the video shows the held-out person
@@ -30,14 +32,18 @@ from .dance_world import make_clip
 WORLD_MODEL = "papernodes-world-dance"
 WORLD_MOTION = "papernodes-world-dance-motion.safetensors"
 WORLD_POSE_VCN = "papernodes-world-dance-openpose"
+WORLD_DEPTH_VCN = "papernodes-world-dance-depth"
 WORLD_CLIP_VISION = "papernodes-world-dance-clip-vision.safetensors"
 WORLD_ADAPTERS = {"face": "papernodes-world-dance-face.safetensors",
                   "clothes": "papernodes-world-dance-clothes.safetensors"}  # fmt: skip
 WORLD_POSE = "papernodes_world_dance_pose.json"
+WORLD_DEPTH = "papernodes_world_dance_depth.webp"
 WORLD_IMAGES = {"face": "papernodes_world_dance_face.png", "clothes": "papernodes_world_dance_clothes.png"}
 # A held-out dancer and dance (not in any training set); 24 frames: two 16-frame context windows.
 DEMO_CLIP = dict(seed=1, split="heldout", index=0)
 DEMO_FRAMES = 24
+# The depth workflow gets 16 frames at the world's 8 fps and retimes them to 12 fps: 24 frames again.
+DEPTH_FRAMES = 16
 
 
 def demo_clip():
@@ -55,6 +61,7 @@ def trained_shipped(weights: Path = dr.SHIPPED) -> bool:
     return (
         (weights / "unet" / "config.json").is_file()
         and (weights / dr.POSE_VCN_DIR).is_dir()
+        and (weights / dr.DEPTH_VCN_DIR).is_dir()
         and all((weights / f).is_file() for f in files)
     )
 
@@ -68,9 +75,11 @@ def write_dance_world_demo(base_dir: str | Path, trained: bool) -> dict[str, Pat
         "dance_model": models / "diffusers" / WORLD_MODEL,
         "dance_motion": models / "animatediff_models" / WORLD_MOTION,
         "dance_controlnet": models / "controlnet" / WORLD_POSE_VCN,
+        "dance_depth_controlnet": models / "controlnet" / WORLD_DEPTH_VCN,
         "dance_clip_vision": models / "clip_vision" / WORLD_CLIP_VISION,
         **{f"dance_{k}_adapter": models / "ipadapter" / v for k, v in WORLD_ADAPTERS.items()},
         "dance_pose": inputs / WORLD_POSE,
+        "dance_depth": inputs / WORLD_DEPTH,
         **{f"dance_{k}_image": inputs / v for k, v in WORLD_IMAGES.items()},
     }
     for p in paths.values():
@@ -78,6 +87,10 @@ def write_dance_world_demo(base_dir: str | Path, trained: bool) -> dict[str, Pat
     (_write_trained if trained else _write_tiny)(paths)
     clip = demo_clip()
     paths["dance_pose"].write_text(json.dumps(clip.pose_keypoint))
+    depth = [Image.fromarray(f) for f in dr.depth_image(clip.depth[:DEPTH_FRAMES])]
+    depth[0].save(
+        paths["dance_depth"], save_all=True, append_images=depth[1:], duration=125, loop=0, lossless=True
+    )
     Image.fromarray(clip.face_crop).save(paths["dance_face_image"])
     Image.fromarray(clip.clothes_crop).save(paths["dance_clothes_image"])
     return paths
@@ -97,7 +110,8 @@ def _write_trained(paths: dict[str, Path]) -> None:
 
     w = dr.SHIPPED
     dr.dance_model_folder(w, _fresh(paths["dance_model"]))
-    shutil.copytree(w / dr.POSE_VCN_DIR, _fresh(paths["dance_controlnet"]), copy_function=zoo._link_or_copy)
+    for key, folder in (("dance_controlnet", dr.POSE_VCN_DIR), ("dance_depth_controlnet", dr.DEPTH_VCN_DIR)):
+        shutil.copytree(w / folder, _fresh(paths[key]), copy_function=zoo._link_or_copy)
     for key, name in (("dance_motion", dr.MOTION_MODULE_FILE), ("dance_clip_vision", dr.CLIP_VISION_FILE),
                       ("dance_face_adapter", dr.GUIDER_FILES["face"]),
                       ("dance_clothes_adapter", dr.GUIDER_FILES["clothes"])):  # fmt: skip
@@ -124,9 +138,11 @@ def _write_tiny(paths: dict[str, Path]) -> None:
     adapter = build_tiny_motion_adapter(seed=8, zero_out=False)
     if not paths["dance_motion"].is_file():
         save_motion_adapter_original(adapter, paths["dance_motion"])
-    if not (paths["dance_controlnet"] / "config.json").is_file():
-        save_video_controlnet(VideoControlNet.from_motion_adapter(tiny_controlnet(9), adapter),
-                              paths["dance_controlnet"])  # fmt: skip
+    for seed, key in ((9, "dance_controlnet"), (10, "dance_depth_controlnet")):
+        if not (paths[key] / "config.json").is_file():
+            save_video_controlnet(
+                VideoControlNet.from_motion_adapter(tiny_controlnet(seed), adapter), paths[key]
+            )
     clip = build_tiny_clip_vision(seed=11)
     if not paths["dance_clip_vision"].is_file():
         save_clip_vision(clip, paths["dance_clip_vision"], single_file=True)

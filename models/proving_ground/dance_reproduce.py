@@ -15,6 +15,8 @@
 - `controlnet`: a pose ControlNet from the dance U-Net on single frames, then the Video ControlNet's
   motion blocks on 16-frame clips with the motion module in the U-Net (`dreamoving.train --stage
   controlnet`, clips written in its documented layout); ships as one Video ControlNet folder.
+- `depth`: the same two phases with the clips' depth maps (`<name>.depth/` frames beside each video,
+  `--control-suffix .depth`); ships as a second Video ControlNet folder.
 - `guider`: a small CLIP-vision-architecture encoder trained on the world's face/clothes crops
   (`dance_guider.py`), then the face and clothes IP-Adapters (`dreamoving.train --stage guider`) on
   frames whose captions name only the background.
@@ -49,7 +51,7 @@ from .train_base import TeacherSettings, train_teacher
 
 log = logging.getLogger("proving_ground.dance_reproduce")
 SHIPPED = zoo.WEIGHTS_DIR / "world_dance"
-STAGES = ("evaluator", "image", "motion", "controlnet", "guider")
+STAGES = ("evaluator", "image", "motion", "controlnet", "depth", "guider")
 EVALUATOR_FILE = "dance_evaluator.safetensors"
 MOTION_MODULE_FILE = "mm_dance_v1.safetensors"  # AnimateDiff original layout, fp16
 MOTION_CLIPS, MOTION_FRAMES, MOTION_SEED = 600, 16, 2  # 16 frames: AnimateDiff's training length
@@ -180,6 +182,8 @@ def stage_motion(shipped: Path, cache: Path, quick: bool) -> None:
 
 
 POSE_VCN_DIR = "video_controlnet_openpose"  # the Video ControlNet folder (our trainer's format), fp16
+DEPTH_VCN_DIR = "video_controlnet_depth"  # the same for the depth maps (`depth` stage)
+DEPTH_SUFFIX = ".depth"  # <name>.depth/00000.png ...: the trainer's control_suffix for the depth maps
 CN_CLIPS, CN_SEED = 400, 3  # 16-frame clips at 128 px on disk in the trainer's documented layout
 # Phase 1 trains the image ControlNet on single frames (a fresh ControlNet copied from the dance U-Net, as
 # ControlNet does, Zhang et al. 2023 Sec. 3; half of the captions dropped, their Sec. 3.3, so the control
@@ -203,14 +207,25 @@ def dance_model_folder(shipped: Path, dest: Path) -> Path:
     return dest
 
 
+def depth_image(depth: np.ndarray) -> np.ndarray:
+    """A world depth map (float 0..1, nearer = brighter) as the grey RGB uint8 image a depth preprocessor
+    (MiDaS in ComfyUI's and controlnet_aux's nodes) gives: [..., H, W] -> [..., H, W, 3]."""
+    grey = np.round(np.clip(depth, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
 def write_control_clips(folder: Path, n: int, seed: int, frames: int = 16, size: int = IMAGE_SIZE) -> Path:
     """Dance clips as <name>.mp4 + <name>.txt + <name>.pose.json (POSE_KEYPOINT: the trainer renders the
-    maps with the pack's OpenPose renderer, identical to the world's) - the layout users train on."""
+    maps with the pack's OpenPose renderer, identical to the world's) + <name>.depth/00000.png ... (the depth
+    maps as images) - the layout users train on."""
+    from PIL import Image
+
     from ..common.video_io import write_video
     from .dance_world import FPS
 
     done = folder / ".complete"
-    if done.is_file() and int(done.read_text()) == n:
+    marker = f"{n} pose+depth"
+    if done.is_file() and done.read_text() == marker:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
@@ -218,11 +233,26 @@ def write_control_clips(folder: Path, n: int, seed: int, frames: int = 16, size:
         write_video(folder / f"dance{i:04d}.mp4", clip.frames, FPS)
         (folder / f"dance{i:04d}.txt").write_text(clip.caption)
         (folder / f"dance{i:04d}.pose.json").write_text(json.dumps(clip.pose_keypoint))
-    done.write_text(str(n))
+        depth_dir = folder / f"dance{i:04d}{DEPTH_SUFFIX}"
+        depth_dir.mkdir(exist_ok=True)
+        for k, image in enumerate(depth_image(clip.depth)):
+            Image.fromarray(image).save(depth_dir / f"{k:05d}.png")
+    done.write_text(marker)
     return folder
 
 
 def stage_controlnet(shipped: Path, cache: Path, quick: bool) -> None:
+    _train_video_controlnet(shipped, cache, quick, "pose", "", POSE_VCN_DIR)
+
+
+def stage_depth(shipped: Path, cache: Path, quick: bool) -> None:
+    _train_video_controlnet(shipped, cache, quick, "depth", DEPTH_SUFFIX, DEPTH_VCN_DIR)
+
+
+def _train_video_controlnet(
+    shipped: Path, cache: Path, quick: bool, kind: str, suffix: str, out_dir: str
+) -> None:
+    """Phase 1 (image ControlNet on single frames) then phase 2 (motion blocks on clips) for one control."""
     from diffusers import ControlNetModel
 
     from ..common.animatediff import save_motion_adapter_original
@@ -244,10 +274,10 @@ def stage_controlnet(shipped: Path, cache: Path, quick: bool) -> None:
     identity = fresh_adapter(comps.unet, comps.scheduler_config["beta_schedule"])
     identity = save_motion_adapter_original(identity, cache / "mm_identity.safetensors")
     common = dict(stage="controlnet", model=str(model), data=str(data), resolution=IMAGE_SIZE, cpu=True,
-                  save_every=250, keep_checkpoints=1, resume="auto")  # fmt: skip
+                  control_suffix=suffix, save_every=250, keep_checkpoints=1, resume="auto")  # fmt: skip
     phases = [
-        ("pose-image", CN_IMAGE, init, identity),
-        ("pose-video", CN_MOTION, None, shipped / MOTION_MODULE_FILE),
+        (f"{kind}-image", CN_IMAGE, init, identity),
+        (f"{kind}-video", CN_MOTION, None, shipped / MOTION_MODULE_FILE),
     ]
     previous = None
     for name, args, start, motion in phases:
@@ -265,7 +295,7 @@ def stage_controlnet(shipped: Path, cache: Path, quick: bool) -> None:
         previous = train(cfg).final / "video_controlnet"
     # Only the Video ControlNet folder ships (its image ControlNet is `without_motion()`): a second copy of
     # the ControlNet as a single file would not fit the world's 40 MB budget.
-    save_video_controlnet(load_video_controlnet(previous).half(), shipped / POSE_VCN_DIR)
+    save_video_controlnet(load_video_controlnet(previous).half(), shipped / out_dir)
 
 
 CLIP_VISION_FILE = "clip_vision_dance.safetensors"  # transformers layout, fp16 (dance_guider.py)
