@@ -1296,13 +1296,11 @@ WORKFLOWS = [
     Workflow(
         "dreamoving_depth",
         "DreaMoving - dance video from depth frames",
-        "DreaMoving with a depth sequence: depth maps (near = bright, as a depth preprocessor gives them) at "
-        "8 fps are retimed to 12 fps (24 frames, two context windows) and drive a depth Video ControlNet; the "
-        "reference crops give the face and the clothes.\n\n"
-        "Models: as the pose workflow, with control_v11f1p_sd15_depth (or a depth Video ControlNet you "
-        "trained) in models/controlnet/. The demo uses the dance world's models and its depth Video "
-        "ControlNet, on the same held-out dance and dancer as the pose workflow. With SD1.5 start from "
-        "strength 0.7 (the official demo's) and guidance 7.5.\n\n" + DEMO,
+        "DreaMoving with a depth sequence: depth maps (near = bright) at 8 fps are retimed to 12 fps (24 "
+        "frames, two context windows) and drive a depth Video ControlNet.\n\n"
+        "Models: as the pose workflow, with control_v11f1p_sd15_depth in models/controlnet/. The demo runs "
+        "the dance world's models on the pose workflow's held-out dance and dancer; with SD1.5 start from "
+        "strength 0.7 and guidance 7.5.\n\n" + DEMO,
         dreamoving_depth_graph,
     ),
     Workflow(

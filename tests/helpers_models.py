@@ -9,13 +9,15 @@ from pathlib import Path
 WORLD_COLORIZER = "papernodes-world-colorizer"
 WORLD_COLORIZER_INIT = "papernodes-world-colorizer-init"  # the same model before colorization training
 WORLD_IMAGE = "papernodes_world_scene.png"
+TRAINED_DANCE_SUFFIX = "-trained"  # the dance world's trained models, beside the tiny ones of the same names
 
 
 def place_test_models(base_dir: str | Path) -> None:
     """Tiny models under the demo names (fast), plus the trained proving-ground colorizer, its untrained
-    InstructPix2Pix init (the control that shows what the training added) and a world scene."""
+    InstructPix2Pix init (the control that shows what the training added), a world scene, and the dance
+    world's trained models under suffixed names (what the main job's DreaMoving workflows run)."""
     from papernodes.models.demo_assets import world_demo_image, write_demo_assets
-    from papernodes.models.proving_ground import zoo
+    from papernodes.models.proving_ground import dance_demo, zoo
     from PIL import Image
 
     base = Path(base_dir)
@@ -26,6 +28,8 @@ def place_test_models(base_dir: str | Path) -> None:
         zoo.assemble_pipeline("colorize", diffusers / WORLD_COLORIZER)
         write_colorizer_init(diffusers / WORLD_COLORIZER_INIT)
     Image.fromarray(world_demo_image()).save(base / "input" / WORLD_IMAGE)
+    if dance_demo.trained_shipped():  # test_host_dreamoving fails loudly otherwise
+        dance_demo.write_dance_world_demo(base, trained=True, suffix=TRAINED_DANCE_SUFFIX)
 
 
 def write_colorizer_init(dest: Path) -> Path:

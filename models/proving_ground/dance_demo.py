@@ -66,18 +66,27 @@ def trained_shipped(weights: Path = dr.SHIPPED) -> bool:
     )
 
 
-def write_dance_world_demo(base_dir: str | Path, trained: bool) -> dict[str, Path]:
+def model_name(name: str, suffix: str = "") -> str:
+    """A world model's name with `suffix` before its extension (the host tests keep the trained models
+    beside the tiny ones under suffixed names)."""
+    stem, dot, ext = name.rpartition(".") if name.endswith(".safetensors") else (name, "", "")
+    return f"{stem}{suffix}{dot}{ext}"
+
+
+def write_dance_world_demo(base_dir: str | Path, trained: bool, suffix: str = "") -> dict[str, Path]:
+    """The workflows' models (trained or tiny; names with `suffix`) and inputs under a ComfyUI base dir."""
     from PIL import Image
 
     base = Path(base_dir)
     models, inputs = base / "models", base / "input"
+    named = lambda folder, name: models / folder / model_name(name, suffix)  # noqa: E731
     paths = {
-        "dance_model": models / "diffusers" / WORLD_MODEL,
-        "dance_motion": models / "animatediff_models" / WORLD_MOTION,
-        "dance_controlnet": models / "controlnet" / WORLD_POSE_VCN,
-        "dance_depth_controlnet": models / "controlnet" / WORLD_DEPTH_VCN,
-        "dance_clip_vision": models / "clip_vision" / WORLD_CLIP_VISION,
-        **{f"dance_{k}_adapter": models / "ipadapter" / v for k, v in WORLD_ADAPTERS.items()},
+        "dance_model": named("diffusers", WORLD_MODEL),
+        "dance_motion": named("animatediff_models", WORLD_MOTION),
+        "dance_controlnet": named("controlnet", WORLD_POSE_VCN),
+        "dance_depth_controlnet": named("controlnet", WORLD_DEPTH_VCN),
+        "dance_clip_vision": named("clip_vision", WORLD_CLIP_VISION),
+        **{f"dance_{k}_adapter": named("ipadapter", v) for k, v in WORLD_ADAPTERS.items()},
         "dance_pose": inputs / WORLD_POSE,
         "dance_depth": inputs / WORLD_DEPTH,
         **{f"dance_{k}_image": inputs / v for k, v in WORLD_IMAGES.items()},
