@@ -16,7 +16,8 @@ by the model's VAE (the ceiling of any generator on this VAE). Measures per row
 (`models/proving_ground/dance_eval.py`): PCK@0.1 of the keypoints the world's evaluator reads in the
 generated frames against the control's keypoints; clothes accuracy (shirt and trousers as in the caption,
 per frame; and each garment's colour alone); background flicker (mean |frame_t - frame_t-1| over pixels
-that are background in both frames by the control's depth maps, 0..255). Targets: PCK >= 70 % with the
+that are background in both frames by the control's depth maps, 0..255); pose jitter (the figure's flicker:
+mean |acceleration of the read keypoints - the control's|, pixels at 128 px). Targets: PCK >= 70 % with the
 Video ControlNet; flicker of the Video ControlNet <= 0.8 x the image ControlNet's; clothes (identity) >= 80 %
 with the Content Guider.
 
@@ -124,7 +125,25 @@ def measure(evaluator, clip, frames: np.ndarray) -> dict:
         "shirt": float(np.mean([c == clip.person.shirt for c in read["shirt"]])),
         "trousers": float(np.mean([c == clip.person.trousers for c in read["trousers"]])),
         "flicker": de.background_flicker(frames, clip.depth > 0),
+        "jitter": de.pose_jitter(read["keypoints"] * SIZE, kp[..., :2], kp[..., 2] > 0),
     }
+
+
+# Settings a results file may lack because it was measured before the option existed: their value then.
+SETTING_DEFAULTS = {"first_clip": 0}
+
+
+def merge_base(p: argparse.ArgumentParser, args, settings: dict) -> dict | None:
+    """The results file --merge adds to, if its settings are these (a file measured before the depth row
+    existed has no depth_scale: any is compatible)."""
+    if not Path(args.json).is_file():
+        return None
+    before = json.loads(Path(args.json).read_text())
+    for key, value in settings.items():
+        old = before.get(key, value if key == "depth_scale" else SETTING_DEFAULTS.get(key))
+        if old != value:
+            p.error(f"--merge: {args.json} was measured with {key} = {old}, this run has {value}")
+    return before
 
 
 def main(argv=None) -> int:
@@ -167,6 +186,18 @@ def main(argv=None) -> int:
             load_clip_vision(weights / dr.CLIP_VISION_FILE),
             {name: load_ip_adapter(weights / file) for name, file in dr.GUIDER_FILES.items()},
         )
+    settings = {
+        "clips": args.clips,
+        "first_clip": args.first_clip,
+        "frames": FRAMES,
+        "size": SIZE,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "control_scale": args.control_scale,
+    }
+    if depth_vcn is not None:
+        settings["depth_scale"] = args.depth_scale
+    before = merge_base(p, args, settings) if args.merge else None  # checked before any generating
     rows: dict[str, list[dict]] = {r: [] for r in run_rows}
     t0 = time.time()
     for i, clip in enumerate(clips):
@@ -191,30 +222,13 @@ def main(argv=None) -> int:
             Image.fromarray(np.concatenate([top, *strip])).save(Path(args.save_frames) / f"clip{i:02d}.png")
         print(f"[{time.time() - t0:5.0f} s] clip {i + 1}/{len(clips)}: " + ", ".join(
             f"{r}: PCK {rows[r][-1]['pck']:.2f}" for r in run_rows), flush=True)  # fmt: skip
-    settings = {
-        "clips": args.clips,
-        "first_clip": args.first_clip,
-        "frames": FRAMES,
-        "size": SIZE,
-        "steps": args.steps,
-        "guidance": args.guidance,
-        "control_scale": args.control_scale,
-    }
-    if depth_vcn is not None:
-        settings["depth_scale"] = args.depth_scale
     seconds = round(time.time() - t0, 1)
-    if args.merge and Path(args.json).is_file():
-        before = json.loads(Path(args.json).read_text())
-        # (a file measured before the depth row existed has no depth_scale: any is compatible)
-        if any(
-            before.get(k, v) != v if k == "depth_scale" else before.get(k) != v for k, v in settings.items()
-        ):
-            p.error(f"--merge: {args.json} was measured with other settings")
+    if before is not None:
         if "depth_scale" in before:  # the depth row's setting stays with its row
             settings.setdefault("depth_scale", before["depth_scale"])
         rows = {**before["per_clip"], **rows}
         seconds += before["seconds"]
-    keys = ("pck", "clothes", "shirt", "trousers", "flicker")
+    keys = ("pck", "clothes", "shirt", "trousers", "flicker", "jitter")
     summary = {
         r: {k: float(np.mean([m[k] for m in v])) if all(k in m for m in v) else None for k in keys}
         for r, v in rows.items()

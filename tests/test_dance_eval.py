@@ -44,6 +44,25 @@ def test_flicker_ignores_the_moving_figure_and_sees_background_changes(clip):
     assert de.background_flicker(noisy / 255.0, person) == pytest.approx(flicker, rel=1e-5)
 
 
+def test_pose_jitter_removes_the_controls_motion_and_sees_jumps(clip):
+    kp, vis = clip.keypoints[..., :2].astype(float), clip.keypoints[..., 2] > 0
+    assert np.abs(np.diff(kp, 2, axis=0)).max() > 0.1  # the dance accelerates: a raw measure would see it
+    drift = np.arange(len(kp))[:, None, None] * np.array([0.7, -0.3]) + np.array([5.0, 2.0])
+    assert de.pose_jitter(kp + drift, kp, vis) == pytest.approx(0.0, abs=1e-9)  # offset + constant drift
+    # i.i.d. jumps of sigma per axis: a = n1 - 2 n2 + n3 has 6 sigma^2 per axis; |a| over two axes is
+    # Rayleigh with scale sqrt(6) sigma, mean sqrt(6) sigma sqrt(pi / 2) = 3.07 sigma
+    rng = np.random.default_rng(0)
+    many = np.repeat(kp, 200, axis=0)[: 6 * 200]
+    jumps = rng.normal(0, 1.5, many.shape)
+    got = de.pose_jitter(many + jumps, many, np.repeat(vis, 200, axis=0)[: 6 * 200])
+    assert got == pytest.approx(3.07 * 1.5, rel=0.03)
+    wrong = kp.copy()
+    wrong[~vis] += 1000  # a joint hidden in any of the three frames does not count
+    assert de.pose_jitter(wrong, kp, vis) == 0.0
+    with pytest.raises(ValueError, match=">= 3 frames"):
+        de.pose_jitter(kp[:2], kp[:2], vis[:2])
+
+
 def test_clothes_match_counts_frames_with_both_colours():
     pred = {"shirt": ["red", "red", "blue"], "trousers": ["blue", "green", "blue"]}
     assert de.clothes_match(pred, "red", "blue") == pytest.approx(1 / 3)

@@ -208,3 +208,19 @@ def background_flicker(frames: np.ndarray, person: np.ndarray, dilate: int = 2) 
     background = (m[1:] == 0) & (m[:-1] == 0)  # [F-1, 1, H, W]
     diff = (x[1:] - x[:-1]).abs().mean(-1)[:, None]
     return float(diff[background].mean()) if bool(background.any()) else 0.0
+
+
+def pose_jitter(pred: np.ndarray, target: np.ndarray, visible: np.ndarray) -> float:
+    """The figure's flicker: mean |a_pred - a_target| over joints visible in three consecutive frames, where
+    a = k[t+1] - 2 k[t] + k[t-1] is a keypoint's acceleration (pred/target [F, 18, 2], same units).
+
+    The control's own motion (its acceleration) is removed, so a generated dancer that moves exactly as
+    the control - or is off by any fixed offset or drift - scores 0; a figure that jumps from frame to
+    frame scores its jumps' acceleration."""
+    pred, target, visible = np.asarray(pred, float), np.asarray(target, float), np.asarray(visible, bool)
+    if len(pred) < 3:
+        raise ValueError(f"pose_jitter needs >= 3 frames, got {len(pred)}")
+    accel = lambda k: k[2:] - 2 * k[1:-1] + k[:-2]  # noqa: E731
+    seen = visible[2:] & visible[1:-1] & visible[:-2]
+    err = np.linalg.norm(accel(pred) - accel(target), axis=-1)
+    return float(err[seen].mean()) if seen.any() else 0.0
