@@ -17,7 +17,6 @@ import torch
 from .bidiff.demo import write_bidiff_demo_prior
 from .common.saving import save_diffusers_folder, save_single_file
 from .common.tiny import build_tiny_components
-from .dreamoving.demo import write_dreamoving_demo_assets
 from .handdiffuse.demo import write_hands_demo_model
 from .proving_ground.dance_demo import trained_shipped as dance_trained_shipped
 from .proving_ground.dance_demo import write_dance_world_demo
@@ -94,7 +93,6 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         return {
             **paths,
             "image": image,
-            **write_dreamoving_demo_assets(base),  # the depth workflow's tiny models
             **write_dance_world_demo(base, trained=dance_trained_shipped()),
             **hands,
             **motion,
@@ -137,7 +135,6 @@ def write_demo_assets(base_dir: str | Path, trained: bool | None = None) -> dict
         "lcm": lcm_folder,
         "lora": lora,
         "swiftbrush": swiftbrush_folder,
-        **write_dreamoving_demo_assets(base),  # DreaMoving: tiny models + pose/depth/person inputs
         **write_dance_world_demo(base, trained=False),
         **write_hands_demo_model(base, trained=False),
         **write_motion_demo(base, trained=False),

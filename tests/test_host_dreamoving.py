@@ -86,7 +86,7 @@ def test_pose_nodes_keep_their_ids_in_the_pose_category(comfy_host):
     for key, display in names.items():
         assert (info[key]["category"], info[key]["display_name"]) == ("PaperNodes/Pose", display)
     assert (
-        "papernodes_demo_pose.json"
+        "papernodes_world_dance_pose.json"
         in info["PaperNodes_DreaMovingLoadPoseKeypoints"]["input"]["required"]["json_file"][0]
     )
     assert info["PaperNodes_DreaMovingGenerate"]["category"] == "PaperNodes/DreaMoving"
@@ -109,7 +109,7 @@ def _mismatched_controls() -> dict:
     prompt = _api("pose")
     prompt["40"] = {
         "class_type": "LoadImage",
-        "inputs": {"image": "papernodes_demo_depth.webp"},
+        "inputs": {"image": "papernodes_world_dance_depth.webp"},
     }
     prompt["41"] = {
         "class_type": "PaperNodes_DreaMovingRetimePose",

@@ -87,6 +87,16 @@ def build_tiny_components(seed: int = 0, in_channels: int = 4) -> SDComponents:
     return SDComponents(unet, vae, text_encoder, load_tokenizer(), shipped_scheduler_config(), source="tiny")
 
 
+def build_tiny_controlnet(seed: int = 0):
+    """A ControlNet of the tiny U-Net's architecture with non-zero zero-convolutions (so control shows)."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    cn = ControlNetModel.from_unet(UNet2DConditionModel(**TINY_UNET))
+    _perturb(cn, torch.Generator().manual_seed(seed + 100), scale=0.1)
+    return cn.eval()
+
+
 def build_tiny_zeroscope(seed: int = 0) -> SDComponents:
     """Seeded tiny text-to-video components in the ZeroScope layout (a UNet3DConditionModel U-Net).
 

@@ -137,8 +137,7 @@ def _write_tiny(paths: dict[str, Path]) -> None:
         save_ip_adapter,
     )
     from ..common.saving import save_diffusers_folder
-    from ..common.tiny import build_tiny_components
-    from ..dreamoving.demo import tiny_controlnet
+    from ..common.tiny import build_tiny_components, build_tiny_controlnet
     from ..dreamoving.video_controlnet import VideoControlNet, save_video_controlnet
 
     comps = build_tiny_components(seed=7)
@@ -150,7 +149,7 @@ def _write_tiny(paths: dict[str, Path]) -> None:
     for seed, key in ((9, "dance_controlnet"), (10, "dance_depth_controlnet")):
         if not (paths[key] / "config.json").is_file():
             save_video_controlnet(
-                VideoControlNet.from_motion_adapter(tiny_controlnet(seed), adapter), paths[key]
+                VideoControlNet.from_motion_adapter(build_tiny_controlnet(seed), adapter), paths[key]
             )
     clip = build_tiny_clip_vision(seed=11)
     if not paths["dance_clip_vision"].is_file():
