@@ -14,7 +14,9 @@ Written into a ComfyUI base directory under the names the workflow uses:
 
 `trained=True`: the shipped world models (`weights/world_dance`), so the video shows the held-out person
 dancing the held-out pose. `trained=False` (the test suite's host): tiny seeded models of the same
-formats under the same names, fast and random. The inputs are the world's in both cases.
+formats under the same names, fast and random. The inputs are the world's in both cases. With `suffix`
+the model names carry it before their extension (`model_name`): the test host keeps the trained models
+under `-trained` names beside the tiny ones, and its world-model test points the workflows at them.
 """
 
 from __future__ import annotations
