@@ -205,15 +205,18 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 def _edit_scores(outputs, pairs, clf) -> dict:
     preds = pg_classifier.classify(np.stack(outputs), clf)
-    hits, psnrs = [], []
+    hits, psnrs, by_kind = [], [], {}
     for k, (kind, _, target_img, _, _, edited, keep) in enumerate(pairs):
         want = edited.labels()
         field = {"color": "color", "shape": "shape", "background": "bg_color"}[kind]
         hits.append(preds[field][k] == want[field])
+        by_kind.setdefault(kind, []).append(hits[-1])
         psnrs.append(masked_psnr(outputs[k], target_img, keep))
     return {
         "edit_accuracy": round(float(np.mean(hits)), 4),
         "psnr_outside_edit": round(float(np.mean(psnrs)), 2),
+        # the edit accuracy of each kind of edit (color / shape / background: one pair in three each)
+        "edit_accuracy_by_kind": {kind: round(float(np.mean(h)), 4) for kind, h in by_kind.items()},
     }
 
 
