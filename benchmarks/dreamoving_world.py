@@ -124,6 +124,10 @@ def measure(evaluator, clip, frames: np.ndarray) -> dict:
         "clothes": de.clothes_match(read, clip.person.shirt, clip.person.trousers),
         "shirt": float(np.mean([c == clip.person.shirt for c in read["shirt"]])),
         "trousers": float(np.mean([c == clip.person.trousers for c in read["trousers"]])),
+        "shirt_pattern": float(np.mean([c == clip.person.shirt_pattern for c in read["shirt_pattern"]])),
+        "trousers_pattern": float(
+            np.mean([c == clip.person.trousers_pattern for c in read["trousers_pattern"]])
+        ),
         "flicker": de.background_flicker(frames, clip.depth > 0),
         "jitter": de.pose_jitter(read["keypoints"] * SIZE, kp[..., :2], kp[..., 2] > 0),
     }
@@ -228,7 +232,7 @@ def main(argv=None) -> int:
             settings.setdefault("depth_scale", before["depth_scale"])
         rows = {**before["per_clip"], **rows}
         seconds += before["seconds"]
-    keys = ("pck", "clothes", "shirt", "trousers", "flicker", "jitter")
+    keys = ("pck", "clothes", "shirt", "trousers", "shirt_pattern", "trousers_pattern", "flicker", "jitter")
     summary = {
         r: {k: float(np.mean([m[k] for m in v])) if all(k in m for m in v) else None for k in keys}
         for r, v in rows.items()

@@ -75,8 +75,9 @@ when one does; hair is a world colour at least MIN_CONTRAST (RGB distance) from 
 Captions
     caption := "a person in " article shirt_colour [pattern] " shirt and " trousers_colour [pattern]
                " trousers dancing on " background
-with `world.background_phrase` for the background and the solid pattern omitted, e.g. "a person in a red
-striped shirt and blue trousers dancing on a dotted green background". `parse_dance_caption` inverts it.
+with `world.background_phrase` for the background, the garment patterns in words of their own
+(`GARMENT_WORDS`: stripy, plaid, spotty; the solid pattern omitted), e.g. "a person in a red stripy shirt
+and blue trousers dancing on a dotted green background". `parse_dance_caption` inverts it.
 """
 
 from __future__ import annotations
@@ -123,6 +124,11 @@ AMPLITUDE = (0.8, 1.2)
 
 MOVES: tuple[str, ...] = ("wave", "step", "bounce", "disco", "swing")
 CLOTH_PATTERNS: tuple[str, ...] = ("solid", "striped", "checkered", "dotted")
+# The captions' words for the garment patterns: words of their own, not the image world's background words
+# (issue 20). The image world says "striped" / "checkered" / "dotted" only of backgrounds, and the dance
+# image stage keeps its text encoder frozen, so "dotted trousers" read as "dotted background" and the model
+# painted the garments' patterns over plain backgrounds (measured in docs/dreamoving.md).
+GARMENT_WORDS: dict[str, str] = {"solid": "", "striped": "stripy", "checkered": "plaid", "dotted": "spotty"}
 SKIN_TONES: dict[str, tuple[int, int, int]] = {
     "light": (241, 204, 176),
     "tan": (212, 160, 118),
@@ -304,11 +310,11 @@ class DanceClip:
 
 
 def _garment_phrase(color: str, pattern: str) -> str:
-    return color if pattern == "solid" else f"{color} {pattern}"
+    return f"{color} {GARMENT_WORDS[pattern]}".rstrip()
 
 
 def dance_caption(person: Person, background: Background) -> str:
-    """ "a person in a red striped shirt and blue trousers dancing on a dotted green background"."""
+    """ "a person in a red stripy shirt and blue trousers dancing on a dotted green background"."""
     shirt = _garment_phrase(person.shirt, person.shirt_pattern)
     trousers = _garment_phrase(person.trousers, person.trousers_pattern)
     return (
@@ -317,7 +323,8 @@ def dance_caption(person: Person, background: Background) -> str:
     )
 
 
-_PATTERN_WORDS = "|".join(p for p in CLOTH_PATTERNS if p != "solid")
+_PATTERN_OF_WORD = {word: pattern for pattern, word in GARMENT_WORDS.items() if word}
+_PATTERN_WORDS = "|".join(_PATTERN_OF_WORD)
 _CAPTION_RE = re.compile(
     rf"^a person in (a|an) (\w+)(?: ({_PATTERN_WORDS}))? shirt and (\w+)(?: ({_PATTERN_WORDS}))? trousers"
     r" dancing on (.+)$"
@@ -335,7 +342,8 @@ def parse_dance_caption(text: str) -> dict[str, Any]:
     for c in (shirt, trousers):
         if c not in COLORS:
             raise ValueError(f"unknown colour {c!r} in {text!r}")
-    shirt_pattern, trousers_pattern = shirt_pattern or "solid", trousers_pattern or "solid"
+    shirt_pattern = _PATTERN_OF_WORD.get(shirt_pattern, "solid")
+    trousers_pattern = _PATTERN_OF_WORD.get(trousers_pattern, "solid")
     if article != _article(_garment_phrase(shirt, shirt_pattern)):
         raise ValueError(f"wrong article {article!r} in {text!r}")
     bg = parse_caption(f"a red circle on {bg_text}")  # the image world's background grammar
