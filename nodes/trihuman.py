@@ -54,8 +54,8 @@ from .comfy_memory import on_device, torch_device, unload_all
 CATEGORY = "PaperNodes/TriHuman"
 FOLDER = "trihuman"
 AVATAR_TYPE, MOTION_TYPE, CAMERA_TYPE = "TRIHUMAN_AVATAR", "TRIHUMAN_MOTION", "TRIHUMAN_CAMERA"
-PUBLISHED = ("the official TriHuman checkpoints (gvv-assets.mpi-inf.mpg.de/TriHuman, CC BY-NC) must first be "
-             "converted to this pack's one-file format, which is not supported yet (docs/trihuman_official_layout.md); "
+PUBLISHED = ("the official TriHuman release's subjects load with 'TriHuman: Load Official Subject' (their "
+             "<Subject>_metadata and <Subject>_checkpoints folders in models/trihuman), not with this node; "
              "a world avatar is trained with `python -m models.trihuman.train` (or TriHuman: Train Avatar) and its "
              ".safetensors goes into models/trihuman")  # fmt: skip
 NO_AVATARS = "(no avatars found: put a .safetensors in models/trihuman)"

@@ -268,7 +268,12 @@ def test_bad_inputs_are_errors_naming_the_input(env):
     with pytest.raises(WeightsNotFoundError) as info:  # the pack's missing-weights error (DESIGN.md)
         nd.LoadAvatar().load("missing.safetensors")
     text = str(info.value)
-    for needle in ("missing.safetensors", "trihuman", "converted", "python -m models.trihuman.train"):
+    for needle in (
+        "missing.safetensors",
+        "trihuman",
+        "Load Official Subject",
+        "python -m models.trihuman.train",
+    ):
         assert needle in text, (needle, text)
 
 

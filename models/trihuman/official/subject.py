@@ -48,6 +48,7 @@ class OfficialSubject:
     cameras: OfficialCameras
     base_trans: torch.Tensor  # [3] metres
     body_dofs: torch.Tensor  # [K] long
+    metadata: Path  # the <Subject>_metadata folder (its motions live there)
 
 
 @dataclass
@@ -95,6 +96,7 @@ def load_official_subject(metadata: str | Path, checkpoints: str | Path,
         cameras=read_calibration(metadata / "cameras.calibration"),
         base_trans=read_base_trans(metadata / "base_trans.pkl"),
         body_dofs=body,
+        metadata=metadata,
     )
 
 
