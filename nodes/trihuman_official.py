@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..models.common.errors import InputError, WeightsNotFoundError
+from ..models.common.mesh_io import save_preview_glb, to_trimesh
 from ..models.trihuman.official.subject import (
     CHECKPOINT_FILES,
     MOTION_SPLITS,
@@ -16,8 +17,10 @@ from ..models.trihuman.official.subject import (
     load_official_subject,
     load_subject_motion,
     render_subject_frame,
+    subject_frame_mesh,
 )
 from .comfy_adapter import (
+    core_mesh,
     model_dirs_with,
     model_folders,
     path_inside,
@@ -120,9 +123,7 @@ class RenderOfficialFrames:
         }  # fmt: skip
 
     def render(self, subject, split, first_frame, frames, frame_step, camera, scale):
-        if not isinstance(subject, OfficialSubject):
-            raise InputError("subject", f"a {SUBJECT_TYPE} from 'TriHuman: Load Official Subject'",
-                             type(subject).__name__)  # fmt: skip
+        subject = _subject(subject)
         motion = load_subject_motion(subject.metadata, split)
         last = first_frame + (frames - 1) * frame_step
         if last >= motion.dofs.shape[0]:
@@ -141,11 +142,61 @@ class RenderOfficialFrames:
         return (torch.stack(images), torch.stack(masks))
 
 
+def _subject(subject) -> OfficialSubject:
+    if not isinstance(subject, OfficialSubject):
+        raise InputError("subject", f"a {SUBJECT_TYPE} from 'TriHuman: Load Official Subject'",
+                         type(subject).__name__)  # fmt: skip
+    return subject
+
+
+class OfficialFrameMesh:
+    DESCRIPTION = ("The official subject's geometry for one frame, as the release's geometry branch builds it: "
+                   "the posed template subdivided once (its subdivision_dict_xyz_new.pkl), then twice a "
+                   "Laplacian smoothing step and a projection onto the SDF's zero level, hand vertices kept "
+                   "(segmentation_hand.txt, when present). Same faces every frame; metres. Outputs core MESH and "
+                   "the path of a GLB in the output folder (core Preview3D's model_file).")  # fmt: skip
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MESH", "STRING")
+    RETURN_NAMES = ("mesh", "glb_path")
+    FUNCTION = "mesh"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "subject": (SUBJECT_TYPE, {"tooltip": "From 'TriHuman: Load Official Subject'."}),
+                "split": (list(MOTION_SPLITS), {"default": "test", "tooltip": "Which of the subject's motions."}),
+                "frame": ("INT", {"default": START_FRAME, "min": 0, "max": 100000, "tooltip": "The frame to mesh."}),
+                "filename_prefix": ("STRING", {"default": "trihuman_official",
+                                               "tooltip": "Name of the GLB in the output folder's mesh/ "
+                                                          "sub-folder; a counter is appended."}),
+            }
+        }  # fmt: skip
+
+    def mesh(self, subject, split, frame, filename_prefix):
+        from .trihuman import _NAME, _output_dir
+
+        subject = _subject(subject)
+        if not isinstance(filename_prefix, str) or not _NAME.match(filename_prefix.strip()):
+            raise InputError(
+                "filename_prefix", "a file name (letters, digits, '.', '_', '-')", repr(filename_prefix)
+            )
+        motion = load_subject_motion(subject.metadata, split)
+        with torch.inference_mode(False):
+            verts, faces = subject_frame_mesh(subject, motion, frame)
+        verts = verts.float()
+        grey = torch.full_like(verts, 0.7)
+        glb = save_preview_glb(to_trimesh(verts, faces, grey), _output_dir(), filename_prefix.strip())
+        return (core_mesh(verts[None], faces[None], grey[None]), glb)
+
+
 NODE_CLASS_MAPPINGS = {
     "PaperNodes_TriHumanLoadOfficial": LoadOfficialSubject,
     "PaperNodes_TriHumanRenderOfficial": RenderOfficialFrames,
+    "PaperNodes_TriHumanOfficialMesh": OfficialFrameMesh,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PaperNodes_TriHumanLoadOfficial": "TriHuman: Load Official Subject",
     "PaperNodes_TriHumanRenderOfficial": "TriHuman: Render Official Frames",
+    "PaperNodes_TriHumanOfficialMesh": "TriHuman: Official Frame Mesh",
 }

@@ -85,7 +85,36 @@ def write_subject(root):
     (test / "poseAnglesRotationNormalized.motion").write_text(
         _motion_text([(3 * f + k, p) for f, p in enumerate(poses) for k in range(3)])
     )
+    stage1 = _midpoint_stage(faces, len(verts))
+    stage2 = _midpoint_stage(stage1["faces"], len(stage1["prev_to_cur_st"]))
+    subdivision = {
+        "stage_0_dict": {"faces": [list(f) for f in faces]},
+        "stage_1_dict": stage1,
+        "stage_2_dict": stage2,
+    }
+    (meta / "subdivision_dict_xyz_new.pkl").write_bytes(pickle.dumps(subdivision))
+    (meta / "segmentation_hand.txt").write_text(
+        "".join("1\n" if k == 0 else "0\n" for k in range(len(verts)))
+    )
     write_synthetic_checkpoints(
         ckpt, len(nodes), len(verts), implicit_config=OfficialImplicitConfig(motion_d_in=9)
     )
     return meta, ckpt
+
+
+def _midpoint_stage(faces, n):
+    """A subdivision stage as the release's pickle holds it (lists): old vertices (st = ed), then one
+    midpoint per edge; each face split in four."""
+    st, ed, mid = list(range(n)), list(range(n)), {}
+    for face in faces:
+        for a, b in ((face[0], face[1]), (face[1], face[2]), (face[2], face[0])):
+            key = (min(a, b), max(a, b))
+            if key not in mid:
+                mid[key] = len(st)
+                st.append(key[0])
+                ed.append(key[1])
+    new = []
+    for a, b, c in faces:
+        ab, bc, ca = (mid[(min(p, q), max(p, q))] for p, q in ((a, b), (b, c), (c, a)))
+        new += [[a, ab, ca], [ab, b, bc], [ca, bc, c], [ab, bc, ca]]
+    return {"faces": new, "prev_to_cur_st": st, "prev_to_cur_ed": ed}

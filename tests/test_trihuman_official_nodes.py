@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,10 +20,12 @@ torch.set_num_threads(1)
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("comfy")
     (root / "trihuman").mkdir()
+    (root / "output").mkdir()
     write_subject(root / "trihuman")
     fake = types.ModuleType("folder_paths")
     fake.get_folder_paths = lambda kind: [str(root / kind)] if kind == "trihuman" else []
     fake.get_filename_list = lambda kind: []
+    fake.get_output_directory = lambda: str(root / "output")
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "folder_paths", fake)
         from papernodes.nodes import trihuman_official
@@ -47,6 +50,19 @@ def test_load_and_render_frames(env):
     assert images.shape == (2, 24, 32, 3) and mask.shape == (2, 24, 32)
     assert images.dtype == torch.float32 and (images >= 0).all() and (images <= 1).all()
     assert (images[mask == 0] == 0).all()  # black where nothing is seen
+
+
+def test_mesh_node_writes_a_glb(env):
+    nd = env
+    subject = nd.LoadOfficialSubject().load("Toy_metadata", "Toy_checkpoints")[0]
+    mesh, glb = nd.OfficialFrameMesh().mesh(subject, "test", 2, "toy")
+    import folder_paths  # the fake above
+
+    assert glb.endswith(".glb") and (Path(folder_paths.get_output_directory()) / glb).is_file()
+    stage = subject.subdivision[1]
+    assert tuple(mesh.vertices.shape) == (1, len(stage["prev_to_cur_st"]), 3)
+    with pytest.raises(InputError, match="filename_prefix"):
+        nd.OfficialFrameMesh().mesh(subject, "test", 2, "../x")
 
 
 def test_bad_inputs_name_the_input(env):

@@ -31,6 +31,21 @@ def test_subject_loads_and_renders_a_frame(tmp_path):
     assert abs(full.mask.float().mean() - out.mask.float().mean()) < 0.1
 
 
+def test_subject_mesh_keeps_the_stage_one_faces_and_the_hand(tmp_path):
+    meta, ckpt = write_subject(tmp_path)
+    subject = S.load_official_subject(meta, ckpt, texture_size=32)
+    motion = S.load_subject_motion(meta)
+    verts, faces = S.subject_frame_mesh(subject, motion, 2)
+    stage = subject.subdivision[1]
+    assert torch.equal(faces, stage["faces"]) and verts.shape == (len(stage["prev_to_cur_st"]), 3)
+    assert torch.isfinite(verts).all()
+    # vertex 0 is the toy's only hand vertex: it stays where frame t's posed template puts it (metres)
+    posed = S.official_planes(subject.networks, subject.rig, subject.uv_map, motion.dofs, motion.normalized,
+                              subject.body_dofs, 2).posed_mm  # fmt: skip
+    torch.testing.assert_close(verts[0], posed[0, 0] / 1000.0, rtol=0, atol=1e-6)  # float32 networks: 1 um
+    assert subject.hand_keep.tolist().count(0.0) == 1
+
+
 def test_subject_errors_name_the_input(tmp_path):
     meta, ckpt = write_subject(tmp_path)
     (meta / "ddc.skin").unlink()

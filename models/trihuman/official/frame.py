@@ -47,6 +47,30 @@ def depth_near_far(depth_mm: torch.Tensor, covered: torch.Tensor, window: int = 
     return near - offset_mm, far[0, 0] + offset_mm, mask
 
 
+class OfficialPlanes(NamedTuple):
+    posed_mm: torch.Tensor  # [3, V, 3] posed templates of frames t, t-1, t-2 (mm)
+    x_hat: torch.Tensor  # [3, V, 3] the same in frame t's normalised space
+    root: torch.Tensor  # [3] frame t's root translation (metres)
+    planes: torch.Tensor  # [3C, S, S] the tri-plane U-Net's output
+
+
+def official_planes(networks, rig: ReleaseRig, uv_map: UVBarycentricMap, dofs: torch.Tensor,
+                    normalized_dofs: torch.Tensor, body_dofs: torch.Tensor, frame: int) -> OfficialPlanes:  # fmt: skip
+    """The posed templates and tri-planes of `frame`: what both the renderer and the mesh read."""
+    if networks.implicit is None or networks.explicit is None:
+        raise InputError("networks", "both official checkpoints (explicit and implicit)", "one missing")
+    posed = release_posed_templates(rig, networks.explicit, normalized_dofs, dofs, frame)  # [3, V, 3] mm
+    root = dofs[frame, :3].double()  # metres
+    x_hat = normalised_positions(posed / 1000.0, root, GLOBAL_SCALE_MM / 1000.0)
+    implicit = networks.implicit
+    dtype = next(implicit.parameters()).dtype
+    with torch.no_grad():
+        texture = release_motion_texture(uv_map, rig.faces, x_hat).to(dtype)
+        code = implicit.global_motion_mlp(motion_code_input(dofs, frame, body_dofs).to(dtype)[None])
+        planes = implicit.feature_extractor(texture[None], code)[0]
+    return OfficialPlanes(posed, x_hat, root, planes)
+
+
 def render_official_frame(
     networks,
     rig: ReleaseRig,
@@ -67,17 +91,11 @@ def render_official_frame(
     template rig (mm), `uv_map` = `release_uv_map(template corner UVs)`, `face_uvs` [F, 3, 2] raw UVs,
     `dofs` [T, D] (`read_motion`, metres / radians), `normalized_dofs` [T, 3, D], `body_dofs` (the motion
     MLP's DOF indices), `base_trans` [3] metres, camera K [3, 3] and world -> camera [4, 4] in metres."""
-    if networks.implicit is None or networks.explicit is None:
-        raise InputError("networks", "both official checkpoints (explicit and implicit)", "one missing")
-    posed = release_posed_templates(rig, networks.explicit, normalized_dofs, dofs, frame)  # [3, V, 3] mm
-    root = dofs[frame, :3].double()  # metres
-    x_hat = normalised_positions(posed / 1000.0, root, GLOBAL_SCALE_MM / 1000.0)
+    posed, x_hat, root, planes = official_planes(
+        networks, rig, uv_map, dofs, normalized_dofs, body_dofs, frame
+    )
     implicit = networks.implicit
-    dtype = next(implicit.parameters()).dtype
-    with torch.no_grad():
-        texture = release_motion_texture(uv_map, rig.faces, x_hat).to(dtype)
-        code = implicit.global_motion_mlp(motion_code_input(dofs, frame, body_dofs).to(dtype)[None])
-        planes = implicit.feature_extractor(texture[None], code)[0]
+    dtype = planes.dtype
     if progress:
         progress("planes", 1, 1)
     raster = rasterize(

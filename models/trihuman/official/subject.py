@@ -24,9 +24,12 @@ from .files import (
     read_motion,
     read_normalized_motion,
     read_obj,
+    read_segmentation,
     read_skin,
+    read_subdivision,
 )
-from .frame import OfficialFrame, render_official_frame
+from .frame import GLOBAL_SCALE_MM, OfficialFrame, official_planes, render_official_frame  # noqa: F401 (official_planes re-exported)
+from .geometry import release_surface
 from .motion_texture import UVBarycentricMap, release_uv_map
 from .posing import ReleaseRig
 from .skeleton import read_skeleton
@@ -36,6 +39,8 @@ METADATA_FILES = ("ddc.obj", "ddc_graph.obj", "ddc.skeleton", "ddc.skin", "ddc.m
 CHECKPOINT_FILES = ("explicit_checkpoint.pth", "implicit_checkpoint.pth")
 MOTION_SPLITS = {"train": "skeletoolToGTPose", "test": "skeletoolToGTPose_test"}
 TEXTURE_SIZE = 256  # `barycentric_tex_size`
+SUBDIVISION_FILE = "subdivision_dict_xyz_new.pkl"  # needed for meshes only
+HAND_FILE = "segmentation_hand.txt"  # optional: hand vertices stay put in the mesh (label 0 = not hand)
 
 
 @dataclass
@@ -49,6 +54,8 @@ class OfficialSubject:
     base_trans: torch.Tensor  # [3] metres
     body_dofs: torch.Tensor  # [K] long
     metadata: Path  # the <Subject>_metadata folder (its motions live there)
+    subdivision: list | None = None  # the template's subdivision stages (`read_subdivision`), for meshes
+    hand_keep: torch.Tensor | None = None  # [V] 1 = movable, 0 = hand vertex (from segmentation_hand.txt)
 
 
 @dataclass
@@ -97,6 +104,12 @@ def load_official_subject(metadata: str | Path, checkpoints: str | Path,
         base_trans=read_base_trans(metadata / "base_trans.pkl"),
         body_dofs=body,
         metadata=metadata,
+        subdivision=read_subdivision(metadata / SUBDIVISION_FILE, template.num_vertices)
+        if (metadata / SUBDIVISION_FILE).is_file()
+        else None,
+        hand_keep=(read_segmentation(metadata / HAND_FILE, template.num_vertices) == 0).double()
+        if (metadata / HAND_FILE).is_file()
+        else None,
     )
 
 
@@ -134,3 +147,20 @@ def render_subject_frame(subject: OfficialSubject, motion: OfficialSubjectMotion
     return render_official_frame(subject.networks, subject.rig, subject.uv_map, subject.face_uvs, motion.dofs,
                                  motion.normalized, subject.body_dofs, subject.base_trans, frame, K,
                                  cams.world_to_camera[camera], height, width, progress)  # fmt: skip
+
+
+def subject_frame_mesh(subject: OfficialSubject, motion: OfficialSubjectMotion, frame: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The release's mesh of `frame` (`geometry.release_surface`): vertices [V1, 3] in metres (world) and
+    the stage-1 faces [F1, 3]; the same faces every frame."""
+    if subject.subdivision is None:
+        raise InputError("subject", f"a metadata folder with {SUBDIVISION_FILE} (the release's subdivision)",
+                         "none found")  # fmt: skip
+    if not 0 <= frame < motion.dofs.shape[0]:
+        raise InputError("frame", f"a frame in 0..{motion.dofs.shape[0] - 1}", str(frame))
+    p = official_planes(subject.networks, subject.rig, subject.uv_map, motion.dofs, motion.normalized,
+                        subject.body_dofs, frame)  # fmt: skip
+    stage = subject.subdivision[1]
+    pts = release_surface(subject.networks.implicit, p.planes, p.x_hat[0], subject.rig.faces, subject.face_uvs,
+                          stage, subject.hand_keep)  # fmt: skip
+    return pts.double() * (GLOBAL_SCALE_MM / 1000.0) + p.root, stage["faces"].long()
