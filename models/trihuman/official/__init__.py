@@ -5,7 +5,10 @@ docs/trihuman_official.md for what loads, what is unverified and what is not con
 
 files (OBJ, skin, motion, calibration, metadata pickles), safe_pickle (the restricted unpickler), skeleton
 (Skeletool skeleton + forward kinematics), networks (tri-plane U-Net, MLPs, DDC graph CNNs, ring
-adjacency), checkpoint (load_official_checkpoints, write_synthetic_checkpoints).
+adjacency), checkpoint (load_official_checkpoints, write_synthetic_checkpoints); the rendering path, each as
+the release computes it: posing (embedded graph, DQS, graph-network corrections), motion_texture, fields
+(mapping, plane sampler, NeuS), frame (one frame from one camera), geometry (the mesh branch), subject
+(a subject's two folders in one call).
 """
 
 from .checkpoint import (
