@@ -176,14 +176,16 @@ class ReleaseRig:
         glob = self.skeleton.forward_kinematics(dofs.double())[:, self.skin_joints]
         return glob @ self.rest_inverse if rest else glob
 
-    def blended(self, dofs: torch.Tensor, rest: bool = True) -> torch.Tensor:
-        """[B, V, 4, 4] per-vertex DQS transforms."""
-        return release_dqs(self.bone_transforms(dofs, rest), self.skin_weights, self.pivot)
+    def node_transforms(self, dofs: torch.Tensor, rest: bool = True) -> torch.Tensor:
+        """[B, N, 4, 4] DQS transforms at the graph nodes' vertices: the release blends every vertex, but
+        only the nodes' are ever read (vertices move through their nodes), so only those are blended."""
+        nodes = self.graph.node_vertex
+        return release_dqs(self.bone_transforms(dofs, rest), self.skin_weights[nodes], self.pivot[nodes])
 
-    def _through_nodes(self, blended: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Points [B, V, 3] (rest space) moved by the transforms at their nodes' vertices, link-weighted."""
+    def _through_nodes(self, nodes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Points [B, V, 3] (rest space) moved by their nodes' transforms [B, N, 4, 4], link-weighted."""
         g = self.graph
-        m = blended[:, g.node_vertex[g.link_node]]  # [B, L, 4, 4]
+        m = nodes[:, g.link_node]  # [B, L, 4, 4]
         p = points[:, g.link_vertex]
         moved = (m[..., :3, :3] @ p[..., None])[..., 0] + m[..., :3, 3]
         out = torch.zeros_like(points).index_add_(1, g.link_vertex, moved * g.link_weight[:, None].to(moved))
@@ -191,13 +193,13 @@ class ReleaseRig:
 
     def skinned(self, dofs: torch.Tensor) -> torch.Tensor:
         """[B, V, 3] the skinned template without network corrections (`delta_gcn`'s input per variant)."""
-        blended = self.blended(dofs)
-        return self._through_nodes(blended, self.template.expand(blended.shape[0], -1, -1))
+        nodes = self.node_transforms(dofs)
+        return self._through_nodes(nodes, self.template.expand(nodes.shape[0], -1, -1))
 
     def node_pose(self, dofs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(Euler angles [B, N, 3], translations [B, N, 3] mm) of the blended transforms at the graph nodes,
         without the rest-pose inverse: what `spatial_gcn` reads."""
-        m = self.blended(dofs, rest=False)[:, self.graph.node_vertex]
+        m = self.node_transforms(dofs, rest=False)
         return matrix_to_euler(m[..., :3, :3]), m[..., :3, 3]
 
     def deformed(self, dofs, delta_r, delta_t, offsets) -> torch.Tensor:
@@ -211,7 +213,7 @@ class ReleaseRig:
         moved = (rot @ local[..., None])[..., 0] + node_pos + delta_t.double()[:, g.link_node]
         canonical = torch.zeros(moved.shape[0], self.template.shape[0], 3, dtype=moved.dtype)
         canonical.index_add_(1, g.link_vertex, moved * g.link_weight[:, None])
-        return self._through_nodes(self.blended(dofs), canonical + offsets.double())
+        return self._through_nodes(self.node_transforms(dofs), canonical + offsets.double())
 
 
 def release_posed_templates(rig: ReleaseRig, explicit, normalized_dofs: torch.Tensor, dofs: torch.Tensor,
