@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers_trihuman_official import SKELETON
 from papernodes.models.common.errors import InputError
 from papernodes.models.trihuman.official import (
     OfficialExplicitNetworks,
@@ -22,30 +23,6 @@ from papernodes.models.trihuman.official.posing import ReleaseRig
 
 torch.set_num_threads(1)
 F64 = torch.float64
-
-SKELETON = """Skeletool Skeleton Definition V1.0
-joints: 4
-  Root_tx      prismatic none        0     0    0    1  0  0   1.0
-  Root_ty      prismatic Root_tx     0     0    0    0  1  0   1.0
-  Root_tz      prismatic Root_ty     0     0    0    0  0  1   1.0
-  Arm_ry       revolute  Root_tz   100     0    0    0  1  0   1.0
-markers: 0
-scaling joints: 0
-dofs: 4
-  tx   1
-      nolimits
-      Root_tx        1000
-  ty   1
-      nolimits
-      Root_ty        1000
-  tz   1
-      nolimits
-      Root_tz        1000
-  bend      1
-      nolimits
-      Arm_ry         1
-textureEntries: 0
-"""
 
 
 def _character(tmp_path):
