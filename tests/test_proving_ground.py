@@ -212,6 +212,32 @@ def test_masks_cover_the_object_pixels(scenes):
                 assert abs(m.sum() / (math.pi * (0.9 * o.size) ** 2) - 1) < 0.06
 
 
+def test_a_larger_scale_renders_the_same_scene_on_finer_pixels(scenes, monkeypatch):
+    """Scale 2 samples pixel p at world (p + (k + 0.5) / 4) / 2: exactly the 8 x 8 supersampling points of
+    world pixel p // 2. So its 2 x 2 block means are the scale-1 image rendered with 8 x 8 samples (float
+    sums in another order: 1e-5), and the textures and objects stay where the scene puts them."""
+
+    def blocks(x):
+        return x.reshape(x.shape[0] // 2, 2, x.shape[1] // 2, 2, *x.shape[2:]).mean(axis=(1, 3))
+
+    picked = [s for s in scenes[:60] if s.background.texture != "solid"][:6]
+    picked += [dataclasses.replace(picked[0], background=B("blue", "gradient", angle=0.7))]
+    fine = [(W.object_coverage(s, scale=2), W.render_background(s.background, scale=2)) for s in picked]
+    assert fine[0][0].shape[1:] == (256, 256) and fine[0][1].shape == (256, 256, 3)
+    monkeypatch.setattr(W, "SUPERSAMPLE", 8)
+    for s, (cov2, bg2) in zip(picked, fine):
+        cov1 = W.object_coverage(s)
+        assert np.abs(blocks(cov2.transpose(1, 2, 0)) - cov1.transpose(1, 2, 0)).max() < 1e-5
+        # textures: the same 8 x 8 points; the gradient is read at pixel centres and is linear between them
+        assert np.abs(blocks(bg2) - W.render_background(s.background)).max() < 1e-3
+    monkeypatch.undo()
+    img = W.render(picked[0], scale=2)
+    assert img.dtype == np.uint8 and img.shape == (256, 256, 3)
+    assert np.array_equal(W.render(picked[0], scale=1), W.render(picked[0]))
+    with pytest.raises(ValueError, match="scale"):
+        W.render(picked[0], scale=0)
+
+
 def test_grayscale_is_bt601():
     img = W.render(_scenes(1, seed=2)[0])
     rng = np.random.default_rng(0)

@@ -187,12 +187,15 @@ def object_colors_for(background_color: str) -> list[str]:
 # ------------------------------------------------------------------------------------------- rendering
 
 
-def _sample_coords(x0: int, x1: int, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
-    """Supersample point coordinates for the pixel block [y0:y1, x0:x1]: arrays [(y1-y0)*S, (x1-x0)*S]."""
+def _sample_coords(x0: int, x1: int, y0: int, y1: int, scale: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Supersample point coordinates for the output pixel block [y0:y1, x0:x1] of an image `scale` times
+    SIZE: arrays [(y1-y0)*S, (x1-x0)*S] in world units (the 128 px canvas's pixels)."""
     s = SUPERSAMPLE
     offs = (np.arange(s, dtype=np.float32) + 0.5) / s
     xs = (np.arange(x0, x1, dtype=np.float32)[:, None] + offs[None, :]).reshape(-1)
     ys = (np.arange(y0, y1, dtype=np.float32)[:, None] + offs[None, :]).reshape(-1)
+    if scale != 1:
+        xs, ys = xs / np.float32(scale), ys / np.float32(scale)
     return np.meshgrid(xs, ys)
 
 
@@ -246,20 +249,30 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
 
 
-def _object_box(o: WorldObject) -> tuple[int, int, int, int]:
-    x0 = max(0, int(math.floor(o.x - o.size)) - 1)
-    x1 = min(SIZE, int(math.ceil(o.x + o.size)) + 1)
-    y0 = max(0, int(math.floor(o.y - o.size)) - 1)
-    y1 = min(SIZE, int(math.ceil(o.y + o.size)) + 1)
+def _object_box(o: WorldObject, scale: int = 1) -> tuple[int, int, int, int]:
+    """The output pixels (of an image `scale` times SIZE) that the object's bounding circle can touch."""
+    n = SIZE * scale
+    x0 = max(0, int(math.floor((o.x - o.size) * scale)) - 1)
+    x1 = min(n, int(math.ceil((o.x + o.size) * scale)) + 1)
+    y0 = max(0, int(math.floor((o.y - o.size) * scale)) - 1)
+    y1 = min(n, int(math.ceil((o.y + o.size) * scale)) + 1)
     return x0, x1, y0, y1
 
 
-def object_coverage(scene: Scene) -> np.ndarray:
-    """float32 [n, 128, 128]: the fraction of each pixel's samples inside each object (0..1, steps of 1/16)."""
-    cov = np.zeros((len(scene.objects), SIZE, SIZE), np.float32)
+def _check_scale(scale: int) -> int:
+    if not isinstance(scale, int | np.integer) or scale < 1:
+        raise ValueError(f"scale must be a whole number >= 1 (the image is scale x {SIZE} px), got {scale!r}")
+    return int(scale)
+
+
+def object_coverage(scene: Scene, scale: int = 1) -> np.ndarray:
+    """float32 [n, 128 s, 128 s] (s = `scale`): the fraction of each pixel's samples inside each object (0..1,
+    steps of 1/16). The scene is the same at every scale: its coordinates are the 128 px canvas's."""
+    scale = _check_scale(scale)
+    cov = np.zeros((len(scene.objects), SIZE * scale, SIZE * scale), np.float32)
     for i, o in enumerate(scene.objects):
-        x0, x1, y0, y1 = _object_box(o)
-        X, Y = _sample_coords(x0, x1, y0, y1)
+        x0, x1, y0, y1 = _object_box(o, scale)
+        X, Y = _sample_coords(x0, x1, y0, y1, scale)
         c, s = math.cos(o.rotation), math.sin(o.rotation)
         dx, dy = (X - o.x) / o.size, (Y - o.y) / o.size
         u, v = c * dx + s * dy, -s * dx + c * dy
@@ -272,17 +285,19 @@ def object_masks(scene: Scene) -> np.ndarray:
     return object_coverage(scene) >= 0.5
 
 
-def _texture_fraction(bg: Background) -> np.ndarray:
-    """float32 [128,128]: per pixel, the share of the second tone."""
+def _texture_fraction(bg: Background, scale: int = 1) -> np.ndarray:
+    """float32 [128 s, 128 s]: per pixel, the share of the second tone."""
+    n = SIZE * scale
     if bg.texture == "solid":
-        return np.zeros((SIZE, SIZE), np.float32)
+        return np.zeros((n, n), np.float32)
     c, s = math.cos(bg.angle), math.sin(bg.angle)
     if bg.texture == "gradient":
-        X, Y = np.meshgrid(np.arange(SIZE, dtype=np.float32) + 0.5, np.arange(SIZE, dtype=np.float32) + 0.5)
+        centres = (np.arange(n, dtype=np.float32) + 0.5) / np.float32(scale)  # world units
+        X, Y = np.meshgrid(centres, centres)
         t = c * (X - SIZE / 2) + s * (Y - SIZE / 2)
         half = (abs(c) + abs(s)) * SIZE / 2  # extent of the projection over the image
         return np.clip((t / half + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
-    X, Y = _sample_coords(0, SIZE, 0, SIZE)
+    X, Y = _sample_coords(0, n, 0, n, scale)
     u = (c * X + s * Y) / bg.period + bg.phase
     v = (-s * X + c * Y) / bg.period + bg.phase
     return _box_mean(pattern_on(bg.texture, u, v).astype(np.float32))
@@ -301,9 +316,9 @@ def pattern_on(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown texture {texture!r}; known: {', '.join(TEXTURES)}")
 
 
-def render_background(bg: Background) -> np.ndarray:
-    """float32 [128,128,3] in 0..255 (unrounded): the background alone."""
-    t = _texture_fraction(bg)[..., None]
+def render_background(bg: Background, scale: int = 1) -> np.ndarray:
+    """float32 [128 s, 128 s, 3] in 0..255 (unrounded): the background alone."""
+    t = _texture_fraction(bg, _check_scale(scale))[..., None]
     a = np.asarray(COLORS[bg.color], np.float32)
     b = second_tone(bg.color).astype(np.float32)
     return a * (1.0 - t) + b * t
@@ -313,10 +328,11 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def render(scene: Scene, coverage: np.ndarray | None = None) -> np.ndarray:
-    """uint8 [128,128,3] RGB image of the scene (pass `coverage` if already computed)."""
-    img = render_background(scene.background)
-    cov = object_coverage(scene) if coverage is None else coverage
+def render(scene: Scene, coverage: np.ndarray | None = None, scale: int = 1) -> np.ndarray:
+    """uint8 [128 s, 128 s, 3] RGB image of the scene at `scale` s (pass `coverage` if already computed, at
+    the same scale). Scale 2 is the 256 px world (32x32 latents; issue 19: the VAE keeps shapes better)."""
+    img = render_background(scene.background, scale)
+    cov = object_coverage(scene, scale) if coverage is None else coverage
     for o, c in zip(scene.objects, cov):
         c = c[..., None]
         img = img * (1.0 - c) + np.asarray(COLORS[o.color], np.float32) * c
