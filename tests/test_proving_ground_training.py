@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -159,3 +161,68 @@ def test_teacher_captions_are_the_captions_of_teacher_scenes():
     assert final.layout == "focus" and final.full_fraction > 0
     images, captions = teacher_scenes(final, None, seed=3)
     assert captions == teacher_captions(final, 3) and len(captions) == len(images) == 15
+
+
+@pytest.mark.slow  # trains
+def test_decoder_phase_keeps_the_encoder_and_draws_its_latents_better(monkeypatch):
+    """`train_decoder` (the reproduce stage `decoder`) returns a copy whose encoder, quant conv and scaling
+    factor are the input's exactly, and whose EMA decoder reconstructs the training scenes better; the input
+    VAE is left as it was."""
+    from diffusers import AutoencoderKL
+    from papernodes.models.proving_ground import train_base
+
+    rng = np.random.default_rng(0)
+    images = np.repeat(np.repeat(rng.integers(0, 255, (8, 8, 8, 3), dtype=np.uint8), 4, 1), 4, 2)  # blocky
+    seen = []
+
+    def fake_world_images(n, seed, cache_dir=None, layout="full"):
+        seen.append((n, seed, layout))
+        return images[:n], [""] * n
+
+    monkeypatch.setattr(train_base, "world_images", fake_world_images)
+    torch.manual_seed(0)
+    small = {**TINY_VAE, "down_block_types": ("DownEncoderBlock2D",) * 2,
+             "up_block_types": ("UpDecoderBlock2D",) * 2, "block_out_channels": (32, 32)}  # fmt: skip
+    vae = AutoencoderKL(**small).eval().requires_grad_(False)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    pixels = train_base.to_pixels(images)
+
+    def error(v):
+        with torch.no_grad():
+            return float((v.decode(v.encode(pixels).latent_dist.mean).sample - pixels).abs().mean())
+
+    settings = train_base.DecoderSettings(steps=40, batch_size=4, lr=2e-3, images=4)
+    out = train_base.train_decoder(vae, settings)
+    assert seen == [(4, 0, "full"), (4, 0, "focus")]
+    assert all(torch.equal(v, vae.state_dict()[k]) for k, v in before.items())  # input untouched
+    for name in ("encoder", "quant_conv"):
+        mine, theirs = getattr(out, name).state_dict(), getattr(vae, name).state_dict()
+        assert all(torch.equal(v, theirs[k]) for k, v in mine.items())
+    assert out.config.scaling_factor == vae.config.scaling_factor
+    assert error(out) < 0.92 * error(vae), (error(out), error(vae))
+
+
+@pytest.mark.slow  # trains
+def test_reproduce_decoder_stage_rewrites_only_the_decoder(tmp_path):
+    """The reproduce stage `decoder` (quick mode) rewrites the shipped VAE folder with the same encoder tensors
+    and scaling factor (the latent space every model was trained on) and a changed decoder."""
+    import shutil
+
+    from papernodes.models.proving_ground import reproduce, zoo
+    from safetensors.torch import load_file
+
+    folder = zoo.base_dir(tmp_path / "w") / "vae"
+    shutil.copytree(zoo.base_dir() / "vae", folder)
+    name = "diffusion_pytorch_model.safetensors"
+    before = load_file(folder / name)
+    argv = ["--weights", str(tmp_path / "w"), "--cache", str(tmp_path / "cache"), "--stages", "decoder",
+            "--quick", "--threads", "1"]  # fmt: skip
+    assert reproduce.main(argv) == 0
+    after = load_file(folder / name)
+    assert after.keys() == before.keys()
+    kept = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    config = json.loads((folder / "config.json").read_text())
+    shipped = json.loads((zoo.base_dir() / "vae" / "config.json").read_text())
+    assert config["scaling_factor"] == shipped["scaling_factor"]

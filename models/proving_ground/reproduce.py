@@ -5,8 +5,10 @@
 
 Stages, in order: vae -> teacher (CLIP text encoder + U-Net, jointly) -> colorize (our colorization
 fine-tuning command) -> lcm (latent-consistency distillation) -> swiftbrush (our SwiftBrush trainer, text
-prompts only). Each stage writes float16 safetensors + diffusers configs; later stages read earlier outputs
-from the weights folder, exactly as users would load them. Run from the repo root in the pack's venv.
+prompts only) -> decoder (a decoder-only phase on the VAE: the latent space, and so every model above, is
+unchanged; it came last in the models' history). Each stage writes float16 safetensors + diffusers
+configs; later stages read earlier outputs from the weights folder, exactly as users would load them.
+Run from the repo root in the pack's venv.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ..common.text import encode_prompts
 from . import zoo
 
 log = logging.getLogger("proving_ground.reproduce")
-STAGES = ("vae", "teacher", "colorize", "lcm", "swiftbrush")
+STAGES = ("vae", "teacher", "colorize", "lcm", "swiftbrush", "decoder")
 
 
 def _progress(every: int = 50):
@@ -77,6 +79,18 @@ def stage_vae(weights: Path, cache: Path, quick: bool, start_phase: int = 0) -> 
         init = AutoencoderKL.from_pretrained(zoo.base_dir(weights) / "vae", torch_dtype=torch.float32)
     vae = train_vae(settings, cache_dir=cache, progress=_progress(), init=init, start_phase=start_phase)
     _save_fp16(vae, zoo.base_dir(weights) / "vae")
+
+
+def stage_decoder(weights: Path, cache: Path, quick: bool) -> None:
+    """The VAE's decoder trained further on whole scenes (`train_base.DecoderSettings`); encoder kept."""
+    from diffusers import AutoencoderKL
+
+    from .train_base import DecoderSettings, train_decoder
+
+    settings = DecoderSettings(steps=4, batch_size=2, images=16) if quick else DecoderSettings()
+    folder = zoo.base_dir(weights) / "vae"
+    vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32)
+    _save_fp16(train_decoder(vae, settings, cache_dir=cache, progress=_progress()), folder)
 
 
 def stage_teacher(weights: Path, cache: Path, quick: bool, start_phase: int = 0) -> None:

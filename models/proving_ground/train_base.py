@@ -142,6 +142,63 @@ def train_vae(settings: VAESettings, cache_dir: Path | None = None, progress=Non
     return vae
 
 
+@dataclass
+class DecoderSettings:
+    """A decoder-only phase on top of a trained VAE (issue 19): the encoder, and so the latent space and every
+    model trained on it, stay exactly as they are; only what the decoder draws from a latent improves.
+    Measured on the shipped VAE (docs/proving_ground.md): its 600-step decoder phase had stopped short, and
+    whole-scene training on full and focus scenes with an EMA raises every world's ceiling."""
+
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 2e-4  # constant, AdamW without weight decay
+    ema_decay: float = 0.999  # the EMA weights are the result
+    images: int = 4000  # per layout, seed `seed` of the train split
+    layouts: tuple[str, ...] = ("full", "focus")
+    seed: int = 0
+
+
+def train_decoder(vae, settings: DecoderSettings, cache_dir: Path | None = None, progress=None):
+    """`vae` with its post-quant conv and decoder trained on whole 128 px scenes (L1 + L2, posterior samples of
+    the frozen encoder); returns a frozen copy holding the EMA weights. The encoder is untouched."""
+    import copy
+
+    images = np.concatenate(
+        [
+            world_images(settings.images, settings.seed, cache_dir=cache_dir, layout=lay)[0]
+            for lay in settings.layouts
+        ]
+    )
+    pixels = to_pixels(images)
+    vae = copy.deepcopy(vae).float().eval().requires_grad_(False)
+    means, stds = encode_posteriors(vae, pixels)
+    decoder = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    for p in decoder:
+        p.requires_grad_(True)
+    vae.train()
+    opt = torch.optim.AdamW(decoder, lr=settings.lr, weight_decay=0.0)
+    ema = EMA(decoder, settings.ema_decay, warmup_offset=1)
+    rng = np.random.default_rng(settings.seed)
+    torch.manual_seed(settings.seed)
+    t0 = time.time()
+    for step in range(settings.steps):
+        idx = torch.from_numpy(rng.integers(0, len(pixels), settings.batch_size))
+        z = means[idx] + stds[idx] * torch.randn_like(means[idx])
+        x = pixels[idx]
+        rec = vae.decode(z).sample
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder, 1.0)
+        opt.step()
+        ema.step(decoder)
+        if progress:
+            progress("vae decoder", step + 1, settings.steps, float(loss.detach()), time.time() - t0)
+    vae.eval().requires_grad_(False)
+    ema.copy_to(decoder)
+    return vae
+
+
 @torch.no_grad()
 def encode_posteriors(vae, pixels: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Unscaled posterior means and stds, [n,4,h,w] each."""
