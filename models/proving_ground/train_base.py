@@ -68,6 +68,11 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The VAE's pixel loss, L1 + L2 (see the module docstring)."""
+    return F.l1_loss(rec, x) + F.mse_loss(rec, x)
+
+
 @dataclass(frozen=True)
 class VAEPhase:
     steps: int
@@ -122,7 +127,7 @@ def train_vae(settings: VAESettings, cache_dir: Path | None = None, progress=Non
             with torch.set_grad_enabled(not phase.decoder_only):
                 post = vae.encode(x).latent_dist
             rec = vae.decode(post.sample()).sample
-            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+            loss = reconstruction_loss(rec, x)
             if not phase.decoder_only:  # the KL term only moves the encoder
                 loss = loss + settings.kl_weight * post.kl().mean()
             opt.zero_grad(set_to_none=True)
@@ -186,7 +191,7 @@ def train_decoder(vae, settings: DecoderSettings, cache_dir: Path | None = None,
         z = means[idx] + stds[idx] * torch.randn_like(means[idx])
         x = pixels[idx]
         rec = vae.decode(z).sample
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        loss = reconstruction_loss(rec, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(decoder, 1.0)
