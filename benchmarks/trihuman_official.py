@@ -37,35 +37,13 @@ from papernodes.models.trihuman.official import (  # noqa: E402
     OfficialImplicitNetworks,
     OfficialTriHuman,
     read_skeleton,
+    root_arm_skeleton,
+    write_skeleton,
 )
 from papernodes.models.trihuman.official.files import OfficialSkin, edges_from_faces  # noqa: E402
 from papernodes.models.trihuman.official.frame import official_planes, render_official_frame  # noqa: E402
 from papernodes.models.trihuman.official.motion_texture import release_uv_map  # noqa: E402
 from papernodes.models.trihuman.official.posing import ReleaseRig, release_posed_templates  # noqa: E402
-
-SKELETON = """Skeletool Skeleton Definition V1.0
-joints: 4
-  Root_tx      prismatic none        0     0    0    1  0  0   1.0
-  Root_ty      prismatic Root_tx     0     0    0    0  1  0   1.0
-  Root_tz      prismatic Root_ty     0     0    0    0  0  1   1.0
-  Arm_ry       revolute  Root_tz     0   400    0    0  1  0   1.0
-markers: 0
-scaling joints: 0
-dofs: 4
-  tx   1
-      nolimits
-      Root_tx        1000
-  ty   1
-      nolimits
-      Root_ty        1000
-  tz   1
-      nolimits
-      Root_tz        1000
-  bend      1
-      nolimits
-      Arm_ry         1
-textureEntries: 0
-"""
 
 
 def _peak_mb() -> float:
@@ -110,7 +88,7 @@ def main(argv=None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "ddc.skeleton").write_text(SKELETON)
+        write_skeleton(Path(tmp) / "ddc.skeleton", root_arm_skeleton((0.0, 400.0, 0.0)))
         skeleton = read_skeleton(Path(tmp) / "ddc.skeleton")
     v, f, corner_uvs = body()
     arm = ((v[:, 1] - 1100) / 300).clamp(0, 1)

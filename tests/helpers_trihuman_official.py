@@ -9,35 +9,15 @@ import pickle
 import torch
 from papernodes.models.trihuman.official import (
     OfficialImplicitConfig,
+    root_arm_skeleton,
     write_calibration,
+    write_skeleton,
     write_synthetic_checkpoints,
 )
 
 F64 = torch.float64
 
-SKELETON = """Skeletool Skeleton Definition V1.0
-joints: 4
-  Root_tx      prismatic none        0     0    0    1  0  0   1.0
-  Root_ty      prismatic Root_tx     0     0    0    0  1  0   1.0
-  Root_tz      prismatic Root_ty     0     0    0    0  0  1   1.0
-  Arm_ry       revolute  Root_tz   100     0    0    0  1  0   1.0
-markers: 0
-scaling joints: 0
-dofs: 4
-  tx   1
-      nolimits
-      Root_tx        1000
-  ty   1
-      nolimits
-      Root_ty        1000
-  tz   1
-      nolimits
-      Root_tz        1000
-  bend      1
-      nolimits
-      Arm_ry         1
-textureEntries: 0
-"""
+SKELETON = root_arm_skeleton((100.0, 0.0, 0.0))  # the arm bone starts 100 mm along the strip
 
 
 def _motion_text(rows):
@@ -63,7 +43,7 @@ def write_subject(root):
     graph = [f"v {verts[k][0]} {verts[k][1]} {verts[k][2]} 1 0 0" for k in nodes]
     graph += ["f 1 2 3", "f 3 4 5"]
     (meta / "ddc_graph.obj").write_text("\n".join(graph) + "\n")
-    (meta / "ddc.skeleton").write_text(SKELETON)
+    write_skeleton(meta / "ddc.skeleton", SKELETON)
     skin = ["Skeletool character skinning file V1.0", "bones:", "Root Arm", "vertex weights:"]
     for k, (x, _, _) in enumerate(verts):
         arm = min(max((x - 75) / 50, 0.0), 1.0)

@@ -659,3 +659,18 @@ def test_checkpoint_key_mismatches_are_listed(tmp_path):
     data = {k: {f"module.{n}": t for n, t in sd.items()} for k, sd in data.items()}
     torch.save(data, tmp_path / "prefixed.pth")
     assert _load(tmp_path / "prefixed.pth", None).explicit.num_vertices == 12
+
+
+def test_write_skeleton_is_the_inverse_of_read_skeleton(tmp_path):
+    """Read -> write -> read keeps every joint, axis, scale, limit and DOF weight (the one marker is
+    dropped: only its count is kept on reading), so the same DOFs pose the same joints."""
+    sk = O.read_skeleton(_write(tmp_path, "ddc.skeleton", SKELETON))
+    again = O.read_skeleton(O.write_skeleton(tmp_path / "again.skeleton", sk))
+    for field in ("revolute", "parents", "offsets", "axes", "scales", "dof_weights", "dof_limits", "order"):
+        assert torch.equal(getattr(again, field), getattr(sk, field)), field
+    assert again.joint_names == sk.joint_names and again.dof_names == sk.dof_names
+    dofs = torch.tensor([0.1, -0.7, 0.4], dtype=F64)
+    assert torch.equal(again.forward_kinematics(dofs), sk.forward_kinematics(dofs))
+    toy = O.read_skeleton(O.write_skeleton(tmp_path / "toy.skeleton", O.root_arm_skeleton((100.0, 0.0, 0.0))))
+    bent = toy.joint_positions(torch.tensor([0.001, 0.0, 0.0, 1.0], dtype=F64))
+    torch.testing.assert_close(bent[-1], torch.tensor([101.0, 0.0, 0.0], dtype=F64), rtol=0, atol=1e-12)

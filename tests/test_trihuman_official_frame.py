@@ -15,6 +15,7 @@ from papernodes.models.trihuman.official import (
     OfficialImplicitNetworks,
     OfficialTriHuman,
     read_skeleton,
+    write_skeleton,
 )
 from papernodes.models.trihuman.official import frame as FR
 from papernodes.models.trihuman.official.files import OfficialSkin, edges_from_faces
@@ -26,7 +27,7 @@ F64 = torch.float64
 
 
 def _character(tmp_path):
-    (tmp_path / "ddc.skeleton").write_text(SKELETON)
+    write_skeleton(tmp_path / "ddc.skeleton", SKELETON)
     skeleton = read_skeleton(tmp_path / "ddc.skeleton")
     nx, ny, step = 9, 3, 25.0
     xs, ys = torch.meshgrid(

@@ -50,7 +50,7 @@ from .networks import (
     ring_adjacency,
 )
 from .safe_pickle import load_plain_pickle, loads_plain
-from .skeleton import SkeletoolSkeleton, read_skeleton
+from .skeleton import SkeletoolSkeleton, read_skeleton, root_arm_skeleton, write_skeleton
 
 __all__ = [
     "DELTA_GCN",
@@ -87,6 +87,8 @@ __all__ = [
     "read_skin",
     "read_subdivision",
     "ring_adjacency",
+    "root_arm_skeleton",
     "write_calibration",
+    "write_skeleton",
     "write_synthetic_checkpoints",
 ]

@@ -260,3 +260,46 @@ def _topological_order(parents: list[int], names: list[str], path) -> list[int]:
             f"a cycle through {[names[j] for j in stuck]}",
         )
     return order
+
+
+def write_skeleton(path: str | Path, skeleton: SkeletoolSkeleton) -> Path:
+    """Write `skeleton` as a Skeletool skeleton file; the inverse of `read_skeleton` (markers are written as
+    none: the reader keeps only their count). Offsets, axes, scales, limits and weights keep every digit."""
+    names = skeleton.joint_names
+    out = ["Skeletool Skeleton Definition V1.0", f"joints: {skeleton.num_joints}"]
+    for j, name in enumerate(names):
+        p = int(skeleton.parents[j])
+        kind = "revolute" if bool(skeleton.revolute[j]) else "prismatic"
+        nums = [*skeleton.offsets[j].tolist(), *skeleton.axes[j].tolist(), float(skeleton.scales[j])]
+        out.append(f"  {name} {kind} {names[p] if p >= 0 else 'none'} " + " ".join(map(repr, nums)))
+    out += ["markers: 0", "scaling joints: 0", f"dofs: {skeleton.num_dofs}"]
+    for d, dof in enumerate(skeleton.dof_names):
+        joints = skeleton.dof_weights[:, d].nonzero()[:, 0].tolist()
+        lo, hi = skeleton.dof_limits[d].tolist()
+        out += [
+            f"  {dof} {len(joints)}",
+            "      nolimits" if lo == -hi == float("inf") else f"      limits {lo!r} {hi!r}",
+        ]
+        out += [f"      {names[j]} {float(skeleton.dof_weights[j, d])!r}" for j in joints]
+    out.append("textureEntries: 0")
+    path = Path(path)
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+def root_arm_skeleton(arm_offset_mm: tuple[float, float, float]) -> SkeletoolSkeleton:
+    """The smallest skeleton of the release's kind, for synthetic subjects (tests, benchmarks): a root
+    translated by three prismatic DOFs of weight 1000 (DOFs in metres, positions in mm, as the release) and
+    one revolute arm joint about y at `arm_offset_mm` from the root, bent by the DOF `bend` (radians)."""
+    return SkeletoolSkeleton(
+        joint_names=("Root_tx", "Root_ty", "Root_tz", "Arm_ry"),
+        revolute=torch.tensor([False, False, False, True]),
+        parents=torch.tensor([-1, 0, 1, 2]),
+        offsets=torch.tensor([[0.0, 0.0, 0.0]] * 3 + [list(arm_offset_mm)], dtype=F64),
+        axes=torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0, 1.0, 0]], dtype=F64),
+        scales=torch.ones(4, dtype=F64),
+        dof_names=("tx", "ty", "tz", "bend"),
+        dof_weights=torch.diag(torch.tensor([1000.0, 1000.0, 1000.0, 1.0], dtype=F64)),
+        dof_limits=torch.tensor([[-float("inf"), float("inf")]] * 4, dtype=F64),
+        order=torch.arange(4),
+    )
