@@ -118,7 +118,8 @@ def test_vae_reconstructs_held_out_scenes(base):
         rec = base.vae.decode(base.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
     mse = ((rec - x) / 2).pow(2).mean().item()
     psnr = 10 * np.log10(1 / mse)
-    assert psnr > 22.5, psnr  # a random VAE gives < 10 dB; the shipped one 24.1 dB on these scenes
+    # a random VAE gives < 10 dB; the shipped one 25.5 dB on these scenes (24.05 before its decoder phase)
+    assert psnr > 25.0, psnr
     assert base.vae.config.scaling_factor != 1.0  # set from the latent std after training
 
 

@@ -191,7 +191,7 @@ def test_decoder_phase_keeps_the_encoder_and_draws_its_latents_better(monkeypatc
         with torch.no_grad():
             return float((v.decode(v.encode(pixels).latent_dist.mean).sample - pixels).abs().mean())
 
-    settings = train_base.DecoderSettings(steps=40, batch_size=4, lr=2e-3, images=4)
+    settings = train_base.DecoderSettings(steps=40, batch_size=4, lr=2e-3, images=4, noisy_steps=0)
     out = train_base.train_decoder(vae, settings)
     assert seen == [(4, 0, "full"), (4, 0, "focus")]
     assert all(torch.equal(v, vae.state_dict()[k]) for k, v in before.items())  # input untouched
@@ -200,6 +200,42 @@ def test_decoder_phase_keeps_the_encoder_and_draws_its_latents_better(monkeypatc
         assert all(torch.equal(v, theirs[k]) for k, v in mine.items())
     assert out.config.scaling_factor == vae.config.scaling_factor
     assert error(out) < 0.92 * error(vae), (error(out), error(vae))
+
+
+def test_noisy_decoder_steps_add_latent_noise_to_a_fraction_of_each_batch(monkeypatch):
+    """The decoder phase's second part (`noisy_steps`) decodes the first `noisy_fraction` of each batch from
+    posterior samples plus Gaussian noise of a std drawn from U(0, latent_noise / scaling factor); the rest, and
+    every latent of the first part, are plain posterior samples. One scene repeated, so each latent's deviation
+    from the posterior mean, in posterior stds, shows what was added."""
+    from diffusers import AutoencoderKL
+    from papernodes.models.proving_ground import train_base
+
+    image = np.full((4, 32, 32, 3), 100, dtype=np.uint8)
+    monkeypatch.setattr(
+        train_base, "world_images", lambda n, seed, cache_dir=None, layout="full": (image[:n], [""] * n)
+    )
+    torch.manual_seed(0)
+    small = {**TINY_VAE, "down_block_types": ("DownEncoderBlock2D",) * 2,
+             "up_block_types": ("UpDecoderBlock2D",) * 2, "block_out_channels": (32, 32)}  # fmt: skip
+    vae = AutoencoderKL(**small).eval().requires_grad_(False)
+    post = vae.encode(train_base.to_pixels(image[:1])).latent_dist
+    seen = []
+    decode = AutoencoderKL.decode
+    monkeypatch.setattr(
+        AutoencoderKL, "decode", lambda self, z, *a, **k: seen.append(z.detach()) or decode(self, z, *a, **k)
+    )
+    noise = 3.0  # in posterior stds after the division below
+    latent_noise = noise * float(post.std.mean()) * vae.config.scaling_factor
+    settings = train_base.DecoderSettings(
+        steps=20, noisy_steps=20, batch_size=4, lr=1e-12, images=4, latent_noise=latent_noise
+    )
+    train_base.train_decoder(vae, settings)
+    assert len(seen) == 40 and all(z.shape[0] == 4 for z in seen)
+    spread = torch.stack([((z - post.mean) / post.std).flatten(1).std(1) for z in seen])  # [40, 4]
+    plain = torch.cat([spread[:20].flatten(), spread[20:, 2:].flatten()])
+    torch.testing.assert_close(plain.mean(), torch.tensor(1.0), rtol=0, atol=0.05)  # posterior samples only
+    added = (spread[20:, :2] ** 2 - 1).clamp(min=0).sqrt()  # the added noise's std per latent, about U(0, 3)
+    assert 1.0 < float(added.mean()) < 2.0 and float(added.max()) < noise * 1.15, added
 
 
 @pytest.mark.slow  # trains

@@ -56,7 +56,11 @@ def _run_trainer(main, argv: list[str]) -> None:
 
 def _save_fp16(module: torch.nn.Module, folder: Path) -> None:
     """float16 safetensors (half the bytes; the loaders cast back to float32). The config keeps no
-    `_name_or_path` (the training machine's path of the module's source folder)."""
+    `_name_or_path` (the training machine's path of the module's source folder). Old files are unlinked
+    first: assembled pipelines hard-link the shipped files, and writing through a link would change them."""
+    for old in Path(folder).glob("*") if Path(folder).is_dir() else ():
+        if old.is_file():
+            old.unlink()
     module.to(torch.float16).save_pretrained(folder, safe_serialization=True)
     module.to(torch.float32)
     config = Path(folder) / "config.json"
@@ -87,7 +91,9 @@ def stage_decoder(weights: Path, cache: Path, quick: bool) -> None:
 
     from .train_base import DecoderSettings, train_decoder
 
-    settings = DecoderSettings(steps=4, batch_size=2, images=16) if quick else DecoderSettings()
+    settings = (
+        DecoderSettings(steps=4, batch_size=2, images=16, noisy_steps=2) if quick else DecoderSettings()
+    )
     folder = zoo.base_dir(weights) / "vae"
     vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32)
     _save_fp16(train_decoder(vae, settings, cache_dir=cache, progress=_progress()), folder)

@@ -152,7 +152,12 @@ class DecoderSettings:
     """A decoder-only phase on top of a trained VAE (issue 19): the encoder, and so the latent space and every
     model trained on it, stay exactly as they are; only what the decoder draws from a latent improves.
     Measured on the shipped VAE (docs/proving_ground.md): its 600-step decoder phase had stopped short, and
-    whole-scene training on full and focus scenes with an EMA raises every world's ceiling."""
+    whole-scene training on full and focus scenes with an EMA raises every world's ceiling. A sharper decoder
+    also sharpens what it should not: generated latents are noisier than the encoder's (the one-step
+    student's spatial std 0.77 vs 0.52), and it drew their noise as coloured confetti. So `noisy_steps`
+    more steps follow (fresh optimizer and EMA, seed + 1) in which `noisy_fraction` of each batch is
+    decoded from z + s·ε, s ~ U(0, `latent_noise`) in diffusion-latent units, with the clean scene as
+    target: the decoder learns to draw such noise as the scene, not as texture."""
 
     steps: int = 3000
     batch_size: int = 8
@@ -161,11 +166,15 @@ class DecoderSettings:
     images: int = 4000  # per layout, seed `seed` of the train split
     layouts: tuple[str, ...] = ("full", "focus")
     seed: int = 0
+    noisy_steps: int = 400
+    latent_noise: float = 0.3
+    noisy_fraction: float = 0.5
 
 
 def train_decoder(vae, settings: DecoderSettings, cache_dir: Path | None = None, progress=None):
     """`vae` with its post-quant conv and decoder trained on whole 128 px scenes (L1 + L2, posterior samples of
-    the frozen encoder); returns a frozen copy holding the EMA weights. The encoder is untouched."""
+    the frozen encoder), then with latent noise (see `DecoderSettings`); returns a frozen copy holding the
+    EMA weights of the second part. The encoder is untouched."""
     import copy
 
     images = np.concatenate(
@@ -177,31 +186,45 @@ def train_decoder(vae, settings: DecoderSettings, cache_dir: Path | None = None,
     pixels = to_pixels(images)
     vae = copy.deepcopy(vae).float().eval().requires_grad_(False)
     means, stds = encode_posteriors(vae, pixels)
+    noisy = int(round(settings.batch_size * settings.noisy_fraction))
+    _decoder_steps(vae, pixels, means, stds, settings, settings.steps, settings.seed, 0, 0.0, progress)
+    if settings.noisy_steps:
+        _decoder_steps(vae, pixels, means, stds, settings, settings.noisy_steps, settings.seed + 1, noisy,
+                       settings.latent_noise, progress)  # fmt: skip
+    return vae
+
+
+def _decoder_steps(vae, pixels, means, stds, settings, steps, seed, noisy, noise, progress) -> None:
+    """`steps` AdamW steps on the decoder (fresh optimizer and EMA), ending with the EMA weights in place.
+    The first `noisy` latents of each batch get Gaussian noise of a std drawn from U(0, `noise`) in diffusion-
+    latent units (divided by the scaling factor: the decoder's units)."""
     decoder = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
     for p in decoder:
         p.requires_grad_(True)
     vae.train()
     opt = torch.optim.AdamW(decoder, lr=settings.lr, weight_decay=0.0)
     ema = EMA(decoder, settings.ema_decay, warmup_offset=1)
-    rng = np.random.default_rng(settings.seed)
-    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    label = "vae decoder, noisy latents" if noisy else "vae decoder"
     t0 = time.time()
-    for step in range(settings.steps):
+    for step in range(steps):
         idx = torch.from_numpy(rng.integers(0, len(pixels), settings.batch_size))
         z = means[idx] + stds[idx] * torch.randn_like(means[idx])
-        x = pixels[idx]
+        if noisy:
+            s = torch.rand(noisy, 1, 1, 1) * noise / vae.config.scaling_factor
+            z = torch.cat([z[:noisy] + s * torch.randn_like(z[:noisy]), z[noisy:]])
         rec = vae.decode(z).sample
-        loss = reconstruction_loss(rec, x)
+        loss = reconstruction_loss(rec, pixels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(decoder, 1.0)
         opt.step()
         ema.step(decoder)
         if progress:
-            progress("vae decoder", step + 1, settings.steps, float(loss.detach()), time.time() - t0)
+            progress(label, step + 1, steps, float(loss.detach()), time.time() - t0)
     vae.eval().requires_grad_(False)
     ema.copy_to(decoder)
-    return vae
 
 
 @torch.no_grad()
