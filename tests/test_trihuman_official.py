@@ -666,6 +666,8 @@ def test_write_skeleton_is_the_inverse_of_read_skeleton(tmp_path):
     dropped: only its count is kept on reading), so the same DOFs pose the same joints."""
     sk = O.read_skeleton(_write(tmp_path, "ddc.skeleton", SKELETON))
     again = O.read_skeleton(O.write_skeleton(tmp_path / "again.skeleton", sk))
+    text = (tmp_path / "again.skeleton").read_text()
+    assert text.count("nolimits") == 2 and "limits -1.5 1.5" in text  # the release's spelling of both
     for field in ("revolute", "parents", "offsets", "axes", "scales", "dof_weights", "dof_limits", "order"):
         assert torch.equal(getattr(again, field), getattr(sk, field)), field
     assert again.joint_names == sk.joint_names and again.dof_names == sk.dof_names

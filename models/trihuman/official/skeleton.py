@@ -278,7 +278,7 @@ def write_skeleton(path: str | Path, skeleton: SkeletoolSkeleton) -> Path:
         lo, hi = skeleton.dof_limits[d].tolist()
         out += [
             f"  {dof} {len(joints)}",
-            "      nolimits" if lo == -hi == float("inf") else f"      limits {lo!r} {hi!r}",
+            "      nolimits" if (lo, hi) == (-float("inf"), float("inf")) else f"      limits {lo!r} {hi!r}",
         ]
         out += [f"      {names[j]} {float(skeleton.dof_weights[j, d])!r}" for j in joints]
     out.append("textureEntries: 0")
