@@ -41,17 +41,30 @@ def caption_of(api_path: Path) -> str:
     return ""
 
 
-def label_of(path: Path, slug: str) -> str:
-    """'input: papernodes_demo_color', 'edited', 'swiftbrush 2', ... from the main job's file names."""
+def label_of(path: Path, slug: str, rank: int | None = None) -> str:
+    """'input: papernodes_demo_color', 'edited', 'swiftbrush 2', ... from the main job's file names. ComfyUI's
+    file counter numbers a file unless `rank` (its place among this run's files of that name) is given: the
+    counter keeps growing with every run of the same ComfyUI, the rank does not."""
     name = path.stem[len(slug) + 1 :] if path.stem.startswith(slug + "_") else path.stem
     if name.startswith(INPUT_TAG.strip("_") + "_"):
         return "input: " + name[len(INPUT_TAG) - 1 :].removeprefix("papernodes_demo_")
     name = name.removeprefix(slug + "_")
     m = re.fullmatch(r"(?:(.*)_)?(\d{5})_?", name)
     if m:
-        base, index = (m.group(1) or "output").replace("_", " "), int(m.group(2))
+        base, index = (m.group(1) or "output").replace("_", " "), rank or int(m.group(2))
         return base + (f" {index}" if index > 1 or base == "output" else "")
     return name.replace("_", " ")
+
+
+def ranked_labels(paths: list[Path], slug: str) -> dict[Path, str]:
+    """Labels of one workflow's panels, the counted ones numbered 1, 2, ... per name in file order."""
+    seen: dict[str, int] = {}
+    out = {}
+    for path in paths:
+        unranked = label_of(path, slug, rank=1)
+        seen[unranked] = seen.get(unranked, 0) + 1
+        out[path] = label_of(path, slug, rank=seen[unranked])
+    return out
 
 
 def panels_of(slug: str, output_dir: Path) -> list[Path]:
@@ -107,11 +120,12 @@ def contact_sheet(output_dir: Path, api_dir: Path = API_WORKFLOWS) -> Image.Imag
         draw.text((MARGIN, y), slug, font=title_font, fill=TEXT)
         draw.text((MARGIN, y + 19), _fit(draw, caption, font, width - 2 * MARGIN), font=font, fill=DIM)
         top = y + CAPTION_H
+        labels = ranked_labels(list(dict.fromkeys(path for path, _, _ in panels)), slug)
         for i, (path, index, count) in enumerate(panels):
             x = MARGIN + i * (PANEL + GAP)
             frame = _frame(path, index)
             sheet.paste(frame, (x + (PANEL - frame.width) // 2, top + (PANEL - frame.height) // 2))
-            text = label_of(path, slug) + (f" · frame {index + 1}/{count}" if count > 1 else "")
+            text = labels[path] + (f" · frame {index + 1}/{count}" if count > 1 else "")
             label = _fit(draw, text, font, PANEL)
             draw.text((x, top + PANEL + 3), label, font=font, fill=DIM)
         y += row_h

@@ -51,6 +51,11 @@ def test_rows_panels_and_captions(tmp_path):
     assert cs.label_of(out / "edit_input_photo.png", "edit") == "input: photo"
     assert cs.label_of(out / "edit_edit_edited_00001_.png", "edit") == "edited"
     assert cs.label_of(out / "gen_gen_00002_.png", "gen") == "output 2"
+    # a second run of the same ComfyUI counts on (00009 ...): the sheet numbers this run's files from 1
+    names = ["gen_refined_00009_.png", "gen_refined_00010_.png", "gen_gen_00011_.png", "gen_input_photo.png"]
+    assert list(cs.ranked_labels([out / n for n in names], "gen").values()) == [
+        "refined", "refined 2", "output 1", "input: photo"
+    ]  # fmt: skip
 
 
 def test_no_outputs_says_so(tmp_path):
