@@ -58,8 +58,8 @@ def _save_fp16(module: torch.nn.Module, folder: Path) -> None:
     """float16 safetensors (half the bytes; the loaders cast back to float32). The config keeps no
     `_name_or_path` (the training machine's path of the module's source folder). Old files are unlinked
     first: assembled pipelines hard-link the shipped files, and writing through a link would change them."""
-    for old in Path(folder).glob("*") if Path(folder).is_dir() else ():
-        if old.is_file():
+    for name in ("config.json", "*.safetensors"):  # what save_pretrained writes
+        for old in Path(folder).glob(name):
             old.unlink()
     module.to(torch.float16).save_pretrained(folder, safe_serialization=True)
     module.to(torch.float32)
@@ -207,7 +207,7 @@ def stage_lcm(weights: Path, cache: Path, quick: bool) -> None:
     sched.update(
         _class_name="LCMScheduler", original_inference_steps=settings.solver_steps, timestep_scaling=10.0
     )
-    (dest / "scheduler_config.json").write_text(json.dumps(sched, indent=2))
+    zoo.write_fresh(dest / "scheduler_config.json", json.dumps(sched, indent=2))  # never through a hard link
 
 
 def stage_swiftbrush(weights: Path, cache: Path, quick: bool) -> None:

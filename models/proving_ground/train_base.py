@@ -187,14 +187,16 @@ def train_decoder(vae, settings: DecoderSettings, cache_dir: Path | None = None,
     vae = copy.deepcopy(vae).float().eval().requires_grad_(False)
     means, stds = encode_posteriors(vae, pixels)
     noisy = int(round(settings.batch_size * settings.noisy_fraction))
-    _decoder_steps(vae, pixels, means, stds, settings, settings.steps, settings.seed, 0, 0.0, progress)
+    _decoder_steps(vae, pixels, means, stds, settings, settings.steps, settings.seed, progress=progress)
     if settings.noisy_steps:
-        _decoder_steps(vae, pixels, means, stds, settings, settings.noisy_steps, settings.seed + 1, noisy,
-                       settings.latent_noise, progress)  # fmt: skip
+        _decoder_steps(vae, pixels, means, stds, settings, settings.noisy_steps, settings.seed + 1,
+                       noisy=noisy, noise=settings.latent_noise, progress=progress)  # fmt: skip
     return vae
 
 
-def _decoder_steps(vae, pixels, means, stds, settings, steps, seed, noisy, noise, progress) -> None:
+def _decoder_steps(
+    vae, pixels, means, stds, settings, steps, seed, noisy=0, noise=0.0, progress=None
+) -> None:
     """`steps` AdamW steps on the decoder (fresh optimizer and EMA), ending with the EMA weights in place.
     The first `noisy` latents of each batch get Gaussian noise of a std drawn from U(0, `noise`) in diffusion-
     latent units (divided by the scaling factor: the decoder's units)."""

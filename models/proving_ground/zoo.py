@@ -88,11 +88,11 @@ def assemble_pipeline(kind: str, dest: Path | str, weights_dir: Path | str = WEI
         shutil.copytree(derived_unet_dir(kind, weights_dir), dest / "unet", copy_function=_link_or_copy)
         extra = derived_unet_dir(kind, weights_dir) / "scheduler_config.json"
         if extra.is_file():  # e.g. the LCM student's scheduler
-            _replace(dest / "scheduler" / "scheduler_config.json", extra.read_text())
+            write_fresh(dest / "scheduler" / "scheduler_config.json", extra.read_text())
         index = json.loads((dest / "model_index.json").read_text())
         if kind == "colorize":
             index["_class_name"] = "StableDiffusionInstructPix2PixPipeline"
-        _replace(dest / "model_index.json", json.dumps(index, indent=2))
+        write_fresh(dest / "model_index.json", json.dumps(index, indent=2))
     return dest
 
 
@@ -104,7 +104,7 @@ def _link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
-def _replace(path: Path, text: str) -> None:
+def write_fresh(path: Path, text: str) -> None:
     """Write a fresh file: never write through a hard link into the shipped base folder."""
     path.unlink(missing_ok=True)
     path.write_text(text)
