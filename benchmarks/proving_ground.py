@@ -13,6 +13,8 @@ Sections (each compares our path with its baseline on the same models, same prom
               adds blend words (see `blend_words`).
 - colorize:   PSNR/SSIM against ground truth: trained colorizer with and without luminance lock, and the
               untrained InstructPix2Pix init (the teacher with the zero-initialised 8-channel conv_in).
+- binding:    the teacher's colour binding: the first group's colour on held-out captions with one group vs
+              two groups of different colours, and how often it takes the other group's colour instead.
 - diagnose:   VAE PSNR, the teacher's clean-latent error by timestep and its caption sensitivity (the
               numbers behind the README's explanation of the missed targets).
 World-FID compares generated images with the same number of held-out scenes (classifier features).
@@ -66,7 +68,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from infedit import ddim_inversion_p2p  # noqa: E402
 from swiftbrush import teacher_pipeline  # noqa: E402
 
-SECTIONS = ("teacher", "swiftbrush", "infedit", "colorize", "diagnose")
+SECTIONS = ("teacher", "swiftbrush", "infedit", "colorize", "binding", "diagnose")
 WEIGHTS = zoo.WEIGHTS_DIR  # --weights overrides
 HELDOUT_SEED = 7  # held-out scenes for prompts, references and edits (the classifier's eval seed is 0)
 
@@ -328,6 +330,41 @@ def section_colorize(args, clf, results):
         }
 
 
+def binding_captions(n: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """The first n held-out full-grammar captions with two groups of different colours, and their (first,
+    other) group colours; and the first n with one group (their colour, None)."""
+    ds = WorldDataset(20 * n, seed=HELDOUT_SEED, split="heldout")
+    kinds: dict[int, tuple[list, list]] = {1: ([], []), 2: ([], [])}
+    for i in range(20 * n):
+        scene = ds.scene(i)
+        groups = scene.groups()
+        colors = (groups[0][1], groups[1][1] if len(groups) > 1 else None)
+        if len(groups) in kinds and len(kinds[len(groups)][0]) < n and colors[0] != colors[1]:
+            kinds[len(groups)][0].append(caption(scene))
+            kinds[len(groups)][1].append(colors)
+    return kinds
+
+
+def section_binding(args, clf, results):
+    """Why a colour edit next to another object can miss (the demo's black -> green star beside a red cross):
+    attribute leakage between the caption's groups, measured on the teacher that every image model here
+    distils or fine-tunes."""
+    comps = load_components(zoo.base_dir(WEIGHTS))
+    n = args.binding_captions
+    for groups, (captions, colors) in binding_captions(n).items():
+        imgs = teacher_images(comps, captions, 25, args.guidance)
+        predicted = pg_classifier.classify(imgs, clf)["color"]
+        row = {"captions": len(captions),
+               "first_group_color": round(float(np.mean([p == c[0] for p, c in zip(predicted, colors)])), 4)}  # fmt: skip
+        if groups == 2:
+            row["other_group_color"] = round(
+                float(np.mean([p == c[1] for p, c in zip(predicted, colors)])), 4
+            )
+        results[
+            f"teacher, 25 DDIM steps, CFG {args.guidance:.1f}, {groups} group{'s' if groups > 1 else ''}"
+        ] = row
+
+
 @torch.no_grad()
 def section_diagnose(args, clf, results):
     """The numbers behind the README's "why": VAE reconstruction PSNR, the teacher's clean-latent error by
@@ -390,6 +427,7 @@ def main(argv=None) -> int:
         help="InfEdit rows without blend words, or with the words of `blend_words`",
     )
     p.add_argument("--colorize-images", type=int, default=100)
+    p.add_argument("--binding-captions", type=int, default=80, help="captions per row of the binding section")
     p.add_argument("--colorize-steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0, help="CFG of the teacher rows and the baseline")
     p.add_argument("--threads", type=int, default=2)
