@@ -42,3 +42,26 @@ def test_demo_edit_local_blend_mask_is_local(world_lcm):
     assert mask.mean() < 0.8, f"mask covers {mask.mean():.0%} of the image"
     assert (mask & star).sum() / star.sum() > 0.9  # and it covers the star
     assert np.any(~mask)
+
+
+@pytest.mark.slow  # ~5 s: the example workflow's edit on the shipped world models
+def test_demo_workflow_edit_recolours_the_background_and_keeps_the_star(world_lcm):
+    """The main job's InfEdit edit, with the workflow's own prompts and settings: the stripes turn from purple
+    to yellow where the mask lets the edit act, and the black star is masked out and stays black."""
+    from conftest import REPO_ROOT
+
+    inputs = json.loads((REPO_ROOT / "example_workflows" / "api" / "infedit.json").read_text())["3"]["inputs"]
+    fields = {f for f in InfEditSettings.__dataclass_fields__}
+    settings = InfEditSettings(**{k: v for k, v in inputs.items() if k in fields})
+    ds = WorldDataset(DEMO_SCENE["index"] + 1, seed=DEMO_SCENE["seed"], split=DEMO_SCENE["split"])
+    objects = object_coverage(ds.scene(DEMO_SCENE["index"]))
+    star, anything = objects[0] > 0.5, objects.max(0) > 0
+    image = torch.from_numpy(world_demo_image()).float().div(255)[None]
+    r = world_lcm(image, inputs["source_prompt"], [inputs["target_prompt"]], settings)
+    edited, free = r.edited[0].numpy() * 255, r.masks[0].numpy() > 0.5
+    assert free[star].mean() < 0.3 and free.mean() > 0.6  # the star is protected, the background is not
+    before = image[0].numpy()[free & ~anything].mean(0) * 255
+    red, green, blue = edited[free & ~anything].mean(0)
+    assert before[1] < 80 and before[2] > 120  # the source background is purple ...
+    assert red > 150 and green > 120 and blue < 90, (red, green, blue)  # ... and the edit's is yellow
+    assert edited[star].mean() < 90  # still a dark star
