@@ -330,9 +330,9 @@ def section_colorize(args, clf, results):
         }
 
 
-def binding_captions(n: int) -> tuple[list[str], list[tuple[str, str]]]:
-    """The first n held-out full-grammar captions with two groups of different colours, and their (first,
-    other) group colours; and the first n with one group (their colour, None)."""
+def binding_captions(n: int) -> dict[int, tuple[list[str], list[tuple[str, str | None]]]]:
+    """Number of groups (1, 2) -> the first n held-out full-grammar captions with that many groups (two of
+    different colours) and each caption's (first group's, other group's or None) colours."""
     ds = WorldDataset(20 * n, seed=HELDOUT_SEED, split="heldout")
     kinds: dict[int, tuple[list, list]] = {1: ([], []), 2: ([], [])}
     for i in range(20 * n):

@@ -51,8 +51,9 @@ def test_demo_workflow_edit_recolours_the_background_and_keeps_the_star(world_lc
     from conftest import REPO_ROOT
 
     inputs = json.loads((REPO_ROOT / "example_workflows" / "api" / "infedit.json").read_text())["3"]["inputs"]
-    fields = {f for f in InfEditSettings.__dataclass_fields__}
-    settings = InfEditSettings(**{k: v for k, v in inputs.items() if k in fields})
+    settings = InfEditSettings(
+        **{k: v for k, v in inputs.items() if k in InfEditSettings.__dataclass_fields__}
+    )
     ds = WorldDataset(DEMO_SCENE["index"] + 1, seed=DEMO_SCENE["seed"], split=DEMO_SCENE["split"])
     objects = object_coverage(ds.scene(DEMO_SCENE["index"]))
     star, anything = objects[0] > 0.5, objects.max(0) > 0
