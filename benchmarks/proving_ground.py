@@ -354,12 +354,12 @@ def section_binding(args, clf, results):
     for groups, (captions, colors) in binding_captions(n).items():
         imgs = teacher_images(comps, captions, 25, args.guidance)
         predicted = pg_classifier.classify(imgs, clf)["color"]
-        row = {"captions": len(captions),
-               "first_group_color": round(float(np.mean([p == c[0] for p, c in zip(predicted, colors)])), 4)}  # fmt: skip
+        shares = [
+            round(float(np.mean([p == c[j] for p, c in zip(predicted, colors)])), 4) for j in range(groups)
+        ]
+        row = {"captions": len(captions), "first_group_color": shares[0]}
         if groups == 2:
-            row["other_group_color"] = round(
-                float(np.mean([p == c[1] for p, c in zip(predicted, colors)])), 4
-            )
+            row["other_group_color"] = shares[1]
         results[
             f"teacher, 25 DDIM steps, CFG {args.guidance:.1f}, {groups} group{'s' if groups > 1 else ''}"
         ] = row

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT
 from papernodes.models.common.loading import SDComponents, load_components
 from papernodes.models.demo_assets import DEMO_SCENE, world_demo_image
 from papernodes.models.infedit.pipeline import InfEditPipeline, InfEditSettings
@@ -16,6 +17,12 @@ from papernodes.models.proving_ground.world import WorldDataset, object_coverage
 torch.set_num_threads(1)
 SRC = "a black star and a red cross on a striped purple background"
 TGT = "a green star and a red cross on a striped purple background"
+
+
+def demo_object_coverage() -> np.ndarray:
+    """[objects, 128, 128] coverage of the demo scene's objects (the star first)."""
+    ds = WorldDataset(DEMO_SCENE["index"] + 1, seed=DEMO_SCENE["seed"], split=DEMO_SCENE["split"])
+    return object_coverage(ds.scene(DEMO_SCENE["index"]))
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,7 @@ def world_lcm():
 @pytest.mark.slow  # ~5 s: a 15-step edit of the demo scene on the shipped world models
 def test_demo_edit_local_blend_mask_is_local(world_lcm):
     """Before: maps at latent / 4 = the 4x4 mid block, flat -> the mask was white everywhere."""
-    ds = WorldDataset(DEMO_SCENE["index"] + 1, seed=DEMO_SCENE["seed"], split=DEMO_SCENE["split"])
-    star = object_coverage(ds.scene(DEMO_SCENE["index"]))[0] > 0.5
+    star = demo_object_coverage()[0] > 0.5
     image = torch.from_numpy(world_demo_image()).float().div(255)[None]
     r = world_lcm(image, SRC, [TGT], InfEditSettings(target_blend_words="green star"))
     mask = r.masks[0].numpy() > 0.5
@@ -48,14 +54,11 @@ def test_demo_edit_local_blend_mask_is_local(world_lcm):
 def test_demo_workflow_edit_recolours_the_background_and_keeps_the_star(world_lcm):
     """The main job's InfEdit edit, with the workflow's own prompts and settings: the stripes turn from purple
     to yellow where the mask lets the edit act, and the black star is masked out and stays black."""
-    from conftest import REPO_ROOT
-
     inputs = json.loads((REPO_ROOT / "example_workflows" / "api" / "infedit.json").read_text())["3"]["inputs"]
     settings = InfEditSettings(
         **{k: v for k, v in inputs.items() if k in InfEditSettings.__dataclass_fields__}
     )
-    ds = WorldDataset(DEMO_SCENE["index"] + 1, seed=DEMO_SCENE["seed"], split=DEMO_SCENE["split"])
-    objects = object_coverage(ds.scene(DEMO_SCENE["index"]))
+    objects = demo_object_coverage()
     star, anything = objects[0] > 0.5, objects.max(0) > 0
     image = torch.from_numpy(world_demo_image()).float().div(255)[None]
     r = world_lcm(image, inputs["source_prompt"], [inputs["target_prompt"]], settings)
