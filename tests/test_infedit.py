@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from papernodes.kernels.processor import AttentionHook, installed_processors
@@ -269,3 +271,71 @@ def test_bad_inputs_name_the_input(pipe, kwargs, match):
     }
     with pytest.raises(InputError, match=match):
         pipe(**args)
+
+
+# ----- leaving out the unconditional rows nothing reads -------------------------------------------------
+
+
+def _unet_batch_sizes(pipe, image, source, targets, settings):
+    sizes = []
+    handle = pipe.components.unet.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
+    try:
+        result = pipe(image, source, targets, settings)
+    finally:
+        handle.remove()
+    return result, sizes
+
+
+@pytest.mark.parametrize("source_guidance", [1.0, 1.5])
+def test_skipping_unused_rows_equals_running_every_row(pipe, source_guidance):
+    """Source guidance 1: the source's and layouts' unconditional outputs are unused, so leaving them
+    out (the source's only once self replace has ended) must change nothing but the batch size."""
+    s = InfEditSettings(
+        steps=6,
+        seed=3,
+        source_guidance=source_guidance,
+        target_guidance=2.5,
+        self_replace=0.3,
+        source_blend_words="star",
+        target_blend_words="circle",
+    )
+    targets = ["a red circle on stripes", "a blue circle on dots"]
+    args = (_image(4), "a red star on stripes", targets)
+    fast, fast_sizes = _unet_batch_sizes(pipe, *args, s)
+    full, full_sizes = _unet_batch_sizes(pipe, *args, dataclasses.replace(s, skip_unused_rows=False))
+    assert full_sizes == [10] * 6  # 2 halves x (source + 2 targets + 2 layouts)
+    # p = (i + 1) / 6 < 0.3 only at step 0: uncond source + 2 uncond targets, then the targets alone
+    assert fast_sizes == ([8] + [7] * 5 if source_guidance == 1.0 else full_sizes)
+    for name in ("edited", "masks", "latents"):
+        torch.testing.assert_close(getattr(fast, name), getattr(full, name), atol=2e-4, rtol=0)
+    assert (full.edited - full.reconstruction).abs().mean() > 1e-3  # an edit happened: the check has teeth
+
+
+def test_trimmed_layout_rows_and_self_attention_reads():
+    lay = BranchLayout(num_targets=2, cfg=True, uncond_source=True, uncond_layouts=False)
+    assert lay.uncond_branches == [0, 1, 2] and lay.rows == 8 and lay.cond_offset == 3
+    uncond, cond = lay.halves()
+    assert (uncond.source, uncond.targets, uncond.layouts) == (0, [1, 2], [])
+    assert (cond.source, cond.targets, cond.layouts) == (3, [4, 5], [6, 7])
+    late = BranchLayout(num_targets=1, cfg=True, uncond_source=False, uncond_layouts=False)
+    assert late.uncond_branches == [1] and late.halves()[0].source is None
+
+    from papernodes.kernels.processor import AttnCall, HookState
+
+    q, k, v = (torch.arange(8.0).view(8, 1, 1, 1).expand(8, 1, 2, 2).clone() for _ in range(3))
+    for step, early in ((0, True), (5, False)):
+        call = AttnCall("x.attn1.processor", False, False, q, k, v, 1.0, HookState(step=step, num_steps=10))
+        SelfAttentionControl(lay, 0.3).modify_qkv(call)
+        rows = lambda t: t[:, 0, 0, 0].long().tolist()  # noqa: E731
+        src_u, src_c = 0, 3
+        assert rows(call.q) == ([src_u, src_u, src_u] if early else [0, 1, 2]) + (
+            [src_c, src_c, src_c, src_c, src_c] if early else [3, 4, 5, 4, 5]
+        )
+        assert rows(call.k) == ([0, 0, 0] if early else [0, 1, 2]) + (
+            [3, 3, 3, 3, 3] if early else [3, 4, 5, 3, 3]
+        )
+        assert rows(call.v) == [0, 1, 2, 3, 4, 5, 3, 3]
+    q1, k1, v1 = (torch.zeros(4, 1, 2, 2) for _ in range(3))
+    call = AttnCall("x.attn1.processor", False, False, q1, k1, v1, 1.0, HookState(step=0, num_steps=10))
+    with pytest.raises(ValueError, match="source row was left out"):
+        SelfAttentionControl(late, 0.3).modify_qkv(call)  # early, but the uncond source is missing

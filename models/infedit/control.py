@@ -2,7 +2,11 @@
 
 Batch layout of every U-Net call, per classifier-free-guidance half (uncond first, then cond):
     [source, target_1 .. target_N, layout_1 .. layout_N]
-Layout ("mutual") branch i runs on the source prompt and gives target i its layout.
+Layout ("mutual") branch i runs on the source prompt and gives target i its layout. The unconditional
+half may leave out the source and the layouts (`BranchLayout.uncond_source / uncond_layouts`): with
+source guidance 1 their unconditional outputs are never used, and no other row reads the layouts; the
+source row is read by the targets' self-attention only while p < self_replace. Leaving out a row nobody
+reads changes no other row.
 
 Self-attention (all layers, both halves), with p = step progress in (0, 1]:
     p <  self_replace: target_i = softmax(Q_s K_s^T) V_ti;  layout_i = Attn(Q_s, K_s, V_s)
@@ -23,22 +27,62 @@ import torch
 from ...kernels.processor import AttentionHook, AttnCall
 
 
+@dataclass(frozen=True)
+class HalfRows:
+    """Batch rows of one CFG half: the source's (None when left out), each target's, each layout's."""
+
+    source: int | None
+    targets: list[int]
+    layouts: list[int]
+
+
 @dataclass
 class BranchLayout:
     num_targets: int
     cfg: bool
+    uncond_source: bool = True  # the unconditional half carries the source row
+    uncond_layouts: bool = True  # ... and the layout rows
 
     @property
     def items(self) -> int:
+        """Branches: the source, each target, each layout (the conditional half's rows)."""
         return 1 + 2 * self.num_targets
 
-    def halves(self) -> list[int]:
-        """Batch offset of each CFG half."""
-        return [0, self.items] if self.cfg else [0]
+    @property
+    def uncond_branches(self) -> list[int]:
+        """Branch index (0 source, 1.. targets, then layouts) of each unconditional row, in row order."""
+        if not self.cfg:
+            return []
+        n = self.num_targets
+        return (
+            ([0] if self.uncond_source else [])
+            + list(range(1, 1 + n))
+            + (list(range(1 + n, 1 + 2 * n)) if self.uncond_layouts else [])
+        )
+
+    @property
+    def rows(self) -> int:
+        return len(self.uncond_branches) + self.items
 
     @property
     def cond_offset(self) -> int:
-        return self.items if self.cfg else 0
+        return len(self.uncond_branches)
+
+    def halves(self) -> list[HalfRows]:
+        """Row indices of each CFG half, unconditional first."""
+        cond = self._half(self.cond_offset, list(range(self.items)))
+        if not self.cfg:
+            return [cond]
+        return [self._half(0, self.uncond_branches), cond]
+
+    def _half(self, offset: int, branches: list[int]) -> HalfRows:
+        row = {b: offset + r for r, b in enumerate(branches)}
+        n = self.num_targets
+        return HalfRows(
+            source=row.get(0),
+            targets=[row[self.target(i)] for i in range(n)],
+            layouts=[row[self.layout(i)] for i in range(n) if self.layout(i) in row],
+        )
 
     def target(self, i: int) -> int:
         return 1 + i
@@ -54,24 +98,19 @@ class SelfAttentionControl(AttentionHook):
     def modify_qkv(self, call: AttnCall) -> None:
         if call.is_cross or call.is_temporal:
             return
-        lay = self.layout
         early = call.state.progress < self.self_replace
-        q_idx, k_idx, v_idx = [], [], []
-        for off in lay.halves():
-            src = off
-            q_idx.append(src)
-            k_idx.append(src)
-            v_idx.append(src)
-            for i in range(lay.num_targets):
-                t = off + lay.target(i)
-                q_idx.append(src if early else t)
-                k_idx.append(src if early else t)
-                v_idx.append(t)
-            for i in range(lay.num_targets):
-                t = off + lay.target(i)
-                q_idx.append(src if early else t)
-                k_idx.append(src)
-                v_idx.append(src)
+        q_idx = list(range(call.q.shape[0]))
+        k_idx, v_idx = list(q_idx), list(q_idx)
+        for half in self.layout.halves():
+            src = half.source
+            if src is None and (early or half.layouts):
+                raise ValueError("the source row was left out of a CFG half whose rows read it")
+            for t in half.targets:
+                if early:
+                    q_idx[t], k_idx[t] = src, src
+            for t, m in zip(half.targets, half.layouts):
+                q_idx[m] = src if early else t
+                k_idx[m], v_idx[m] = src, src
         call.q, call.k, call.v = call.q[q_idx], call.k[k_idx], call.v[v_idx]
 
 

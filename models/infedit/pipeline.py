@@ -52,6 +52,7 @@ class InfEditSettings:
     replaced_words: str = "new"  # "new" | "swap" (official): see align.py
     pad_mapping: str = "pads"  # "pads" | "position" (official): see align.py
     shared_blend_words: str = "keep_source"  # "keep_source" | "edit_then_layout" (official): see blend.py
+    skip_unused_rows: bool = True  # an exact shortcut (`_step_layout`); False runs every row, as a check
 
 
 OFFICIAL_CHOICES = dict(replaced_words="swap", pad_mapping="position", shared_blend_words="edit_then_layout")
@@ -238,7 +239,7 @@ class InfEditPipeline:
     ) -> dict:
         n = len(targets)
         cfg = not (s.source_guidance == 1.0 and s.target_guidance == 1.0)
-        layout = BranchLayout(n, cfg)
+        layout = BranchLayout(n, cfg)  # every branch in both halves; `step_layout` trims it per step
         cond = encode_prompts(self.components, [source_prompt, *targets, *([source_prompt] * n)], device).to(
             dtype
         )
@@ -265,13 +266,13 @@ class InfEditPipeline:
             blend_res,
             collect_maps=want_blend,
         )
-        hooks = [SelfAttentionControl(layout, s.self_replace), cross]
-        text = (
-            torch.cat(
-                [encode_prompts(self.components, [""], device).to(dtype).expand(layout.items, -1, -1), cond]
-            )
-            if cfg
-            else cond
+        self_control = SelfAttentionControl(layout, s.self_replace)
+        hooks = [self_control, cross]
+        uncond = encode_prompts(self.components, [""], device).to(dtype) if cfg else None
+        guidance = torch.tensor(
+            [s.source_guidance] + [s.target_guidance] * n + [s.source_guidance] * n,
+            dtype=dtype,
+            device=device,
         )
 
         scheduler = self._scheduler()
@@ -289,20 +290,20 @@ class InfEditPipeline:
         with attention_hooks(self.components.unet, hooks, state):
             for i, t in enumerate(timesteps):
                 state.step = i
+                step_layout = self._step_layout(layout, s, state.progress)
+                self_control.layout = cross.layout = step_layout
                 branch = torch.cat([x_s, *x_t, *x_m])
-                model_in = torch.cat([branch, branch]) if cfg else branch
+                rows = step_layout.uncond_branches
+                model_in = torch.cat([branch[rows], branch]) if cfg else branch
+                text = torch.cat([uncond.expand(len(rows), -1, -1), cond]) if cfg else cond
                 eps = self.components.unet(
                     scheduler.scale_model_input(model_in, t), t, encoder_hidden_states=text
                 ).sample
                 evals += 1
                 if cfg:
-                    unc, con = eps.chunk(2)
-                    g = torch.tensor(
-                        [s.source_guidance] + [s.target_guidance] * n + [s.source_guidance] * n,
-                        dtype=eps.dtype,
-                        device=eps.device,
-                    ).view(-1, 1, 1, 1)
-                    eps = unc + g * (con - unc)
+                    unc, eps = eps[: len(rows)], eps[len(rows) :].clone()
+                    g = guidance[rows].view(-1, 1, 1, 1)
+                    eps[rows] = unc + g * (eps[rows] - unc)
                 eps_s, eps_t, eps_m = eps[:1], eps[1 : 1 + n], eps[1 + n :]
                 noise = torch.randn(z0.shape, generator=gen, dtype=torch.float32).to(device, dtype)
                 a_t, a_p = alpha_t[i], alpha_prev[i]
@@ -323,6 +324,20 @@ class InfEditPipeline:
                 x_s, x_t, x_m = x_s_next, new_t, new_m
                 tick()
         return {"x0": pred, "masks": mask_e, "evals": evals}
+
+    @staticmethod
+    def _step_layout(layout: BranchLayout, s: InfEditSettings, progress: float) -> BranchLayout:
+        """Leave out the unconditional rows whose outputs nothing uses this step (an exact shortcut).
+
+        With source guidance 1 the source and layout branches take their conditional output as it is;
+        the targets' unconditional rows still read the source's queries and keys while p < self_replace.
+        At the paper's defaults (15 steps, self replace 0.3) that is 64 rows of U-Net work instead of 90.
+        """
+        if not layout.cfg or not s.skip_unused_rows or s.source_guidance != 1.0:
+            return layout
+        return BranchLayout(
+            layout.num_targets, True, uncond_source=progress < s.self_replace, uncond_layouts=False
+        )
 
     def _blend(self, cross, x_t, x_m, x_s, positions, alpha_t, s, blend_res, latent_hw, final):
         maps = cross.maps
