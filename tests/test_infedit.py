@@ -313,7 +313,7 @@ def test_skipping_unused_rows_equals_running_every_row(pipe, source_guidance):
 
 def test_trimmed_layout_rows_and_self_attention_reads():
     lay = BranchLayout(num_targets=2, cfg=True, uncond_source=True, uncond_layouts=False)
-    assert lay.uncond_branches == [0, 1, 2] and lay.rows == 8 and lay.cond_offset == 3
+    assert lay.uncond_branches == [0, 1, 2] and lay.cond_offset == 3
     uncond, cond = lay.halves()
     assert (uncond.source, uncond.targets, uncond.layouts) == (0, [1, 2], [])
     assert (cond.source, cond.targets, cond.layouts) == (3, [4, 5], [6, 7])

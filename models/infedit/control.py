@@ -61,10 +61,6 @@ class BranchLayout:
         )
 
     @property
-    def rows(self) -> int:
-        return len(self.uncond_branches) + self.items
-
-    @property
     def cond_offset(self) -> int:
         return len(self.uncond_branches)
 

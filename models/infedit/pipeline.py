@@ -239,7 +239,7 @@ class InfEditPipeline:
     ) -> dict:
         n = len(targets)
         cfg = not (s.source_guidance == 1.0 and s.target_guidance == 1.0)
-        layout = BranchLayout(n, cfg)  # every branch in both halves; `step_layout` trims it per step
+        layout = BranchLayout(n, cfg)  # every branch in both halves; `_step_layout` trims it per step
         cond = encode_prompts(self.components, [source_prompt, *targets, *([source_prompt] * n)], device).to(
             dtype
         )
@@ -301,7 +301,7 @@ class InfEditPipeline:
                 ).sample
                 evals += 1
                 if cfg:
-                    unc, eps = eps[: len(rows)], eps[len(rows) :].clone()
+                    unc, eps = eps[: len(rows)], eps[len(rows) :]
                     g = guidance[rows].view(-1, 1, 1, 1)
                     eps[rows] = unc + g * (eps[rows] - unc)
                 eps_s, eps_t, eps_m = eps[:1], eps[1 : 1 + n], eps[1 + n :]
