@@ -311,6 +311,11 @@ def test_skipping_unused_rows_equals_running_every_row(pipe, source_guidance):
     assert (full.edited - full.reconstruction).abs().mean() > 1e-3  # an edit happened: the check has teeth
 
 
+def _source_rows(t: torch.Tensor) -> list[int]:
+    """Which input row each batch slot holds (the inputs below carry their row index as every value)."""
+    return t[:, 0, 0, 0].long().tolist()
+
+
 def test_trimmed_layout_rows_and_self_attention_reads():
     lay = BranchLayout(num_targets=2, cfg=True, uncond_source=True, uncond_layouts=False)
     assert lay.uncond_branches == [0, 1, 2] and lay.cond_offset == 3
@@ -326,15 +331,14 @@ def test_trimmed_layout_rows_and_self_attention_reads():
     for step, early in ((0, True), (5, False)):
         call = AttnCall("x.attn1.processor", False, False, q, k, v, 1.0, HookState(step=step, num_steps=10))
         SelfAttentionControl(lay, 0.3).modify_qkv(call)
-        rows = lambda t: t[:, 0, 0, 0].long().tolist()  # noqa: E731
         src_u, src_c = 0, 3
-        assert rows(call.q) == ([src_u, src_u, src_u] if early else [0, 1, 2]) + (
+        assert _source_rows(call.q) == ([src_u, src_u, src_u] if early else [0, 1, 2]) + (
             [src_c, src_c, src_c, src_c, src_c] if early else [3, 4, 5, 4, 5]
         )
-        assert rows(call.k) == ([0, 0, 0] if early else [0, 1, 2]) + (
+        assert _source_rows(call.k) == ([0, 0, 0] if early else [0, 1, 2]) + (
             [3, 3, 3, 3, 3] if early else [3, 4, 5, 3, 3]
         )
-        assert rows(call.v) == [0, 1, 2, 3, 4, 5, 3, 3]
+        assert _source_rows(call.v) == [0, 1, 2, 3, 4, 5, 3, 3]
     q1, k1, v1 = (torch.zeros(4, 1, 2, 2) for _ in range(3))
     call = AttnCall("x.attn1.processor", False, False, q1, k1, v1, 1.0, HookState(step=0, num_steps=10))
     with pytest.raises(ValueError, match="source row was left out"):
