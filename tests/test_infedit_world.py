@@ -25,6 +25,11 @@ def demo_object_coverage() -> np.ndarray:
     return object_coverage(ds.scene(DEMO_SCENE["index"]))
 
 
+def demo_image() -> torch.Tensor:
+    """The demo scene as a [1, 128, 128, 3] IMAGE in [0, 1]."""
+    return torch.from_numpy(world_demo_image()).float().div(255)[None]
+
+
 @pytest.fixture(scope="module")
 def world_lcm():
     from diffusers import UNet2DConditionModel
@@ -42,7 +47,7 @@ def world_lcm():
 def test_demo_edit_local_blend_mask_is_local(world_lcm):
     """Before: maps at latent / 4 = the 4x4 mid block, flat -> the mask was white everywhere."""
     star = demo_object_coverage()[0] > 0.5
-    image = torch.from_numpy(world_demo_image()).float().div(255)[None]
+    image = demo_image()
     r = world_lcm(image, SRC, [TGT], InfEditSettings(target_blend_words="green star"))
     mask = r.masks[0].numpy() > 0.5
     assert mask.mean() < 0.8, f"mask covers {mask.mean():.0%} of the image"
@@ -60,7 +65,7 @@ def test_demo_workflow_edit_recolours_the_background_and_keeps_the_star(world_lc
     )
     objects = demo_object_coverage()
     star, anything = objects[0] > 0.5, objects.max(0) > 0
-    image = torch.from_numpy(world_demo_image()).float().div(255)[None]
+    image = demo_image()
     r = world_lcm(image, inputs["source_prompt"], [inputs["target_prompt"]], settings)
     edited, free = r.edited[0].numpy() * 255, r.masks[0].numpy() > 0.5
     assert free[star].mean() < 0.3 and free.mean() > 0.6  # the star is protected, the background is not

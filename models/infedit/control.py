@@ -91,10 +91,14 @@ class SelfAttentionControl(AttentionHook):
     def __init__(self, layout: BranchLayout, self_replace: float):
         self.layout, self.self_replace = layout, self_replace
 
+    def reads_source(self, progress: float) -> bool:
+        """Whether the targets take the source's queries and keys at this step progress (p < self_replace)."""
+        return progress < self.self_replace
+
     def modify_qkv(self, call: AttnCall) -> None:
         if call.is_cross or call.is_temporal:
             return
-        early = call.state.progress < self.self_replace
+        early = self.reads_source(call.state.progress)
         q_idx = list(range(call.q.shape[0]))
         k_idx, v_idx = list(q_idx), list(q_idx)
         for half in self.layout.halves():

@@ -290,7 +290,7 @@ class InfEditPipeline:
         with attention_hooks(self.components.unet, hooks, state):
             for i, t in enumerate(timesteps):
                 state.step = i
-                step_layout = self._step_layout(layout, s, state.progress)
+                step_layout = self._step_layout(layout, s, self_control.reads_source(state.progress))
                 self_control.layout = cross.layout = step_layout
                 branch = torch.cat([x_s, *x_t, *x_m])
                 rows = step_layout.uncond_branches
@@ -326,18 +326,17 @@ class InfEditPipeline:
         return {"x0": pred, "masks": mask_e, "evals": evals}
 
     @staticmethod
-    def _step_layout(layout: BranchLayout, s: InfEditSettings, progress: float) -> BranchLayout:
+    def _step_layout(layout: BranchLayout, s: InfEditSettings, source_read: bool) -> BranchLayout:
         """Leave out the unconditional rows whose outputs nothing uses this step (an exact shortcut).
 
         With source guidance 1 the source and layout branches take their conditional output as it is;
-        the targets' unconditional rows still read the source's queries and keys while p < self_replace.
-        At the paper's defaults (15 steps, self replace 0.3) that is 64 rows of U-Net work instead of 90.
+        the targets' unconditional rows still read the source's queries and keys while the self-attention
+        control says so (`source_read`: p < self_replace). At the paper's defaults (15 steps, self replace
+        0.3) that is 64 rows of U-Net work instead of 90.
         """
         if not layout.cfg or not s.skip_unused_rows or s.source_guidance != 1.0:
             return layout
-        return BranchLayout(
-            layout.num_targets, True, uncond_source=progress < s.self_replace, uncond_layouts=False
-        )
+        return BranchLayout(layout.num_targets, True, uncond_source=source_read, uncond_layouts=False)
 
     def _blend(self, cross, x_t, x_m, x_s, positions, alpha_t, s, blend_res, latent_hw, final):
         maps = cross.maps
