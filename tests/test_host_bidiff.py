@@ -10,6 +10,8 @@ import shutil
 import pytest
 from comfy_host import ExecutionFailed, PromptRejected
 from conftest import REPO_ROOT
+from papernodes.models.bidiff.demo import DEMO_PRIOR
+from papernodes.models.handdiffuse.demo import DEMO_HANDS
 from PIL import Image
 
 pytestmark = pytest.mark.host
@@ -56,7 +58,7 @@ def test_nodes_are_registered_with_tooltips(comfy_host):
         for section in ("required", "optional"):
             for name, spec in info[key]["input"].get(section, {}).items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{key}.{name} has no tooltip"
-    assert "papernodes-world-3d-prior.safetensors" in info[NODES[1]]["input"]["required"]["model_name"][0]
+    assert DEMO_PRIOR in info[NODES[1]]["input"]["required"]["model_name"][0]
 
 
 def test_prior_workflow_writes_a_glb_and_the_views(comfy_host):
@@ -112,7 +114,7 @@ def test_generate_workflow_writes_a_glb_views_and_renders(comfy_host):
 
 def test_generate_with_a_prior_file_as_the_model_says_what_to_load(comfy_host):
     prompt = _generate_api()
-    prompt["2"]["inputs"]["model_name"] = "papernodes-world-3d-prior.safetensors"
+    prompt["2"]["inputs"]["model_name"] = DEMO_PRIOR
     with pytest.raises(ExecutionFailed) as info:
         comfy_host.run(prompt, timeout=600)
     assert "not a BiDiff model" in str(info.value) and "train_bidiff" in str(info.value)
@@ -131,7 +133,7 @@ def _mesh_resolution_too_large(prompt):
 
 
 def _prior_outside_folder(prompt):
-    prompt["1"]["inputs"]["model_name"] = "../handdiffuse/papernodes-world-hands.safetensors"
+    prompt["1"]["inputs"]["model_name"] = f"../handdiffuse/{DEMO_HANDS}"
     return PromptRejected, "model_name"
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from comfy_host import ExecutionFailed, PromptRejected
 from conftest import REPO_ROOT
+from papernodes.models.handdiffuse.demo import DEMO_HANDS
 from PIL import Image
 
 pytestmark = pytest.mark.host
@@ -72,7 +73,7 @@ def test_nodes_are_registered_with_tooltips(comfy_host):
         for section in ("required", "optional"):
             for name, spec in info[key]["input"].get(section, {}).items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{key}.{name} has no tooltip"
-    assert "papernodes-world-hands.safetensors" in info[NODES[0]]["input"]["required"]["model_name"][0]
+    assert DEMO_HANDS in info[NODES[0]]["input"]["required"]["model_name"][0]
 
 
 def test_clap_workflow_writes_frames_bvh_and_npz(comfy_host):
@@ -187,7 +188,7 @@ def _not_a_mano_file(prompt):
 
 
 def _mano_name_outside_folder(prompt):
-    _with_mano(prompt, left="../handdiffuse/papernodes-world-hands.safetensors")
+    _with_mano(prompt, left=f"../handdiffuse/{DEMO_HANDS}")
     del prompt["12"]  # ComfyUI runs the outputs that validate: keep only those downstream of Load MANO
     return PromptRejected, "left_model"
 

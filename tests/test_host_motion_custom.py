@@ -9,6 +9,7 @@ import shutil
 import pytest
 from comfy_host import ExecutionFailed, PromptRejected
 from conftest import REPO_ROOT
+from papernodes.models.demo_assets import DEMO_MOTION
 from PIL import Image
 
 pytestmark = pytest.mark.host
@@ -41,9 +42,7 @@ def test_nodes_are_registered_with_tooltips(comfy_host):
         for section in ("required", "optional"):
             for name, spec in info[key]["input"].get(section, {}).items():
                 assert len(spec) > 1 and spec[1].get("tooltip"), f"{key}.{name} has no tooltip"
-    assert (
-        "papernodes-world-orbiting-sks.safetensors" in info[NODES[2]]["input"]["required"]["motion_name"][0]
-    )
+    assert DEMO_MOTION in info[NODES[2]]["input"]["required"]["motion_name"][0]
 
 
 def test_apply_workflow_writes_both_videos(comfy_host):

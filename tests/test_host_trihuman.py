@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from comfy_host import ExecutionFailed, PromptRejected
 from conftest import REPO_ROOT
+from papernodes.models.trihuman.demo import DEMO_AVATAR as AVATAR
 from PIL import Image
 
 pytestmark = pytest.mark.host
@@ -24,7 +25,6 @@ NODES = (
     "PaperNodes_TriHumanMesh",
     "PaperNodes_TriHumanTrain",
 )
-AVATAR = "papernodes-world-avatar.safetensors"
 FIVE_JOINTS = "papernodes_test_five_joints.npz"
 WORLD_BVH = "papernodes_test_world_walk.bvh"
 
