@@ -135,16 +135,18 @@ def measure(evaluator, clip, frames: np.ndarray) -> dict:
 
 # Settings a results file may lack because it was measured before the option existed: their value then.
 SETTING_DEFAULTS = {"first_clip": 0}
+# Settings of one row only (the depth row's strength): a file measured without that row is compatible with any
+# value, and a merged file keeps the value its row was measured with.
+ROW_SETTINGS = ("depth_scale",)
 
 
 def merge_base(p: argparse.ArgumentParser, args, settings: dict) -> dict | None:
-    """The results file --merge adds to, if its settings are these (a file measured before the depth row
-    existed has no depth_scale: any is compatible)."""
+    """The results file --merge adds to, if its settings are these (ROW_SETTINGS it lacks are compatible)."""
     if not Path(args.json).is_file():
         return None
     before = json.loads(Path(args.json).read_text())
     for key, value in settings.items():
-        old = before.get(key, value if key == "depth_scale" else SETTING_DEFAULTS.get(key))
+        old = before.get(key, value if key in ROW_SETTINGS else SETTING_DEFAULTS.get(key))
         if old != value:
             p.error(f"--merge: {args.json} was measured with {key} = {old}, this run has {value}")
     return before
@@ -228,8 +230,9 @@ def main(argv=None) -> int:
             f"{r}: PCK {rows[r][-1]['pck']:.2f}" for r in run_rows), flush=True)  # fmt: skip
     seconds = round(time.time() - t0, 1)
     if before is not None:
-        if "depth_scale" in before:  # the depth row's setting stays with its row
-            settings.setdefault("depth_scale", before["depth_scale"])
+        for key in ROW_SETTINGS:  # a row's setting stays with its row
+            if key in before:
+                settings.setdefault(key, before[key])
         rows = {**before["per_clip"], **rows}
         seconds += before["seconds"]
     keys = ("pck", "clothes", "shirt", "trousers", "shirt_pattern", "trousers_pattern", "flicker", "jitter")
