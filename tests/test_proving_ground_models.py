@@ -231,7 +231,8 @@ def test_shipped_colorizer_learnt_the_worlds_colour_priors(tmp_path):
 def test_shipped_swiftbrush_student_paints_the_caption_in_one_step(base, tmp_path):
     """Image-free distillation taught the student one-step sampling: on 18 held-out focus captions its
     single step paints the caption's background color where the teacher forced to one step paints noise
-    (18 captions: 83 % vs 22 %; benchmark, 200 captions: 77 % vs 11.5 %)."""
+    (18 captions: 100 % vs 22 %; benchmark, 200 captions: 93.5 % vs 12 %; the raw guidance-4.5 student
+    shipped until 2026-12-07: 83 % and 77 %)."""
     from papernodes.models.proving_ground import classifier as C
     from papernodes.models.swiftbrush.sampler import SwiftBrushPipeline
 
@@ -242,4 +243,4 @@ def test_shipped_swiftbrush_student_paints_the_caption_in_one_step(base, tmp_pat
     clf = C.load_classifier()
     acc = C.attribute_accuracy(one_step, caps, clf)
     acc_forced = C.attribute_accuracy(_teacher_images(base, caps, steps=1), caps, clf)
-    assert acc["bg_color"] >= 0.45 and acc["bg_color"] >= acc_forced["bg_color"] + 0.25, (acc, acc_forced)
+    assert acc["bg_color"] >= 0.75 and acc["bg_color"] >= acc_forced["bg_color"] + 0.5, (acc, acc_forced)
