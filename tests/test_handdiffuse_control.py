@@ -1,15 +1,24 @@
 """HandDiffuse trajectory control and windowed sampling (models/handdiffuse/control.py, pipeline.py):
 the spline passes through its control points, windows blend without changing a frame-local result,
-the right wrist's path is kept exactly, and guidance pulls another joint onto its path."""
+the right wrist's path is kept exactly, guidance pulls another joint onto its path, and separation moves
+hands out of each other to touching and no further."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from papernodes.models.common.errors import InputError
-from papernodes.models.handdiffuse.control import Trajectory, catmull_rom, trajectory_error, windowed
+from papernodes.models.handdiffuse.control import (
+    Trajectory,
+    catmull_rom,
+    interpenetration,
+    separate_x0,
+    trajectory_error,
+    windowed,
+)
 from papernodes.models.handdiffuse.denoiser import HandDenoiser
-from papernodes.models.handdiffuse.pipeline import HandDiffusion, ModelConfig
+from papernodes.models.handdiffuse.metrics import hand_gap, penetration_depth
+from papernodes.models.handdiffuse.pipeline import TRANS, HandDiffusion, ModelConfig, features_to_joints
 from papernodes.models.handdiffuse.world import make_clip
 
 TINY = {"width": 32, "heads": 2, "single_layers": 1, "interact_layers": 1, "num_labels": 7, "max_frames": 64}
@@ -94,3 +103,57 @@ def test_merged_trajectories_keep_both_and_the_later_wins():
     m = a.merged(b)
     assert m.joints == [(0, 0), (1, 4)]
     assert m.known[:, 0].all() and torch.equal(m.positions[:, 0, 0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+
+
+def _pressed_features(pipe: HandDiffusion, frames: int = 30) -> torch.Tensor:
+    """A clap clip's model-space features [1, T, 2, 99] with the left wrist pulled halfway onto the right one."""
+    z = pipe.encode(make_clip(0, 0))[:frames].clone()
+    z[:, 1, TRANS] *= 0.5  # the left wrist is stored relative to the right hand
+    return z[None]
+
+
+def _to_joints(pipe: HandDiffusion):
+    return lambda z: features_to_joints(pipe.from_model(z), 1.0)
+
+
+def test_separation_removes_penetration_and_keeps_the_hands_touching():
+    pipe = _pipe()
+    x0 = _pressed_features(pipe)
+    before = _to_joints(pipe)(x0)[0]
+    deep = penetration_depth(before) > 0.005
+    assert int(deep.sum()) >= 5  # frames pressed through by over 5 mm (9 of 30)
+    after = _to_joints(pipe)(separate_x0(x0, _to_joints(pipe)))[0]
+    assert float(interpenetration(after).max()) == 0.0  # nothing overlaps any more
+    gap = hand_gap(after)[deep]
+    assert float(gap.max()) < 0.001  # and no frame was pushed further than touching (< 1 mm apart)
+
+
+def test_separation_leaves_hands_apart_untouched_and_respects_fixed_entries():
+    pipe = _pipe()
+    apart = pipe.encode(make_clip(0, 0))[None, :30].clone()
+    apart[..., 1, TRANS] *= 3.0  # left hand three times further away: nothing overlaps
+    assert float(interpenetration(_to_joints(pipe)(apart)).max()) == 0.0
+    assert torch.equal(separate_x0(apart, _to_joints(pipe)), apart)
+    pressed = _pressed_features(pipe)
+    fixed = torch.zeros_like(pressed, dtype=torch.bool)
+    fixed[:, :5] = True  # keyframes: the sampler puts them back, so separation must not move them
+    out = separate_x0(pressed, _to_joints(pipe), fixed=fixed)
+    assert torch.equal(out[:, :5], pressed[:, :5]) and not torch.equal(out[:, 5:], pressed[:, 5:])
+
+
+def test_generate_without_separation_is_the_plain_sampler_and_a_bad_flag_is_named():
+    pipe = _pipe()
+    a = pipe.generate("clap", 1.0, 30.0, seed=2, steps=3)
+    b = pipe.generate("clap", 1.0, 30.0, seed=2, steps=3, separate_hands=False)
+    assert torch.equal(a.rot6d, b.rot6d) and torch.equal(a.trans, b.trans)
+    with pytest.raises(InputError, match="separate_hands"):
+        pipe.generate("clap", 1.0, 30.0, seed=2, steps=3, separate_hands=1.5)
+
+
+def test_generate_with_separation_ends_without_penetration():
+    pipe = _pipe()  # an untrained model: its hands overlap freely
+    depths = []
+    for separate in (False, True):
+        out = pipe.generate("clap", 1.0, 30.0, seed=5, steps=4, separate_hands=separate)
+        depths.append(float(penetration_depth(out.global_joints()).max()))
+    assert depths[0] > 0.005 and depths[1] < 1e-3, depths

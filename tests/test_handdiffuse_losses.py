@@ -314,3 +314,23 @@ def test_sample_weight_is_the_weighted_mean_of_each_samples_loss():
     assert pred.grad[1].abs().max().item() == 0.0 and pred.grad[0].abs().max().item() > 0
     with pytest.raises(InputError, match="'sample_weight'"):
         L.interaction_loss(pred, gt, sample_weight=torch.ones(2, dtype=torch.float64))
+
+
+# ---- the sampler's separation measure (control.interpenetration) ----
+
+
+def test_interpenetration_matches_a_naive_loop_and_is_zero_when_apart(clap):
+    from papernodes.models.handdiffuse.control import interpenetration
+
+    gt = clap[:6]
+    apart = gt.clone()
+    apart[:, 1, :, 0] -= 0.2
+    assert float(interpenetration(apart).max()) == 0.0
+    pressed = gt.clone()
+    centre = gt[:, 0].mean(1, keepdim=True)
+    pressed[:, 1] = centre + 0.5 * (gt[:, 1] - centre)
+    clear = _naive_clearances(pressed)
+    naive = [sum(max(0.0, -c) for k, c in clear.items() if k[0] == f) for f in range(6)]
+    got = interpenetration(pressed)
+    assert got.shape == (6,) and float(got.max()) > 0.01  # the first frames pressed through
+    assert got.tolist() == pytest.approx(naive, rel=1e-9)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..common.errors import InputError
 from .hand import NUM_JOINTS
+from .metrics import pair_clearance
 
 JOINT_NAMES = {
     "wrist": 0,
@@ -162,6 +163,48 @@ def guide_x0(
             loss.backward()
             opt.step()
     return (x0 + (delta if fixed is None else delta.masked_fill(fixed, 0.0))).detach()
+
+
+def interpenetration(joints: Tensor) -> Tensor:
+    """How far the hands of world joints [..., 2, 21, 3] pass through each other, per frame [...] in metres:
+    the depth of every (joint sphere, other hand's capsule) pair of metrics.pair_clearance that overlaps,
+    summed over pairs. Zero for hands apart or exactly touching."""
+    return (-pair_clearance(joints)).clamp_min(0).sum(dim=(-1, -2, -3))
+
+
+def separate_x0(
+    x0: Tensor,
+    to_joints: Callable[[Tensor], Tensor],
+    iters: int = 20,
+    margin: float = 2e-4,
+    max_step: float = 0.1,
+    fixed: Tensor | None = None,
+) -> Tensor:
+    """x̂0 [B, T, 2, F] moved out of interpenetration and no further. Each frame f takes Newton steps on its
+    summed depth d_f (`interpenetration`, metres) towards -`margin`:
+
+        z_f <- z_f - (d_f + margin) g_f / |g_f|²,   g_f = ∂d_f/∂z_f   (largest entry at most `max_step`)
+
+    until no pair overlaps (or `iters`). Why this form: d_f is piecewise linear in depth, so one step clears
+    a frame whose overlapping pairs all leave together, and when some leave first the rest shrink less than
+    predicted, so a step never carries a frame past the surface by more than `margin`: touching hands stay
+    touching. Frames already apart have d_f = 0, g_f = 0 and never move. `fixed` entries (keyframes) stay."""
+    z = x0.detach()
+    for _ in range(iters):
+        with torch.enable_grad():
+            z = z.requires_grad_(True)
+            depth = interpenetration(to_joints(z))  # [B, T]
+            if not bool((depth > 0).any()):
+                break
+            (grad,) = torch.autograd.grad(depth.sum(), z)  # frames are independent: row f is ∂d_f/∂z_f
+        if fixed is not None:
+            grad = grad.masked_fill(fixed, 0.0)
+        norm2 = grad.square().sum(dim=(-1, -2)).clamp_min(1e-20)
+        step = ((depth.detach() + margin) * (depth.detach() > 0) / norm2)[..., None, None] * grad
+        peak = step.abs().amax(dim=(-1, -2), keepdim=True)
+        step = step * (max_step / peak.clamp_min(max_step))
+        z = (z.detach() - step).detach()
+    return z.detach()
 
 
 def windowed(x0_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor, window: int | None) -> Tensor:

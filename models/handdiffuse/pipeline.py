@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..common.errors import InputError, WeightsFormatError
-from .control import Trajectory, guide_x0, windowed
+from .control import Trajectory, guide_x0, separate_x0, windowed
 from .denoiser import HandDenoiser, guided_x0
 from .hand import NUM_ROT, OPEN_HAND, SIDES, forward_kinematics
 from .motion import HAND_FEATURES, HandMotion, relative_to_world
@@ -31,6 +31,7 @@ from .sampler import cosine_alphas_cumprod, ddim_sample
 from .world import ACTIONS, FPS
 
 TRANS = slice(NUM_ROT * 6, HAND_FEATURES)  # the wrist position inside a hand's feature vector
+SEPARATION_ITERS = 20  # at most; separate_x0 stops as soon as no pair overlaps
 FINAL_GUIDANCE = 5  # the last step's x̂0 is the result: guide it 5x longer (control.py)
 
 
@@ -132,16 +133,20 @@ class HandDiffusion:
         callback: Callable[[int, int], None] | None = None,
         trajectory: Trajectory | None = None,
         guidance_iters: int = 30,
+        separate_hands: bool = False,
     ) -> HandMotion:
         """A motion of round(seconds * fps) frames. The model runs at its own frame rate; another `fps` is
         reached by linear resampling of the features (6D re-orthonormalised on decoding), and keyframes are
         then written exactly into their output frames. `trajectory`: the right wrist's path as keyframes
         (exact), other joints by guidance on x̂0 (control.py); clips longer than the model's training
-        window are denoised in overlapping windows."""
+        window are denoised in overlapping windows. `separate_hands`: after that, every x̂0 is moved out of
+        interpenetration and no further (control.separate_x0; touching hands stay touching)."""
         if not isinstance(fps, int | float) or fps <= 0:
             raise InputError("fps", "a frame rate > 0", repr(fps))
         if not isinstance(seconds, int | float) or seconds <= 0:
             raise InputError("seconds", "a duration > 0", repr(seconds))
+        if not isinstance(separate_hands, bool):
+            raise InputError("separate_hands", "True or False", repr(separate_hands))
         frames = round(seconds * fps)
         native = round(seconds * self.config.fps)
         if frames < 1 or native < 1:
@@ -182,17 +187,24 @@ class HandDiffusion:
 
         guided = _guided_joints(trajectory, frames, native)
 
+        def to_joints(z: Tensor) -> Tensor:
+            return features_to_joints(self.from_model(z), 1.0)
+
         def x0_fn(x: Tensor, t: Tensor) -> Tensor:
             x0 = windowed(denoise, x, t, self.config.window)
-            if guided is None:
+            if guided is None and not separate_hands:
                 return x0
-            joints, targets, known_t = guided
             if known is not None:  # guide the motion the sampler will keep: keyframes in place, not moved
                 x0 = torch.where(known, keys, x0)
-            return guide_x0(
-                x0, lambda z: features_to_joints(self.from_model(z), 1.0), joints, targets, known_t,
-                iters=guidance_iters * (FINAL_GUIDANCE if int(t[0]) == 0 else 1), fixed=known,
-            )  # fmt: skip
+            final = FINAL_GUIDANCE if int(t[0]) == 0 else 1
+            if guided is not None:
+                joints, targets, known_t = guided
+                x0 = guide_x0(
+                    x0, to_joints, joints, targets, known_t, iters=guidance_iters * final, fixed=known
+                )
+            if separate_hands:
+                x0 = separate_x0(x0, to_joints, iters=SEPARATION_ITERS * final, fixed=known)
+            return x0
 
         gen = torch.Generator().manual_seed(int(seed))
         x = ddim_sample(x0_fn, shape, steps, gen, self.alphas_cumprod, keys, known, dtype=dtype,
