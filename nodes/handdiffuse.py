@@ -98,9 +98,15 @@ class LoadHandDiffuse:
         return (load_model(resolve_file(FOLDER, model_name, PUBLISHED)),)
 
 
+SEPARATE_DEFAULT = (
+    False  # the sampler's separation of the hands (pipeline.generate); measured in docs/handdiffuse.md
+)
+
+
 class GenerateHandMotion:
     DESCRIPTION = ("Generate two-hand motion for an action label by DDIM (x0 model, classifier-free guidance); "
-                   "optional keyframes are kept exactly (in-betweening by imputation).")  # fmt: skip
+                   "optional keyframes are kept exactly (in-betweening by imputation); 'separate hands' keeps "
+                   "the hands from passing through each other.")  # fmt: skip
     CATEGORY = CATEGORY
     RETURN_TYPES = ("HAND_MOTION",)
     RETURN_NAMES = ("motion",)
@@ -126,6 +132,10 @@ class GenerateHandMotion:
                 "trajectory": ("HAND_TRAJECTORY",
                                {"tooltip": "Joint paths to follow (from 'Trajectory from Points'): the right wrist "
                                            "exactly, other joints by guidance."}),
+                "separate_hands": ("BOOLEAN", {"default": SEPARATE_DEFAULT, "tooltip":
+                                   "Keep the hands from passing through each other: at every step the sampler "
+                                   "moves the predicted motion out of interpenetration to touching and no further "
+                                   "(contact kept). Costs time only on frames that overlap."}),
             },
         }  # fmt: skip
 
@@ -140,6 +150,7 @@ class GenerateHandMotion:
         guidance,
         keyframes: Keyframes | None = None,
         trajectory: Trajectory | None = None,
+        separate_hands: bool = SEPARATE_DEFAULT,
     ):
         frames = _frames(seconds, fps)
         if keyframes is not None:
@@ -151,7 +162,7 @@ class GenerateHandMotion:
         with on_device([model.denoiser]):
             motion = model.generate(
                 label, seconds, fps, seed, steps, guidance, keyframes, callback=progress_callback(steps),
-                trajectory=trajectory,
+                trajectory=trajectory, separate_hands=bool(separate_hands),
             )  # fmt: skip
         return (motion,)
 

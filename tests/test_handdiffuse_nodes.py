@@ -86,6 +86,19 @@ def test_generate_length_fps_and_keyframes_kept_exactly(nodes):
     assert (tip_to_wrist[10] < tip_to_wrist[0] - 0.05).all()
 
 
+def test_separate_hands_input_ends_the_motion_without_interpenetration(nodes):
+    from papernodes.models.handdiffuse.metrics import penetration_depth
+
+    nd, _ = nodes
+    model = _model(nd)  # untrained: its hands overlap freely
+    spec = nd.GenerateHandMotion.INPUT_TYPES()["optional"]["separate_hands"]
+    assert spec[0] == "BOOLEAN" and spec[1]["default"] is nd.SEPARATE_DEFAULT
+    plain, apart = (nd.GenerateHandMotion().generate(model, "rub", 1.0, 30.0, 4, 3, 2.0, separate_hands=s)[0]
+                    for s in (False, True))  # fmt: skip
+    assert float(penetration_depth(plain.global_joints()).max()) > 0.005
+    assert float(penetration_depth(apart.global_joints()).max()) < 1e-3
+
+
 def test_bad_inputs_are_input_errors_naming_the_input(nodes):
     nd, _ = nodes
     model = _model(nd)
