@@ -157,9 +157,8 @@ def main() -> int:
     p.add_argument("--trajectories", type=int, default=21)
     p.add_argument(
         "--separate-hands",
-        type=float,
-        default=0.0,
-        help="the sampler's interpenetration guidance weight for generated clips and speed (0 = off)",
+        action="store_true",
+        help="the sampler moves each x̂0 out of interpenetration (generated clips and speed)",
     )
     p.add_argument(
         "--generated-only",
