@@ -120,7 +120,15 @@ WIDGETS: dict[str, list[str]] = {
         "seed",
     ],  # fmt: skip
     "PaperNodes_HandDiffuseLoad": ["model_name"],
-    "PaperNodes_HandDiffuseGenerate": ["label", "seconds", "fps", "seed", "steps", "guidance"],
+    "PaperNodes_HandDiffuseGenerate": [
+        "label",
+        "seconds",
+        "fps",
+        "seed",
+        "steps",
+        "guidance",
+        "separate_hands",
+    ],
     "PaperNodes_HandDiffuseKeyframesFromPoses": ["poses", "seconds", "fps"],
     "PaperNodes_HandDiffuseRender": ["width", "height", "yaw", "pitch", "distance"],
     "PaperNodes_HandDiffuseSave": ["filename_prefix"],
@@ -990,7 +998,15 @@ def hands_clap_graph() -> list[Node]:
         Node(
             2,
             "PaperNodes_HandDiffuseGenerate",
-            {"label": "clap", "seconds": 4.0, "fps": 30.0, "seed": 0, "steps": 20, "guidance": 2.0},
+            {
+                "label": "clap",
+                "seconds": 4.0,
+                "fps": 30.0,
+                "seed": 0,
+                "steps": 20,
+                "guidance": 2.0,
+                "separate_hands": True,
+            },  # fmt: skip
             links={"model": (1, 0)},
         ),
         *_hands_out((2, 0), "handdiffuse_clap", 0.7),
@@ -1011,7 +1027,15 @@ def hands_inbetween_graph() -> list[Node]:
         Node(
             2,
             "PaperNodes_HandDiffuseGenerate",
-            {"label": "wave", "seconds": 4.0, "fps": 30.0, "seed": 0, "steps": 20, "guidance": 2.0},
+            {
+                "label": "wave",
+                "seconds": 4.0,
+                "fps": 30.0,
+                "seed": 0,
+                "steps": 20,
+                "guidance": 2.0,
+                "separate_hands": True,
+            },  # fmt: skip
             links={"model": (1, 0), "keyframes": (3, 0)},
         ),
         *_hands_out((2, 0), "handdiffuse_inbetween", 1.1),
