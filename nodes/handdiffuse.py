@@ -98,9 +98,9 @@ class LoadHandDiffuse:
         return (load_model(resolve_file(FOLDER, model_name, PUBLISHED)),)
 
 
-SEPARATE_DEFAULT = (
-    False  # the sampler's separation of the hands (pipeline.generate); measured in docs/handdiffuse.md
-)
+# The sampler separates the hands (pipeline.generate): on the shipped model, frames pressed through by
+# over 1 mm 11.2 % -> 0.002 %, contact unchanged (docs/handdiffuse.md)
+SEPARATE_DEFAULT = True
 
 
 class GenerateHandMotion:
