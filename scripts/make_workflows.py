@@ -1335,7 +1335,8 @@ WORKFLOWS = [
         "HandDiffuse - two hands clap from a label",
         "HandDiffuse (Lin et al. 2023): two-hand interaction motion by diffusion. An action label gives 4 s of "
         "motion of both hands (right orange, left blue), saved as frames, BVH, npz "
-        "and a GLB mesh per second (core Save 3D Model; open them in Preview3D).\n\n"
+        "and a GLB mesh per second (core Save 3D Model; open them in Preview3D). 'separate hands' (on) keeps the "
+        "hands from passing through each other and leaves touching hands touching.\n\n"
         "Model: a .safetensors in models/handdiffuse/ (the paper released none; train one with "
         "`python -m models.handdiffuse.train`). The demo uses papernodes-world-hands, trained on the pack's "
         "procedural hand-motion world (seven actions: clap, rub, interlock, tap_fingertips, point_palm, wave, "
