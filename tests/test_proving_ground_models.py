@@ -147,7 +147,7 @@ def test_teacher_denoises_its_own_captions_better_than_wrong_ones(base):
 
 def test_shipped_hand_model_generates_recognisable_actions():
     """Only a trained generator does this (an untrained one scores ~1 in 7): one 4 s clip per label at the
-    benchmark's 20 steps, recognised by the world's evaluator (benchmark: 94 % over 140 clips; one seed
+    benchmark's 20 steps, recognised by the world's evaluator (benchmark: 88 % over 140 clips; one seed
     per label here, so at least 5 of 7)."""
     from papernodes.models.handdiffuse import reproduce
     from papernodes.models.handdiffuse.classifier import MotionEvaluator
@@ -161,15 +161,16 @@ def test_shipped_hand_model_generates_recognisable_actions():
 
 
 def test_shipped_hand_model_separated_keeps_rubbing_hands_touching_without_passing_through():
-    """Rub is the action whose hands go through most (58 % of its frames deeper than 1 mm in the benchmark);
-    with separate_hands the same clip touches (gap < 5 mm somewhere) and no frame is deeper than 1 mm."""
+    """Rub keeps the palms pressed together, so the model alone often passes one hand through the other
+    (this seed: 17 mm deep); with separate_hands the same clip touches (gap < 5 mm somewhere) and no frame
+    is deeper than 1 mm."""
     from papernodes.models.handdiffuse import reproduce
     from papernodes.models.handdiffuse.metrics import hand_gap, penetration_depth
     from papernodes.models.handdiffuse.pipeline import load_model
 
     model = load_model(reproduce.WEIGHTS / reproduce.GENERATOR_FILE)
     plain, apart = (
-        model.generate("rub", 2.0, 30.0, seed=3, steps=20, separate_hands=s) for s in (False, True)
+        model.generate("rub", 2.0, 30.0, seed=1, steps=20, separate_hands=s) for s in (False, True)
     )
     assert float(penetration_depth(plain.global_joints()).max()) > 0.002  # the model alone presses through
     joints = apart.global_joints()

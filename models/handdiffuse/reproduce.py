@@ -9,7 +9,8 @@ Stages: `evaluator` (the action classifier of classifier.py on 1 400 world clips
 their checkpoints (`--resume auto`), so an interrupted reproduce continues where it stopped. Shipped
 files go to models/proving_ground/weights/world_hands/; runs live in --cache. Use 1 torch thread per
 process when several run (OMP_NUM_THREADS=1): the two generator runs took 30 and 26 min side by side on
-2 cores (2026-12-04, with the smoothness loss).
+2 cores (2026-12-04, with the smoothness loss); the generator alone 50 min on 1 thread beside other work
+(2026-12-07, with the clearance term).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ GENERATOR_ARGS = [
     "--width", "128", "--heads", "4", "--single-layers", "3", "--interact-layers", "2",
     "--batch-size", "16", "--lr", "5e-4", "--max-steps", "5000", "--save-every", "500",
     "--smoothness-weight", "3",
+    # the interaction terms only below t = 200 with the two-sided clearance term (since 2026-12-07): claps
+    # close in 85 % of clips (0 % before); the overlap it adds is removed at sampling (separate_hands)
+    "--interaction-noise-weight", "low_noise", "--clearance-weight", "1", "--clearance-sides", "both",
 ]  # fmt: skip  # a 4000-step cool-down (--lr-decay-from 5000 --max-steps 9000) was tried: docs/handdiffuse.md
 EVALUATOR_CLIPS = (1, 1400)  # (world seed, clips): disjoint from the generator's seed 0
 STAGES = ("evaluator", "generator", "ablation")
