@@ -187,8 +187,9 @@ def separate_x0(
 
     until no pair overlaps (or `iters`). Why this form: d_f is piecewise linear in depth, so one step clears
     a frame whose overlapping pairs all leave together, and when some leave first the rest shrink less than
-    predicted, so a step never carries a frame past the surface by more than `margin`: touching hands stay
-    touching. Frames already apart have d_f = 0, g_f = 0 and never move. `fixed` entries (keyframes) stay."""
+    predicted, so (as far as FK is linear over one step) a step does not carry a frame past the surface by
+    more than `margin`: touching hands stay touching (tests: < 1 mm apart after separation).
+    Frames already apart have d_f = 0, g_f = 0 and never move. `fixed` entries (keyframes) stay."""
     z = x0.detach()
     for _ in range(iters):
         with torch.enable_grad():
