@@ -159,7 +159,8 @@ class GenerateHandMotion:
                 raise InputError(
                     "keyframes", f"frames in 0 .. {frames - 1} ({seconds:g} s at {fps:g} fps)", str(bad)
                 )
-        with on_device([model.denoiser]):
+        # ComfyUI runs nodes in inference mode; trajectory guidance and separation take gradients
+        with torch.inference_mode(False), on_device([model.denoiser]):
             motion = model.generate(
                 label, seconds, fps, seed, steps, guidance, keyframes, callback=progress_callback(steps),
                 trajectory=trajectory, separate_hands=bool(separate_hands),

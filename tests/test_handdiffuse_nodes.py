@@ -97,6 +97,10 @@ def test_separate_hands_input_ends_the_motion_without_interpenetration(nodes):
                     for s in (False, True))  # fmt: skip
     assert float(penetration_depth(plain.global_joints()).max()) > 0.005
     assert float(penetration_depth(apart.global_joints()).max()) < 1e-3
+    with torch.inference_mode():  # as ComfyUI runs nodes: loading and separating still work
+        model = _model(nd)
+        (again,) = nd.GenerateHandMotion().generate(model, "rub", 1.0, 30.0, 4, 3, 2.0, separate_hands=True)
+    assert torch.equal(again.global_joints(), apart.global_joints())
 
 
 def test_bad_inputs_are_input_errors_naming_the_input(nodes):
