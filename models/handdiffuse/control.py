@@ -179,6 +179,7 @@ def separate_x0(
     margin: float = 2e-4,
     max_step: float = 0.1,
     fixed: Tensor | None = None,
+    backtracks: int = 6,
 ) -> Tensor:
     """x̂0 [B, T, 2, F] moved out of interpenetration and no further. Each frame f takes Newton steps on its
     summed depth d_f (`interpenetration`, metres) towards -`margin`:
@@ -189,23 +190,49 @@ def separate_x0(
     a frame whose overlapping pairs all leave together, and when some leave first the rest shrink less than
     predicted, so (as far as FK is linear over one step) a step does not carry a frame past the surface by
     more than `margin`: touching hands stay touching (tests: < 1 mm apart after separation).
-    Frames already apart have d_f = 0, g_f = 0 and never move. `fixed` entries (keyframes) stay."""
+    Frames already apart have d_f = 0, g_f = 0 and never move. `fixed` entries (keyframes) stay.
+    FK bends the depth within one step where fingers cross, and there the full step can land in a deeper
+    overlap (a tap_fingertips clip bounced between 2 and 7 mm for 100 steps), so a step that does not lower
+    d_f is halved up to `backtracks` times (a backtracking line search); where no halving lowers it either
+    (a kink where pairs push opposite ways), the full step is taken to leave the kink."""
     z = x0.detach()
+    depth, grad = _depth_and_grad(z, to_joints, fixed)
     for _ in range(iters):
-        with torch.enable_grad():
-            z = z.requires_grad_(True)
-            depth = interpenetration(to_joints(z))  # [B, T]
-            if not bool((depth > 0).any()):
-                break
-            (grad,) = torch.autograd.grad(depth.sum(), z)  # frames are independent: row f is ∂d_f/∂z_f
-        if fixed is not None:
-            grad = grad.masked_fill(fixed, 0.0)
+        if not bool((depth > 0).any()):
+            break
         norm2 = grad.square().sum(dim=(-1, -2)).clamp_min(1e-20)
-        step = ((depth.detach() + margin) * (depth.detach() > 0) / norm2)[..., None, None] * grad
+        step = ((depth + margin) * (depth > 0) / norm2)[..., None, None] * grad
         peak = step.abs().amax(dim=(-1, -2), keepdim=True)
         step = step * (max_step / peak.clamp_min(max_step))
-        z = (z.detach() - step).detach()
-    return z.detach()
+        scale = torch.ones_like(depth)
+        moved = z - step
+        for _ in range(backtracks + 1):
+            new_depth, new_grad = _depth_and_grad(moved, to_joints, fixed)  # the next step's, if kept
+            worse = (depth > 0) & (new_depth >= depth)
+            if not bool(worse.any()):
+                break
+            scale = torch.where(worse, scale * 0.5, scale)
+            moved = z - scale[..., None, None] * step
+        else:  # no shorter step lowers d_f (a kink of the summed depth): take the full one
+            moved = torch.where(worse[..., None, None], z - step, moved)
+            new_depth, new_grad = _depth_and_grad(moved, to_joints, fixed)
+        z, depth, grad = moved, new_depth, new_grad
+    return z
+
+
+def _depth_and_grad(z: Tensor, to_joints: Callable[[Tensor], Tensor], fixed: Tensor | None):
+    """Per-frame summed depth [B, T] at z and its gradient (frames are independent, so row f of the
+    gradient of the sum is ∂d_f/∂z_f), zero on `fixed` entries."""
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        depth = interpenetration(to_joints(z))
+        if bool((depth > 0).any()):
+            (grad,) = torch.autograd.grad(depth.sum(), z)
+        else:
+            grad = torch.zeros_like(z)
+    if fixed is not None:
+        grad = grad.masked_fill(fixed, 0.0)
+    return depth.detach(), grad
 
 
 def windowed(x0_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor, window: int | None) -> Tensor:
