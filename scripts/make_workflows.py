@@ -130,6 +130,7 @@ WIDGETS: dict[str, list[str]] = {
         "separate_hands",
     ],
     "PaperNodes_HandDiffuseKeyframesFromPoses": ["poses", "seconds", "fps"],
+    "PaperNodes_HandDiffuseTrajectory": ["hand", "joint", "points", "seconds", "fps"],
     "PaperNodes_HandDiffuseRender": ["width", "height", "yaw", "pitch", "distance"],
     "PaperNodes_HandDiffuseSave": ["filename_prefix"],
     "PaperNodes_HandDiffuseMesh": ["frame_step"],
@@ -209,6 +210,7 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "PaperNodes_HandDiffuseLoad": [("model", "HANDDIFFUSE_MODEL")],
     "PaperNodes_HandDiffuseGenerate": [("motion", "HAND_MOTION")],
     "PaperNodes_HandDiffuseKeyframesFromPoses": [("keyframes", "HAND_KEYFRAMES")],
+    "PaperNodes_HandDiffuseTrajectory": [("trajectory", "HAND_TRAJECTORY")],
     "PaperNodes_HandDiffuseRender": [("images", "IMAGE"), ("fps", "FLOAT")],
     "PaperNodes_HandDiffuseSave": [("bvh_path", "STRING"), ("npz_path", "STRING")],
     "PaperNodes_HandDiffuseMesh": [("mesh", "MESH")],
@@ -260,6 +262,7 @@ LINK_TYPES: dict[str, dict[str, str]] = {
         "keyframes": "HAND_KEYFRAMES",
         "trajectory": "HAND_TRAJECTORY",
     },
+    "PaperNodes_HandDiffuseTrajectory": {"trajectory": "HAND_TRAJECTORY"},
     "PaperNodes_HandDiffuseRender": {"motion": "HAND_MOTION"},
     "PaperNodes_HandDiffuseSave": {"motion": "HAND_MOTION"},
     "PaperNodes_HandDiffuseMesh": {"motion": "HAND_MOTION"},
@@ -310,6 +313,7 @@ DISPLAY: dict[str, str] = {  # the title the UI draws for a node without its own
     "PaperNodes_HandDiffuseLoad": "HandDiffuse: Load Model",
     "PaperNodes_HandDiffuseGenerate": "HandDiffuse: Generate Hand Motion",
     "PaperNodes_HandDiffuseKeyframesFromPoses": "HandDiffuse: Keyframes from Named Poses",
+    "PaperNodes_HandDiffuseTrajectory": "HandDiffuse: Trajectory from Points",
     "PaperNodes_HandDiffuseRender": "HandDiffuse: Render Hands",
     "PaperNodes_HandDiffuseSave": "HandDiffuse: Save Hand Motion",
     "PaperNodes_HandDiffuseMesh": "HandDiffuse: Hands to Mesh",
@@ -1042,6 +1046,44 @@ def hands_inbetween_graph() -> list[Node]:
     ]
 
 
+def hands_trajectory_graph() -> list[Node]:
+    """Two joint paths -> a wave that follows them: the right wrist exactly (imputed), the left index tip
+    by guidance (the paths' points are in centimetres; see Trajectory from Points)."""
+    common = {"seconds": 4.0, "fps": 30.0}
+    return [
+        Node(1, "PaperNodes_HandDiffuseLoad", {"model_name": HANDS_MODEL}),
+        Node(
+            5,
+            "PaperNodes_HandDiffuseTrajectory",
+            {"hand": "right", "joint": "wrist", "points": TRAJECTORY_RIGHT_WRIST, **common},
+        ),
+        Node(
+            6,
+            "PaperNodes_HandDiffuseTrajectory",
+            {"hand": "left", "joint": "index tip", "points": TRAJECTORY_LEFT_TIP, **common},
+            links={"trajectory": (5, 0)},
+        ),
+        Node(
+            2,
+            "PaperNodes_HandDiffuseGenerate",
+            {
+                "label": "wave",
+                "seconds": 4.0,
+                "fps": 30.0,
+                "seed": 0,
+                "steps": 20,
+                "guidance": 2.0,
+                "separate_hands": True,
+            },  # fmt: skip
+            links={"model": (1, 0), "trajectory": (6, 0)},
+        ),
+        *_hands_out((2, 0), "handdiffuse_trajectory", 1.1),
+    ]
+
+
+# the right wrist swings up and in twice, the left index tip slides 12 cm outwards (world frame, cm)
+TRAJECTORY_RIGHT_WRIST = "0: -18, 4, 8\n40: -10, 14, 8\n80: -18, 4, 8\n119: -10, 14, 8"
+TRAJECTORY_LEFT_TIP = "0: 10, 0, 10\n119: 22, 0, 10"
 PRIOR_3D = "papernodes-world-3d-prior.safetensors"
 
 
@@ -1351,6 +1393,17 @@ WORKFLOWS = [
         "keyframes exactly.\n\n"
         "Model: as the clap workflow (models/handdiffuse/). " + DEMO,
         hands_inbetween_graph,
+    ),
+    Workflow(
+        "handdiffuse_trajectory",
+        "HandDiffuse - hands that follow joint paths",
+        "HandDiffuse trajectory control: two 'Trajectory from Points' nodes draw paths through control points "
+        "(frame: x, y, z in cm; +y up, the person faces +z, the right hand at -x), chained into one input. "
+        "The right wrist swings up and in twice and is kept on its path exactly (imputation, as the paper's "
+        "global representation allows); the left index tip slides 12 cm outwards and is pulled onto its path by "
+        "guidance at every step (within a millimetre); the model fills in the rest of a wave.\n\n"
+        "Model: as the clap workflow (models/handdiffuse/). " + DEMO,
+        hands_trajectory_graph,
     ),
 ]
 WORKFLOWS += [

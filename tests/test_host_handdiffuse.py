@@ -148,43 +148,29 @@ def test_inbetween_workflow_keeps_the_named_poses(comfy_host):
     assert np.all(index_reach > 0.15)  # pointing: the index is straight
 
 
-RIGHT_WRIST_PATH = "0: -12, 2, 0\n60: -6, 10, 4\n119: -12, 2, 0"
-LEFT_TIP_PATH = "0: 6, 16, 6\n119: 14, 12, 6"
-
-
-def _with_trajectory(prompt: dict) -> dict:
-    """Chain two Trajectory from Points nodes (right wrist, then left index tip) into Generate."""
-    common = {"seconds": 4.0, "fps": 30.0}
-    prompt["5"] = {
-        "class_type": "PaperNodes_HandDiffuseTrajectory",
-        "inputs": {"hand": "right", "joint": "wrist", "points": RIGHT_WRIST_PATH, **common},
-    }
-    prompt["6"] = {"class_type": "PaperNodes_HandDiffuseTrajectory",
-                   "inputs": {"hand": "left", "joint": "index tip", "points": LEFT_TIP_PATH, "trajectory": ["5", 0],
-                              **common}}  # fmt: skip
-    prompt["2"]["inputs"]["trajectory"] = ["6", 0]
-    return prompt
-
-
 @pytest.mark.parametrize("separate", [True, False], ids=["separate_hands", "plain"])
-def test_trajectory_control_in_the_host_keeps_the_wrist_and_guides_the_fingertip(comfy_host, separate):
-    """ComfyUI runs nodes in inference mode, where guidance (which takes gradients) once failed: through
-    the API the right wrist is imputed exactly and the left index tip is pulled onto its path."""
+def test_trajectory_workflow_keeps_the_wrist_and_guides_the_fingertip(comfy_host, separate):
+    """The trajectory example workflow through the API: the right wrist is imputed exactly and the left
+    index tip pulled onto its path by guidance, which takes gradients although ComfyUI runs nodes in
+    inference mode (without the node's inference_mode(False) this prompt failed with "element 0 of tensors
+    does not require grad", checked 2026-12-07)."""
     from papernodes.models.handdiffuse.control import trajectory_from_text
 
-    prompt = _with_trajectory(_api("clap"))
+    prompt = _api("trajectory")
     prompt["2"]["inputs"]["separate_hands"] = separate
     comfy_host.run(prompt, timeout=600)
-    npz = sorted((comfy_host.base_dir / "output" / "PaperNodes").glob("handdiffuse_clap_*.npz"))[-1]
+    npz = sorted((comfy_host.base_dir / "output" / "PaperNodes").glob("handdiffuse_trajectory_*.npz"))[-1]
     with np.load(npz) as z:
         joints = z["joints"]  # [T, 2, 21, 3], metres
-    wrist = trajectory_from_text(RIGHT_WRIST_PATH, "right", "wrist", 120).positions[:, 0].numpy()
-    tip = trajectory_from_text(LEFT_TIP_PATH, "left", "index tip", 120).positions[:, 0].numpy()
+    paths = [prompt[n]["inputs"] for n in ("5", "6")]
+    assert [(p["hand"], p["joint"]) for p in paths] == [("right", "wrist"), ("left", "index tip")]
+    wrist, tip = (
+        trajectory_from_text(p["points"], p["hand"], p["joint"], 120).positions[:, 0].numpy() for p in paths
+    )
     assert np.abs(joints[:, 0, 0] - wrist).max() < 1e-5  # imputed: exact up to float32
     tip_error = np.linalg.norm(joints[:, 1, 8] - tip, axis=-1)
-    # guided, within a centimetre on average (without guidance the test model's tip is far off: the unit
-    # test test_guidance_pulls_a_fingertip_onto_its_path); without the node's inference_mode(False) this
-    # prompt failed ("element 0 of tensors does not require grad", checked 2026-12-07)
+    # guided: within a centimetre on average on the host's random test model (the unit test
+    # test_guidance_pulls_a_fingertip_onto_its_path shows how far off it is unguided)
     assert tip_error.mean() < 0.01, tip_error.mean()
 
 

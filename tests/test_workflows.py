@@ -64,6 +64,7 @@ def test_there_is_a_workflow_per_shipped_method():
         "dreamoving_pose",
         "handdiffuse_clap",
         "handdiffuse_inbetween",
+        "handdiffuse_trajectory",
         "infedit",
         "motioncustom_apply",
         "motioncustom_train",
