@@ -98,7 +98,7 @@ class LoadHandDiffuse:
         return (load_model(resolve_file(FOLDER, model_name, PUBLISHED)),)
 
 
-# The sampler separates the hands (pipeline.generate): frames pressed through by over 1 mm 13.9 % -> 0.05 %
+# The sampler separates the hands (pipeline.generate): frames pressed through by over 1 mm 13.9 % -> 0.02 %
 # on the shipped model, contact unchanged (docs/handdiffuse.md)
 SEPARATE_DEFAULT = True
 
