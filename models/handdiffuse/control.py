@@ -204,11 +204,11 @@ def separate_x0(
         step = ((depth + margin) * (depth > 0) / norm2)[..., None, None] * grad
         peak = step.abs().amax(dim=(-1, -2), keepdim=True)
         step = step * (max_step / peak.clamp_min(max_step))
-        scale = torch.ones_like(depth)
+        scale, movable = torch.ones_like(depth), step.abs().amax(dim=(-1, -2)) > 0  # not all-fixed frames
         moved = z - step
         for _ in range(backtracks + 1):
             new_depth, new_grad = _depth_and_grad(moved, to_joints, fixed)  # the next step's, if kept
-            worse = (depth > 0) & (new_depth >= depth)
+            worse = movable & (new_depth >= depth)
             if not bool(worse.any()):
                 break
             scale = torch.where(worse, scale * 0.5, scale)
