@@ -995,24 +995,18 @@ def _hands_out(motion: tuple[int, int], name: str, distance: float) -> list[Node
     ]
 
 
+def _hands_generate(label: str, **links: tuple[int, int]) -> Node:
+    """Generate (node 2): 4 s at 30 fps, 20 DDIM steps, guidance 2, separate hands, from Load Model (node 1)."""
+    settings = {"label": label, "seconds": 4.0, "fps": 30.0, "seed": 0, "steps": 20, "guidance": 2.0,
+                "separate_hands": True}  # fmt: skip
+    return Node(2, "PaperNodes_HandDiffuseGenerate", settings, links={"model": (1, 0), **links})
+
+
 def hands_clap_graph() -> list[Node]:
     """A label -> 4 s of two-hand motion (20 DDIM steps, guidance 2) -> skeleton frames + BVH/npz."""
     return [
         Node(1, "PaperNodes_HandDiffuseLoad", {"model_name": HANDS_MODEL}),
-        Node(
-            2,
-            "PaperNodes_HandDiffuseGenerate",
-            {
-                "label": "clap",
-                "seconds": 4.0,
-                "fps": 30.0,
-                "seed": 0,
-                "steps": 20,
-                "guidance": 2.0,
-                "separate_hands": True,
-            },  # fmt: skip
-            links={"model": (1, 0)},
-        ),
+        _hands_generate("clap"),
         *_hands_out((2, 0), "handdiffuse_clap", 0.7),
         Node(13, "PaperNodes_HandDiffuseMesh", {"frame_step": 30}, links={"motion": (2, 0)}),
         Node(14, "SaveGLB", {"filename_prefix": "PaperNodes/handdiffuse_clap"}, links={"mesh": (13, 0)}),
@@ -1028,20 +1022,7 @@ def hands_inbetween_graph() -> list[Node]:
             "PaperNodes_HandDiffuseKeyframesFromPoses",
             {"poses": "0: open, 60: fist, 119: point", "seconds": 4.0, "fps": 30.0},
         ),
-        Node(
-            2,
-            "PaperNodes_HandDiffuseGenerate",
-            {
-                "label": "wave",
-                "seconds": 4.0,
-                "fps": 30.0,
-                "seed": 0,
-                "steps": 20,
-                "guidance": 2.0,
-                "separate_hands": True,
-            },  # fmt: skip
-            links={"model": (1, 0), "keyframes": (3, 0)},
-        ),
+        _hands_generate("wave", keyframes=(3, 0)),
         *_hands_out((2, 0), "handdiffuse_inbetween", 1.1),
     ]
 
@@ -1063,20 +1044,7 @@ def hands_trajectory_graph() -> list[Node]:
             {"hand": "left", "joint": "index tip", "points": TRAJECTORY_LEFT_TIP, **common},
             links={"trajectory": (5, 0)},
         ),
-        Node(
-            2,
-            "PaperNodes_HandDiffuseGenerate",
-            {
-                "label": "wave",
-                "seconds": 4.0,
-                "fps": 30.0,
-                "seed": 0,
-                "steps": 20,
-                "guidance": 2.0,
-                "separate_hands": True,
-            },  # fmt: skip
-            links={"model": (1, 0), "trajectory": (6, 0)},
-        ),
+        _hands_generate("wave", trajectory=(6, 0)),
         *_hands_out((2, 0), "handdiffuse_trajectory", 1.1),
     ]
 
