@@ -35,10 +35,17 @@ def caption_of(api_path: Path) -> str:
     for key in ("instruction", "prompt"):
         if key in text:
             return f'"{text[key]}"'
-    if "label" in text:  # HandDiffuse: the action, and the keyframe poses if any
+    if "label" in text:  # HandDiffuse: the action, and the keyframe poses and joint paths if any
         poses = f', poses "{text["poses"]}"' if "poses" in text else ""
-        return f'label "{text["label"]}"{poses}'
+        paths = [_path_of(i) for i in inputs if "joint" in i and "points" in i]
+        return f'label "{text["label"]}"{poses}' + (f", paths: {'; '.join(paths)}" if paths else "")
     return ""
+
+
+def _path_of(inputs: dict) -> str:
+    """'right wrist through 4 points' from a Trajectory from Points node's inputs."""
+    count = sum(1 for line in str(inputs["points"]).splitlines() if line.strip())
+    return f"{inputs['hand']} {inputs['joint']} through {count} point{'' if count == 1 else 's'}"
 
 
 def label_of(path: Path, slug: str, rank: int | None = None) -> str:

@@ -79,6 +79,22 @@ def test_an_animation_shows_four_evenly_spaced_frames(tmp_path):
     assert cs.caption_of(api / "hands.json") == 'label "clap"'
 
 
+def test_a_trajectory_workflow_names_its_joint_paths(tmp_path):
+    """Each Trajectory from Points node's hand, joint and point count reach the row's caption, in graph order."""
+    nodes = {
+        "5": {
+            "class_type": "T",
+            "inputs": {"hand": "right", "joint": "wrist", "points": "0: 1, 2, 3\n\n9: 4, 5, 6"},
+        },
+        "6": {"class_type": "T", "inputs": {"hand": "left", "joint": "index tip", "points": "0: 1, 2, 3"}},
+        "2": {"class_type": "G", "inputs": {"label": "wave", "trajectory": ["6", 0]}},
+    }
+    (tmp_path / "traj.json").write_text(json.dumps(nodes))
+    assert cs.caption_of(tmp_path / "traj.json") == (
+        'label "wave", paths: right wrist through 2 points; left index tip through 1 point'
+    )
+
+
 def test_the_main_job_drops_an_earlier_runs_files_of_a_workflow(tmp_path):
     """A ComfyUI whose output folder persists numbers each run's files anew: the main job keeps only the
     latest run's files of a workflow (what the contact sheet and thumbnails show), not another's."""
