@@ -293,6 +293,32 @@ def test_outside_clearance_charges_only_hands_that_stop_short(clap):
         L.clearance_loss(gt, gt, sides="inside")
 
 
+def test_clearance_offset_aims_contact_pairs_that_far_outside_the_data(clap):
+    """With an offset the target is the data's clearance + offset on the same pairs (a naive loop, float64),
+    so the ground truth costs offset × the summed weights, and hands moved apart until their contact pairs
+    stand about that far out cost less than the data's own touching pose."""
+    gt = clap[:6].double()
+    cg = _naive_clearances(gt)
+    w = {k: min(1.0, max(0.0, 1.0 - cg[k] / L.CLEARANCE_MARGIN)) for k in cg}
+    offset = 0.002
+    assert float(L.clearance_loss(gt, gt, offset=offset)) == pytest.approx(
+        offset * sum(w.values()) / gt.shape[0], rel=1e-9
+    )
+    away = gt[:, 1].mean(1) - gt[:, 0].mean(1)
+    unit = (away / away.norm(dim=-1, keepdim=True))[:, None]
+    costs = {}
+    for mm in (0, 1, 2, 3, 6):
+        moved = gt.clone()
+        moved[:, 1] += mm * 1e-3 * unit
+        cp = _naive_clearances(moved)
+        naive = sum(w[k] * abs(cp[k] - cg[k] - offset) for k in cp) / gt.shape[0]
+        costs[mm] = float(L.clearance_loss(moved, gt, offset=offset))
+        assert costs[mm] == pytest.approx(naive, rel=1e-9)
+    assert min(costs, key=costs.get) in (1, 2, 3) and costs[0] > costs[2] < costs[6]
+    both = L.interaction_loss(gt, gt, clearance_weight=1.0, clearance_offset=offset)
+    assert float(both["clearance"]) == pytest.approx(float(L.clearance_loss(gt, gt, offset=offset)))
+
+
 def test_sample_weight_is_the_weighted_mean_of_each_samples_loss():
     """With per-sample weights [B], every term is the mean over samples of weight × that sample's own loss
     (a loop, float64); weights of one give the plain mean; a zero weight takes a sample's gradient away."""

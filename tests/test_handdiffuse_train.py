@@ -78,6 +78,13 @@ def test_command_line_bad_option_is_one_line_error(tmp_path, capsys):
     assert "frames" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("offset", ["-0.001", "0.02"])
+def test_clearance_offset_outside_the_contact_band_is_refused(tmp_path, capsys, offset):
+    """A negative skin would aim the hands through each other; one at the margin would aim past contact."""
+    assert T.main(["--out", str(tmp_path), "--clearance-offset", offset]) == 2
+    assert "clearance_offset" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # trains
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(tmp_path):
     torch.manual_seed(0)

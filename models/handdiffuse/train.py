@@ -79,7 +79,7 @@ from ..common.training import (
 )
 from .denoiser import HandDenoiser, drop_labels
 from .hand import NUM_ROT
-from .losses import CLEARANCE_SIDES, interaction_loss, smoothness_loss
+from .losses import CLEARANCE_MARGIN, CLEARANCE_SIDES, interaction_loss, smoothness_loss
 from .motion import HAND_FEATURES, HandMotion
 from .pipeline import ModelConfig, features_to_joints, from_model_space, save_model
 from .sampler import cosine_alphas_cumprod, q_sample
@@ -125,6 +125,11 @@ class TrainConfig:
         "which side of the data's clearance the clearance term charges: both, or only outside (hands that "
         "stop short; the penetration term takes the other side)",
         choices=CLEARANCE_SIDES,
+    )
+    clearance_offset: float = option(
+        0.0,
+        "metres the clearance term aims contact pairs further apart than the data (a skin; 0 = the data's "
+        "own clearance; losses.clearance_loss)",
     )
     interaction_noise_weight: str = option(
         "none",
@@ -190,6 +195,10 @@ class TrainConfig:
         for name in ("interaction_weight", "penetration_weight", "clearance_weight", "smoothness_weight"):
             if getattr(self, name) < 0:
                 raise InputError(name, "0 or more", str(getattr(self, name)))
+        if not 0 <= self.clearance_offset < CLEARANCE_MARGIN:
+            raise InputError(
+                "clearance_offset", f"metres in [0, {CLEARANCE_MARGIN})", str(self.clearance_offset)
+            )
         if not 0 <= self.ema_decay < 1:
             raise InputError("ema_decay", "a value in [0, 1)", str(self.ema_decay))
 
@@ -362,6 +371,7 @@ class HandDiffuseTraining(TrainingMethod):
                 penetration_weight=c.penetration_weight,
                 clearance_weight=c.clearance_weight,
                 clearance_sides=c.clearance_sides,
+                clearance_offset=c.clearance_offset,
                 sample_weight=self._interaction_weight(t),
             )
             out["interaction"] = inter["total"]
