@@ -155,7 +155,7 @@ def test_smoothness_term_is_added_with_its_weight(tmp_path):
 def test_interaction_noise_weights_scale_each_sample_by_its_noise_level(tmp_path):
     """With `alpha_bar` the interaction term is losses.interaction_loss with sample_weight = ab_t of each
     sample's drawn timestep (the same draws as the run: seeded generator); `none` is the unweighted mean."""
-    from papernodes.models.handdiffuse.losses import interaction_loss
+    from papernodes.models.handdiffuse.losses import interaction_loss, penetration_loss
     from papernodes.models.handdiffuse.pipeline import features_to_joints, from_model_space
 
     torch.manual_seed(0)
@@ -185,7 +185,23 @@ def test_interaction_noise_weights_scale_each_sample_by_its_noise_level(tmp_path
     assert float(plain) == pytest.approx(float(unweighted), rel=1e-5)
     assert float(weighted) < float(plain)  # every ab_t < 1
     method.cfg.interaction_noise_weight = "low_noise"  # the terms only below t = 200
-    assert method._interaction_weight(torch.tensor([0, 199, 200, 999])).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert method._noise_weight(torch.tensor([0, 199, 200, 999]), "low_noise").tolist() == [1, 1, 0, 0]
+    # the penetration term weighted on its own (ab_t) beside contact terms that act only below t = 200
+    method.cfg.penetration_weight, method.cfg.clearance_weight = 10.0, 1.0
+    low = (t < 200).to(ab.dtype)
+    with torch.no_grad():
+        method.cfg.penetration_noise_weight = "alpha_bar"
+        split = method.losses(batch, torch.Generator().manual_seed(7))["interaction"]
+        method.cfg.penetration_noise_weight = "same"
+        same = method.losses(batch, torch.Generator().manual_seed(7))["interaction"]
+        contact = interaction_loss(pred, gt, clearance_weight=1.0, sample_weight=low)["total"]
+        expected_split = contact + 10.0 * penetration_loss(pred, gt, ab)
+        expected_same = interaction_loss(
+            pred, gt, penetration_weight=10.0, clearance_weight=1.0, sample_weight=low
+        )
+    assert float(split) == pytest.approx(float(expected_split), rel=1e-5)
+    assert float(same) == pytest.approx(float(expected_same["total"]), rel=1e-5)
+    assert float(split) != pytest.approx(float(same), rel=1e-3)  # the weighting reaches the loss
 
 
 @pytest.mark.slow  # trains

@@ -79,7 +79,7 @@ from ..common.training import (
 )
 from .denoiser import HandDenoiser, drop_labels
 from .hand import NUM_ROT
-from .losses import CLEARANCE_MARGIN, CLEARANCE_SIDES, interaction_loss, smoothness_loss
+from .losses import CLEARANCE_MARGIN, CLEARANCE_SIDES, interaction_loss, penetration_loss, smoothness_loss
 from .motion import HAND_FEATURES, HandMotion
 from .pipeline import ModelConfig, features_to_joints, from_model_space, save_model
 from .sampler import cosine_alphas_cumprod, q_sample
@@ -137,6 +137,13 @@ class TrainConfig:
         "signal's share of the input: the term fades where the beat's timing is not yet in the input) or "
         "low_noise (1 for t < 200, else 0); docs/handdiffuse.md",
         choices=INTERACTION_NOISE_WEIGHTS,
+    )
+    penetration_noise_weight: str = option(
+        "same",
+        "per-sample weight of the penetration term by noise level: same (as the interaction loss) or one of "
+        "the interaction loss's choices, so overlap can be charged at noise levels where the contact terms "
+        "are off",
+        choices=("same", *INTERACTION_NOISE_WEIGHTS),
     )
     smoothness_weight: float = option(
         3.0, "λ of the smoothness loss (joint velocity + acceleration vs the data's, losses.py); 0 = off"
@@ -365,24 +372,32 @@ class HandDiffuseTraining(TrainingMethod):
             out["smoothness"] = smooth["total"]
             out["loss"] = out["loss"] + c.smoothness_weight * smooth["total"]
         if c.interaction_weight > 0:
+            pred_joints = features_to_joints(from_model_space(pred, self.config), 1.0)
+            own_weighting = c.penetration_noise_weight != "same"
             inter = interaction_loss(
-                features_to_joints(from_model_space(pred, self.config), 1.0),
+                pred_joints,
                 gt_joints,
-                penetration_weight=c.penetration_weight,
+                penetration_weight=0.0 if own_weighting else c.penetration_weight,
                 clearance_weight=c.clearance_weight,
                 clearance_sides=c.clearance_sides,
                 clearance_offset=c.clearance_offset,
-                sample_weight=self._interaction_weight(t),
+                sample_weight=self._noise_weight(t, c.interaction_noise_weight),
             )
+            if own_weighting and c.penetration_weight > 0:
+                pen = penetration_loss(
+                    pred_joints, gt_joints, self._noise_weight(t, c.penetration_noise_weight)
+                )
+                inter["total"] = inter["total"] + c.penetration_weight * pen
             out["interaction"] = inter["total"]
             out["loss"] = out["loss"] + c.interaction_weight * inter["total"]
         return out
 
-    def _interaction_weight(self, t: torch.Tensor) -> torch.Tensor | None:
-        """Per-sample weight of the interaction loss at timesteps t (None: every sample counts the same)."""
-        if self.cfg.interaction_noise_weight == "alpha_bar":
+    def _noise_weight(self, t: torch.Tensor, mode: str) -> torch.Tensor | None:
+        """Per-sample weight at timesteps t by `mode` of INTERACTION_NOISE_WEIGHTS (None: every sample counts
+        the same)."""
+        if mode == "alpha_bar":
             return self.alphas_cumprod[t].to(self.run.device)
-        if self.cfg.interaction_noise_weight == "low_noise":
+        if mode == "low_noise":
             return (t < LOW_NOISE_T).to(self.run.device, self.alphas_cumprod.dtype)
         return None
 
