@@ -110,7 +110,8 @@ def clearance_loss(
     same weights): a skin, as collision margins in physics engines. Why: a model that touches exactly on
     average presses through in about half the frames its error puts on the inner side; an aim inside the
     band between contact (< 5 mm) and visible penetration (> 1 mm) keeps both (our interpretation; 0 = the
-    data's own clearance, zero for the ground truth)."""
+    data's own clearance, zero for the ground truth). Measured at 2 mm: no change in contact or penetration
+    (docs/handdiffuse.md), so the recipe does not use it."""
     if sides not in CLEARANCE_SIDES:
         raise InputError("clearance_sides", f"one of {', '.join(CLEARANCE_SIDES)}", repr(sides))
     clear_p, clear_g = pair_clearance(pred), pair_clearance(gt)
