@@ -164,6 +164,29 @@ def test_smoothness_rejects_a_wrong_shape(clap):
         L.smoothness_loss(clap[:10], clap[:10])  # no batch dimension
 
 
+def test_position_loss_matches_a_naive_loop_and_a_wrist_offset_costs_its_square_on_every_joint(clap):
+    gt = clap[:12].unsqueeze(0).repeat(2, 1, 1, 1, 1)
+    pred = gt + 0.01 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(1), dtype=gt.dtype)
+    naive = 0.0
+    for b, w in enumerate((1.0, 3.0)):
+        total = sum(
+            sum((float(pred[b, f, h, j, k]) - float(gt[b, f, h, j, k])) ** 2 for k in range(3))
+            for f in range(12)
+            for h in range(2)
+            for j in range(21)
+        )
+        naive += w * total / (12 * 2 * 21) / 2
+    out = L.position_loss(pred, gt, torch.tensor([1.0, 3.0], dtype=gt.dtype))
+    assert float(out) == pytest.approx(naive, rel=1e-12)
+    # moving the left hand 1 cm (wrist and every joint with it) costs half of 1 cm^2: one of two hands
+    moved = gt.clone()
+    moved[:, :, 1, :, 0] += 0.01
+    assert float(L.position_loss(moved, gt)) == pytest.approx(0.5 * 0.01**2, rel=1e-9)
+    assert float(L.position_loss(gt, gt)) == 0.0
+    with pytest.raises(InputError, match="pred"):
+        L.position_loss(clap[:10], clap[:10])
+
+
 # ---- penetration term of the interaction loss (one-sided, relative to the data's own) ----
 
 

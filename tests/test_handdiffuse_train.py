@@ -152,6 +152,41 @@ def test_smoothness_term_is_added_with_its_weight(tmp_path):
     )
 
 
+def test_position_term_is_the_weighted_fk_position_error_of_what_the_sampler_returns(tmp_path):
+    """--position-weight adds λ_pos · losses.position_loss(FK(x0_pred with keyframes imputed), FK(x0),
+    v-loss weight), computed here from the model's captured output."""
+    from papernodes.models.handdiffuse.losses import position_loss
+    from papernodes.models.handdiffuse.pipeline import features_to_joints, from_model_space
+
+    torch.manual_seed(0)
+    cfg = _cfg(
+        tmp_path, keyframe_prob=1.0, smoothness_weight=0.0, interaction_weight=0.0, position_weight=4.0
+    )
+    method = T.HandDiffuseTraining(cfg)
+    method.setup(_CpuRun())
+    batch = {"x": torch.stack([method.dataset[i]["x"] for i in range(3)]),
+             "label": torch.tensor([method.dataset[i]["label"] for i in range(3)])}  # fmt: skip
+    captured, module = {}, method.module
+
+    def spy(xt, tt, label):
+        captured.update(xt=xt, t=tt, pred=module(xt, tt, label))
+        return captured["pred"]
+
+    method.module = spy
+    with torch.no_grad():
+        out = method.losses(batch, torch.Generator().manual_seed(7))
+        known = captured["xt"] == batch["x"]  # imputed entries hold the clean values
+        returned = torch.where(known, batch["x"], captured["pred"])
+        joints = lambda x: features_to_joints(from_model_space(x, method.config), 1.0)  # noqa: E731
+        weight = 1 / (1 - method.alphas_cumprod[captured["t"]]).clamp_min(1e-4)
+        expected = position_loss(joints(returned), joints(batch["x"]), weight)
+    assert known.any() and float(out["position"]) > 0
+    assert float(out["position"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(float(out["mse"]) + 4.0 * float(out["position"]), rel=1e-6)
+    with pytest.raises(InputError, match="position_weight"):
+        _cfg(tmp_path, position_weight=-1.0).validate()
+
+
 def test_interaction_noise_weights_scale_each_sample_by_its_noise_level(tmp_path):
     """With `alpha_bar` the interaction term is losses.interaction_loss with sample_weight = ab_t of each
     sample's drawn timestep (the same draws as the run: seeded generator); `none` is the unweighted mean."""

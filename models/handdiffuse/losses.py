@@ -135,6 +135,24 @@ def penetration_loss(pred: Tensor, gt: Tensor, sample_weight: Tensor | None = No
     return _mean((depth_p - depth_g).clamp_min(0).sum(dim=(-1, -2, -3)), sample_weight)
 
 
+def position_loss(pred: Tensor, gt: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Squared error of every joint's world position, for joints [B, T, 2, 21, 3] [m^2]:
+
+        L_pos = mean_b w_b * mean_{t, hand, joint} |X_pred - X_gt|^2
+
+    MDM's geometric position loss (Tevet et al. 2023, Sec. 3, L_pos). Why here: the v-loss compares the
+    local features (6D rotations, wrist offsets) entry by entry, so a 3 degree error at the wrist costs the
+    same as at a fingertip joint although it moves the index tip ~9 mm; this term charges each error by
+    how far it moves the joints, where contact and overlap are decided (docs/handdiffuse.md). `weight` [B]
+    scales each sample (the trainer passes its v-loss weight, as for the smoothness loss)."""
+    if pred.shape != gt.shape or pred.dim() != 5 or tuple(pred.shape[-3:]) != (2, NUM_JOINTS, 3):
+        raise InputError(
+            "pred", f"joints [B, T, 2, 21, 3] shaped like {tuple(gt.shape)}", str(tuple(pred.shape))
+        )
+    per_sample = (pred - gt).square().sum(-1).flatten(1).mean(1)
+    return (per_sample * weight).mean() if weight is not None else per_sample.mean()
+
+
 def smoothness_loss(pred: Tensor, gt: Tensor, weight: Tensor | None = None) -> dict[str, Tensor]:
     """Velocity and acceleration of every joint, prediction vs ground truth, for joints [B, T, 2, 21, 3].
 

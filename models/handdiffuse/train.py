@@ -6,6 +6,7 @@ t ~ U{0..999} on the cosine schedule, x_t = q_sample(x0, t, eps), the model pred
     L = MSE(x0_pred, x0) / (1 - ab_t) over the entries NOT given as keyframes
         + interaction_weight * w_t * L_inter(FK(x0_pred), FK(x0))      (losses.py, static + temporal)
         + smoothness_weight * L_smooth(FK(x0_pred'), FK(x0), 1 / (1 - ab_t))  (losses.py, velocity + accel.)
+        + position_weight * L_pos(FK(x0_pred'), FK(x0), 1 / (1 - ab_t))       (losses.py; 0 by default)
 
 The 1 / (1 - ab_t) weight makes the first term the MSE of the network's own output F of the x0 skip
 (denoiser.py: x0 = sqrt(ab) x_t + sqrt(1 - ab) F), the v-loss: with the plain x0 MSE, low-noise steps
@@ -79,7 +80,14 @@ from ..common.training import (
 )
 from .denoiser import HandDenoiser, drop_labels
 from .hand import NUM_ROT
-from .losses import CLEARANCE_MARGIN, CLEARANCE_SIDES, interaction_loss, penetration_loss, smoothness_loss
+from .losses import (
+    CLEARANCE_MARGIN,
+    CLEARANCE_SIDES,
+    interaction_loss,
+    penetration_loss,
+    position_loss,
+    smoothness_loss,
+)
 from .motion import HAND_FEATURES, HandMotion
 from .pipeline import ModelConfig, features_to_joints, from_model_space, save_model
 from .sampler import cosine_alphas_cumprod, q_sample
@@ -148,6 +156,11 @@ class TrainConfig:
     smoothness_weight: float = option(
         3.0, "λ of the smoothness loss (joint velocity + acceleration vs the data's, losses.py); 0 = off"
     )
+    position_weight: float = option(
+        0.0,
+        "λ of the joint-position loss (MDM's L_pos: squared world-position error of every joint, "
+        "losses.position_loss); 0 = off",
+    )
     keyframe_prob: float = option(0.5, "probability that a sample is trained with random keyframes")
     label_dropout: float = option(0.1, "probability of dropping the label (classifier-free guidance)")
     lr: float = option(2e-4, "AdamW learning rate")
@@ -199,7 +212,13 @@ class TrainConfig:
             )
         if not 0 < self.lr_final <= 1:
             raise InputError("lr_final", "a fraction in (0, 1]", str(self.lr_final))
-        for name in ("interaction_weight", "penetration_weight", "clearance_weight", "smoothness_weight"):
+        for name in (
+            "interaction_weight",
+            "penetration_weight",
+            "clearance_weight",
+            "smoothness_weight",
+            "position_weight",
+        ):
             if getattr(self, name) < 0:
                 raise InputError(name, "0 or more", str(getattr(self, name)))
         if not 0 <= self.clearance_offset < CLEARANCE_MARGIN:
@@ -361,16 +380,17 @@ class HandDiffuseTraining(TrainingMethod):
         err = (pred - x0).square() * weight.reshape(-1, 1, 1, 1)
         mse = (err * free).sum() / free.sum().clamp_min(1.0)
         out = {"mse": mse, "loss": mse}
-        if c.smoothness_weight > 0 or c.interaction_weight > 0:  # FK of the data, once for both terms
+        if c.smoothness_weight > 0 or c.interaction_weight > 0 or c.position_weight > 0:  # FK of the data
             gt_joints = features_to_joints(from_model_space(x0, self.config), 1.0)
-        if c.smoothness_weight > 0:  # on what the sampler returns: the keyframes imputed
-            smooth = smoothness_loss(
-                features_to_joints(from_model_space(torch.where(known, x0, pred), self.config), 1.0),
-                gt_joints,
-                weight,
-            )
+        if c.smoothness_weight > 0 or c.position_weight > 0:  # on what the sampler returns: keyframes imputed
+            returned = features_to_joints(from_model_space(torch.where(known, x0, pred), self.config), 1.0)
+        if c.smoothness_weight > 0:
+            smooth = smoothness_loss(returned, gt_joints, weight)
             out["smoothness"] = smooth["total"]
             out["loss"] = out["loss"] + c.smoothness_weight * smooth["total"]
+        if c.position_weight > 0:
+            out["position"] = position_loss(returned, gt_joints, weight)
+            out["loss"] = out["loss"] + c.position_weight * out["position"]
         if c.interaction_weight > 0:
             pred_joints = features_to_joints(from_model_space(pred, self.config), 1.0)
             own_weighting = c.penetration_noise_weight != "same"
