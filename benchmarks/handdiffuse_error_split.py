@@ -9,7 +9,11 @@ every frame the prediction carries deeper than 1 mm (the data: never), the scrip
 
 - "fixed": the share still deeper than 1 mm when that ONE part is replaced by the truth (what fixing it fixes),
 - "alone": the share of all frames deeper than 1 mm when the truth gets only that part from the prediction,
-- the sizes of the errors on those frames (left wrist rotation in degrees, position and fingertips in mm).
+- the sizes of the errors on those frames (left wrist rotation in degrees, position and fingertips in mm);
+
+and, for the same model's feature standardisation, what the feature loss charges per m² of summed squared
+joint displacement for a 1 cm move of the left wrist, a 3° turn of it and 3° at finger joints
+(`feature_charges`; 350 held-out frames).
 
     python benchmarks/handdiffuse_error_split.py [--model FILE] [--json benchmarks/results/handdiffuse-error-split.json]
 """
@@ -33,7 +37,7 @@ from papernodes.models.handdiffuse import reproduce  # noqa: E402
 from papernodes.models.handdiffuse.hand import TIPS  # noqa: E402
 from papernodes.models.handdiffuse.metrics import penetration_depth  # noqa: E402
 from papernodes.models.handdiffuse.pipeline import features_to_joints, load_model  # noqa: E402
-from papernodes.models.handdiffuse.rotations import sixd_to_matrix  # noqa: E402
+from papernodes.models.handdiffuse.rotations import axis_angle_to_matrix, matrix_to_6d, sixd_to_matrix  # noqa: E402
 from papernodes.models.handdiffuse.sampler import q_sample  # noqa: E402
 from papernodes.models.handdiffuse.world import ACTIONS, make_clip  # noqa: E402
 
@@ -101,6 +105,32 @@ def split(model, label: str, clips: int, t: int) -> dict:
     return row
 
 
+def feature_charges(model) -> dict[str, float]:
+    """Feature-loss cost (squared standardised entries, summed) / summed squared joint displacement [m^2] of
+    small moves of the left hand, averaged over held-out frames: how the v-loss weighs each kind of error
+    against how far it moves the joints."""
+    x = torch.cat([make_clip(2, i).to_features()[::10] for i in range(35)]).double()
+    z0, j0 = model.to_model(x.float()).double(), features_to_joints(x, 1.0)
+    direction = torch.randn(x.shape[0], 3, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    turn = axis_angle_to_matrix(
+        torch.tensor([0.0, 0.0, 1.0], dtype=x.dtype), torch.tensor(3.0).deg2rad().to(x)
+    )
+    moves = {"left wrist position, 1 cm": (slice(96, 99), None)}
+    moves |= {"left wrist rotation, 3°": (slice(0, 6), turn)}
+    moves |= {f"left finger rotation {r}, 3°": (slice(6 * r, 6 * r + 6), turn) for r in (1, 2, 3)}
+    out = {}
+    for name, (sl, rotation) in moves.items():
+        moved = x.clone()
+        if rotation is None:
+            moved[:, 1, sl] += 0.01 * direction / direction.norm(dim=-1, keepdim=True)
+        else:
+            moved[:, 1, sl] = matrix_to_6d(sixd_to_matrix(x[:, 1, sl]) @ rotation)
+        feature = (model.to_model(moved.float()).double() - z0).square().sum((-1, -2)).mean()
+        joints = (features_to_joints(moved, 1.0) - j0).square().sum((-1, -2, -3)).mean()
+        out[name] = float(feature / joints)
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(reproduce.WEIGHTS / "handdiffuse-world.safetensors"))
@@ -119,6 +149,9 @@ def main(argv=None) -> dict:
             print(
                 f"{label:15s} t={t:3d}: {100 * row['deep']:5.1f} % of frames > 1 mm; still deep with the truth's {fixed}"
             )
+    out["feature_charge_per_m2"] = feature_charges(model)
+    for name, charge in out["feature_charge_per_m2"].items():
+        print(f"feature loss per m^2 of squared joint displacement, {name}: {charge:,.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return out
