@@ -185,6 +185,33 @@ def test_position_term_is_the_weighted_fk_position_error_of_what_the_sampler_ret
     assert float(out["loss"]) == pytest.approx(float(out["mse"]) + 4.0 * float(out["position"]), rel=1e-6)
     with pytest.raises(InputError, match="position_weight"):
         _cfg(tmp_path, position_weight=-1.0).validate()
+    method.cfg.position_frame = "right_wrist"  # the same term on both hands seen from the right wrist
+    with torch.no_grad():
+        rel = method.losses(batch, torch.Generator().manual_seed(7))["position"]
+        seen = lambda x: features_to_joints(T.in_right_wrist_frame(from_model_space(x, method.config)), 1.0)  # noqa: E731
+        expected_rel = position_loss(seen(returned), seen(batch["x"]), weight)
+    assert float(rel) == pytest.approx(float(expected_rel), rel=1e-5)
+    assert float(rel) != pytest.approx(float(out["position"]), rel=1e-3)
+
+
+def test_right_wrist_frame_is_the_world_joints_seen_from_the_right_wrist():
+    """FK of in_right_wrist_frame(features) = R_r^T (X - p_r) of the world joints, R_r and p_r the right
+    wrist's world rotation and position, for a world clip (computed apart from the features' layout)."""
+    from papernodes.models.handdiffuse.rotations import sixd_to_matrix
+
+    clip = make_clip(0, 2, torch.float64)
+    x = clip.to_features()
+    world = features_to_joints(x, 1.0)
+    rot, pos = sixd_to_matrix(x[:, 0, :6]), world[:, 0, 0]  # joint 0 is the wrist
+    expected = torch.einsum("tji,thkj->thki", rot, world - pos[:, None, None, :])
+    torch.testing.assert_close(
+        features_to_joints(T.in_right_wrist_frame(x), 1.0), expected, atol=1e-9, rtol=0
+    )
+    moved = x.clone()  # the right wrist's path through the room does not reach the loss
+    moved[:, 0, 96:] += 0.3
+    torch.testing.assert_close(
+        features_to_joints(T.in_right_wrist_frame(moved), 1.0), expected, atol=1e-9, rtol=0
+    )
 
 
 def test_interaction_noise_weights_scale_each_sample_by_its_noise_level(tmp_path):

@@ -96,6 +96,7 @@ from .world import ACTIONS, make_clip
 MODEL_FILE = "handdiffuse.safetensors"
 INTERACTION_NOISE_WEIGHTS = ("none", "alpha_bar", "low_noise")  # TrainConfig.interaction_noise_weight
 LOW_NOISE_T = 200  # "low_noise": interaction terms only below this t (cosine ᾱ_t ≥ 0.9)
+POSITION_FRAMES = ("world", "right_wrist")  # TrainConfig.position_frame
 STD_FLOOR = 0.05  # standardisation: smallest std (an entry that barely varies is not blown up)
 GROUPS = NUM_ROT + 1  # 16 rotations + the wrist position per hand
 GROUP_OF_FEATURE = torch.tensor([i // 6 for i in range(NUM_ROT * 6)] + [NUM_ROT] * 3)
@@ -160,6 +161,12 @@ class TrainConfig:
         0.0,
         "λ of the joint-position loss (MDM's L_pos: squared world-position error of every joint, "
         "losses.position_loss); 0 = off",
+    )
+    position_frame: str = option(
+        "world",
+        "frame of the joint-position loss: world (MDM's) or right_wrist (both hands seen from the right "
+        "wrist: how the hands relate and the fingers count, the path through the room does not)",
+        choices=POSITION_FRAMES,
     )
     keyframe_prob: float = option(0.5, "probability that a sample is trained with random keyframes")
     label_dropout: float = option(0.1, "probability of dropping the label (classifier-free guidance)")
@@ -289,6 +296,15 @@ class WindowDataset:
         return {"x": x[start : start + self.frames].float(), "label": torch.tensor(self.labels[i])}
 
 
+def in_right_wrist_frame(x: torch.Tensor) -> torch.Tensor:
+    """Scaled local features [..., 2, 99] with the right wrist at the origin and unrotated: their forward
+    kinematics gives both hands in the right wrist's frame (the left wrist is stored relative to it)."""
+    out = x.clone()
+    out[..., 0, :6] = x.new_tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])  # identity in 6D
+    out[..., 0, NUM_ROT * 6 :] = 0.0
+    return out
+
+
 def keyframe_mask(shape: tuple[int, ...], prob: float, generator: torch.Generator) -> torch.Tensor:
     """Random known entries [B, T, 2, 99] (module docstring: frames, then whole poses or joint groups)."""
     b, t = shape[0], shape[1]
@@ -389,7 +405,14 @@ class HandDiffuseTraining(TrainingMethod):
             out["smoothness"] = smooth["total"]
             out["loss"] = out["loss"] + c.smoothness_weight * smooth["total"]
         if c.position_weight > 0:
-            out["position"] = position_loss(returned, gt_joints, weight)
+            if c.position_frame == "right_wrist":  # the hands seen from the right wrist: no room path
+                returned, gt_joints_pos = (
+                    features_to_joints(in_right_wrist_frame(from_model_space(z, self.config)), 1.0)
+                    for z in (torch.where(known, x0, pred), x0)
+                )
+            else:
+                gt_joints_pos = gt_joints
+            out["position"] = position_loss(returned, gt_joints_pos, weight)
             out["loss"] = out["loss"] + c.position_weight * out["position"]
         if c.interaction_weight > 0:
             pred_joints = features_to_joints(from_model_space(pred, self.config), 1.0)
