@@ -194,6 +194,23 @@ def test_position_term_is_the_weighted_fk_position_error_of_what_the_sampler_ret
     assert float(rel) != pytest.approx(float(out["position"]), rel=1e-3)
 
 
+def test_relative_wrist_std_scale_shrinks_only_the_left_wrist_positions_std(tmp_path):
+    """--relative-wrist-std-scale s: the exported config's std of the left wrist's relative position is s
+    times the plain one and nothing else changes, so the sampler (which reads the config) adds s times the
+    noise in metres there; out of (0, 1] it is refused."""
+    plain = T.HandDiffuseTraining(_cfg(tmp_path / "a"))
+    plain.setup(_CpuRun())
+    scaled = T.HandDiffuseTraining(_cfg(tmp_path / "b", relative_wrist_std_scale=0.25))
+    scaled.setup(_CpuRun())
+    std_p, std_s = torch.tensor(plain.config.feature_std), torch.tensor(scaled.config.feature_std)
+    torch.testing.assert_close(std_s[1, 96:], 0.25 * std_p[1, 96:], rtol=1e-6, atol=0)
+    assert torch.equal(std_s[0], std_p[0]) and torch.equal(std_s[1, :96], std_p[1, :96])
+    assert plain.config.feature_mean == scaled.config.feature_mean
+    for bad in (0.0, 1.5):
+        with pytest.raises(InputError, match="relative_wrist_std_scale"):
+            _cfg(tmp_path, relative_wrist_std_scale=bad).validate()
+
+
 def test_right_wrist_frame_is_the_world_joints_seen_from_the_right_wrist():
     """FK of in_right_wrist_frame(features) = R_r^T (X - p_r) of the world joints, R_r and p_r the right
     wrist's world rotation and position, for a world clip (computed apart from the features' layout)."""

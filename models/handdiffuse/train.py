@@ -168,6 +168,12 @@ class TrainConfig:
         "wrist: how the hands relate and the fingers count, the path through the room does not)",
         choices=POSITION_FRAMES,
     )
+    relative_wrist_std_scale: float = option(
+        1.0,
+        "scale of the standardising std of the left wrist's position relative to the right wrist: below 1 the "
+        "diffusion noise on it is that much smaller in metres and the feature loss charges it 1/scale^2 more "
+        "(docs/handdiffuse.md, 'Where the overlap comes from'); 1 = plain standardisation",
+    )
     keyframe_prob: float = option(0.5, "probability that a sample is trained with random keyframes")
     label_dropout: float = option(0.1, "probability of dropping the label (classifier-free guidance)")
     lr: float = option(2e-4, "AdamW learning rate")
@@ -228,6 +234,10 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise InputError(name, "0 or more", str(getattr(self, name)))
+        if not 0 < self.relative_wrist_std_scale <= 1:
+            raise InputError(
+                "relative_wrist_std_scale", "a scale in (0, 1]", str(self.relative_wrist_std_scale)
+            )
         if not 0 <= self.clearance_offset < CLEARANCE_MARGIN:
             raise InputError(
                 "clearance_offset", f"metres in [0, {CLEARANCE_MARGIN})", str(self.clearance_offset)
@@ -360,6 +370,7 @@ class HandDiffuseTraining(TrainingMethod):
         if c.standardize:  # per hand and feature over every frame; floor so near-constant entries stay O(1)
             allf = torch.cat(feats)
             mean, std = allf.mean(0), allf.std(0).clamp_min(STD_FLOOR)
+            std[1, NUM_ROT * 6 :] = std[1, NUM_ROT * 6 :] * c.relative_wrist_std_scale
             self.stats = (mean.float().tolist(), std.float().tolist())
             feats = [(f - mean) / std for f in feats]
         self.dataset = WindowDataset(feats, [self.labels.index(lab) for _, lab in seqs], c.frames, c.seed)
