@@ -209,6 +209,10 @@ def test_relative_wrist_std_scale_shrinks_only_the_left_wrist_positions_std(tmp_
     for bad in (0.0, 1.5):
         with pytest.raises(InputError, match="relative_wrist_std_scale"):
             _cfg(tmp_path, relative_wrist_std_scale=bad).validate()
+    with pytest.raises(
+        InputError, match="relative_wrist_std_scale"
+    ):  # nothing to scale without standardising
+        _cfg(tmp_path, relative_wrist_std_scale=0.5, standardize=False).validate()
 
 
 def test_right_wrist_frame_is_the_world_joints_seen_from_the_right_wrist():

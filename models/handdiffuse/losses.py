@@ -141,9 +141,10 @@ def position_loss(pred: Tensor, gt: Tensor, weight: Tensor | None = None) -> Ten
         L_pos = mean_b w_b * mean_{t, hand, joint} |X_pred - X_gt|^2
 
     MDM's geometric position loss (Tevet et al. 2023, Sec. 3, L_pos). Why here: the v-loss compares the
-    local features (6D rotations, wrist offsets) entry by entry, so a 3 degree error at the wrist costs the
-    same as at a fingertip joint although it moves the index tip ~9 mm; this term charges each error by
-    how far it moves the joints, where contact and overlap are decided (docs/handdiffuse.md). `weight` [B]
+    standardised local features entry by entry, so per m^2 of joint displacement it charges the left
+    wrist's relative position 200x less than its rotation and 1 800x or more less than a finger angle
+    (measured: benchmarks/handdiffuse_error_split.py), and that position is where the hands overlap; this
+    term charges each error by how far it moves the joints (docs/handdiffuse.md). `weight` [B]
     scales each sample (the trainer passes its v-loss weight, as for the smoothness loss)."""
     if pred.shape != gt.shape or pred.dim() != 5 or tuple(pred.shape[-3:]) != (2, NUM_JOINTS, 3):
         raise InputError(

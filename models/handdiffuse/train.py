@@ -234,6 +234,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise InputError(name, "0 or more", str(getattr(self, name)))
+        if self.relative_wrist_std_scale != 1 and not self.standardize:
+            raise InputError("relative_wrist_std_scale", "1 when --no-standardize is given", "a scale")
         if not 0 < self.relative_wrist_std_scale <= 1:
             raise InputError(
                 "relative_wrist_std_scale", "a scale in (0, 1]", str(self.relative_wrist_std_scale)
