@@ -409,20 +409,20 @@ class HandDiffuseTraining(TrainingMethod):
         err = (pred - x0).square() * weight.reshape(-1, 1, 1, 1)
         mse = (err * free).sum() / free.sum().clamp_min(1.0)
         out = {"mse": mse, "loss": mse}
+        gt_feats = from_model_space(x0, self.config)
+        returned_feats = from_model_space(torch.where(known, x0, pred), self.config)  # keyframes imputed
         if c.smoothness_weight > 0 or c.interaction_weight > 0 or c.position_weight > 0:  # FK of the data
-            gt_joints = features_to_joints(from_model_space(x0, self.config), 1.0)
-        if c.smoothness_weight > 0 or c.position_weight > 0:  # on what the sampler returns: keyframes imputed
-            returned = features_to_joints(from_model_space(torch.where(known, x0, pred), self.config), 1.0)
+            gt_joints = features_to_joints(gt_feats, 1.0)
+        if c.smoothness_weight > 0 or c.position_weight > 0:  # on what the sampler returns
+            returned = features_to_joints(returned_feats, 1.0)
         if c.smoothness_weight > 0:
             smooth = smoothness_loss(returned, gt_joints, weight)
             out["smoothness"] = smooth["total"]
             out["loss"] = out["loss"] + c.smoothness_weight * smooth["total"]
         if c.position_weight > 0:
             if c.position_frame == "right_wrist":  # the hands seen from the right wrist: no room path
-                returned, gt_joints_pos = (
-                    features_to_joints(in_right_wrist_frame(from_model_space(z, self.config)), 1.0)
-                    for z in (torch.where(known, x0, pred), x0)
-                )
+                returned = features_to_joints(in_right_wrist_frame(returned_feats), 1.0)
+                gt_joints_pos = features_to_joints(in_right_wrist_frame(gt_feats), 1.0)
             else:
                 gt_joints_pos = gt_joints
             out["position"] = position_loss(returned, gt_joints_pos, weight)
